@@ -1,0 +1,93 @@
+"""Shared pieces of the data layer: the `DataSplits` record, an in-memory image
+dataset, and the seeded train/validation split used by CIFAR.
+
+Images are kept in pixel space ([0, 1]); normalisation with `mean`/`std` is the
+model's job, so that adversarial attacks can clip to the valid pixel range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from spikeguard.errors import UserError
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A data set split three ways, plus what a model needs to know about it."""
+
+    name: str  # "digits" | "cifar10" | "cifar100"
+    train: Dataset  # augmented (when asked) training part
+    val: Dataset  # held out of the original training set, never augmented
+    test: Dataset  # the official test set (digits: a fixed held-out part), never augmented
+    num_classes: int
+    in_channels: int
+    image_size: int  # H == W
+    mean: tuple[float, ...]  # per-channel normalisation constants, applied by the model
+    std: tuple[float, ...]
+
+
+class ImageDataset(Dataset):
+    """A view of `indices` into an in-memory image tensor.
+
+    `images` is N x C x H x W, either uint8 (CIFAR, kept compact: 1 byte per
+    pixel) or float32 already in [0, 1] (digits). Train and val share the same
+    `images` tensor and differ only in `indices`, so splitting copies nothing.
+    `indices` are positions in the source set (the original training set, or
+    the whole digits set), which lets callers and tests check disjointness.
+
+    Items are `(image, label)`: a float32 C x H x W tensor in [0, 1] and an int.
+    `transform`, if given, is applied per sample to the stored (uint8 or float)
+    image before conversion; only training sets get one.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if images.dim() != 4 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.indices = indices.to(torch.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        image = self.images[j]
+        if self.transform is not None:
+            image = self.transform(image)
+        if image.dtype == torch.uint8:
+            image = image.to(torch.float32) / 255.0
+        return image, int(self.labels[j])
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split positions 0..n-1 into (train, val) by a permutation seeded with `seed`.
+
+    `round(n * val_fraction)` positions go to val. Both parts are returned
+    sorted, so the result depends only on (n, val_fraction, seed).
+    """
+    check_val_fraction(val_fraction)
+    n_val = int(round(n * val_fraction))
+    if n_val >= n:  # only possible for tiny n; training needs at least one image
+        raise UserError(f"val_fraction {val_fraction} leaves no training images out of {n}")
+    # A private generator: the split never depends on (or disturbs) the global RNG.
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val], perm[n_val:]
+    return train.sort().values, val.sort().values
