@@ -1,0 +1,101 @@
+"""Training objectives. Each is ``loss(model, x, y) -> (loss, parts)``; ``parts`` holds detached scalars
+for logging ("ce", and "penalty" where there is one). ``after_step`` runs after every optimiser step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikeguard.attacks import eval_mode, fgsm, pgd
+from spikeguard.defenses.gradient_norm import gradient_norm_terms
+from spikeguard.defenses.orthogonal import retract_model
+from spikeguard.defenses.sparsity import sparsity_terms
+
+Parts = dict[str, torch.Tensor]
+
+
+@dataclass
+class AdversarialExamples:
+    """FGSM or PGD examples for training, made in eval mode under the model's training estimator."""
+
+    attack: str = "pgd"
+    eps: float = 8 / 255
+    alpha: float = 2.55 / 255
+    steps: int = 7
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with eval_mode(model):
+            if self.attack == "fgsm":
+                return fgsm(model, x, y, self.eps)
+            return pgd(model, x, y, self.eps, self.alpha, self.steps, random_start=True,
+                       generator=self.generator, keep_best=False)
+
+
+class Defense:
+    name = "vanilla"
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+        ce = F.cross_entropy(model(x), y)
+        return ce, {"ce": ce.detach()}
+
+    def after_step(self, model: nn.Module) -> None:
+        pass
+
+
+class AdversarialTraining(Defense):
+    """Cross-entropy on adversarial examples only (Madry et al.)."""
+
+    name = "at"
+
+    def __init__(self, examples: AdversarialExamples):
+        self.examples = examples
+
+    def loss(self, model, x, y):
+        return super().loss(model, self.examples(model, x, y), y)
+
+
+class RobustAdversarialTraining(AdversarialTraining):
+    """RAT: FGSM adversarial training plus the orthogonality retraction after each step."""
+
+    name = "rat"
+
+    def __init__(self, examples: AdversarialExamples, beta: float = 0.004, seed: int = 0):
+        super().__init__(examples)
+        self.beta = beta
+        self.rows = torch.Generator().manual_seed(seed)
+
+    def after_step(self, model):
+        retract_model(model, self.beta, generator=self.rows)
+
+
+class GradientRegularization(Defense):
+    """GR: cross-entropy + lamb * ||d CE / d x||_2^2 (exact, double backprop)."""
+
+    name = "gr"
+
+    def __init__(self, lamb: float):
+        self.lamb = lamb
+
+    def loss(self, model, x, y):
+        logits, penalty = gradient_norm_terms(model, x, y)
+        ce = F.cross_entropy(logits, y)
+        return ce + self.lamb * penalty, {"ce": ce.detach(), "penalty": penalty.detach()}
+
+
+class SparsityRegularization(Defense):
+    """SR: cross-entropy + lamb * SR penalty; with ``examples`` it is SR*, computed on adversarial inputs."""
+
+    def __init__(self, lamb: float, h: float = 0.01, examples: AdversarialExamples | None = None):
+        self.lamb, self.h, self.examples = lamb, h, examples
+        self.name = "sr" if examples is None else "sr_star"
+
+    def loss(self, model, x, y):
+        if self.examples is not None:
+            x = self.examples(model, x, y)
+        logits, penalty = sparsity_terms(model, x, y, self.h)
+        ce = F.cross_entropy(logits, y)
+        return ce + self.lamb * penalty, {"ce": ce.detach(), "penalty": penalty.detach()}

@@ -1,0 +1,52 @@
+"""Gradient-sparsity regularisation (SR, Liu et al., ICML 2024), as restated in docs/METHOD.md.
+
+f(x) = sigmoid(z_y - z_k): the probability of the true class y against its strongest rival k (fixed on
+the clean pass). The penalty is a finite-difference estimate of the input gradient's l1 norm along its own
+sign: ((f(x + h * sign(g)) - f(x)) / h)^2 with g = df/dx, averaged over the batch. sign(g) is a constant;
+gradients flow through both f(x) and f(x + h * sign(g)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikeguard.errors import UserError
+
+
+def strongest_rival(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """argmax over j != y of the logits (no gradient)."""
+    masked = logits.detach().clone()
+    masked.scatter_(1, y[:, None], -float("inf"))
+    return masked.argmax(1)
+
+
+def true_class_probability(logits: torch.Tensor, y: torch.Tensor, rival: torch.Tensor | None = None) -> torch.Tensor:
+    """f = exp(z_y) / (exp(z_y) + exp(z_k)) = sigmoid(z_y - z_k), one value per sample."""
+    if rival is None:
+        rival = strongest_rival(logits, y)
+    margin = logits.gather(1, y[:, None]) - logits.gather(1, rival[:, None])
+    return torch.sigmoid(margin.squeeze(1))
+
+
+def sparsity_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of the clean pass, SR penalty). The logits keep their graph so a caller can add the
+    cross-entropy without a third forward pass."""
+    if not h > 0:
+        raise UserError(f"h must be positive, got {h}")
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    rival = strongest_rival(logits, y)
+    f = true_class_probability(logits, y, rival)
+    # retain_graph: the clean graph is reused by the penalty and the cross-entropy.
+    (g,) = torch.autograd.grad(f.sum(), x, retain_graph=True)
+    x_step = x.detach() + h * g.sign()  # not clamped to [0, 1], as in the release
+    f_step = true_class_probability(model(x_step), y, rival)
+    penalty = ((f_step - f) / h).pow(2).mean()
+    return logits, penalty
+
+
+def sparsity_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: float = 0.01) -> torch.Tensor:
+    """The SR penalty as a scalar tensor with gradients to the parameters, for any model mapping images
+    to logits. Add ``lamb * sparsity_penalty(model, x, y)`` to your own loss."""
+    return sparsity_terms(model, x, y, h)[1]

@@ -1,0 +1,162 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikeguard.defenses import DEFENSES, create_defense, sparsity_penalty
+from spikeguard.defenses.gradient_norm import gradient_norm_terms
+from spikeguard.defenses.orthogonal import retract, retract_model
+from spikeguard.errors import UserError
+
+
+def slow_sparsity_penalty(model, x, y, h):
+    """METHOD.md's SR penalty, one sample at a time, with the two-class probability written out."""
+    terms = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        z = model(xi)[0]
+        others = [j for j in range(z.numel()) if j != y[i]]
+        k = others[int(torch.stack([z[j] for j in others]).argmax())]
+        f = torch.exp(z[y[i]]) / (torch.exp(z[y[i]]) + torch.exp(z[k]))
+        (g,) = torch.autograd.grad(f, xi, retain_graph=True)
+        z2 = model(xi.detach() + h * g.sign())[0]
+        f2 = torch.exp(z2[y[i]]) / (torch.exp(z2[y[i]]) + torch.exp(z2[k]))
+        terms.append(((f2 - f) / h) ** 2)
+    return torch.stack(terms).mean()
+
+
+def test_sparsity_penalty_matches_slow_per_sample_computation(tiny_model, digits_batch):
+    x, y = digits_batch[0].double(), digits_batch[1]
+    tiny_model.double().eval()  # BatchNorm on running statistics: samples independent, as the slow version assumes
+    params = [p for p in tiny_model.parameters() if p.requires_grad]
+    fast = sparsity_penalty(tiny_model, x, y, h=0.05)
+    slow = slow_sparsity_penalty(tiny_model, x, y, h=0.05)
+    assert fast.item() > 0
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+    fast_grads = torch.autograd.grad(fast, params, allow_unused=True)
+    slow_grads = torch.autograd.grad(slow, params, allow_unused=True)
+    for a, b in zip(fast_grads, slow_grads):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
+    assert any(g is not None and g.abs().sum() > 0 for g in fast_grads)
+
+
+def test_sparsity_penalty_works_on_any_image_model(digits_batch):
+    x, y = digits_batch
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    p = sparsity_penalty(ann, x, y)
+    assert p.dim() == 0 and p.requires_grad
+    p.backward()
+    assert ann[1].weight.grad.abs().sum() > 0
+
+
+def test_sparsity_penalty_rejects_bad_h(tiny_model, digits_batch):
+    with pytest.raises(UserError):
+        sparsity_penalty(tiny_model, *digits_batch, h=0.0)
+
+
+def smooth_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+def test_gradient_regularisation_against_finite_differences():
+    model = smooth_model()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 3, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 2, 1])
+    _, penalty = gradient_norm_terms(model, x, y)
+
+    def per_sample_loss(xi, yi):
+        return F.cross_entropy(model(xi), yi, reduction="sum")
+
+    step, norms = 1e-6, []
+    for i in range(3):
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        fd = []
+        for j in range(xi.numel()):
+            e = torch.zeros_like(xi).view(-1)
+            e[j] = step
+            e = e.view_as(xi)
+            fd.append((per_sample_loss(xi + e, yi) - per_sample_loss(xi - e, yi)) / (2 * step))
+        norms.append(torch.stack(fd).pow(2).sum())
+    torch.testing.assert_close(penalty, torch.stack(norms).mean(), rtol=1e-6, atol=1e-9)
+
+    # the penalty's parameter gradient (double backprop) against finite differences of the penalty
+    weight = model[1].weight
+    (analytic,) = torch.autograd.grad(penalty, weight)
+
+    def penalty_at(idx, value):
+        with torch.no_grad():
+            weight[idx] = value
+        return gradient_norm_terms(model, x, y)[1].item()
+
+    for idx in [(0, 0), (3, 5), (5, 11)]:
+        old = weight[idx].item()
+        fd = (penalty_at(idx, old + 1e-5) - penalty_at(idx, old - 1e-5)) / 2e-5
+        penalty_at(idx, old)
+        assert analytic[idx].item() == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+def test_rat_retraction_moves_weights_toward_orthogonality():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))
+    w = 1.3 * q + 0.1 * torch.randn(32, 32, generator=g, dtype=torch.float64)
+    eye = torch.eye(32, dtype=torch.float64)
+    before = torch.linalg.norm(w @ w.T - eye)
+    for _ in range(5):
+        retract(w, beta=0.05)
+    assert torch.linalg.norm(w @ w.T - eye) < 0.5 * before
+
+
+def test_rat_retraction_updates_convs_and_a_row_subset_of_large_linears():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(10, 400), nn.Linear(400, 5))
+    before = [p.detach().clone() for p in model.parameters()]
+    conv_dev = torch.linalg.norm(model[0].weight.view(8, -1) @ model[0].weight.view(8, -1).T - torch.eye(8))
+    retract_model(model, beta=0.004, generator=torch.Generator().manual_seed(0))
+    conv_w = model[0].weight.view(8, -1)
+    assert torch.linalg.norm(conv_w @ conv_w.T - torch.eye(8)) < conv_dev
+    changed_rows = (model[2].weight != before[2]).any(1).sum().item()
+    assert changed_rows == int(0.3 * 400)
+    assert (model[3].weight != before[4]).any(1).all()  # 5 rows < 200: every row updated
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+def test_each_defense_lowers_its_loss(name, tiny_model, digits_batch):
+    x, y = digits_batch
+    defense = create_defense(name, lamb=0.01, eps=0.05, alpha=0.02, steps=3)
+    opt = torch.optim.SGD(tiny_model.parameters(), lr=0.05, momentum=0.9)
+    tiny_model.train()
+    losses = []
+    for _ in range(12):
+        loss, parts = defense.loss(tiny_model, x, y)
+        assert torch.isfinite(loss) and "ce" in parts
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        defense.after_step(tiny_model)
+        losses.append(loss.item())
+    assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3
+
+
+@pytest.mark.parametrize("kw", [dict(name="bogus"), dict(name="sr", h=0.0), dict(name="at", eps=-0.1),
+                                dict(name="at", steps=0), dict(name="at", attack="cw"),
+                                dict(name="sr", lamb=float("nan"))])
+def test_create_defense_rejects_bad_parameters(kw):
+    with pytest.raises(UserError):
+        create_defense(**kw)
+
+
+def test_sr_star_trains_on_adversarial_examples(tiny_model, digits_batch):
+    """SR* must see other inputs than SR: its loss on the same weights and batch is higher."""
+    x, y = digits_batch
+    tiny_model.train()
+    sr = create_defense("sr", lamb=0.01)
+    star = create_defense("sr_star", lamb=0.01, eps=0.1, alpha=0.05, steps=3)
+    torch.manual_seed(0)
+    clean = sr.loss(tiny_model, x, y)[1]["ce"]
+    adversarial = star.loss(tiny_model, x, y)[1]["ce"]
+    assert adversarial > clean
