@@ -1,0 +1,3 @@
+from spikeguard.cli import entry_point
+
+entry_point()

@@ -1,0 +1,141 @@
+"""The command line. Thin: it parses, checks paths, and calls the layers below.
+
+Every error a user can cause ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from spikeguard.errors import UserError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Train adversarially robust spiking neural networks and evaluate them honestly.")
+
+
+def _overrides(**flags) -> dict:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="New run directory (must not hold a run already)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
+    dataset: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100"),
+    model: Optional[str] = typer.Option(None, help="digits_cnn | vgg11 | wrn16_4 (default: the data set's)"),
+    defense: Optional[str] = typer.Option(None, help="vanilla | at | rat | gr | sr | sr_star"),
+    lamb: Optional[float] = typer.Option(None, help="Penalty weight for sr, sr_star and gr."),
+    h: Optional[float] = typer.Option(None, help="SR finite-difference step (> 0)."),
+    eps: Optional[str] = typer.Option(None, help="Adversarial-training radius in pixel scale, e.g. 0.03 or 8/255."),
+    alpha: Optional[str] = typer.Option(None, help="PGD step size for AT / SR*."),
+    steps: Optional[int] = typer.Option(None, help="PGD steps for AT / SR*."),
+    attack: Optional[str] = typer.Option(None, help="Example generator for AT / SR*: fgsm | pgd."),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None),
+    time_steps: Optional[int] = typer.Option(None, "--time-steps", help="Simulation time steps T."),
+    seed: Optional[int] = typer.Option(None),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt."""
+    from spikeguard.config import config_from_dict, load_config_file
+    from spikeguard.train import prepare_run_dir, train as run_training
+
+    prepare_run_dir(out)
+    values = load_config_file(config) if config else {}
+    values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
+                             steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
+                             time_steps=time_steps, seed=seed, data_dir=data_dir, download=download, device=device))
+    cfg = config_from_dict(values).resolved()
+    result = run_training(cfg, out, progress=progress)
+    typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
+               f"run in {result.run_dir}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A run directory (its best.pt) or a checkpoint file."),
+    eps: Optional[str] = typer.Option(None, help="Attack radius, pixel scale (default: the training eps)."),
+    n: Optional[int] = typer.Option(None, help="Evaluate the first N test samples (default: all)."),
+    pgd_steps: int = typer.Option(10, "--pgd-steps"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    seed: int = typer.Option(0),
+    model: Optional[str] = typer.Option(None, help="Refuse the checkpoint unless it holds this model."),
+    dataset: Optional[str] = typer.Option(None, help="Refuse the checkpoint unless it was trained on this."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    download: bool = typer.Option(False, "--download/--no-download"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSON here (a new file)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Clean accuracy and FGSM / PGD robust accuracy, per-sample worst case over four estimators."""
+    from spikeguard.checkpoint import load_model
+    from spikeguard.config import _coerce
+    from spikeguard.data import load_dataset
+    from spikeguard.evaluate import EvalSettings, evaluate_model
+    from spikeguard.results import print_table, write_json
+
+    if out is not None and out.exists():
+        raise UserError(f"output '{out}' already exists; choose a new --out")
+    net, ckpt = load_model(checkpoint, expect_model=model, expect_dataset=dataset)
+    cfg = ckpt.get("config", {})
+    eps_value = _coerce("eps", eps, "float") if eps is not None else cfg.get("eps")
+    if eps_value is None:
+        raise UserError("the checkpoint records no eps; pass --eps")
+    settings = EvalSettings(eps=eps_value, pgd_steps=pgd_steps, n=n, batch_size=batch_size, seed=seed).resolved()
+    data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,
+                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False)
+    result = evaluate_model(net, data.test, settings, progress=progress)
+    record = {"checkpoint": str(checkpoint), "model": ckpt["arch"]["name"], "dataset": ckpt["dataset"],
+              "eps": settings.eps, "attack": {"pgd_steps": settings.pgd_steps, "pgd_alpha": settings.pgd_alpha,
+                                              "estimators": list(settings.estimators)}, **result}
+    print_table({Path(checkpoint).name: record}, title=f"{ckpt['dataset']} test, eps {settings.eps:.4g}")
+    if out is not None:
+        write_json(out, record)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("spikeguard-demo"), "--out", help="New output directory."),
+    defenses: Optional[str] = typer.Option(None, help="Comma-separated subset of the demo's defenses."),
+    epochs: Optional[int] = typer.Option(None, help="Override the demo's epochs (for a quick look)."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train small SNNs on the embedded digits data with each defense, attack them, write a report."""
+    from spikeguard.demo import run_demo
+
+    run_demo(out, defenses.split(",") if defenses else None, epochs, seed, progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["--help"]
+    try:
+        app(args=argv, prog_name="spikeguard", standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as e:  # bad flag, missing argument, bad value: click's usage errors
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The command line end to end on digits, and every bad input ending in one line and exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spikeguard.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--dataset", "digits", "--defense", "sr", "--lamb", "0.01", "--epochs", "1",
+                 "--time-steps", "4", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run(run_dir):
+    assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"}
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["defense"] == "sr" and cfg["lamb"] == 0.01 and cfg["model"] == "digits_cnn"
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    assert len(lines) == 1
+    for key in ("loss", "ce", "penalty", "val_accuracy", "grad_l1", "grad_zero_fraction"):
+        assert key in record
+    assert record["penalty"] > 0 and 0 <= record["grad_zero_fraction"] <= 1 and record["val_accuracy"] > 0.5
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run_dir / name, weights_only=True)
+        assert ckpt["arch"]["name"] == "digits_cnn" and "conv" not in ckpt["model"]
+        assert any(k.endswith("weight") for k in ckpt["model"])
+
+
+def test_evaluate_prints_and_writes_results(run_dir, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert main(["evaluate", str(run_dir), "--n", "40", "--pgd-steps", "2", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 40 and result["attack"]["estimators"] == ["triangle:1", "sigmoid:4", "atan:2", "bptr"]
+    r = result["robust_accuracy"]
+    assert 0 <= result["worst_case_accuracy"] <= min(r["fgsm"], r["pgd"]) <= result["clean_accuracy"]
+    assert "PGD" in capsys.readouterr().out
+
+
+def test_train_from_config_file_with_flag_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: digits\ndefense: vanilla\nepochs: 3\ntime_steps: 2\neps: 8/255\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["epochs"] == 1 and cfg["time_steps"] == 2 and cfg["eps"] == pytest.approx(8 / 255)
+
+
+def one_line_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "--model", "resnet999"], "unknown model"),
+    (["train", "--defense", "magic"], "unknown defense"),
+    (["train", "--dataset", "mnist"], "unknown dataset"),
+    (["train", "--eps", "-0.1"], "eps"),
+    (["train", "--defense", "sr", "--lamb", "0.1", "--h", "0"], "h must be a positive"),
+    (["train", "--defense", "sr", "--lamb", "0.1", "--h", "-1"], "h must be a positive"),
+    (["train", "--defense", "sr"], "needs a positive lamb"),
+    (["train", "--epochs", "zero"], "epochs"),
+    (["train", "--no-such-flag"], "no-such-flag"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "not found"),
+])
+def test_bad_train_input_is_one_line_exit_2(capsys, tmp_path, argv, fragment):
+    out = tmp_path / "run"
+    err = one_line_error(capsys, argv + ["--out", str(out)])
+    assert fragment in err
+    assert not out.exists()  # nothing was written
+
+
+def test_bad_config_file_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: digits\nlearning_rate: 0.1\n")
+    assert "learning_rate" in one_line_error(capsys, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
+    bad.write_text("epochs: [1, 2]\n")
+    assert "epochs" in one_line_error(capsys, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
+    bad.write_text("eps: 8/0\n")
+    assert "eps" in one_line_error(capsys, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
+
+
+def test_existing_run_is_never_overwritten(capsys, run_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    assert "already exists" in one_line_error(capsys, ["train", "--epochs", "1", "--out", str(run_dir)])
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_bad_checkpoints_are_refused(capsys, run_dir, tmp_path):
+    assert "does not exist" in one_line_error(capsys, ["evaluate", str(tmp_path / "missing.pt")])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    assert "not a loadable" in one_line_error(capsys, ["evaluate", str(junk)])
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((run_dir / "best.pt").read_bytes()[:2000])
+    assert "not a loadable" in one_line_error(capsys, ["evaluate", str(truncated)])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    assert "not a spikeguard checkpoint" in one_line_error(capsys, ["evaluate", str(foreign)])
+    assert "not 'vgg11'" in one_line_error(capsys, ["evaluate", str(run_dir), "--model", "vgg11"])
+    assert "not 'cifar10'" in one_line_error(capsys, ["evaluate", str(run_dir), "--dataset", "cifar10"])
+    assert "eps" in one_line_error(capsys, ["evaluate", str(run_dir), "--eps", "-1"])
+
+
+def test_checkpoint_whose_weights_do_not_fit_its_architecture(capsys, run_dir, tmp_path):
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    ckpt["arch"]["name"] = "wrn16_4"  # claims another architecture than its weights
+    lying = tmp_path / "lying.pt"
+    torch.save(ckpt, lying)
+    assert "do not fit" in one_line_error(capsys, ["evaluate", str(lying)])
+
+
+def test_evaluate_refuses_to_overwrite_results(capsys, run_dir, tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text("{}")
+    assert "already exists" in one_line_error(capsys, ["evaluate", str(run_dir), "--out", str(out)])
+    assert out.read_text() == "{}"
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "spikeguard", "train", "--defense", "nope", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown defense 'nope'; choose from vanilla, at, rat, gr, sr, sr_star"

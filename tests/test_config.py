@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from spikeguard.config import TrainConfig, config_from_dict, load_config_file
+from spikeguard.errors import UserError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_paper_configs_cover_every_setting():
+    names = {p.stem for p in CONFIGS}
+    for dataset in ("cifar10", "cifar100"):
+        for model in ("vgg11", "wrn16_4"):
+            for defense in ("vanilla", "at", "rat", "gr", "sr", "sr_star"):
+                assert f"{dataset}_{model}_{defense}" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_validates(path):
+    cfg = config_from_dict(load_config_file(path)).resolved()
+    dataset, _, rest = path.stem.partition("_")
+    assert cfg.dataset == dataset and path.stem.endswith(cfg.defense) and cfg.model in path.stem
+    assert cfg.time_steps == 8 and cfg.epochs == 200 and cfg.lr == 0.1
+    if cfg.defense in ("at", "sr_star"):
+        assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(2.55 / 255) and cfg.steps == 7
+
+
+def test_defaults_follow_the_dataset():
+    cfg = TrainConfig(dataset="cifar10").resolved()
+    assert cfg.model == "vgg11" and cfg.eps == pytest.approx(8 / 255)
+    assert TrainConfig(dataset="digits").resolved().model == "digits_cnn"
+
+
+@pytest.mark.parametrize("values", [{"unknown_key": 1}, {"epochs": 1.5}, {"epochs": True}, {"lr": "fast"},
+                                    {"augment": "yes"}, {"dataset": None}, {"tau": 2.0}, {"lr": -0.1},
+                                    {"val_fraction": 1.0}, {"batch_size": 0}])
+def test_bad_values_are_rejected(values):
+    with pytest.raises(UserError):
+        config_from_dict(values).resolved()
