@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spikeguard.attacks import fgsm, pgd, worst_case_accuracy
+from spikeguard.attacks import eval_mode, fgsm, pgd, worst_case_accuracy
 from spikeguard.errors import UserError
 from spikeguard.snn import parse_estimator
 
@@ -65,6 +65,7 @@ def evaluate_model(model: nn.Module, dataset, settings: EvalSettings, device: to
     unknown = [a for a in s.attacks if a not in attacks]
     if unknown:
         raise UserError(f"unknown attack(s) {unknown}; choose from {', '.join(attacks)}")
+    require_deterministic(model, torch.stack([dataset[i][0] for i in range(min(n, 32))]).to(device))
     clean, robust = [], {a: [] for a in s.attacks}
     broken = {a: {} for a in s.attacks}
     seconds = {a: 0.0 for a in s.attacks}
@@ -89,6 +90,16 @@ def evaluate_model(model: nn.Module, dataset, settings: EvalSettings, device: to
         "broken_by": broken,
         "seconds": seconds,
     }
+
+
+@torch.no_grad()
+def require_deterministic(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse stochastic models (e.g. Poisson encoding): attacking one draw and scoring another inflates
+    robustness, and this evaluator has no expectation over transformation (EoT)."""
+    with eval_mode(model):
+        if not torch.equal(model(x), model(x)):
+            raise UserError("the model is stochastic (two forward passes differ); this evaluator has no EoT and "
+                            "would overstate its robustness, so it refuses")
 
 
 def fgsm_attack(model, x, y, *, eps):

@@ -1,9 +1,12 @@
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeguard.attacks import eval_mode, fgsm, pgd, worst_case_accuracy
-from spikeguard.evaluate import PAPER_ESTIMATORS
+from spikeguard.errors import UserError
+from spikeguard.evaluate import PAPER_ESTIMATORS, EvalSettings, evaluate_model
+from spikeguard.snn import PoissonEncoder
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -67,3 +70,9 @@ def test_attacks_leave_model_modes_and_estimators_as_they_were(tiny_model, digit
     worst_case_accuracy(tiny_model, x, y, lambda m, a, b: fgsm(m, a, b, 0.1), PAPER_ESTIMATORS)
     assert tiny_model.training and all(m.training for m in tiny_model.modules())
     assert [layer.estimator for layer in spiking_layers(tiny_model)] == before
+
+
+def test_evaluator_refuses_a_stochastic_model(tiny_model, digits):
+    tiny_model.encoder = PoissonEncoder(tiny_model.time_steps)
+    with pytest.raises(UserError, match="stochastic"):
+        evaluate_model(tiny_model, digits.test, EvalSettings(eps=0.1, n=8), progress=False)

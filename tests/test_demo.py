@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from spikeguard.cli import main
+from spikeguard.demo import demo_selection
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--out", str(out), "--defenses", "vanilla,sr", "--epochs", "1", "--no-progress"]) == 0
+    return out
+
+
+def test_demo_results_follow_the_schema(demo_out):
+    results = json.loads((demo_out / "results.json").read_text())
+    chosen = demo_selection()["chosen"]
+    assert results["dataset"] == "digits" and results["eps"] == chosen["eps"]
+    assert results["attack"]["pgd_steps"] == chosen["eval_pgd_steps"] and results["attack"]["pgd_alpha"] > 0
+    assert results["attack"]["estimators"] == ["triangle:1", "sigmoid:4", "atan:2", "bptr"]
+    assert set(results["models"]) == {"vanilla", "sr"}
+    for m in results["models"].values():
+        assert 0 <= m["robust_accuracy"]["pgd"] <= m["clean_accuracy"] <= 1
+        assert 0 <= m["robust_accuracy"]["fgsm"] <= m["clean_accuracy"]
+        assert m["train_seconds"] > 0
+    assert results["models"]["sr"]["lamb"] == chosen["lamb"] and results["models"]["vanilla"]["lamb"] == 0
+
+
+def test_demo_report_has_every_section(demo_out):
+    report = (demo_out / "report.md").read_text()
+    for section in ("| defense |", "## Does SR beat vanilla under PGD?", "## How eps, lambda and epochs were chosen",
+                    "validation", "## Which estimator broke the samples", "## Caveats"):
+        assert section in report
+    assert "| vanilla |" in report and "| sr |" in report
+    assert (demo_out / "runs" / "sr" / "best.pt").is_file()
+
+
+def test_demo_selection_was_made_on_validation_only():
+    selection = demo_selection()
+    assert "test split is never" in selection["procedure"]
+    assert all("val" in row["what"] for row in selection["table"])
+
+
+def test_demo_rejects_bad_input(capsys, demo_out, tmp_path):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--defenses", "vanilla,magic"]) == 2
+    assert "unknown demo defense" in capsys.readouterr().err
+    assert main(["demo", "--out", str(demo_out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def _models(sr_pgd, van_pgd, sr_l1, van_l1):
+    def m(pgd, l1):
+        return {"robust_accuracy": {"pgd": pgd}, "input_gradient": {"l1": l1}}
+    return {"sr": m(sr_pgd, sr_l1), "vanilla": m(van_pgd, van_l1)}
+
+
+def test_verdict_reports_honestly_and_diagnoses_a_loss():
+    from spikeguard.demo import _verdict
+
+    assert _verdict(_models(0.40, 0.20, 1.0, 2.0), 360).startswith("Yes")
+    assert _verdict(_models(0.21, 0.20, 1.0, 2.0), 360).startswith("Not clearly")
+    no_shrink = _verdict(_models(0.15, 0.20, 3.0, 2.0), 360)
+    assert no_shrink.startswith("No") and "did not shrink" in no_shrink
+    shrunk = _verdict(_models(0.15, 0.20, 1.0, 2.0), 360)
+    assert shrunk.startswith("No") and "did shrink" in shrunk
