@@ -73,26 +73,29 @@ def evaluate(
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download/--no-download"),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSON here (a new file)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Clean accuracy and FGSM / PGD robust accuracy, per-sample worst case over four estimators."""
     from spikeguard.checkpoint import load_model
-    from spikeguard.config import _coerce
+    from spikeguard.config import coerce_field
     from spikeguard.data import load_dataset
     from spikeguard.evaluate import EvalSettings, evaluate_model
     from spikeguard.results import print_table, write_json
+    from spikeguard.train import pick_device
 
     if out is not None and out.exists():
         raise UserError(f"output '{out}' already exists; choose a new --out")
+    target = pick_device(device)
     net, ckpt = load_model(checkpoint, expect_model=model, expect_dataset=dataset)
     cfg = ckpt.get("config", {})
-    eps_value = _coerce("eps", eps, "float") if eps is not None else cfg.get("eps")
+    eps_value = coerce_field("eps", eps, "float") if eps is not None else cfg.get("eps")
     if eps_value is None:
         raise UserError("the checkpoint records no eps; pass --eps")
     settings = EvalSettings(eps=eps_value, pgd_steps=pgd_steps, n=n, batch_size=batch_size, seed=seed).resolved()
     data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,
                         cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False)
-    result = evaluate_model(net, data.test, settings, progress=progress)
+    result = evaluate_model(net.to(target), data.test, settings, device=target, progress=progress)
     record = {"checkpoint": str(checkpoint), "model": ckpt["arch"]["name"], "dataset": ckpt["dataset"],
               "eps": settings.eps, "attack": {"pgd_steps": settings.pgd_steps, "pgd_alpha": settings.pgd_alpha,
                                               "estimators": list(settings.estimators)}, **result}

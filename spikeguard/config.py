@@ -92,7 +92,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _coerce(name: str, value: Any, annotation: str) -> Any:
+def coerce_field(name: str, value: Any, annotation: str) -> Any:
     """Check one YAML or flag value against its field's type; accept "8/255" for floats."""
     if value is None:
         if "None" in annotation:
@@ -129,7 +129,7 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) ->
         raise UserError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
     cfg = dataclasses.replace(base or TrainConfig())
     for key, value in values.items():
-        setattr(cfg, key, _coerce(key, value, str(known[key])))
+        setattr(cfg, key, coerce_field(key, value, str(known[key])))
     return cfg
 
 

@@ -69,7 +69,8 @@ def evaluate_model(model: nn.Module, dataset, settings: EvalSettings, device: to
     clean, robust = [], {a: [] for a in s.attacks}
     broken = {a: {} for a in s.attacks}
     seconds = {a: 0.0 for a in s.attacks}
-    for start in tqdm(range(0, n, s.batch_size), desc="evaluate", leave=False, disable=not progress):
+    batches = range(0, n, s.batch_size)
+    for start in tqdm(batches, desc="evaluate", leave=False, disable=None if progress else True):
         idx = range(start, min(start + s.batch_size, n))
         x = torch.stack([dataset[i][0] for i in idx]).to(device)
         y = torch.as_tensor([int(dataset[i][1]) for i in idx]).to(device)

@@ -113,7 +113,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             sums: dict[str, float] = {}
-            batches = tqdm(loader, desc=f"{cfg.defense} epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+            # disable=None: bars on a terminal only, so logs stay readable
+            batches = tqdm(loader, desc=f"{cfg.defense} epoch {epoch}/{cfg.epochs}", leave=False,
+                           disable=None if progress else True)
             for x, y in batches:
                 x, y = x.to(device), y.to(device)
                 loss, parts = defense.loss(model, x, y)
