@@ -61,8 +61,9 @@ def main() -> None:
             robust = attack(run.model, eps)["robust_accuracy"]["pgd"]
             ok = run.best_val_accuracy >= van_clean - MAX_CLEAN_DROP
             scores[lamb] = robust if ok else -1.0
+            note = "" if ok else " (clean drop too large)"
             table.append({"what": f"lambda ({defense}: val clean / val PGD)", "value": lamb,
-                          "result": f"{run.best_val_accuracy:.3f} / {robust:.3f}" + ("" if ok else " (clean drop too large)")})
+                          "result": f"{run.best_val_accuracy:.3f} / {robust:.3f}{note}"})
         return max(grid, key=lambda lamb: scores[lamb])
 
     lamb = pick("sr", LAMB_GRID)

@@ -5,7 +5,6 @@ Every error a user can cause ends in one line on stderr and exit code 2, never a
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional

@@ -22,6 +22,7 @@ from spikeguard.data import DataSplits, load_dataset
 from spikeguard.defenses import create_defense, true_class_probability
 from spikeguard.errors import UserError
 from spikeguard.models import ModelSpec, SpikingNet, create_model
+from spikeguard.results import write_text
 
 
 @dataclass
@@ -105,34 +106,37 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
     stats_x, stats_y = (t.to(device) for t in stack(data.val, cfg.grad_stats_batch))
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     base = {"arch": spec.to_dict(), "dataset": cfg.dataset, "config": cfg.to_dict()}
     best_acc, best_epoch, best_state = -1.0, -1, None
     start = time.perf_counter()
     with open(run_dir / "metrics.jsonl", "w") as log:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per step for logging
             # disable=None: bars on a terminal only, so logs stay readable
             batches = tqdm(loader, desc=f"{cfg.defense} epoch {epoch}/{cfg.epochs}", leave=False,
                            disable=None if progress else True)
             for x, y in batches:
                 x, y = x.to(device), y.to(device)
                 loss, parts = defense.loss(model, x, y)
-                if not torch.isfinite(loss):
-                    raise UserError(f"training diverged: loss is {loss.item()} at epoch {epoch}; "
-                                    "lower --lr or --lamb, or raise --h")
+                # One host sync per step. Spikes turn NaN inputs into silence (NaN >= thr is false), so
+                # the input is checked as well as the loss.
+                if not bool(torch.isfinite(loss) & torch.isfinite(x).all()):
+                    what = "the input batch holds NaN or inf" if not torch.isfinite(x).all() else f"loss is {loss.item()}"
+                    raise UserError(f"training diverged at epoch {epoch}: {what}; lower --lr or --lamb, raise --h, "
+                                    "or check the data")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 defense.after_step(model)
                 for key, value in {"loss": loss.detach(), **parts}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    sums[key] = sums.get(key, 0.0) + value
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             val_acc = accuracy(model, data.val, 256, device)
             record = {"epoch": epoch, "lr": lr,
-                      **{k: v / max(len(loader), 1) for k, v in sums.items()},
+                      **{k: float(v) / max(len(loader), 1) for k, v in sums.items()},
                       "val_accuracy": val_acc, **input_gradient_stats(model, stats_x, stats_y),
                       "seconds": time.perf_counter() - start}
             record.setdefault("penalty", 0.0)

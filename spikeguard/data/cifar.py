@@ -166,7 +166,7 @@ def _read_files(spec: _CifarSpec, root: Path, shown_root: str, names: tuple[str,
             )
         parts.append(_read_batch(path, spec))
     data = np.concatenate([d for d, _ in parts])
-    labels = np.concatenate([l for _, l in parts])
+    labels = np.concatenate([lab for _, lab in parts])
     images = torch.from_numpy(data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE))
     return images, torch.from_numpy(labels)
 
