@@ -88,12 +88,20 @@ def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
 
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSplits | None = None) -> TrainResult:
+    """Train one model as ``cfg`` says into the new run directory ``out``. The global RNG is seeded with
+    ``cfg.seed`` inside a fork, so the caller's random state is the same afterwards."""
     cfg = cfg.resolved()
     run_dir = prepare_run_dir(out)
     device = pick_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
-    torch.manual_seed(cfg.seed)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(cfg.seed)
+        return _fit(cfg, run_dir, device, data, progress)
+
+
+def _fit(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits, progress: bool) -> TrainResult:
     spec = model_spec(cfg, data)
     model = create_model(spec).to(device)
     defense = create_defense(cfg.defense, lamb=cfg.lamb, h=cfg.h, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,

@@ -25,8 +25,11 @@ def first_run(tmp_path_factory, digits):
                  progress=False, data=digits)
 
 
-def test_same_seed_gives_identical_weights(first_run, digits, tmp_path):
+def test_same_seed_gives_identical_weights_and_leaves_the_global_rng_alone(first_run, digits, tmp_path):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
     again = train(TrainConfig(defense="sr", lamb=0.01, **FAST), tmp_path / "run", progress=False, data=digits)
+    assert torch.equal(torch.get_rng_state(), before)
     for (name, a), b in zip(first_run.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.equal(a, b), name
 
