@@ -74,6 +74,7 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
               f"PGD {evaluation['robust_accuracy']['pgd']:.3f} (trained in {run.seconds:.0f}s)", flush=True)
     write_text(out / "report.md", demo_report(results, selection))
     print_table(results["models"], title=f"digits test split (n={len(data.test)}), eps {settings.eps:g}")
+    print(f"Does SR beat vanilla under PGD? {_verdict(results['models'], len(data.test))}")
     print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     return results
 

@@ -38,3 +38,16 @@ def test_defaults_follow_the_dataset():
 def test_bad_values_are_rejected(values):
     with pytest.raises(UserError):
         config_from_dict(values).resolved()
+
+
+def test_digits_default_eps_is_the_demo_eps():
+    from spikeguard.config import DEFAULT_EPS
+    from spikeguard.demo import demo_selection
+
+    assert DEFAULT_EPS["digits"] == demo_selection()["chosen"]["eps"]
+
+
+@pytest.mark.parametrize("field,value", [("encoder", "rate"), ("attack", "cw"), ("model", "resnet")])
+def test_unknown_names_are_rejected_before_any_work(field, value):
+    with pytest.raises(UserError, match=f"unknown {field}"):
+        config_from_dict({field: value}).resolved()

@@ -7,10 +7,27 @@ from spikeguard.demo import demo_selection
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
+def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    assert main(["demo", "--out", str(out), "--defenses", "vanilla,sr", "--epochs", "1", "--no-progress"]) == 0
-    return out
+    capture = pytest.MonkeyPatch()
+    lines = []
+    capture.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+    try:
+        assert main(["demo", "--out", str(out), "--defenses", "vanilla,sr", "--epochs", "1", "--no-progress"]) == 0
+    finally:
+        capture.undo()
+    return out, lines
+
+
+@pytest.fixture(scope="module")
+def demo_out(demo_run):
+    return demo_run[0]
+
+
+def test_demo_prints_the_verdict(demo_run):
+    _, lines = demo_run
+    verdict = [line for line in lines if line.startswith("Does SR beat vanilla under PGD?")]
+    assert len(verdict) == 1 and "SR" in verdict[0] and "vanilla" in verdict[0]
 
 
 def test_demo_results_follow_the_schema(demo_out):
