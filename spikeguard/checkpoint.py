@@ -69,10 +69,21 @@ def load_model(path: str | Path, expect_model: str | None = None,
     if expect_dataset is not None and ckpt["dataset"] != expect_dataset:
         raise UserError(f"checkpoint '{path}' was trained on '{ckpt['dataset']}', not '{expect_dataset}'")
     model = create_model(spec)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"checkpoint '{path}' weights do not fit a '{spec.name}' model ({first[:200]})") from None
+    mismatch = describe_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise UserError(f"checkpoint '{path}' weights do not fit a '{spec.name}' model ({mismatch})")
+    model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
+
+
+def describe_mismatch(expected: dict[str, torch.Tensor], found: Any) -> str:
+    """'' if ``found`` is a state dict with exactly the expected keys and shapes, else a short reason."""
+    if not isinstance(found, dict) or not all(isinstance(v, torch.Tensor) for v in found.values()):
+        return "the 'model' entry is not a state dict of tensors"
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    parts = [f"{len(keys)} {what}, e.g. {keys[0]}" for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
+    return "; ".join(parts)
