@@ -38,6 +38,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None),
     time_steps: Optional[int] = typer.Option(None, "--time-steps", help="Simulation time steps T."),
+    tau: Optional[float] = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire."),
+    encoder: Optional[str] = typer.Option(None, help="direct | poisson (stochastic: evaluation needs EoT)."),
     seed: Optional[int] = typer.Option(None),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: Optional[bool] = typer.Option(None, "--download/--no-download"),
@@ -52,7 +54,8 @@ def train(
     values = load_config_file(config) if config else {}
     values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
                              steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
-                             time_steps=time_steps, seed=seed, data_dir=data_dir, download=download, device=device))
+                             time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, data_dir=data_dir,
+                             download=download, device=device))
     cfg = config_from_dict(values).resolved()
     result = run_training(cfg, out, progress=progress)
     typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "

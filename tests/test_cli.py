@@ -74,6 +74,8 @@ def one_line_error(capsys, argv):
     (["train", "--defense", "sr", "--lamb", "0.1", "--h", "-1"], "h must be a positive"),
     (["train", "--defense", "sr"], "needs a positive lamb"),
     (["train", "--epochs", "zero"], "epochs"),
+    (["train", "--tau", "1.5"], "tau"),
+    (["train", "--encoder", "rate"], "unknown encoder"),
     (["train", "--no-such-flag"], "no-such-flag"),
     (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "not found"),
 ])
