@@ -63,8 +63,8 @@ def evaluate_model(model: nn.Module, dataset, settings: EvalSettings, device: to
                        random_start=s.random_start, generator=generator),
     }
     unknown = [a for a in s.attacks if a not in attacks]
-    if unknown:
-        raise UserError(f"unknown attack(s) {unknown}; choose from {', '.join(attacks)}")
+    if not s.attacks or unknown:
+        raise UserError(f"unknown or no attack(s) {unknown}; choose from {', '.join(attacks)}")
     require_deterministic(model, torch.stack([dataset[i][0] for i in range(min(n, 32))]).to(device))
     clean, robust = [], {a: [] for a in s.attacks}
     broken = {a: {} for a in s.attacks}

@@ -76,3 +76,9 @@ def test_evaluator_refuses_a_stochastic_model(tiny_model, digits):
     tiny_model.encoder = PoissonEncoder(tiny_model.time_steps)
     with pytest.raises(UserError, match="stochastic"):
         evaluate_model(tiny_model, digits.test, EvalSettings(eps=0.1, n=8), progress=False)
+
+
+@pytest.mark.parametrize("attacks", [(), ("cw",)])
+def test_evaluator_rejects_unknown_or_no_attacks(tiny_model, digits, attacks):
+    with pytest.raises(UserError, match="attack"):
+        evaluate_model(tiny_model, digits.test, EvalSettings(eps=0.1, n=8, attacks=attacks), progress=False)
