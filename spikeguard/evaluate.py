@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from spikeguard.attacks import eval_mode, fgsm, pgd, worst_case_accuracy
+from spikeguard.attacks.ensemble import predict
 from spikeguard.errors import UserError
 from spikeguard.snn import parse_estimator
 
@@ -58,9 +59,9 @@ def evaluate_model(model: nn.Module, dataset, settings: EvalSettings, device: to
     n = len(dataset) if s.n is None else min(s.n, len(dataset))
     generator = torch.Generator().manual_seed(s.seed)
     attacks = {
-        "fgsm": partial(fgsm_attack, eps=s.eps),
-        "pgd": partial(pgd_attack, eps=s.eps, alpha=s.pgd_alpha, steps=s.pgd_steps,
-                       random_start=s.random_start, generator=generator),
+        "fgsm": partial(fgsm, eps=s.eps),
+        "pgd": partial(pgd, eps=s.eps, alpha=s.pgd_alpha, steps=s.pgd_steps, random_start=s.random_start,
+                       generator=generator),
     }
     unknown = [a for a in s.attacks if a not in attacks]
     if not s.attacks or unknown:
@@ -74,15 +75,16 @@ def evaluate_model(model: nn.Module, dataset, settings: EvalSettings, device: to
         idx = range(start, min(start + s.batch_size, n))
         x = torch.stack([dataset[i][0] for i in idx]).to(device)
         y = torch.as_tensor([int(dataset[i][1]) for i in idx]).to(device)
+        clean_correct = predict(model, x) == y  # once per batch, shared by every attack
         for name in s.attacks:
             t0 = time.perf_counter()
-            result = worst_case_accuracy(model, x, y, attacks[name], s.estimators)
+            result = worst_case_accuracy(model, x, y, attacks[name], s.estimators, clean_correct)
             seconds[name] += time.perf_counter() - t0
             robust[name].append(result.robust)
             for member in result.broken_by:
                 if member:
                     broken[name][member] = broken[name].get(member, 0) + 1
-        clean.append(result.clean_correct)
+        clean.append(clean_correct)
     return {
         "n": n,
         "clean_accuracy": torch.cat(clean).float().mean().item(),
@@ -101,11 +103,3 @@ def require_deterministic(model: nn.Module, x: torch.Tensor) -> None:
         if not torch.equal(model(x), model(x)):
             raise UserError("the model is stochastic (two forward passes differ); this evaluator has no EoT and "
                             "would overstate its robustness, so it refuses")
-
-
-def fgsm_attack(model, x, y, *, eps):
-    return fgsm(model, x, y, eps)
-
-
-def pgd_attack(model, x, y, *, eps, alpha, steps, random_start, generator):
-    return pgd(model, x, y, eps, alpha, steps, random_start=random_start, generator=generator)

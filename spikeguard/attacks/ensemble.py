@@ -36,9 +36,11 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def worst_case_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
-                        estimators: Sequence[str]) -> EnsembleResult:
-    """Per-sample worst case of ``attack`` over ``estimators`` (a cascade; see module docstring)."""
-    clean_correct = predict(model, x) == y
+                        estimators: Sequence[str], clean_correct: torch.Tensor | None = None) -> EnsembleResult:
+    """Per-sample worst case of ``attack`` over ``estimators`` (a cascade; see module docstring).
+    ``clean_correct`` may be passed when the caller already has it, to save a forward pass."""
+    if clean_correct is None:
+        clean_correct = predict(model, x) == y
     standing = clean_correct.clone()
     broken_by = ["" if ok else "clean" for ok in clean_correct.tolist()]
     with eval_mode(model):
