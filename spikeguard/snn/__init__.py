@@ -4,8 +4,10 @@ from spikeguard.snn.control import ann_twin, estimator, set_estimator, spiking_l
 from spikeguard.snn.encoders import ENCODERS, DirectEncoder, PoissonEncoder
 from spikeguard.snn.estimators import (
     ESTIMATOR_FAMILIES,
+    PDSG_SIGMA_FLOOR,
     SURROGATES,
     Estimator,
+    membrane_sigma,
     parse_estimator,
     rate_slope,
     spike,
@@ -13,7 +15,7 @@ from spikeguard.snn.estimators import (
 from spikeguard.snn.neuron import IFNeuron
 
 __all__ = [
-    "ENCODERS", "ESTIMATOR_FAMILIES", "SURROGATES", "DirectEncoder", "Estimator", "IFNeuron",
-    "PoissonEncoder", "ann_twin", "estimator", "parse_estimator", "rate_slope", "set_estimator", "spike",
-    "spiking_layers",
+    "ENCODERS", "ESTIMATOR_FAMILIES", "PDSG_SIGMA_FLOOR", "SURROGATES", "DirectEncoder", "Estimator",
+    "IFNeuron", "PoissonEncoder", "ann_twin", "estimator", "membrane_sigma", "parse_estimator", "rate_slope",
+    "set_estimator", "spike", "spiking_layers",
 ]

@@ -1,21 +1,25 @@
 """Backward estimators: how a gradient passes through the non-differentiable spike.
 
 A spike is H(v) with v = u - threshold. Its forward pass never changes; its backward pass is a choice.
-Two kinds of choice live here:
+Four kinds of choice live here:
 
 * surrogate estimators replace dH/dv by a smooth bump sg(v) at every time step (BPTT);
 * the rate estimator (BPTR / RGA) treats a layer as a map from mean input current to firing rate and
-  passes the slope of that map, averaged over time (see ``rate_slope``).
+  passes the slope of that map, averaged over time (see ``rate_slope``);
+* ``hart`` detaches the membrane between time steps, takes the triangle surrogate at each step and hands
+  every step's input the time-mean of those per-step gradients (temporal and rate information mixed);
+* ``pdsg`` is a Gaussian surrogate whose width is the per-channel standard deviation of the membrane
+  potential measured in the forward pass (see ``membrane_sigma``).
 
 Each estimator has a stable name, ``family`` or ``family:width`` (``triangle:1.0``, ``sigmoid:4``,
-``bptr``), parsed by :func:`parse_estimator`.
+``bptr``, ``hart:0.5``, ``pdsg``), parsed by :func:`parse_estimator`. docs/estimators.md states the rules.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -66,7 +70,37 @@ SURROGATES: dict[str, tuple[Derivative, float]] = {
     "straight_through": (straight_through, 1.0),
 }
 RATE_ESTIMATORS = ("bptr",)
-ESTIMATOR_FAMILIES = tuple(SURROGATES) + RATE_ESTIMATORS
+# Backward rules that are not one fixed bump per step; the neuron implements them (spikeguard/snn/neuron.py).
+HART_DEFAULT_GAMMA = 0.5
+ADAPTIVE_ESTIMATORS = ("pdsg",)
+ESTIMATOR_FAMILIES = tuple(SURROGATES) + RATE_ESTIMATORS + ("hart",) + ADAPTIVE_ESTIMATORS
+_WIDTHLESS = RATE_ESTIMATORS + ADAPTIVE_ESTIMATORS
+_DEFAULT_WIDTH = {**{family: default for family, (_, default) in SURROGATES.items()}, "hart": HART_DEFAULT_GAMMA}
+
+# PDSG's sigma never drops below this (in units of the membrane potential): a channel whose membrane is
+# constant would otherwise get a zero-width Gaussian, i.e. an infinite or vanishing gradient.
+PDSG_SIGMA_FLOOR = 1e-2
+
+
+def gaussian(v: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """exp(-v^2 / (2 sigma^2)) / (sqrt(2 pi) sigma): unit area (PDSG's surrogate)."""
+    return torch.exp(-v * v / (2 * sigma * sigma)) / (math.sqrt(2 * math.pi) * sigma)
+
+
+def membrane_sigma(membranes: torch.Tensor) -> torch.Tensor:
+    """PDSG's width: the standard deviation (population, correction 0) of the membrane potential per
+    channel, over time, batch and spatial positions, detached and floored at PDSG_SIGMA_FLOOR.
+
+    ``membranes`` is [T, N, C, ...] (channel = dim 2 here, dim 1 of the folded [T*N, C, ...] tensor) and
+    the result is shaped [C, 1, ...] to broadcast against one step's [N, C, ...]; for [T, N] (no channel
+    dimension) the whole layer is one channel and the result is a scalar tensor.
+    """
+    membranes = membranes.detach()
+    if membranes.dim() <= 2:
+        return membranes.std(correction=0).clamp(min=PDSG_SIGMA_FLOOR)
+    per_channel = membranes.transpose(0, 2).reshape(membranes.shape[2], -1)
+    sigma = per_channel.std(dim=1, correction=0).clamp(min=PDSG_SIGMA_FLOOR)
+    return sigma.reshape(-1, *([1] * (membranes.dim() - 3)))
 
 
 @dataclass(frozen=True)
@@ -78,7 +112,7 @@ class Estimator:
 
     @property
     def name(self) -> str:
-        if self.family in RATE_ESTIMATORS or self.family == "straight_through":
+        if self.family in _WIDTHLESS or self.family == "straight_through":
             return self.family
         return f"{self.family}:{self.width:g}"
 
@@ -86,7 +120,15 @@ class Estimator:
     def is_rate(self) -> bool:
         return self.family in RATE_ESTIMATORS
 
-    def derivative(self, v: torch.Tensor) -> torch.Tensor:
+    def derivative(self, v: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """d spike / d v at v = u - threshold. ``hart`` uses the triangle of its width; ``pdsg`` needs the
+        ``sigma`` its layer measured in the forward pass (``membrane_sigma``)."""
+        if self.family == "pdsg":
+            if sigma is None:
+                raise ValueError("the pdsg derivative needs the layer's membrane sigma")
+            return gaussian(v, sigma)
+        if self.family == "hart":
+            return triangle(v, self.width)
         return SURROGATES[self.family][0](v, self.width)
 
 
@@ -104,34 +146,34 @@ def parse_estimator(spec: str | Estimator, width: float | None = None) -> Estima
             width = float(text)
         except ValueError:
             raise UserError(f"estimator '{spec}': width '{text}' is not a number") from None
-    if family in RATE_ESTIMATORS:
+    if family in _WIDTHLESS:
         if width is not None:
             raise UserError(f"estimator '{family}' takes no width")
         return Estimator(family)
     if width is None:
-        width = SURROGATES[family][1]
+        width = _DEFAULT_WIDTH[family]
     if not math.isfinite(width) or width <= 0:
         raise UserError(f"estimator '{spec}': width must be a positive number, got {width}")
     return Estimator(family, float(width))
 
 
 class SpikeFunction(torch.autograd.Function):
-    """H(v) forward, estimator.derivative(v) backward."""
+    """H(v) forward, estimator.derivative(v, sigma) backward."""
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, estimator: Estimator) -> torch.Tensor:
-        ctx.save_for_backward(v)
+    def forward(ctx, v: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        ctx.save_for_backward(v, sigma)
         ctx.estimator = estimator
         return (v >= 0).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (v,) = ctx.saved_tensors
-        return grad_output * ctx.estimator.derivative(v), None
+        v, sigma = ctx.saved_tensors
+        return grad_output * ctx.estimator.derivative(v, sigma), None, None
 
 
-def spike(v: torch.Tensor, estimator: Estimator) -> torch.Tensor:
-    return SpikeFunction.apply(v, estimator)
+def spike(v: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None) -> torch.Tensor:
+    return SpikeFunction.apply(v, estimator, sigma)
 
 
 def rate_slope(mean_input: torch.Tensor, tau: float, threshold: float) -> torch.Tensor:

@@ -13,27 +13,35 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
-from spikeguard.snn.estimators import Estimator, parse_estimator, rate_slope, spike
+from spikeguard.snn.estimators import (
+    Estimator,
+    membrane_sigma,
+    parse_estimator,
+    rate_slope,
+    spike,
+)
 
 
-class _RateGradient(torch.autograd.Function):
-    """Spikes forward; rate-based gradient backward (BPTR / RGA).
+class _TimeMeanGradient(torch.autograd.Function):
+    """Spikes forward; backward, every step's input current gets the same time-mean gradient
+    dL/dI_t = mean_t' slope_t' * dL/ds_t'.
 
-    The layer is seen as rate = phi(mean_t I_t). With the network output averaged over time, the
-    gradient reaching each step's input is dL/dI_t = phi'(m) * mean_t' dL/ds_t', which makes the whole
-    spiking network differentiate like the rate network it approximates.
+    Two estimators are this rule with different slopes, both written out in docs/estimators.md:
+    BPTR / RGA (slope = phi'(mean_t I_t), the same at every step, so dL/dI_t = phi'(m) * mean_t' dL/ds_t':
+    the spiking network differentiates like the rate network it approximates) and HART (slope_t = the
+    triangle surrogate at step t's membrane, with no gradient through the membrane from step to step).
     """
 
     @staticmethod
-    def forward(ctx, currents: torch.Tensor, spikes: torch.Tensor, tau: float, threshold: float):
-        ctx.save_for_backward(rate_slope(currents.mean(0), tau, threshold))
+    def forward(ctx, currents: torch.Tensor, spikes: torch.Tensor, slope: torch.Tensor):
+        ctx.save_for_backward(slope)
         return spikes.clone()
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
         (slope,) = ctx.saved_tensors
-        grad_currents = (slope * grad_spikes.mean(0)).expand_as(grad_spikes)
-        return grad_currents, None, None, None
+        grad_currents = (slope * grad_spikes).mean(0).expand_as(grad_spikes)
+        return grad_currents, None, None
 
 
 class IFNeuron(nn.Module):
@@ -67,21 +75,36 @@ class IFNeuron(nn.Module):
             return torch.relu(x)
         T = self.time_steps
         currents = x.reshape(T, x.shape[0] // T, *x.shape[1:])
-        if self.estimator.is_rate:
+        family = self.estimator.family
+        if family == "bptr" or family == "hart":
             with torch.no_grad():
-                spikes = self._integrate(currents, Estimator("straight_through"))
-            spikes = _RateGradient.apply(currents, spikes, self.tau, self.threshold)
+                spikes, membranes = self._integrate(currents, self.estimator, record=family == "hart")
+                if family == "bptr":
+                    slope = rate_slope(currents.mean(0), self.tau, self.threshold)
+                else:  # hart: u_t = tau * u_{t-1}.detach() + I_t leaves d s_t / d I_t = sg(u_t - thr)
+                    slope = self.estimator.derivative(membranes - self.threshold)
+            spikes = _TimeMeanGradient.apply(currents, spikes, slope)
+        elif family == "pdsg" and torch.is_grad_enabled() and currents.requires_grad:
+            # sigma needs the membrane of every step before the first surrogate is used, so a first pass
+            # measures it and a second, identical forward pass carries the gradient.
+            with torch.no_grad():
+                _, membranes = self._integrate(currents, self.estimator, record=True)
+            spikes, _ = self._integrate(currents, self.estimator, sigma=membrane_sigma(membranes))
         else:
-            spikes = self._integrate(currents, self.estimator)
+            spikes, _ = self._integrate(currents, self.estimator)
         return spikes.reshape(x.shape)
 
-    def _integrate(self, currents: torch.Tensor, estimator: Estimator) -> torch.Tensor:
+    def _integrate(self, currents: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None,
+                   record: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Spikes [T, N, ...] and, with ``record``, the membrane u_t of every step before reset."""
         u = torch.zeros_like(currents[0])
-        out = []
+        out, membranes = [], []
         for current in currents:
             u = self.tau * u + current if self.tau != 1.0 else u + current
-            s = spike(u - self.threshold, estimator)
+            if record:
+                membranes.append(u)
+            s = spike(u - self.threshold, estimator, sigma)
             reset = s.detach() if self.detach_reset else s
             u = u * (1 - reset)
             out.append(s)
-        return torch.stack(out)
+        return torch.stack(out), torch.stack(membranes) if record else None
