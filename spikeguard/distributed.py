@@ -1,0 +1,274 @@
+"""Data-parallel training and sharded evaluation over torch.distributed, as launched by torchrun.
+
+Without torchrun's environment (or with WORLD_SIZE = 1) every helper here is the identity of the
+single-process case, so callers need no second code path.
+
+Why the whole training objective runs inside one forward (``ObjectiveModule``): DistributedDataParallel
+(DDP) arms its gradient reducer at each forward of the wrapped module and expects exactly one backward
+that reaches every parameter before the next forward. SR and SR* call the model twice per step (a clean
+pass and a stepped pass) with an input gradient in between, GR differentiates twice, and AT / SR* run a
+whole attack before the loss. Calling a DDP-wrapped model for each of those passes would arm the reducer
+several times per step (DDP fails with "Expected to have finished reduction in the prior iteration"), and
+would broadcast the BatchNorm buffers before each pass. Wrapping ``defense.loss(model, x, y)`` as the
+forward of one module gives DDP one forward and one backward per step, whatever the defense does inside.
+
+The inner passes do not trigger gradient synchronisation: DDP all-reduces from hooks on each parameter's
+gradient accumulator, and ``torch.autograd.grad(f, x)`` w.r.t. the input only never runs those
+accumulators (it computes what x needs and stores nothing in ``.grad``). GR's create_graph pass builds a
+graph through the parameters; the final ``loss.backward()`` sums every path into each accumulator before
+running it once, so each hook still fires exactly once per step. Every parameter takes part in every
+objective, so ``find_unused_parameters`` stays False (cheaper; a parameter left out would make DDP raise at
+the next step rather than train silently wrong) and the graph need not be declared static.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from spikeguard.errors import UserError
+
+ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank 0 of 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        if default is None:
+            raise UserError(f"environment variable {name} is missing; launch with torchrun")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"environment variable {name} must be an integer, got {text!r}") from None
+
+
+def launched_distributed() -> bool:
+    """True when torchrun (or another launcher) set WORLD_SIZE > 1."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tuple[DistContext, torch.device]:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and pick
+    this process's device: cuda:LOCAL_RANK with NCCL, or the CPU with gloo. Without WORLD_SIZE > 1 it
+    only resolves ``device`` and returns the single-process context."""
+    if not launched_distributed():
+        # imported here, not at the top: train imports this module
+        from spikeguard.train import pick_device
+
+        return DistContext(), pick_device(device)
+    rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise UserError(f"RANK {rank} is outside 0..{world - 1}")
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        if key not in os.environ:
+            raise UserError(f"environment variable {key} is missing; launch with torchrun")
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"under torchrun use --device auto, cuda or cpu (each process takes cuda:LOCAL_RANK), "
+                        f"not '{device}'")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise UserError("device 'cuda' requested but no CUDA device is available")
+        if local >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA device(s) on this node")
+        target = torch.device("cuda", local)
+        torch.cuda.set_device(target)
+    else:
+        target = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    return DistContext(rank, world, local, backend), target
+
+
+
+def close_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def context() -> DistContext:
+    """The context of the process group already joined (single-process when none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistContext()
+    return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), dist.get_backend())
+
+
+def is_main() -> bool:
+    """Rank 0, the one process that logs and writes files."""
+    return context().is_main
+
+
+def barrier() -> None:
+    if context().distributed:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training
+
+
+class ObjectiveModule(nn.Module):
+    """``forward(x, y) -> (loss, parts)`` computes a defense's whole objective on ``model``, so that DDP
+    sees one forward per backward (see the module docstring). Without DDP it is ``defense.loss``."""
+
+    def __init__(self, model: nn.Module, defense):
+        super().__init__()
+        self.model = model
+        self.defense = defense
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        return self.defense.loss(self.model, x, y)
+
+
+def wrap_objective(model: nn.Module, defense, device: torch.device, sync_bn: bool = False) -> nn.Module:
+    """An ObjectiveModule for ``model`` and ``defense``, inside DDP when a process group is joined.
+
+    ``sync_bn`` turns BatchNorm into SyncBatchNorm in place (batch statistics over all ranks, as one big
+    batch would have; CUDA only in PyTorch). ``model`` keeps its parameters, state-dict keys and
+    ``after_step`` behaviour, so checkpoints and the defense's weight updates go through it as usual.
+    Without sync_bn each rank normalises with its own batch's statistics and DDP copies rank 0's running
+    statistics to the others at every step.
+    """
+    ctx = context()
+    if sync_bn and ctx.distributed:
+        if device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU)")
+        convert_sync_batchnorm(model)
+    objective = ObjectiveModule(model, defense)
+    if not ctx.distributed:
+        return objective
+    return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=False)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every BatchNorm of ``model`` in place by SyncBatchNorm with the same weights and buffers."""
+    if isinstance(model, nn.modules.batchnorm._BatchNorm):
+        raise TypeError("convert the model that holds the BatchNorm, not the BatchNorm itself")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the children in place
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside a DDP / ObjectiveModule / torch.compile wrapper (what checkpoints should hold)."""
+    while True:
+        if isinstance(module, DistributedDataParallel):
+            module = module.module
+        elif isinstance(module, ObjectiveModule):
+            module = module.model
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def per_rank_batch_size(global_batch: int, world_size: int | None = None) -> int:
+    """The global batch split evenly over the ranks, so a step sees the same number of samples (and the
+    same learning-rate semantics) at any world size."""
+    world = context().world_size if world_size is None else world_size
+    if global_batch % world:
+        raise UserError(f"batch size {global_batch} does not split evenly over {world} processes; "
+                        f"choose a multiple of {world}")
+    return global_batch // world
+
+
+def distributed_sampler(dataset, seed: int, shuffle: bool = True, drop_last: bool = False) -> DistributedSampler | None:
+    """A DistributedSampler over the joined group (call ``set_epoch`` each epoch); None when single-process."""
+    ctx = context()
+    if not ctx.distributed:
+        return None
+    return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
+                              drop_last=drop_last)
+
+
+def example_seed(seed: int, rank: int | None = None) -> int:
+    """A seed for rank-local randomness (PGD starts, Poisson draws): rank 0 keeps ``seed``, so a run of one
+    process draws what a single-process run draws; the other ranks draw independently."""
+    rank = context().rank if rank is None else rank
+    return seed + 1_000_003 * rank
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place; the tensor unchanged when single-process."""
+    if context().distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_ranks_true(flag: torch.Tensor | bool, device: torch.device | None = None) -> bool:
+    """True when ``flag`` holds on every rank (one small all-reduce), so that all ranks take the same
+    branch, e.g. all stop together when any of them diverged."""
+    t = torch.as_tensor(flag, device=device).to(torch.int32).reshape(1)
+    if context().distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to all ranks, e.g. before a sharded
+    validation, so that every rank evaluates the model rank 0 saves."""
+    if context().distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (e.g. a decision or an error message only rank 0 can make)."""
+    if not context().distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def shard_indices(n: int, rank: int | None = None, world_size: int | None = None) -> list[int]:
+    """Rank ``rank``'s share of sample indices 0..n-1: a contiguous block, block sizes differ by at most
+    one, so concatenating the shards in rank order gives back 0..n-1."""
+    ctx = context()
+    rank = ctx.rank if rank is None else rank
+    world = ctx.world_size if world_size is None else world_size
+    if n < 0 or world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad shard request n={n}, rank={rank}, world_size={world}")
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return list(range(start, start + base + (rank < extra)))
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` when single-process."""
+    if not context().distributed:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
