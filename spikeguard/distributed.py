@@ -4,13 +4,16 @@ Without torchrun's environment (or with WORLD_SIZE = 1) every helper here is the
 single-process case, so callers need no second code path.
 
 Why the whole training objective runs inside one forward (``ObjectiveModule``): DistributedDataParallel
-(DDP) arms its gradient reducer at each forward of the wrapped module and expects exactly one backward
-that reaches every parameter before the next forward. SR and SR* call the model twice per step (a clean
-pass and a stepped pass) with an input gradient in between, GR differentiates twice, and AT / SR* run a
-whole attack before the loss. Calling a DDP-wrapped model for each of those passes would arm the reducer
-several times per step (DDP fails with "Expected to have finished reduction in the prior iteration"), and
-would broadcast the BatchNorm buffers before each pass. Wrapping ``defense.loss(model, x, y)`` as the
-forward of one module gives DDP one forward and one backward per step, whatever the defense does inside.
+(DDP) assumes one forward of the wrapped module per backward; at each forward it re-broadcasts rank 0's
+buffers and (with find_unused_parameters or static_graph) prepares its reducer from that forward's
+outputs. SR and SR* call the model twice per step with an input gradient in between, GR differentiates
+twice, and AT / SR* run a whole attack before the loss. Calling a DDP-wrapped model for each of those
+passes happens to give the right gradients with DDP's default settings in torch 2.14, but re-broadcasts
+the BatchNorm buffers before every pass (up to 9 times a step for PGD-7), and with ``static_graph=True``
+it silently averages the wrong gradients (measured: after two SR steps on 2 ranks the parameters were 2e-2
+off and differed between the ranks). Wrapping ``defense.loss(model, x, y)`` as the forward of one module
+gives DDP one forward and one backward per step, whatever the defense does inside; it was exact with the
+default settings and with static_graph=True.
 
 The inner passes do not trigger gradient synchronisation: DDP all-reduces from hooks on each parameter's
 gradient accumulator, and ``torch.autograd.grad(f, x)`` w.r.t. the input only never runs those
