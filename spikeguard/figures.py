@@ -1,0 +1,188 @@
+"""Figures (PNG) of analyses and training runs, drawn with matplotlib's object API on the Agg canvas
+(no pyplot: no global figure state, no display needed).
+
+Each function takes data keyed by a model label and writes one file; ``write_figures`` writes every
+figure it has data for and returns their paths.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+FIGURE_FILES = {
+    "accuracy_vs_eps": "accuracy_vs_eps.png",
+    "gradient_sparsity": "gradient_sparsity.png",
+    "ratio_vs_sparsity": "ratio_vs_sparsity.png",
+    "firing_rates": "firing_rates.png",
+    "training_curves": "training_curves.png",
+}
+
+
+def _new(ncols: int = 1, nrows: int = 1, size=(6.4, 4.2)):
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """PNG via a temporary file and a rename, so a crash never leaves a half-written image."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def accuracy_vs_eps(analyses: dict[str, dict], path: Path,
+                    evaluator_points: dict[str, list[tuple[float, float, str]]] | None = None) -> Path:
+    """Accuracy against eps under the attack, uniform noise (mean and worst over draws) and random signs,
+    one colour per model; the evaluator's ensemble accuracies (label -> [(eps, accuracy, suite)]) as marks."""
+    fig, axes = _new()
+    ax = axes[0][0]
+    colours = {}
+    for i, (label, a) in enumerate(analyses.items()):
+        colour = colours.setdefault(label, f"C{i % 10}")
+        rows = a.get("per_eps", [])
+        if not rows:
+            continue
+        eps = [0.0] + [r["eps"] for r in rows]
+        clean = rows[0]["accuracy_clean"]
+        for key, style, what in (("accuracy_adv", "-o", "attack"), ("accuracy_rand", "--", "uniform noise"),
+                                 ("accuracy_rand_worst", ":", "uniform, worst draw"),
+                                 ("accuracy_sign", "-.", "random signs")):
+            ax.plot(eps, [clean] + [r[key] for r in rows], style, color=colour, label=f"{label}: {what}")
+    for i, (label, points) in enumerate((evaluator_points or {}).items()):
+        colour = colours.get(label, f"C{(len(colours) + i) % 10}")
+        for eps, acc, suite in points:
+            ax.plot([eps], [acc], "x", color=colour, markersize=9, label=f"{label}: evaluator ({suite})")
+    ax.set_xlabel("eps (l-inf, pixel scale)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Accuracy under attack and under random noise")
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _per_sample(rows: list[dict], key: str) -> list[float]:
+    """One value per sample (rows repeat per eps; CSV rows hold strings)."""
+    seen, values = set(), []
+    for r in rows:
+        if r["index"] not in seen:
+            seen.add(r["index"])
+            values.append(float(r[key]))
+    return values
+
+
+def gradient_sparsity(per_sample: dict[str, list[dict]], path: Path, tolerance: float | None = None) -> Path:
+    """Histograms over samples of the fraction of exactly-zero and of small input-gradient entries."""
+    fig, axes = _new(ncols=2, size=(9, 3.8))
+    bins = [i / 20 for i in range(21)]
+    for i, (label, rows) in enumerate(per_sample.items()):
+        for ax, key in zip(axes[0], ("grad_zero_fraction", "grad_small_fraction")):
+            ax.hist(_per_sample(rows, key), bins=bins, histtype="step", linewidth=1.6, color=f"C{i % 10}", label=label)
+    axes[0][0].set_xlabel("fraction of exact zeros in df/dx")
+    small = f"|g_i| <= {tolerance:g} max|g|" if tolerance is not None else "small entries"
+    axes[0][1].set_xlabel(f"fraction with {small}")
+    for ax in axes[0]:
+        ax.set_ylabel("samples")
+        ax.legend(fontsize=7)
+    fig.suptitle("Input-gradient sparsity per sample")
+    return _save(fig, path)
+
+
+def ratio_vs_sparsity(analyses: dict[str, dict], path: Path) -> Path:
+    """Measured rho_adv / mean |change| under uniform noise against the gradient's zero fraction, one
+    point per (model, eps), with the first-order bracket of the same ratio as a vertical bar."""
+    fig, axes = _new()
+    ax = axes[0][0]
+    for i, (label, a) in enumerate(analyses.items()):
+        zero = a.get("gradient", {}).get("zero_fraction")
+        if zero is None:
+            continue
+        colour = f"C{i % 10}"
+        bracket = a["gradient"].get("first_order_ratio_abs")
+        if bracket:
+            ax.vlines(zero, bracket[0], bracket[1], color=colour, alpha=0.5, linewidth=6,
+                      label=f"{label}: first-order bracket")
+        for r in a.get("per_eps", []):
+            if r.get("ratio_abs") is not None:
+                ax.plot([zero], [r["ratio_abs"]], "o", color=colour)
+                ax.annotate(f"{label}, eps {r['eps']:g}", (zero, r["ratio_abs"]), fontsize=6,
+                            xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("fraction of exact zeros in df/dx (mean over samples)")
+    ax.set_ylabel("rho_adv / mean |change| under uniform noise")
+    ax.set_title("Adversarial-to-random ratio against gradient sparsity")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def firing_rates(analyses: dict[str, dict], path: Path) -> Path:
+    """Firing rate per spiking layer, one bar per model."""
+    fig, axes = _new(size=(7, 4))
+    ax = axes[0][0]
+    models = [(label, a["layers"]) for label, a in analyses.items() if a.get("layers")]
+    width = 0.8 / max(len(models), 1)
+    names: list[str] = []
+    for i, (label, layers) in enumerate(models):
+        for j, layer in enumerate(layers):
+            if j >= len(names):
+                names.append(layer["name"])
+        ax.bar([j + i * width for j in range(len(layers))], [layer["firing_rate"] for layer in layers], width,
+               label=label, color=f"C{i % 10}")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=30, fontsize=7, ha="right")
+    ax.set_ylabel("spikes per neuron per time step")
+    ax.set_title("Firing rate per spiking layer")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def training_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
+    """Validation accuracy, training loss, and the input gradient's l1 norm and zero fraction per epoch."""
+    fig, axes = _new(ncols=2, nrows=2, size=(9, 6))
+    panels = (("val_accuracy", "validation accuracy"), ("loss", "training loss"),
+              ("grad_l1", "mean ||df/dx||_1 (validation batch)"), ("grad_zero_fraction", "zero fraction of df/dx"))
+    for ax, (key, title) in zip([a for row in axes for a in row], panels):
+        for i, (label, records) in enumerate(metrics.items()):
+            points = [(r["epoch"], r[key]) for r in records if key in r]
+            if points:
+                ax.plot(*zip(*points), "-", color=f"C{i % 10}", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def write_figures(analyses: dict[str, dict], per_sample: dict[str, list[dict]], metrics: dict[str, list[dict]],
+                  folder: Path, evaluator_points: dict[str, list[tuple[float, float, str]]] | None = None
+                  ) -> dict[str, Path]:
+    """Every figure there is data for, into ``folder``; {figure name: path}."""
+    folder = Path(folder)
+    paths: dict[str, Path] = {}
+    if any(a.get("per_eps") for a in analyses.values()) or evaluator_points:
+        paths["accuracy_vs_eps"] = accuracy_vs_eps(analyses, folder / FIGURE_FILES["accuracy_vs_eps"],
+                                                   evaluator_points)
+    if any(per_sample.values()):
+        tolerance = next((a["gradient"].get("tolerance") for a in analyses.values() if a.get("gradient")), None)
+        paths["gradient_sparsity"] = gradient_sparsity({k: v for k, v in per_sample.items() if v},
+                                                       folder / FIGURE_FILES["gradient_sparsity"], tolerance)
+    if any(a.get("gradient") for a in analyses.values()):
+        paths["ratio_vs_sparsity"] = ratio_vs_sparsity(analyses, folder / FIGURE_FILES["ratio_vs_sparsity"])
+    if any(a.get("layers") for a in analyses.values()):
+        paths["firing_rates"] = firing_rates(analyses, folder / FIGURE_FILES["firing_rates"])
+    if any(metrics.values()):
+        paths["training_curves"] = training_curves({k: v for k, v in metrics.items() if v},
+                                                   folder / FIGURE_FILES["training_curves"])
+    return paths
