@@ -172,6 +172,20 @@ def analyze(
     typer.echo(f"wrote {out / 'analysis.json'}, {out / 'per_sample.csv'} and {len(summary['figures'])} figures")
 
 
+@app.command()
+def report(
+    inputs: list[Path] = typer.Argument(..., help="results.json files, run directories and/or analysis "
+                                        "directories."),
+    out: Path = typer.Option(..., "--out", help="The report file to write (markdown, or HTML with --html)."),
+    html: bool = typer.Option(False, "--html/--markdown", help="Self-contained HTML with embedded figures."),
+) -> None:
+    """Tables (clean, FGSM, PGD-10/30/50, ensembles), flags, theory measurements, figures and configs."""
+    from spikeguard.report import write_report
+
+    path = write_report(inputs, out, html=html)
+    typer.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:

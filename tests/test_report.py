@@ -1,0 +1,158 @@
+"""`spikeguard report` and the figures, on results files written here in issue 3's schema, run
+directories and an analysis of the tiny SNN."""
+
+import json
+
+import pytest
+import yaml
+
+from spikeguard.analysis import AnalysisSettings, analyze_model
+from spikeguard.analysis.analyze import FORMAT, fallback_attacks, rows_to_csv
+from spikeguard.cli import main
+from spikeguard.figures import FIGURE_FILES, write_figures
+from spikeguard.report import SECTIONS, attack_column, write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def attack(name, accuracy, **params):
+    return {"name": name, "norm": "linf", "eps": 0.15, "params": params, "estimators": ["triangle:1", "bptr"],
+            "accuracy": accuracy, "accuracy_per_estimator": {"triangle:1": accuracy + 0.1, "bptr": accuracy + 0.05},
+            "seconds": 1.5}
+
+
+def results(suite, clean, ensemble, attacks, flags=(), model="digits_cnn"):
+    return {"model": model, "dataset": "digits", "n": 100, "eps": 0.15, "suite": suite, "seed": 0,
+            "clean_accuracy": clean, "attacks": attacks, "ensemble_accuracy": ensemble, "flags": list(flags),
+            "per_sample": "per_sample.csv"}
+
+
+def make_run(root, name, defense, lamb, files):
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"dataset": "digits", "model": "digits_cnn", "defense": defense, "lamb": lamb, "eps": 0.15}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 1 / e, "val_accuracy": 0.8 + e / 100,
+                                                           "grad_l1": 1 / e, "grad_zero_fraction": e / 10}) + "\n"
+                                               for e in (1, 2, 3)))
+    for file_name, data in files.items():
+        (run / file_name).write_text(json.dumps(data))
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, _trained_tiny, digits_tensors):
+    root = tmp_path_factory.mktemp("report") / "runs"
+    quick = [attack("fgsm", 0.5), attack("pgd", 0.2, steps=10), attack("pgd-30", 0.15), attack("pgd", 0.25, steps=10),
+             attack("pgd_50", 0.1, steps=50), attack("apgd-ce", 0.08, steps=20)]
+    make_run(root, "vanilla", "vanilla", 0.0, {
+        "results_quick.json": results("quick", 0.98, 0.05, quick, [{"name": "noise-beats-attack",
+                                                                      "detail": "3 samples broken only by noise"}]),
+        "results_strong.json": results("strong", 0.98, 0.02, [attack("apgd-ce", 0.03, steps=100)]),
+    })
+    sr = make_run(root, "sr", "sr", 0.03, {"results.json": results("quick", 0.94, 0.3, quick[:2])})
+    # an analysis of the tiny model inside the sr run
+    _, (x, y) = digits_tensors
+    summary, rows = analyze_model(_trained_tiny, x[:8], y[:8], AnalysisSettings(eps=(0.1, 0.2), draws=2,
+                                                                              bisect_steps=1),
+                                  *fallback_attacks(0)[:2])
+    analysis = sr / "analysis"
+    analysis.mkdir()
+    summary |= {"format": FORMAT, "model": "digits_cnn", "dataset": "digits", "label": "tiny",
+                "attack": {"name": "pgd-20"}, "per_sample": "per_sample.csv"}
+    (analysis / "analysis.json").write_text(json.dumps(summary))
+    (analysis / "per_sample.csv").write_text(rows_to_csv(rows))
+    (root / "notes.json").write_text(json.dumps({"what": "not a results file"}))  # ignored when found by search
+    return root
+
+
+def test_markdown_report_has_every_section_and_the_numbers(runs, tmp_path):
+    out = write_report([runs], tmp_path / "report.md")
+    text = out.read_text()
+    for title in SECTIONS:
+        assert f"\n## {title}\n" in text
+    # vanilla: FGSM 50, PGD-10 the lower of two entries (20), PGD-30 15, PGD-50 10, ensemble 5, strong 2
+    assert "| vanilla | quick | 100 | 98.0 | 50.0 | 20.0 | 15.0 | 10.0 | 5.0 | 2.0 |" in text
+    # sr: no PGD-30/50 and no strong suite: absent, not invented
+    assert "| sr (lambda 0.03) | quick | 100 | 94.0 | 50.0 | 20.0 | — | — | 30.0 | — |" in text
+    assert "noise-beats-attack: 3 samples broken only by noise" in text and "no flag raised" in text
+    assert "| apgd-ce | linf | 0.15 | triangle:1, bptr |" in text  # other attacks listed with params
+    assert "Horowitz" in text and "| sr (lambda 0.03) | body.2 |" in text  # activity of the analysed model
+    assert "defense: sr" in text and "lamb: 0.03" in text
+    links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert sorted(link.split("/")[-1] for link in links) == sorted(FIGURE_FILES.values())
+    for link in links:
+        image = (out.parent / link).read_bytes()
+        assert image.startswith(PNG) and len(image) > 1000
+    assert "Absent" not in text.split("## Figures")[1].split("## Configurations")[0]
+
+
+def test_html_report_embeds_its_figures(runs, tmp_path):
+    text = write_report([runs], tmp_path / "report.html", html=True).read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    for title in SECTIONS:
+        assert f"<h2>{title}</h2>" in text
+    assert text.count('src="data:image/png;base64,') == len(FIGURE_FILES)
+    assert "<td>vanilla</td>" in text and 'src="report' not in text
+
+
+def test_missing_pieces_are_reported_absent(runs, tmp_path):
+    text = write_report([runs / "sr" / "results.json"], tmp_path / "r.md").read_text()
+    theory = text.split("## Theory")[1].split("## Activity")[0]
+    assert "Absent: no analyses" in theory
+    assert "Absent for lack of data" in text  # no sparsity or firing-rate figures without an analysis
+    assert "accuracy_vs_eps.png" in text and "firing_rates.png" not in text
+
+
+def test_attack_columns():
+    assert attack_column({"name": "fgsm"}) == "FGSM"
+    assert attack_column({"name": "pgd", "params": {"steps": 10}}) == "PGD-10"
+    assert attack_column({"name": "PGD-30"}) == "PGD-30"
+    assert attack_column({"name": "pgd", "params": {"steps": 7}}) is None
+    assert attack_column({"name": "pgd"}) is None
+    assert attack_column({"name": "my label", "attack": "pgd", "params": {"steps": 50}}) == "PGD-50"
+    for other in ("rfgsm", "apgd-ce", "square", "random-uniform"):
+        assert attack_column({"name": other, "params": {"steps": 10}}) is None
+
+
+def one_line_error(capsys, argv, fragment):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+
+
+def test_report_bad_input_is_one_line_exit_2(runs, tmp_path, capsys):
+    out = str(tmp_path / "r.md")
+    one_line_error(capsys, ["report", str(tmp_path / "missing"), "--out", out], "does not exist")
+    one_line_error(capsys, ["report", str(runs / "notes.json"), "--out", out], "not a spikeguard results")
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, ["report", str(tmp_path / "empty"), "--out", out], "holds no results")
+    one_line_error(capsys, ["report", str(runs), "--out", str(tmp_path)], "is a directory")
+
+
+def test_results_of_another_model_in_a_run_are_refused(runs, tmp_path, capsys):
+    run = make_run(tmp_path, "mixed", "vanilla", 0.0,
+                   {"results.json": results("quick", 0.9, 0.1, [], model="vgg11")})
+    one_line_error(capsys, ["report", str(run), "--out", str(tmp_path / "r.md")], "vgg11")
+
+
+def test_report_command_writes_the_file(runs, tmp_path, capsys):
+    out = tmp_path / "cli.md"
+    assert main(["report", str(runs / "vanilla"), str(runs / "sr" / "analysis"), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and "## Theory" in out.read_text()
+
+
+def test_every_figure_is_written_and_non_empty(runs, tmp_path):
+    analysis = json.loads((runs / "sr" / "analysis" / "analysis.json").read_text())
+    import csv
+
+    with open(runs / "sr" / "analysis" / "per_sample.csv") as f:
+        rows = list(csv.DictReader(f))
+    metrics = [json.loads(line) for line in (runs / "sr" / "metrics.jsonl").read_text().splitlines()]
+    paths = write_figures({"a": analysis, "b": analysis}, {"a": rows}, {"a": metrics, "b": metrics}, tmp_path / "f",
+                          {"a": [(0.15, 0.3, "quick")]})
+    assert set(paths) == set(FIGURE_FILES)
+    for path in paths.values():
+        data = path.read_bytes()
+        assert data.startswith(PNG) and len(data) > 1000
+    assert write_figures({}, {}, {}, tmp_path / "none") == {}
