@@ -1,17 +1,35 @@
 """Checkpoints: plain dicts of tensors and primitives, loadable with ``torch.load(weights_only=True)``.
 
-Layout: {"format": "spikeguard-checkpoint", "version": 1, "arch": ModelSpec dict, "dataset": str,
-"config": TrainConfig dict, "model": state_dict, "epoch": int, "val_accuracy": float,
-"optimizer": ..., "scheduler": ...}. Written atomically (temporary file, fsync, rename) so a crash
-mid-write leaves the previous file intact.
+Layout (version 2): {"format": "spikeguard-checkpoint", "version": 2, "sha256": hex digest of every other
+entry, "arch": ModelSpec dict, "dataset": str, "config": TrainConfig dict, "model": state_dict,
+"epoch": completed epochs, "val_accuracy": float or None, "code_version": str}, and in the training
+checkpoints (last.pt, last.1.pt, ...) also "step" (batches done in epoch "epoch" + 1), "order" (that
+epoch's data order, or None), "optimizer", "scheduler", "scaler" (None without mixed precision), "rng"
+(Python, NumPy, torch CPU and CUDA states), "generators" (the data-order and defense generators) and
+"progress" (metric sums, best accuracy, counters); see spikeguard/train.py. Version 1 files (no checksum,
+no resume state) are still read for evaluation.
+
+The checksum is stored inside the file rather than in a sidecar: a checkpoint copied or downloaded alone
+still carries it, and no crash can leave a file and its sidecar disagreeing. It is a sha256 over a
+canonical walk of the payload (keys, primitive values, each tensor's dtype, shape and bytes), so it
+checks the content that is used, whatever the zip container around it.
+
+Written atomically: a temporary file in the same directory, fsync, rename, fsync of the directory, so a
+crash or a full disk mid-write leaves the previous file intact.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import pickle
+import re
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -19,24 +37,168 @@ from spikeguard.errors import UserError
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 
 FORMAT = "spikeguard-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+LAST = "last.pt"
+
+log = logging.getLogger(__name__)
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+def payload_digest(payload: dict[str, Any]) -> str:
+    """sha256 over a canonical walk of ``payload`` without its "sha256" entry."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in payload.items() if k != "sha256"})
+    return digest.hexdigest()
+
+
+def _feed(digest, obj: Any) -> None:
+    # Each item is tagged with its type and length, so different structures cannot hash alike.
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        digest.update(f"D{len(obj)};".encode())
+        for key in sorted(obj, key=repr):  # state dicts mix int and str keys
+            _feed(digest, key)
+            _feed(digest, obj[key])
+    elif isinstance(obj, (list, tuple)):  # one tag: a pickle round trip may turn one into the other
+        digest.update(f"L{len(obj)};".encode())
+        for item in obj:
+            _feed(digest, item)
+    elif isinstance(obj, (str, bytes)):
+        data = obj.encode() if isinstance(obj, str) else obj
+        digest.update(f"{'S' if isinstance(obj, str) else 'B'}{len(data)};".encode())
+        digest.update(data)
+    elif obj is None or isinstance(obj, (bool, int, float)):
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
+    else:
+        raise TypeError(f"checkpoints hold tensors and plain data only, not {type(obj).__name__}")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` with the format marker, version and checksum, atomically."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    body = {"format": FORMAT, "version": VERSION, **payload}
+    body["sha256"] = payload_digest(body)
+    _replace(_write_temporary(path, lambda f: torch.save(body, f)), path)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` durably: a crash leaves the old content or the new, never a mix."""
+    path = Path(path)
+    _replace(_write_temporary(path, lambda f: f.write(data)), path)
+
+
+def _write_temporary(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """A fsynced temporary file beside ``path`` filled by ``write``; a failed write removes it and is a
+    UserError (a full disk among them)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = _os_error(e)
+        if cause is None:
+            raise
+        raise UserError(f"could not write '{path}' ({cause.strerror or cause}); "
+                        "the previous file there is intact") from None
+    return tmp
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: torch.save reports a failed write as a RuntimeError caused by it."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable: without it a power cut can undo the rename."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
+    """Write a training checkpoint as last.pt and keep the ``keep`` - 1 before it as last.1.pt, last.2.pt, ...
+    (newest first). The new file is complete and fsynced before any rename, and every rename is atomic, so
+    at any instant of a crash the newest finished checkpoint is among the last*.pt files."""
+    run_dir = Path(run_dir)
+    newest = run_dir / LAST
+    body = {"format": FORMAT, "version": VERSION, **payload}
+    body["sha256"] = payload_digest(body)
+    tmp = _write_temporary(newest, lambda f: torch.save(body, f))
+    for i in range(keep - 1, 0, -1):
+        older = run_dir / (LAST if i == 1 else f"last.{i - 1}.pt")
+        if older.exists():
+            os.replace(older, run_dir / f"last.{i}.pt")
+    for stale in _rotated(run_dir):  # left by a larger keep_checkpoints
+        if _rotation_index(stale) >= keep:
+            stale.unlink()
+    _replace(tmp, newest)
+    return newest
+
+
+def _rotated(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.glob("last.*.pt") if re.fullmatch(r"last\.\d+\.pt", p.name)]
+
+
+def _rotation_index(path: Path) -> int:
+    return 0 if path.name == LAST else int(path.name.split(".")[1])
+
+
+def training_checkpoints(run_dir: str | Path) -> list[Path]:
+    """last.pt, last.1.pt, ... in ``run_dir``, newest name first."""
+    run_dir = Path(run_dir)
+    found = ([run_dir / LAST] if (run_dir / LAST).is_file() else []) + _rotated(run_dir)
+    return sorted(found, key=_rotation_index)
+
+
+def latest_resumable(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The training checkpoint in ``run_dir`` furthest into training that loads and verifies. A damaged one
+    is passed over with a log line naming it; none left is a UserError."""
+    candidates, reasons = [], []
+    for path in training_checkpoints(run_dir):
+        try:
+            ckpt = read_checkpoint(path)
+        except UserError as e:
+            log.warning("skipping %s: %s", path, e)
+            reasons.append(str(e))
+            continue
+        if ckpt["version"] < 2 or "rng" not in ckpt:
+            reasons.append(f"'{path}' is a version-{ckpt['version']} checkpoint: it can be evaluated but not "
+                           "resumed (it lacks the random and data-order state)")
+            continue
+        candidates.append((ckpt["epoch"], ckpt["step"], path, ckpt))
+    if not candidates:
+        why = reasons[0] if reasons else f"no last.pt in '{run_dir}'"
+        raise UserError(f"nothing to resume in '{run_dir}': {why}")
+    *_, path, ckpt = max(candidates, key=lambda c: (c[0], c[1]))
+    return path, ckpt
+
+
+def read_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     """The checkpoint dict, or a UserError saying in one line why it is not one."""
     path = Path(path)
     if path.is_dir():
@@ -44,26 +206,58 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types on foreign or corrupt files; all mean "not one"
+        # weights_only: the unpickler builds tensors and plain containers only; any other global (a class,
+        # a function such as os.system) is refused before it can run.
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: one line, not three
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise UserError(f"refusing to load '{path}': it holds pickled objects other than tensors and plain "
+                        f"data{what}, which could run code") from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types on foreign, truncated or corrupt files
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"'{path}' is not a loadable spikeguard checkpoint ({type(e).__name__}: {detail[:200]})") from None
+        raise UserError(f"'{path}' is not a loadable spikeguard checkpoint, perhaps truncated "
+                        f"({type(e).__name__}: {detail[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a spikeguard checkpoint (no '{FORMAT}' marker)")
-    if ckpt.get("version") != VERSION:
-        raise UserError(f"'{path}' has checkpoint version {ckpt.get('version')}; this spikeguard reads {VERSION}")
+    if ckpt.get("version") not in READABLE_VERSIONS:
+        raise UserError(f"'{path}' has checkpoint version {ckpt.get('version')}; this spikeguard reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     for key in ("arch", "model", "dataset"):
         if key not in ckpt:
             raise UserError(f"'{path}' lacks the '{key}' entry of a spikeguard checkpoint")
+    if verify:
+        verify_checksum(path, ckpt)
     return ckpt
+
+
+def verify_checksum(path: str | Path, ckpt: dict[str, Any]) -> None:
+    """A UserError unless a version-2 checkpoint's content matches its stored sha256 (version 1 has none)."""
+    if ckpt["version"] < 2:
+        return
+    try:
+        actual = payload_digest(ckpt)
+    except TypeError as e:
+        raise UserError(f"'{path}' is not a spikeguard checkpoint ({e})") from None
+    if ckpt.get("sha256") != actual:
+        raise UserError(f"'{path}' fails its checksum (stored {str(ckpt.get('sha256'))[:12]}, content "
+                        f"{actual[:12]}): the file is damaged or was edited")
 
 
 def load_model(path: str | Path, expect_model: str | None = None,
                expect_dataset: str | None = None) -> tuple[SpikingNet, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights, after checking it is the expected
-    architecture and data set."""
-    ckpt = read_checkpoint(path)
-    spec = ModelSpec.from_dict(ckpt["arch"])
+    architecture and data set. The checksum is verified last, before the weights are loaded, so a file
+    of the wrong model is named as such even when it was also edited."""
+    ckpt = read_checkpoint(path, verify=False)
+    try:
+        spec = ModelSpec.from_dict(ckpt["arch"])
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged or hand-made 'arch' entry
+        raise UserError(f"checkpoint '{path}' has an unreadable 'arch' entry ({type(e).__name__})") from None
     if expect_model is not None and spec.name != expect_model:
         raise UserError(f"checkpoint '{path}' holds a '{spec.name}' model, not '{expect_model}'")
     if expect_dataset is not None and ckpt["dataset"] != expect_dataset:
@@ -72,6 +266,7 @@ def load_model(path: str | Path, expect_model: str | None = None,
     mismatch = describe_mismatch(model.state_dict(), ckpt["model"])
     if mismatch:
         raise UserError(f"checkpoint '{path}' weights do not fit a '{spec.name}' model ({mismatch})")
+    verify_checksum(path, ckpt)
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt

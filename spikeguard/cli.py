@@ -23,7 +23,9 @@ def _overrides(**flags) -> dict:
 
 @app.command()
 def train(
-    out: Path = typer.Option(..., "--out", help="New run directory (must not hold a run already)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="New run directory (must not hold a run already)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its "
+                                          "newest valid checkpoint (with --epochs: up to that many epochs)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
     dataset: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100"),
     model: Optional[str] = typer.Option(None, help="digits_cnn | vgg11 | wrn16_4 (default: the data set's)"),
@@ -44,20 +46,38 @@ def train(
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: Optional[bool] = typer.Option(None, "--download/--no-download"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
+                                                   help="Also checkpoint every N steps within an epoch (0: off)."),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept."),
+    nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt."""
     from spikeguard.config import config_from_dict, load_config_file
-    from spikeguard.train import prepare_run_dir, train as run_training
+    from spikeguard.train import prepare_run_dir, resume as resume_training, train as run_training
 
-    prepare_run_dir(out)
-    values = load_config_file(config) if config else {}
-    values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
-                             steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
-                             time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, data_dir=data_dir,
-                             download=download, device=device))
-    cfg = config_from_dict(values).resolved()
-    result = run_training(cfg, out, progress=progress)
+    kept = _overrides(device=device, data_dir=data_dir, download=download, nan_policy=nan_policy,
+                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints)
+    if resume is not None:
+        changed = _overrides(out=out, config=config, dataset=dataset, model=model, defense=defense, lamb=lamb, h=h,
+                             eps=eps, alpha=alpha, steps=steps, attack=attack, batch_size=batch_size, lr=lr,
+                             time_steps=time_steps, tau=tau, encoder=encoder, seed=seed)
+        if changed:
+            flag = next(iter(changed)).replace("_", "-")
+            raise UserError(f"--resume continues a run with its own settings; --{flag} cannot be changed (allowed: "
+                            "--epochs, --device, --data-dir, --download, --nan-policy, --checkpoint-every, "
+                            "--keep-checkpoints)")
+        result = resume_training(resume, epochs=epochs, progress=progress, **kept)
+    else:
+        if out is None:
+            raise UserError("train needs --out NEW_RUN_DIR, or --resume RUN_DIR to continue a run")
+        prepare_run_dir(out)
+        values = load_config_file(config) if config else {}
+        values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
+                                 steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, **kept))
+        cfg = config_from_dict(values).resolved()
+        result = run_training(cfg, out, progress=progress)
     typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
                f"run in {result.run_dir}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,30 @@ from spikeguard.errors import UserError
 # eps used when neither flag nor config gives one: the paper's 8/255 on CIFAR; the digits value is the
 # demo's, chosen on the validation split (spikeguard/demo_selection.json; a test keeps them equal).
 DEFAULT_EPS = {"digits": 0.15, "cifar10": 8 / 255, "cifar100": 8 / 255}
+
+NAN_POLICIES = ("abort", "skip", "rollback")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+H_MIN = 1e-3
+LAMB_MAX = 100.0
+# Inclusive ranges beyond the type and sign checks: values outside them are typing slips or make garbage (why).
+RANGES: dict[str, tuple[float, float, str]] = {
+    "h": (H_MIN, 1.0, "; a smaller SR step flips almost no spike: the penalty is 0 or 1/h^2 (docs/reliability.md)"),
+    "lamb": (0.0, LAMB_MAX, "; larger weights swamp the cross-entropy (docs/reliability.md)"),
+    "eps": (0.0, 1.0, " (pixel scale)"),
+    "alpha": (0.0, 1.0, " (pixel scale)"),
+    "beta": (0.0, 1.0, ""),
+    "lr": (0.0, 10.0, ""),
+    "weight_decay": (0.0, 1.0, ""),
+    "steps": (1, 1000, ""),
+    "time_steps": (1, 1024, ""),
+    "epochs": (1, 100_000, ""),
+    "batch_size": (1, 65_536, ""),
+    "grad_stats_batch": (1, 65_536, ""),
+    "seed": (0, 2**32 - 1, ""),  # the digits split hands the seed to scikit-learn, which takes 32 bits
+    "checkpoint_every": (0, 10**9, " (0: checkpoint at epoch ends only)"),
+    "keep_checkpoints": (1, 100, ""),
+    "max_rollbacks": (0, 100, ""),
+}
 
 
 @dataclass
@@ -44,32 +69,43 @@ class TrainConfig:
     download: bool = False
     device: str = "auto"
     grad_stats_batch: int = 256       # size of the fixed validation batch for input-gradient statistics
+    checkpoint_every: int = 500       # also checkpoint every this many steps within an epoch; 0: epoch ends only
+    keep_checkpoints: int = 2         # last.pt and the K - 1 before it (last.1.pt, ...); best.pt besides
+    nan_policy: str = "abort"         # on NaN/inf loss or gradients: abort | skip | rollback (docs/reliability.md)
+    rollback_lr_factor: float = 0.5   # rollback: multiply the learning rate by this after each rollback
+    max_rollbacks: int = 3            # rollback: abort after this many
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with the data-set defaults filled in and every field checked."""
         from spikeguard.data import DATASETS
         from spikeguard.models import DEFAULT_MODEL
 
-        if self.dataset not in DATASETS:
-            raise UserError(f"unknown dataset '{self.dataset}'; choose from {', '.join(DATASETS)}")
         cfg = dataclasses.replace(self)
+        for f in fields(cfg):  # types first: a TrainConfig built in Python gets the same checks as YAML
+            setattr(cfg, f.name, coerce_field(f.name, getattr(cfg, f.name), str(f.type)))
+        if cfg.dataset not in DATASETS:
+            raise UserError(f"unknown dataset '{cfg.dataset}'; choose from {', '.join(DATASETS)}")
         if cfg.model is None:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
         if cfg.eps is None:
             cfg.eps = DEFAULT_EPS[cfg.dataset]
-        if cfg.alpha is None:
-            cfg.alpha = 2.5 * cfg.eps / cfg.steps if cfg.steps > 0 else cfg.eps
+        if cfg.alpha is None:  # from a bad eps or steps too, so that check() names the field the user gave
+            cfg.alpha = 2.5 * cfg.eps / cfg.steps if cfg.steps > 0 and 0 <= cfg.eps <= 1 else cfg.eps
         cfg.check()
         return cfg
 
     def check(self) -> None:
+        """Every field's range and name (types are checked by resolved()), so a run never starts on a value
+        it would fail on later."""
+        from spikeguard.data import DATASETS
         from spikeguard.defenses import DEFENSES
         from spikeguard.defenses.registry import ATTACKS
         from spikeguard.models import MODELS
         from spikeguard.snn import ENCODERS
 
-        for name, value, allowed in (("model", self.model, MODELS), ("defense", self.defense, DEFENSES),
-                                     ("encoder", self.encoder, ENCODERS), ("attack", self.attack, ATTACKS)):
+        for name, value, allowed in (("dataset", self.dataset, DATASETS), ("model", self.model, MODELS),
+                                     ("defense", self.defense, DEFENSES), ("encoder", self.encoder, ENCODERS),
+                                     ("attack", self.attack, ATTACKS), ("nan_policy", self.nan_policy, NAN_POLICIES)):
             if value is not None and value not in allowed:
                 raise UserError(f"unknown {name} '{value}'; choose from {', '.join(allowed)}")
         for name in ("lamb", "eps", "beta", "weight_decay", "momentum"):
@@ -80,15 +116,23 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise UserError(f"{name} must be a positive number, got {value}")
-        for name in ("steps", "time_steps", "epochs", "batch_size", "grad_stats_batch"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, (low, high, why) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (low <= value <= high and (isinstance(value, int) or math.isfinite(value))):
+                raise UserError(f"{name} must lie in [{low:g}, {high:g}], got {value:g}{why}")
         if not 0 < self.tau <= 1:
             raise UserError(f"tau must lie in (0, 1], got {self.tau}")
-        if not 0 < self.val_fraction < 1:
-            raise UserError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        for name in ("val_fraction", "rollback_lr_factor"):
+            if not 0 < getattr(self, name) < 1:
+                raise UserError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
+        if not self.momentum < 1:
+            raise UserError(f"momentum must be below 1, got {self.momentum}")
         if self.defense in ("sr", "sr_star", "gr") and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight)")
+        if not DEVICE.fullmatch(self.device):
+            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
+            raise UserError(f"data_dir must be a path, got {self.data_dir!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,10 +157,13 @@ def coerce_field(name: str, value: Any, annotation: str) -> Any:
             try:
                 num, _, den = value.replace(" ", "").partition("/")
                 value = float(num) / float(den) if den else float(num)
-            except (ValueError, ZeroDivisionError):
+            except (ValueError, ZeroDivisionError, OverflowError):
                 raise UserError(f"config field '{name}' must be a number such as 0.03 or 8/255, got {value!r}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond float range
+                raise UserError(f"config field '{name}' is out of range, got {value!r}") from None
         raise UserError(f"config field '{name}' must be a number, got {value!r}")
     if isinstance(value, str):
         return value

@@ -1,28 +1,58 @@
-"""The training loop: SGD + cosine schedule, per-epoch validation, metrics.jsonl, last.pt and best.pt.
+"""The training loop: SGD + cosine schedule, per-epoch validation, metrics.jsonl, rotating training
+checkpoints (last.pt, last.1.pt, ...) and best.pt, resume after a crash, and a policy for NaN or inf.
 
 Checkpoints are selected on the validation split (held out of the training set), never on test.
+A training checkpoint holds every source of randomness and the data order, so on CPU a run killed at any
+point and resumed ends with the same weights, bit for bit, as one never interrupted (docs/reliability.md).
+
+The loop is split into small steps (build the run, one epoch, one step, the end of an epoch, a
+checkpoint) so that distributed training and mixed precision can be added to each without a rewrite.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import math
+import os
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spikeguard.attacks import eval_mode
-from spikeguard.checkpoint import save_checkpoint
-from spikeguard.config import TrainConfig
+from spikeguard.checkpoint import (
+    latest_resumable,
+    read_checkpoint,
+    save_checkpoint,
+    save_rotating,
+    write_atomic,
+)
+from spikeguard.config import TrainConfig, config_from_dict, load_config_file
 from spikeguard.data import DataSplits, load_dataset
-from spikeguard.defenses import create_defense, true_class_probability
+from spikeguard.defenses import Defense, create_defense, true_class_probability
 from spikeguard.errors import UserError
 from spikeguard.models import ModelSpec, SpikingNet, create_model
-from spikeguard.results import write_text
+from spikeguard.provenance import code_version
+
+log = logging.getLogger(__name__)
+
+MAX_SKIPS_IN_A_ROW = 10  # nan_policy skip: this many faulty steps in a row is no transient fault
+PENALISED = ("sr", "sr_star", "gr")  # defenses whose penalty must not be identically zero
+# Fields --resume may change: none of them alters the trajectory of the weights (epochs stretches the
+# schedule, see resume()).
+RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
+                 "checkpoint_every", "keep_checkpoints")
 
 
 @dataclass
@@ -32,6 +62,47 @@ class TrainResult:
     best_val_accuracy: float
     best_epoch: int
     seconds: float
+
+
+@dataclass
+class RunState:
+    """A run's live objects and where it stands: what a training checkpoint saves and restores."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    data: DataSplits
+    spec: ModelSpec
+    model: SpikingNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    defense: Defense
+    shuffle: torch.Generator                # draws each epoch's data order
+    scaler: Any = None                      # a GradScaler under mixed precision; none exists yet
+    epoch: int = 0                          # completed epochs
+    step: int = 0                           # batches done in epoch `epoch + 1`, skipped ones included
+    order: torch.Tensor | None = None       # the data order of epoch `epoch + 1`, once drawn
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # metric sums of this epoch, on the device
+    taken: int = 0                          # optimiser steps taken this epoch
+    skipped: int = 0                        # steps skipped this epoch (nan_policy skip)
+    skips_in_a_row: int = 0
+    rollbacks: int = 0
+    val_accuracy: float | None = None       # of the last completed epoch
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    seconds: float = 0.0                    # training time spent before this process took over
+    clock: float = field(default_factory=time.perf_counter)  # perf_counter() when this process took over
+
+    def elapsed(self) -> float:
+        return self.seconds + time.perf_counter() - self.clock
+
+    def steps_per_epoch(self) -> int:
+        n, b = len(self.data.train), self.cfg.batch_size
+        return n // b if drop_last(n, b) else math.ceil(n / b)
+
+
+class _Rollback(Exception):
+    """A numerical fault under nan_policy rollback; caught by fit(), never seen by a user."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -47,10 +118,19 @@ def pick_device(name: str) -> torch.device:
 
 
 def prepare_run_dir(out: str | Path) -> Path:
-    """Refuse to reuse a run directory: a finished run is never overwritten."""
+    """Refuse to reuse a run directory (a finished run is never overwritten) or one that cannot be created."""
+    if "\0" in str(out):
+        raise UserError("output path contains a NUL character")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"output '{out}' already exists and is not an empty directory; choose a new --out")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot create '{out}': '{parent}' is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create '{out}': '{parent}' is not writable")
     return out
 
 
@@ -87,76 +167,411 @@ def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     return {"grad_l1": g.flatten(1).abs().sum(1).mean().item(), "grad_zero_fraction": (g == 0).float().mean().item()}
 
 
+# ----------------------------------------------------------------------------------------------- entry points
+
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSplits | None = None) -> TrainResult:
-    """Train one model as ``cfg`` says into the new run directory ``out``. The global RNG is seeded with
-    ``cfg.seed`` inside a fork, so the caller's random state is the same afterwards."""
+    """Train one model as ``cfg`` says into the new run directory ``out``. Python's, NumPy's and torch's
+    global random states are seeded with ``cfg.seed`` inside a fork, so the caller's are unchanged."""
     cfg = cfg.resolved()
     run_dir = prepare_run_dir(out)
     device = pick_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
-    cuda = [device.index or 0] if device.type == "cuda" else []
+    with seeded_rngs(cfg.seed, device):
+        state = build_run(cfg, run_dir, device, data)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, cfg)
+        write_atomic(run_dir / "metrics.jsonl", b"")
+        return fit(state, progress)
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
+           **changes: Any) -> TrainResult:
+    """Continue the run in ``run_dir`` from its newest valid training checkpoint, up to ``epochs`` epochs
+    (default: its config's). ``changes`` may set the RESUME_FIELDS, e.g. device="cpu" or nan_policy="skip".
+
+    A different ``epochs`` stretches the cosine schedule: from the resumed epoch on, the learning rate is the
+    one an ``epochs``-epoch schedule has there (so only the same ``epochs`` repeats an uninterrupted run)."""
+    if "\0" in str(run_dir):
+        raise UserError("run directory path contains a NUL character")
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"'{run_dir}' is not a run directory (it has no config.yaml)")
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UserError(f"run directory '{run_dir}' is not writable")
+    cfg = config_from_dict(load_config_file(run_dir / "config.yaml")).resolved()
+    path, ckpt = latest_resumable(run_dir)
+    saved = ckpt.get("config", {})
+    differ = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FIELDS and saved.get(k) != v)
+    if differ:
+        raise UserError(f"config.yaml in '{run_dir}' differs from its checkpoint in {', '.join(differ)}; "
+                        "a resumed run keeps the settings it was started with")
+    bad = sorted(set(changes) - set(RESUME_FIELDS))
+    if bad:
+        raise UserError(f"a resumed run cannot change {', '.join(bad)}; only {', '.join(RESUME_FIELDS)}")
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if epochs is not None:
+        if epochs < ckpt["epoch"]:
+            raise UserError(f"--epochs {epochs} is fewer than the {ckpt['epoch']} epochs '{run_dir}' has finished")
+        changes["epochs"] = epochs
+    cfg = config_from_dict(changes, base=cfg).resolved()
+    device = pick_device(cfg.device)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
+    with seeded_rngs(cfg.seed, device):
+        state = build_run(cfg, run_dir, device, data)
+        restore(state, ckpt)
+        if cfg.epochs != saved.get("epochs"):
+            stretch_schedule(state)
+        write_config(run_dir, cfg)
+        keep_metrics_up_to(run_dir, state.epoch)
+        log.info("resuming %s from %s: epoch %d, step %d", run_dir, path.name, state.epoch, state.step)
+        return fit(state, progress)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+@contextmanager
+def seeded_rngs(seed: int, device: torch.device) -> Iterator[None]:
+    """Python's, NumPy's and torch's global generators (and the training GPU's) seeded with ``seed`` for the
+    block, and given back as they were afterwards."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(cfg.seed)
-        return _fit(cfg, run_dir, device, data, progress)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
-def _fit(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits, progress: bool) -> TrainResult:
+def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits) -> RunState:
+    """A fresh run: the model initialised from the global generator, optimiser, schedule and defense."""
     spec = model_spec(cfg, data)
     model = create_model(spec).to(device)
     defense = create_defense(cfg.defense, lamb=cfg.lamb, h=cfg.h, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                              attack=cfg.attack, beta=cfg.beta, seed=cfg.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True,
-                        drop_last=len(data.train) > cfg.batch_size,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    stats_x, stats_y = (t.to(device) for t in stack(data.val, cfg.grad_stats_batch))
+    return RunState(cfg, run_dir, device, data, spec, model, optimizer, scheduler, defense,
+                    shuffle=torch.Generator().manual_seed(cfg.seed))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    base = {"arch": spec.to_dict(), "dataset": cfg.dataset, "config": cfg.to_dict()}
-    best_acc, best_epoch, best_state = -1.0, -1, None
-    start = time.perf_counter()
-    with open(run_dir / "metrics.jsonl", "w") as log:
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per step for logging
-            # disable=None: bars on a terminal only, so logs stay readable
-            batches = tqdm(loader, desc=f"{cfg.defense} epoch {epoch}/{cfg.epochs}", leave=False,
-                           disable=None if progress else True)
-            for x, y in batches:
-                x, y = x.to(device), y.to(device)
-                loss, parts = defense.loss(model, x, y)
-                # One host sync per step. Spikes turn NaN inputs into silence (NaN >= thr is false), so
-                # the input is checked as well as the loss.
-                if not bool(torch.isfinite(loss) & torch.isfinite(x).all()):
-                    what = "the input batch holds NaN or inf" if not torch.isfinite(x).all() else f"loss is {loss.item()}"
-                    raise UserError(f"training diverged at epoch {epoch}: {what}; lower --lr or --lamb, raise --h, "
-                                    "or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                defense.after_step(model)
-                for key, value in {"loss": loss.detach(), **parts}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            val_acc = accuracy(model, data.val, 256, device)
-            record = {"epoch": epoch, "lr": lr,
-                      **{k: float(v) / max(len(loader), 1) for k, v in sums.items()},
-                      "val_accuracy": val_acc, **input_gradient_stats(model, stats_x, stats_y),
-                      "seconds": time.perf_counter() - start}
-            record.setdefault("penalty", 0.0)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "val_accuracy": val_acc}
-            save_checkpoint(run_dir / "last.pt", {**base, **state})
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                save_checkpoint(run_dir / "best.pt", {**base, **state})
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(run_dir, model, best_acc, best_epoch, time.perf_counter() - start)
+
+def write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+
+
+def fit(state: RunState, progress: bool) -> TrainResult:
+    """Train until ``cfg.epochs`` epochs are done; the returned model holds the best-on-validation weights."""
+    cfg, device = state.cfg, state.device
+    stats_x, stats_y = (t.to(device) for t in stack(state.data.val, cfg.grad_stats_batch))
+    # The target of a rollback before the first checkpoint exists: the run as it started, on the CPU.
+    start = _cpu_copy(capture(state)) if cfg.nan_policy == "rollback" else None
+    while state.epoch < cfg.epochs:
+        try:
+            run_epoch(state, progress)
+        except _Rollback as fault:
+            roll_back(state, str(fault), start)
+            continue
+        end_epoch(state, stats_x, stats_y)
+    best = read_checkpoint(state.run_dir / "best.pt")
+    state.model.load_state_dict(best["model"])
+    state.model.eval()
+    return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
+
+
+def drop_last(n: int, batch_size: int) -> bool:
+    return n > batch_size
+
+
+def epoch_order(generator: torch.Generator, n: int) -> torch.Tensor:
+    """The order of one epoch's samples, with the same draws DataLoader(shuffle=True, generator=generator)
+    makes in an epoch: an int64 for worker seeds, the permutation, and a second permutation its sampler
+    draws (and cuts to length 0) when it runs out. So runs keep the orders of spikeguard 0.1.0."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)
+    return order
+
+
+def epoch_loader(state: RunState) -> DataLoader:
+    """The batches of the current epoch from step ``state.step`` on, in the epoch's stored order. Its own
+    generator keeps DataLoader from drawing its worker seed from the global generator mid-epoch."""
+    b = state.cfg.batch_size
+    rest = state.order[state.step * b:].tolist()
+    return DataLoader(state.data.train, batch_size=b, sampler=rest, drop_last=drop_last(len(state.data.train), b),
+                      generator=torch.Generator().manual_seed(state.cfg.seed + state.epoch))
+
+
+def run_epoch(state: RunState, progress: bool) -> None:
+    """Train the batches of epoch ``state.epoch + 1`` that are not done yet, checkpointing every
+    ``checkpoint_every`` steps."""
+    cfg = state.cfg
+    if state.order is None:  # a new epoch
+        state.order = epoch_order(state.shuffle, len(state.data.train))
+        state.step = state.taken = state.skipped = 0
+        state.sums = {}
+    steps = state.steps_per_epoch()
+    state.model.train()
+    # disable=None: bars on a terminal only, so logs stay readable
+    batches = tqdm(epoch_loader(state), desc=f"{cfg.defense} epoch {state.epoch + 1}/{cfg.epochs}", leave=False,
+                   initial=state.step, total=steps, disable=None if progress else True)
+    for x, y in batches:
+        train_step(state, x, y)
+        state.step += 1
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
+            checkpoint(state)
+
+
+def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
+    x, y = x.to(state.device), y.to(state.device)
+    loss, parts = state.defense.loss(state.model, x, y)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    fault = numerical_fault(loss, x, state.model)
+    if fault is not None:
+        handle_fault(state, fault)
+        return
+    state.skips_in_a_row = 0
+    state.optimizer.step()
+    state.defense.after_step(state.model)
+    state.taken += 1
+    for key, value in {"loss": loss.detach(), **parts}.items():
+        state.sums[key] = state.sums.get(key, 0.0) + value  # summed on the device: no host sync per step
+
+
+def numerical_fault(loss: torch.Tensor, x: torch.Tensor, model: torch.nn.Module) -> str | None:
+    """None if the input, the loss and every gradient are finite, else what is not. One host sync per step.
+    The input is checked because spikes turn NaN into silence (NaN >= threshold is false), so a NaN image
+    would otherwise train as a black one."""
+    checks = [torch.isfinite(x).all(), torch.isfinite(loss).all()]
+    checks += [torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None]
+    ok = torch.stack(checks).tolist()
+    if all(ok):
+        return None
+    if not ok[0]:
+        return "the input batch holds NaN or inf"
+    if not ok[1]:
+        return f"the loss is {loss.item()}"
+    return "the gradients hold NaN or inf"
+
+
+def handle_fault(state: RunState, fault: str) -> None:
+    """Apply ``nan_policy`` to a faulty step: skip it, roll back (raises _Rollback) or abort (UserError)."""
+    cfg = state.cfg
+    where = f"epoch {state.epoch + 1} step {state.step + 1}"
+    hint = ("lower --lr or --lamb, raise --h, or check the data; the last checkpoint is kept: "
+            f"spikeguard train --resume {state.run_dir} --nan-policy rollback (or skip) continues")
+    if cfg.nan_policy == "skip":
+        state.optimizer.zero_grad(set_to_none=True)
+        state.skipped += 1
+        state.skips_in_a_row += 1
+        log.warning("%s: %s; step skipped (nan_policy skip)", where, fault)
+        if state.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            raise UserError(f"training diverged at {where}: {MAX_SKIPS_IN_A_ROW} steps in a row were skipped "
+                            f"({fault}); {hint}")
+        return
+    if cfg.nan_policy == "rollback" and not fault.startswith("the input"):
+        raise _Rollback(f"{fault} at {where}")
+    why = "; a rollback would replay the same batch" if cfg.nan_policy == "rollback" else ""
+    raise UserError(f"training diverged at {where}: {fault}{why}; {hint}")
+
+
+def roll_back(state: RunState, fault: str, start: dict[str, Any] | None) -> None:
+    """Restore the newest checkpoint (or the start of the run) and multiply the learning rate by
+    ``rollback_lr_factor``; after ``max_rollbacks`` rollbacks, abort."""
+    cfg = state.cfg
+    done = state.rollbacks + 1
+    if done > cfg.max_rollbacks:
+        raise UserError(f"training diverged again after {cfg.max_rollbacks} rollbacks: {fault}; lower --lr or "
+                        "--lamb, raise --h, or check the data")
+    try:
+        path, ckpt = latest_resumable(state.run_dir)
+        source = path.name
+    except UserError:  # no checkpoint written yet
+        ckpt, source = start, "the start of the run"
+    restore(state, ckpt)
+    scale = cfg.rollback_lr_factor ** (done - state.rollbacks)  # the checkpoint may predate earlier rollbacks
+    for group in state.optimizer.param_groups:
+        group["lr"] *= scale
+        group["initial_lr"] *= scale
+    state.scheduler.base_lrs = [lr * scale for lr in state.scheduler.base_lrs]
+    state.rollbacks = done
+    keep_metrics_up_to(state.run_dir, state.epoch)
+    log.warning("rollback %d/%d: %s; restarted from %s (epoch %d, step %d) with the learning rate now %.3g",
+                done, cfg.max_rollbacks, fault, source, state.epoch, state.step, state.optimizer.param_groups[0]["lr"])
+
+
+def stretch_schedule(state: RunState) -> None:
+    """Put the learning rate where a cosine schedule over ``cfg.epochs`` epochs has it now."""
+    sched = state.scheduler
+    sched.T_max = state.cfg.epochs
+    for group, base in zip(state.optimizer.param_groups, sched.base_lrs):
+        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * state.epoch / sched.T_max)) / 2
+
+
+def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> None:
+    """Validate, log the epoch, update best.pt, checkpoint; abort a collapsed run once that is on disk."""
+    epoch = state.epoch + 1
+    if state.taken == 0:
+        raise UserError(f"every step of epoch {epoch} was skipped; lower --lr or --lamb, raise --h, or check the data")
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.scheduler.step()
+    val_acc = accuracy(state.model, state.data.val, 256, state.device)
+    record = {"epoch": epoch, "lr": lr, **{k: float(v) / state.taken for k, v in state.sums.items()},
+              "val_accuracy": val_acc, **input_gradient_stats(state.model, stats_x, stats_y),
+              "skipped_steps": state.skipped, "rollbacks": state.rollbacks, "seconds": state.elapsed()}
+    record.setdefault("penalty", 0.0)
+    collapsed = collapse(state, record)
+    state.epoch, state.step, state.order, state.val_accuracy = epoch, 0, None, val_acc
+    append_metrics(state.run_dir, record)
+    if val_acc > state.best_acc:  # best.pt before last.pt: a crash between them replays this epoch
+        state.best_acc, state.best_epoch = val_acc, epoch
+        save_checkpoint(state.run_dir / "best.pt", {**describe(state), "model": state.model.state_dict()})
+    checkpoint(state)
+    if collapsed:
+        raise UserError(collapsed)
+
+
+def collapse(state: RunState, record: dict[str, float]) -> str | None:
+    """Why the epoch just ended shows a run training garbage, or None. Chance level is 1 / classes plus three
+    binomial standard deviations of the validation set."""
+    cfg, epoch, val = state.cfg, record["epoch"], record["val_accuracy"]
+    classes = state.data.num_classes
+    chance = 1 / classes + 3 * math.sqrt((1 / classes) * (1 - 1 / classes) / max(len(state.data.val), 1))
+    if cfg.defense in PENALISED and record["penalty"] == 0:
+        return (f"the {cfg.defense} penalty was exactly 0 at every step of epoch {epoch}, so the run trains as "
+                f"vanilla (h {cfg.h:g} too small to flip a spike?); run {state.run_dir} kept")
+    if val <= chance and state.best_acc > chance:
+        return (f"training collapsed at epoch {epoch}: validation accuracy {val:.3f} fell to chance from "
+                f"{state.best_acc:.3f} (epoch {state.best_epoch}, kept in best.pt); lower --lr or --lamb")
+    if val <= chance and record.get("ce", 0.0) > 2 * math.log(classes):
+        return (f"training collapsed at epoch {epoch}: validation accuracy {val:.3f} is at chance and the training "
+                f"cross-entropy {record['ce']:.3g} is far above log({classes}) = {math.log(classes):.2f}, "
+                "a confidently wrong model; lower --lr or --lamb, or raise --h")
+    return None
+
+
+# ------------------------------------------------------------------------------- checkpoint content
+
+def describe(state: RunState) -> dict[str, Any]:
+    """What every checkpoint of the run carries besides its weights."""
+    return {"arch": state.spec.to_dict(), "dataset": state.cfg.dataset, "config": state.cfg.to_dict(),
+            "epoch": state.epoch, "val_accuracy": state.val_accuracy, "code_version": code_version()}
+
+
+def capture(state: RunState) -> dict[str, Any]:
+    """The training checkpoint payload: everything restore() needs to continue bit for bit."""
+    return {**describe(state), "model": state.model.state_dict(), "step": state.step, "order": state.order,
+            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "rng": rng_states(state.device),
+            "generators": {name: g.get_state() for name, g in generators(state).items()},
+            "progress": {"sums": {k: v.detach().to("cpu") for k, v in state.sums.items()}, "taken": state.taken,
+                         "skipped": state.skipped, "skips_in_a_row": state.skips_in_a_row,
+                         "rollbacks": state.rollbacks, "best_val_accuracy": state.best_acc,
+                         "best_epoch": state.best_epoch, "seconds": state.elapsed(),
+                         "threads": torch.get_num_threads()}}
+
+
+def restore(state: RunState, ckpt: dict[str, Any]) -> None:
+    """Load a training checkpoint (from capture()) into a freshly built run."""
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    if state.scaler is not None and ckpt.get("scaler") is not None:
+        state.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_states(ckpt["rng"], state.device)
+    for name, generator in generators(state).items():
+        if name not in ckpt["generators"]:
+            raise UserError(f"the checkpoint lacks the state of the '{name}' generator; it belongs to another defense")
+        generator.set_state(ckpt["generators"][name])
+    state.epoch, state.step, state.order = ckpt["epoch"], ckpt["step"], ckpt["order"]
+    state.val_accuracy = ckpt["val_accuracy"]
+    p = ckpt["progress"]
+    state.sums = {k: v.to(state.device) for k, v in p["sums"].items()}
+    state.taken, state.skipped, state.skips_in_a_row = p["taken"], p["skipped"], p["skips_in_a_row"]
+    state.rollbacks, state.best_acc, state.best_epoch = p["rollbacks"], p["best_val_accuracy"], p["best_epoch"]
+    state.seconds, state.clock = p["seconds"], time.perf_counter()
+    if p["threads"] != torch.get_num_threads():
+        log.warning("the run used %d threads and this process %d: the result will not be bitwise the same as an "
+                    "uninterrupted run (torch.set_num_threads)", p["threads"], torch.get_num_threads())
+
+
+def generators(state: RunState) -> dict[str, torch.Generator]:
+    """The run's private generators: data order, and those a defense holds (PGD random starts, RAT's rows).
+    A defense's are found by walking its attributes, so a new defense's generators are saved without
+    being registered anywhere."""
+    found = {"shuffle": state.shuffle}
+    for name, value in sorted(vars(state.defense).items()):
+        if isinstance(value, torch.Generator):
+            found[f"defense.{name}"] = value
+        elif hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
+            for inner, item in sorted(vars(value).items()):
+                if isinstance(item, torch.Generator):
+                    found[f"defense.{name}.{inner}"] = item
+    return found
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The global generators as tensors and plain data (loadable with weights_only)."""
+    np_state = np.random.get_state(legacy=False)
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                      "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                      "gauss": float(np_state["gauss"])},
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if device.type == "cuda" and states["cuda"] is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _cpu_copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.copy(obj)
+
+
+def checkpoint(state: RunState) -> None:
+    try:
+        save_rotating(state.run_dir, capture(state), state.cfg.keep_checkpoints)
+    except UserError as e:
+        raise UserError(f"{e}; after freeing space: spikeguard train --resume {state.run_dir}") from None
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def keep_metrics_up_to(run_dir: Path, epoch: int) -> None:
+    """Drop the metrics.jsonl lines of epochs after ``epoch`` (and a line a crash cut short), so a replayed
+    epoch is logged once."""
+    path = run_dir / "metrics.jsonl"
+    kept = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epoch:
+            kept.append(line + "\n")
+    write_atomic(path, "".join(kept).encode())
