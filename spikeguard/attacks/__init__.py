@@ -1,10 +1,11 @@
-"""White-box attacks in [0, 1] pixel space, and the estimator ensemble that takes the per-sample worst case.
+"""Attacks in [0, 1] pixel space: white-box FGSM, R-FGSM and PGD (here), AutoAttack's attacks behind a thin
+adapter, random perturbations, BPDA through the ANN twin, and the estimator ensemble.
 
 This layer sits below ``defenses``: adversarial training makes its examples with the same code that
 evaluation attacks with.
 """
 
 from spikeguard.attacks.ensemble import EnsembleResult, worst_case_accuracy
-from spikeguard.attacks.gradient import eval_mode, fgsm, input_gradient, pgd
+from spikeguard.attacks.gradient import eval_mode, fgsm, input_gradient, pgd, rfgsm
 
-__all__ = ["EnsembleResult", "eval_mode", "fgsm", "input_gradient", "pgd", "worst_case_accuracy"]
+__all__ = ["EnsembleResult", "eval_mode", "fgsm", "input_gradient", "pgd", "rfgsm", "worst_case_accuracy"]

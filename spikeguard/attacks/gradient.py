@@ -1,8 +1,9 @@
-"""FGSM and PGD under the l-infinity threat model, in [0, 1] pixel space.
+"""FGSM, R-FGSM and PGD under the l-infinity threat model, in [0, 1] pixel space.
 
 Written here rather than taken from an ANN library because the SNN evaluation needs what those lack:
-per-sample tracking of the most damaging iterate, an explicit random generator (no global reseeding), and
-eval-mode handling that keeps the spiking layers' surrogate path active.
+per-sample tracking of the most damaging iterate, an explicit random generator (no global reseeding),
+expectation over transformation (EoT) for stochastic models, and eval-mode handling that keeps the spiking
+layers' surrogate path active.
 """
 
 from __future__ import annotations
@@ -28,57 +29,122 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gradient of the summed cross-entropy w.r.t. x, logits). Parameters get no .grad."""
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   draws: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient of the summed cross-entropy w.r.t. x, logits). Parameters get no .grad.
+
+    With ``draws`` > 1 (EoT, for stochastic models) the gradient is the mean of the per-draw gradients and
+    the logits are the mean of the per-draw logits."""
     x = x.detach().requires_grad_(True)
+    grad = torch.zeros_like(x)
+    logits_sum = None
     with torch.enable_grad():
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad, logits.detach()
+        for _ in range(draws):
+            logits = model(x)
+            (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+            grad += g
+            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+    return grad / draws, logits_sum / draws
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    grad, _ = input_gradient(model, x, y)
+@torch.no_grad()
+def mean_logits(model: nn.Module, x: torch.Tensor, draws: int = 1) -> torch.Tensor:
+    out = model(x)
+    for _ in range(draws - 1):
+        out = out + model(x)
+    return out / draws
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1).detach()
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, draws: int = 1) -> torch.Tensor:
+    grad, _ = input_gradient(model, x, y, draws)
     return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
+def rfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float | None = None,
+          generator: torch.Generator | None = None, draws: int = 1) -> torch.Tensor:
+    """R-FGSM (Tramer et al. 2018): a random signed step of size alpha, then a gradient-sign step of
+    size eps - alpha from there. alpha defaults to eps / 2."""
+    alpha = eps / 2 if alpha is None else alpha
+    noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+    x_start = (x + alpha * noise.sign()).clamp(0, 1)
+    grad, _ = input_gradient(model, x_start, y, draws)
+    return _project(x_start + (eps - alpha) * grad.sign(), x, eps)
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-        random_start: bool = True, generator: torch.Generator | None = None,
-        keep_best: bool = True) -> torch.Tensor:
+        random_start: bool = True, generator: torch.Generator | None = None, keep_best: bool = True,
+        restarts: int = 1, draws: int = 1) -> torch.Tensor:
     """Projected gradient ascent on the cross-entropy in the eps ball around x, clipped to [0, 1].
 
     With ``keep_best`` every sample returns the first iterate that is misclassified, or failing that the
-    iterate of highest loss, checked on the same forward pass that computes the next gradient (plus one
-    final check), so more steps can never return a weaker example for any sample.
+    iterate of highest loss over all steps and restarts, so more steps or restarts never return a weaker
+    example for any sample. A sample stops being attacked once it is misclassified (early stop: the
+    result is the same, the cost falls with the number of samples still standing). Restarts after the
+    first always start at a random point and only attack samples not yet broken.
+    Without ``keep_best``: one run, and the last iterate is returned (the textbook PGD).
     """
     x = x.detach()
     if eps == 0 or steps == 0:
         return x.clone()
-    delta = torch.zeros_like(x)
-    if random_start:
-        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
-        delta = (2 * noise - 1) * eps
+    if not keep_best:
+        x_adv = (x + _start(x, eps, random_start, generator)).clamp(0, 1)
+        for _ in range(steps):
+            grad, _ = input_gradient(model, x_adv, y, draws)
+            x_adv = _project(x_adv + alpha * grad.sign(), x, eps)
+        return x_adv
+    best = x.clone()
+    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for restart in range(max(restarts, 1)):
+        todo = (~broken).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        xs, ys = x[todo], y[todo]
+        run_best, run_loss, run_broken = _tracked_run(model, xs, ys, eps, alpha, steps,
+                                                      _start(xs, eps, random_start or restart > 0, generator),
+                                                      draws)
+        better = run_broken | (run_loss > best_loss[todo])
+        best[todo[better]] = run_best[better]
+        best_loss[todo[better]] = run_loss[better]
+        broken[todo[run_broken]] = True
+    return best
+
+
+def _start(x: torch.Tensor, eps: float, random: bool, generator: torch.Generator | None) -> torch.Tensor:
+    if not random:
+        return torch.zeros_like(x)
+    noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+    return (2 * noise - 1) * eps
+
+
+def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
+    """One PGD run with per-sample best tracking and early stop; returns (best, best_loss, broken)."""
     x_adv = (x + delta).clamp(0, 1)
     best = x_adv.clone()
     best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
     broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-
-    def remember(candidate: torch.Tensor, logits: torch.Tensor) -> None:
-        loss = F.cross_entropy(logits, y, reduction="none")
-        wrong = logits.argmax(1) != y
-        better = ~broken & (wrong | (loss > best_loss))
-        best[better] = candidate[better]
-        best_loss[better] = loss[better]
-        broken.logical_or_(wrong)
-
-    for _ in range(steps):
-        grad, logits = input_gradient(model, x_adv, y)
-        if keep_best:
-            remember(x_adv, logits)
-        x_adv = torch.min(torch.max(x_adv + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1).detach()
-    if not keep_best:
-        return x_adv
-    with torch.no_grad():
-        remember(x_adv, model(x_adv))
-    return best
+    active = torch.arange(x.shape[0], device=x.device)
+    for step in range(steps + 1):
+        current = x_adv[active]
+        if step < steps:  # the forward pass that gives the next gradient also scores the current iterate
+            grad, logits = input_gradient(model, current, y[active], draws)
+        else:
+            logits = mean_logits(model, current, draws)
+        loss = F.cross_entropy(logits, y[active], reduction="none")
+        wrong = logits.argmax(1) != y[active]
+        better = wrong | (loss > best_loss[active])
+        best[active[better]] = current[better]
+        best_loss[active[better]] = loss[better]
+        broken[active[wrong]] = True
+        if step == steps:
+            break
+        keep = ~wrong
+        active, current, grad = active[keep], current[keep], grad[keep]
+        if active.numel() == 0:
+            break
+        x_adv[active] = _project(current + alpha * grad.sign(), x[active], eps)
+    return best, best_loss, broken

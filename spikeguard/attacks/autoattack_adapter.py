@@ -1,0 +1,108 @@
+"""Thin adapters over AutoAttack's own implementation (the ``pyautoattack`` package by its authors):
+APGD-CE, APGD-T (DLR), FAB-T, Square and standard AutoAttack.
+
+Each adapter maps (model, x, y) in [0, 1] pixel space to adversarial examples. The library reseeds the
+global RNG inside its attacks, so every call runs in a forked RNG with a seed drawn from the caller's
+generator: the caller's random state is untouched and results are reproducible. Targeted attacks use
+min(9, classes - 1) target classes, the number the data set actually allows (never a fixed 10 classes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from spikeguard.errors import UserError
+
+NORMS = {"linf": "Linf", "l2": "L2"}
+
+
+def _library():
+    try:
+        from pyautoattack import AutoAttack
+        from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+        from pyautoattack.fab_pt import FABAttack_PT
+        from pyautoattack.square import SquareAttack
+    except ImportError as e:  # a dependency of spikeguard, so this means a broken install
+        raise UserError(f"AutoAttack's implementation could not be imported ({e}); pip install pyautoattack==0.2.0") from None
+    return AutoAttack, APGDAttack, APGDAttack_targeted, FABAttack_PT, SquareAttack
+
+
+@contextlib.contextmanager
+def _seeded(generator: torch.Generator | None, device: torch.device) -> Iterator[int]:
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), contextlib.redirect_stdout(io.StringIO()):
+        yield seed
+
+
+def target_classes(num_classes: int) -> int:
+    if num_classes < 4:  # the DLR loss reads the 1st, 3rd and 4th largest logits
+        raise UserError(f"targeted APGD/FAB need at least 4 classes, the model has {num_classes}")
+    return min(9, num_classes - 1)
+
+
+def _norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise UserError(f"unknown norm '{norm}'; choose from {', '.join(NORMS)}")
+    return NORMS[norm]
+
+
+def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int, loss: str = "ce",
+         steps: int = 100, restarts: int = 1, norm: str = "linf", draws: int = 1,
+         generator: torch.Generator | None = None) -> torch.Tensor:
+    """APGD on the cross-entropy (``loss="ce"``) or untargeted DLR (``"dlr"``); ``draws`` > 1 is the
+    library's EoT (gradients averaged over draws)."""
+    _, APGDAttack, *_ = _library()
+    with _seeded(generator, x.device) as seed:
+        attack = APGDAttack(model, n_iter=steps, norm=_norm(norm), n_restarts=restarts, eps=eps, seed=seed,
+                            loss=loss, eot_iter=draws, device=x.device)
+        return attack.perturb(x, y).detach()
+
+
+def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int,
+                  steps: int = 100, restarts: int = 1, norm: str = "linf", draws: int = 1,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    _, _, APGDAttack_targeted, *_ = _library()
+    with _seeded(generator, x.device) as seed:
+        attack = APGDAttack_targeted(model, n_iter=steps, norm=_norm(norm), n_restarts=restarts, eps=eps,
+                                     seed=seed, eot_iter=draws, n_target_classes=target_classes(num_classes),
+                                     device=x.device)
+        return attack.perturb(x, y).detach()
+
+
+def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int,
+                 steps: int = 100, restarts: int = 1, norm: str = "linf",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    *_, FABAttack_PT, _ = _library()
+    with _seeded(generator, x.device) as seed:
+        attack = FABAttack_PT(model, norm=_norm(norm), n_restarts=restarts, n_iter=steps, eps=eps, seed=seed,
+                              targeted=True, n_target_classes=target_classes(num_classes), device=x.device)
+        return attack.perturb(x, y).detach()
+
+
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int,
+           queries: int = 5000, restarts: int = 1, norm: str = "linf", p_init: float = 0.8,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Square attack: gradient-free, ``queries`` forward passes per sample at most."""
+    *_, SquareAttack = _library()
+    with _seeded(generator, x.device) as seed:
+        attack = SquareAttack(model, norm=_norm(norm), n_queries=queries, eps=eps, p_init=p_init,
+                              n_restarts=restarts, seed=seed, device=x.device)
+        return attack.perturb(x, y).detach()
+
+
+def autoattack_standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int,
+                        norm: str = "linf", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square 5000) with the right number of target classes."""
+    AutoAttack, *_ = _library()
+    with _seeded(generator, x.device) as seed:
+        attack = AutoAttack(model, eps=eps, norm=_norm(norm), seed=seed, version="standard", device=x.device)
+        attack.apgd_targeted.n_target_classes = target_classes(num_classes)
+        attack.fab.n_target_classes = target_classes(num_classes)
+        x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=max(len(x), 1))
+        return x_adv.detach()

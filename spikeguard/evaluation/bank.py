@@ -1,0 +1,65 @@
+"""The backward-estimator bank: named groups of estimators, and the switch that puts a model under one.
+
+A member is any name the spiking layers accept (``triangle:0.5``, ``bptr``, ``hart:0.5``, ``pdsg``, ...)
+or ``ann``: BPDA through the ANN twin, which is not a per-layer setting but a wrapper around the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+from torch import nn
+
+from spikeguard.attacks.bpda import BPDAModel
+from spikeguard.errors import UserError
+from spikeguard.snn import estimator, parse_estimator, spiking_layers
+
+ANN = "ann"
+
+# METHOD.md's published ensemble.
+PAPER = ("triangle:1", "sigmoid:4", "atan:2", "bptr")
+
+# The estimators later work found stronger against SNNs (METHOD.md, "known weaknesses"): width grids of
+# every surrogate shape, straight-through, rate-based, temporal (HART), adaptive (PDSG) and BPDA.
+BANK = (
+    "triangle:0.25", "triangle:0.5", "triangle:1", "triangle:2", "triangle:3",
+    "rectangular:0.5", "rectangular:1", "rectangular:2",
+    "exponential:0.25", "exponential:0.5", "exponential:1",
+    "sigmoid:1", "sigmoid:4", "sigmoid:10",
+    "atan:1", "atan:2", "atan:4",
+    "straight_through", "bptr", "hart:0.25", "hart:0.5", "hart:1", "pdsg", ANN,
+)
+
+# A small, diverse subset for CI and the demo: a narrow and a wide surrogate, rate, temporal and BPDA.
+QUICK = ("triangle:1", "triangle:3", "bptr", "hart:0.5", ANN)
+
+GROUPS = {"paper": PAPER, "bank": BANK, "quick": QUICK}
+
+
+def resolve(names: str | Sequence[str]) -> tuple[str, ...]:
+    """A group name or a list of names (groups allowed inside) -> validated, de-duplicated member names."""
+    items = [names] if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for item in items:
+        for name in GROUPS.get(str(item), (str(item),)):
+            canonical = ANN if name == ANN else parse_estimator(name).name
+            if canonical not in out:
+                out.append(canonical)
+    if not out:
+        raise UserError("an attack lists no estimators")
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def under(model: nn.Module, name: str) -> Iterator[nn.Module]:
+    """The model to attack with member ``name``: the model itself with every spiking layer switched (and
+    restored afterwards), or its BPDA wrapper for ``ann``. A model without spiking layers (an external
+    ANN) has one gradient only: every member yields the model unchanged."""
+    if not spiking_layers(model):
+        yield model
+    elif name == ANN:
+        yield BPDAModel(model)
+    else:
+        with estimator(model, name):
+            yield model

@@ -1,0 +1,128 @@
+"""One evaluation end to end: the suite on the chosen samples, the checks that catch a weak evaluation,
+and the results record (results.json plus a per-sample CSV beside it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spikeguard.attacks import eval_mode, pgd
+from spikeguard.errors import UserError
+from spikeguard.evaluation import bank, flags
+from spikeguard.evaluation.runner import BROKEN, SuiteRunner, make_batches, run_suite
+from spikeguard.evaluation.stochastic import correct_fraction
+from spikeguard.evaluation.suites import ITERATIVE, Suite
+from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
+from spikeguard.results import write_json
+
+SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def check_eps(eps: float) -> float:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise UserError(f"eps must be a non-negative number, got {eps}")
+    return float(eps)
+
+
+def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
+             batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
+             source: nn.Module | None = None, eps_sweep: bool = False, progress: bool = True,
+             batches=None) -> tuple[dict, list[dict]]:
+    """(results without file names, per-sample rows). See runner.py for how outcomes are scored."""
+    eps = check_eps(eps)
+    if n is not None and n < 1:
+        raise UserError(f"n must be at least 1, got {n}")
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if draws is not None and draws < 1:
+        raise UserError(f"EoT draws must be at least 1, got {draws}")
+    if len(dataset) == 0:
+        raise UserError("the evaluation split is empty")
+    start = time.perf_counter()
+    rows, facts = run_suite(model, dataset, suite, eps, num_classes=num_classes, n=n, batch_size=batch_size,
+                            seed=seed, device=device, draws=draws, source=source, batches=batches,
+                            progress=progress)
+    labels = attack_labels(suite, rows)
+    rows = finish_rows(rows, labels)
+    results = {"suite": suite.name, "eps": eps, "seed": seed, "n": len(rows), "batch_size": batch_size,
+               "cascade": suite.cascade, "stochastic": facts["stochastic"], "eot_draws": facts["draws"],
+               **summarize(rows, suite, labels, eps, facts["seconds"])}
+    results["gradient_check"] = _gradient_check(rows, facts["gradient_estimators"])
+    found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
+    found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
+    runner = SuiteRunner(model, suite, eps, num_classes, seed, facts["draws"])
+    unbounded, unbounded_n = unbounded_accuracy(runner, dataset, suite, facts["n"], device)
+    results["unbounded_accuracy"] = unbounded
+    found += flags.unbounded_flag(unbounded, unbounded_n)
+    if eps_sweep:
+        results["eps_sweep"] = sweep(model, dataset, suite, eps, num_classes, facts, seed, device, progress)
+        found += flags.sweep_flags(results["eps_sweep"], num_classes, min(facts["n"], 200))
+    results["flags"] = found
+    notes = []
+    if facts["stochastic"]:
+        notes.append(f"stochastic model: gradients averaged over {facts['draws']} draws (EoT) and accuracy "
+                     f"averaged over {facts['draws']} draws")
+    results["notes"] = notes
+    results["seconds"] = round(time.perf_counter() - start, 3)
+    return results, rows
+
+
+def _gradient_check(rows: list[dict], estimators: list[str]) -> dict:
+    clean = [r for r in rows if r["clean_correct"] >= BROKEN]
+    fraction = {e: sum(e in r["zero_gradient"].split() for r in clean) / max(len(clean), 1) for e in estimators}
+    return {"zero_gradient_fraction": fraction,
+            "all_zero_samples": sum(bool(estimators) and len(r["zero_gradient"].split()) == len(estimators)
+                                    for r in clean)}
+
+
+def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, device) -> tuple[float | None, int]:
+    """Accuracy under PGD with eps = 1 (the whole [0, 1] box): any sound attack reaches 0%."""
+    count = min(suite.unbounded_n, n)
+    if count == 0:
+        return None, 0
+    (batch,) = make_batches(dataset, count, count, [0], torch.device(device))
+    steps = suite.unbounded_steps
+    members = runner.gradient_estimators or ("triangle:1",)
+    score = correct_fraction(runner.model, batch.x, batch.y, runner.draws)
+    generator = torch.Generator().manual_seed(runner.seed)
+    for member in members:
+        idx = (score >= BROKEN).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        with eval_mode(runner.model), bank.under(runner.model, member) as target:
+            x_adv = pgd(target, batch.x[idx], batch.y[idx], 1.0, 2.5 / steps, steps, generator=generator,
+                        draws=runner.draws)
+        score[idx] = torch.minimum(score[idx], runner.score(x_adv, batch.y[idx]))
+    return score.mean().item(), count
+
+
+def sweep(model, dataset, suite: Suite, eps: float, num_classes: int, facts: dict, seed: int, device,
+          progress: bool) -> list[dict]:
+    """The suite's first iterative attack at growing eps on up to 200 samples (chance should be reached)."""
+    specs = [s for s in suite.attacks if s.attack in ITERATIVE and s.norm == "linf"] or \
+            [s for s in suite.attacks if s.white_box]
+    if not specs:
+        raise UserError("--eps-sweep needs a white-box l-inf attack in the suite")
+    single = dataclasses.replace(suite, attacks=(specs[0],))
+    base = eps if eps > 0 else 1 / 255
+    points = sorted({min(base * f, 1.0) for f in SWEEP_FACTORS} | {0.0, 1.0})
+    out = []
+    for point in points:
+        rows, _ = run_suite(model, dataset, single, point, num_classes=num_classes, n=min(facts["n"], 200),
+                            seed=seed, device=device, draws=facts["draws"], progress=progress)
+        rows = finish_rows(rows, [specs[0].label])
+        out.append({"eps": point, "attack": specs[0].label, "accuracy": sum(r["robust"] for r in rows) / len(rows)})
+    return out
+
+
+def write_results(out: Path, results: dict, rows: list[dict]) -> Path:
+    """results.json at ``out`` and the per-sample CSV beside it (same stem, .csv)."""
+    csv_path = out.with_suffix(".csv")
+    write_csv(csv_path, rows)
+    write_json(out, {**results, "per_sample": csv_path.name})
+    return csv_path

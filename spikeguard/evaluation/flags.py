@@ -1,0 +1,78 @@
+"""Sanity flags: signs that an evaluation is weaker than it looks (masked or obfuscated gradients, a
+broken attack, an unhandled random model). Each is {"name", "detail"}; an empty list means none fired."""
+
+from __future__ import annotations
+
+from spikeguard.evaluation.suites import BLACK_BOX, ITERATIVE, SINGLE_STEP, Suite
+
+BROKEN = 0.5
+
+
+def _broken(rows: list[dict], label: str) -> set[int]:
+    return {r["index"] for r in rows if label in r and r["clean_correct"] >= BROKEN and r[label] < BROKEN}
+
+
+def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient_estimators: list[str]) -> list[dict]:
+    flags = []
+    clean = [r for r in rows if r["clean_correct"] >= BROKEN]
+    masked = [r["index"] for r in clean if gradient_estimators
+              and len(r["zero_gradient"].split()) == len(gradient_estimators)]
+    if masked:
+        flags.append({"name": "zero_gradient",
+                      "detail": f"{len(masked)} of {len(clean)} clean-correct samples have an exactly zero input "
+                                f"gradient under every estimator (e.g. sample {masked[0]}): gradient attacks start "
+                                "blind there; trust the black-box attacks"})
+    kinds = {s.label: s.attack for s in suite.attacks}
+    kinds.setdefault("transfer", "transfer")
+    white = [lab for lab in labels if kinds.get(lab) not in BLACK_BOX]
+    black = [lab for lab in labels if kinds.get(lab) in BLACK_BOX]
+    if white:
+        broken_white = set().union(*(_broken(rows, lab) for lab in white))
+        for lab in black:
+            extra = _broken(rows, lab) - broken_white
+            if extra:
+                flags.append({"name": "black_box_beats_white_box",
+                              "detail": f"{lab} broke {len(extra)} samples that no white-box attack broke "
+                                        f"(e.g. sample {min(extra)}): the gradients mislead the attacks"})
+    estimators = {s.label: set(s.estimators) for s in suite.attacks}
+    for single in (lab for lab in labels if kinds.get(lab) in SINGLE_STEP):
+        # compared only where the iterative attack had every estimator the single step had
+        for iterative in (lab for lab in labels if kinds.get(lab) in ITERATIVE
+                          and estimators[single] <= estimators[lab]):
+            missed = _broken(rows, single) - _broken(rows, iterative)
+            if missed:
+                flags.append({"name": "iterative_weaker_than_single_step",
+                              "detail": f"{iterative} missed {len(missed)} samples that {single} broke "
+                                        f"(e.g. sample {min(missed)})"})
+    return flags
+
+
+def stochastic_flag(stochastic: bool, draws: int) -> list[dict]:
+    if stochastic and draws <= 1:
+        return [{"name": "stochastic_without_eot",
+                 "detail": "two forward passes on the same input differ, but gradients and accuracy use one draw: "
+                           "robust accuracy is overstated; rerun without --eot-draws 1"}]
+    return []
+
+
+def unbounded_flag(accuracy: float | None, n: int) -> list[dict]:
+    if accuracy is not None and accuracy > 0:
+        return [{"name": "unbounded_eps_not_zero",
+                 "detail": f"PGD with eps = 1 (any image allowed) leaves {accuracy:.1%} of {n} samples correct: "
+                           "the attack is not working, so no number from it is a bound"}]
+    return []
+
+
+def sweep_flags(sweep: list[dict], num_classes: int, n: int) -> list[dict]:
+    flags = []
+    tolerance = 2 / max(n, 1)
+    for before, after in zip(sweep, sweep[1:]):
+        if after["accuracy"] > before["accuracy"] + tolerance:
+            flags.append({"name": "accuracy_rises_with_eps",
+                          "detail": f"accuracy {before['accuracy']:.1%} at eps {before['eps']:.4g} but "
+                                    f"{after['accuracy']:.1%} at eps {after['eps']:.4g}"})
+    if sweep and sweep[-1]["accuracy"] > 1 / num_classes + tolerance:
+        flags.append({"name": "accuracy_not_toward_chance",
+                      "detail": f"at eps {sweep[-1]['eps']:.4g} accuracy is {sweep[-1]['accuracy']:.1%}, "
+                                f"above chance ({1 / num_classes:.1%})"})
+    return flags

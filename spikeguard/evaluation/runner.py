@@ -1,0 +1,242 @@
+"""Run an attack suite against a model: per-sample outcomes, per-attack accuracies and the ensemble.
+
+Outcomes are per-sample scores in [0, 1]: 1 or 0 (classified correctly or not) for a deterministic model,
+the fraction of correct draws for a stochastic one. Each attack of the suite runs on every clean-correct
+sample, so its accuracy is its own; within an attack the estimators run as a cascade (each attacks only the
+samples still standing), so the attack's accuracy is the exact per-sample worst case over its estimators.
+The ensemble takes the per-sample minimum over every (attack, estimator) pair.
+
+Randomness is drawn per batch from generators seeded by (seed, batch index, attack index), so a batch's
+outcome does not depend on which other batches ran: ``--verify`` and distributed runs reproduce it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from spikeguard.attacks import eval_mode, fgsm, input_gradient, pgd, rfgsm
+from spikeguard.attacks import autoattack_adapter as library
+from spikeguard.attacks.noise import NOISES
+from spikeguard.evaluation import bank
+from spikeguard.evaluation.stochastic import correct_fraction, is_stochastic
+from spikeguard.evaluation.suites import AttackSpec, Suite
+
+BROKEN = 0.5  # a score below this counts as broken (for a stochastic model: wrong on most draws)
+
+
+@dataclass
+class Batch:
+    number: int
+    indices: list[int]
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def batch_seed(seed: int, batch: int, slot: int) -> int:
+    return (seed * 1_000_003 + batch * 10_007 + slot) % (2**63 - 1)
+
+
+def make_batches(dataset, n: int, batch_size: int, numbers: Sequence[int] | None, device) -> list[Batch]:
+    total = (n + batch_size - 1) // batch_size
+    chosen = range(total) if numbers is None else numbers
+    out = []
+    for b in chosen:
+        idx = list(range(b * batch_size, min((b + 1) * batch_size, n)))
+        x = torch.stack([dataset[i][0] for i in idx]).to(device)
+        y = torch.as_tensor([int(dataset[i][1]) for i in idx]).to(device)
+        out.append(Batch(b, idx, x, y))
+    return out
+
+
+def craft(spec: AttackSpec, target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, draws: int,
+          generator: torch.Generator, num_classes: int) -> torch.Tensor:
+    """Adversarial examples of one white-box or query attack against ``target`` (the model under one
+    estimator)."""
+    p = spec.params
+    lib = {"num_classes": num_classes, "generator": generator}
+    if spec.attack == "fgsm":
+        return fgsm(target, x, y, eps, draws=draws)
+    if spec.attack == "rfgsm":
+        return rfgsm(target, x, y, eps, p["alpha"] * eps, generator=generator, draws=draws)
+    if spec.attack == "pgd":
+        alpha = p["alpha"] * eps if p["alpha"] is not None else 2.5 * eps / p["steps"]
+        return pgd(target, x, y, eps, alpha, p["steps"], random_start=p["random_start"], generator=generator,
+                   restarts=p["restarts"], draws=draws)
+    if spec.attack in ("apgd-ce", "apgd-dlr"):
+        return library.apgd(target, x, y, eps, loss=spec.attack[5:], steps=p["steps"], restarts=p["restarts"],
+                            norm=spec.norm, draws=draws, **lib)
+    if spec.attack == "apgd-t":
+        return library.apgd_targeted(target, x, y, eps, steps=p["steps"], restarts=p["restarts"], norm=spec.norm,
+                                     draws=draws, **lib)
+    if spec.attack == "fab-t":
+        return library.fab_targeted(target, x, y, eps, steps=p["steps"], restarts=p["restarts"], norm=spec.norm,
+                                    **lib)
+    if spec.attack == "autoattack":
+        return library.autoattack_standard(target, x, y, eps, norm=spec.norm, **lib)
+    if spec.attack == "square":
+        return library.square(target, x, y, eps, queries=p["queries"], restarts=p["restarts"], norm=spec.norm,
+                              p_init=p["p_init"], **lib)
+    raise ValueError(f"craft() does not make '{spec.attack}' examples")
+
+
+def within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Guard on every example any attack returns: inside [0, 1] and the eps ball, or a bug is reported.
+    Float rounding of at most 1e-5 is clipped away."""
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    if bool((size > eps + 1e-5).any()) or x_adv.min() < -1e-5 or x_adv.max() > 1 + 1e-5:
+        raise RuntimeError(f"an attack left the {norm} ball of radius {eps} or [0, 1]: a bug in the attack")
+    if norm == "linf":
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+    return x_adv.clamp(0, 1).detach()
+
+
+class SuiteRunner:
+    """Holds what every batch shares; ``run(batch)`` returns one row per sample."""
+
+    def __init__(self, model: nn.Module, suite: Suite, eps: float, num_classes: int, seed: int, draws: int,
+                 source: nn.Module | None = None):
+        self.model, self.suite, self.eps, self.num_classes = model, suite, eps, num_classes
+        self.seed, self.draws, self.source = seed, draws, source
+        self.seconds: dict[str, float] = {spec.label: 0.0 for spec in suite.attacks}
+        if source is not None:
+            self.seconds["transfer"] = 0.0
+        self.gradient_estimators = tuple(dict.fromkeys(e for s in suite.attacks if s.white_box for e in s.estimators))
+
+    def score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return correct_fraction(self.model, x, y, self.draws)
+
+    def run(self, batch: Batch) -> list[dict]:
+        x, y = batch.x, batch.y
+        with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda" else []):
+            torch.manual_seed(batch_seed(self.seed, batch.number, 0))  # for stochastic models' own draws
+            clean = self.score(x, y)
+            rows = [{"index": i, "label": int(t), "clean_correct": float(c)}
+                    for i, t, c in zip(batch.indices, y.tolist(), clean.tolist())]
+            self._zero_gradients(x, y, clean, rows)
+            standing = clean.clone()  # the ensemble so far
+            for slot, spec in enumerate(self.suite.attacks, start=1):
+                t0 = time.perf_counter()
+                generator = torch.Generator().manual_seed(batch_seed(self.seed, batch.number, slot))
+                start = standing if spec.params.get("survivors_only") else clean
+                worst = self._attack(spec, x, y, start, generator, rows)
+                standing = torch.minimum(standing, worst)
+                self.seconds[spec.label] += time.perf_counter() - t0
+            if self.source is not None:
+                t0 = time.perf_counter()
+                generator = torch.Generator().manual_seed(batch_seed(self.seed, batch.number, 999))
+                self._transfer(x, y, clean, generator, rows)
+                self.seconds["transfer"] += time.perf_counter() - t0
+        return rows
+
+    def _record(self, label: str, members: dict[str, torch.Tensor], order: Sequence[str], clean: torch.Tensor,
+                rows: list[dict]) -> torch.Tensor:
+        """Write an attack's per-estimator scores (cumulative in a cascade) and its worst case into rows."""
+        worst = clean.clone()
+        first_break = [""] * len(rows)
+        for member in order:
+            scores = members[member]
+            for i, (before, now) in enumerate(zip(worst.tolist(), scores.tolist())):
+                if now < before and not first_break[i]:
+                    first_break[i] = member
+            worst = torch.minimum(worst, scores)
+            for row, value in zip(rows, worst.tolist() if self.suite.cascade else scores.tolist()):
+                row[f"{label}|{member}"] = value
+        for row, value, member in zip(rows, worst.tolist(), first_break):
+            row[label] = value
+            row[f"{label}|broken_by"] = member
+        return worst
+
+    def _attack(self, spec: AttackSpec, x, y, clean, generator, rows) -> torch.Tensor:
+        """Run one attack from the per-sample scores ``clean``; returns its per-sample worst case."""
+        eps = self.eps if spec.eps is None else spec.eps
+        if spec.attack in NOISES:
+            draws = [self.score(NOISES[spec.attack](x, eps, generator), y) for _ in range(spec.params["draws"])]
+            stacked = torch.stack(draws)
+            worst = torch.minimum(clean, stacked.min(0).values)
+            for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
+                row[f"{spec.label}|mean"] = mean
+            return self._record(spec.label, {"draws": worst}, ["draws"], clean, rows)
+        members = spec.estimators or ("",)
+        standing = clean.clone()
+        results = {}
+        for member in members:
+            idx = ((standing if self.suite.cascade else clean) >= BROKEN).nonzero().squeeze(1)
+            scores = clean.clone()
+            if idx.numel():
+                context = bank.under(self.model, member) if member else _plain(self.model)
+                with eval_mode(self.model), context as target:
+                    x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes)
+                x_adv = within_budget(x_adv, x[idx], eps, spec.norm)
+                scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx]))
+            results[member or spec.attack] = scores
+            standing = torch.minimum(standing, scores)
+        return self._record(spec.label, results, list(results), clean, rows)
+
+    def _transfer(self, x, y, clean, generator, rows) -> None:
+        steps = self.suite.transfer["steps"]
+        results = {}
+        for member in self.suite.transfer["estimators"]:
+            with eval_mode(self.source), bank.under(self.source, member) as target:
+                x_adv = pgd(target, x, y, self.eps, 2.5 * self.eps / steps, steps, generator=generator)
+            results[member] = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y))
+        self._record("transfer", results, list(results), clean, rows)
+
+    def _zero_gradients(self, x, y, clean, rows) -> None:
+        """Per sample, the estimators under which the input gradient at the clean point is exactly zero:
+        an attack that starts there sees nothing (masked gradients)."""
+        zero = [[] for _ in rows]
+        for member in self.gradient_estimators:
+            with eval_mode(self.model), bank.under(self.model, member) as target:
+                grad, _ = input_gradient(target, x, y, self.draws)
+            for i, flat in enumerate((grad.flatten(1) == 0).all(1).tolist()):
+                if flat:
+                    zero[i].append(member)
+        for row, names in zip(rows, zero):
+            row["zero_gradient"] = " ".join(names)
+
+
+class _plain:
+    """Context yielding the model unchanged (gradient-free attacks)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        return self.model
+
+    def __exit__(self, *exc):
+        return False
+
+
+def run_suite(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
+              batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
+              source: nn.Module | None = None, batches: Sequence[int] | None = None, progress: bool = True,
+              on_batch: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], dict]:
+    """Rows of per-sample outcomes for the chosen batches (all by default), and run facts: whether the
+    model is stochastic, the draws used, and seconds per attack."""
+    n = len(dataset) if n is None else min(n, len(dataset))
+    device = torch.device(device)
+    model = model.to(device)
+    probe = torch.stack([dataset[i][0] for i in range(min(n, 32))]).to(device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        stochastic = is_stochastic(model, probe)
+    used = draws if draws is not None else (suite.eot_draws if stochastic else 1)
+    runner = SuiteRunner(model, suite, eps, num_classes, seed, used, source.to(device) if source else None)
+    rows: list[dict] = []
+    for batch in tqdm(make_batches(dataset, n, batch_size, batches, device), desc=f"suite {suite.name}",
+                      leave=False, disable=None if progress else True):
+        batch_rows = runner.run(batch)
+        rows.extend(batch_rows)
+        if on_batch is not None:
+            on_batch(batch_rows)
+    facts = {"n": n, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
+             "gradient_estimators": list(runner.gradient_estimators)}
+    return rows, facts

@@ -1,0 +1,105 @@
+"""From per-sample rows to results.json and its per-sample CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from spikeguard.evaluation.runner import BROKEN
+from spikeguard.evaluation.suites import Suite
+from spikeguard.results import write_text
+
+CSV_FIRST = ["index", "label", "clean_correct", "robust", "broken_by"]
+
+
+def attack_labels(suite: Suite, rows: list[dict]) -> list[str]:
+    labels = [s.label for s in suite.attacks]
+    if rows and "transfer" in rows[0]:
+        labels.append("transfer")
+    return labels
+
+
+def finish_rows(rows: list[dict], labels: list[str]) -> list[dict]:
+    """Add the ensemble outcome to each row: the minimum over attacks, and the first member (in suite
+    order) that reached it."""
+    rows = sorted(rows, key=lambda r: r["index"])
+    for row in rows:
+        robust, by = row["clean_correct"], "" if row["clean_correct"] >= BROKEN else "clean"
+        for label in labels:
+            if row[label] < robust:
+                robust = row[label]
+                member = row[f"{label}|broken_by"]
+                by = by or (f"{label}/{member}" if member and member != label else label)
+        row["robust"], row["broken_by"] = robust, by if robust < BROKEN else ("" if by != "clean" else by)
+    return rows
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, seconds: dict[str, float]) -> dict:
+    attacks = []
+    specs = {s.label: s for s in suite.attacks}
+    for label in labels:
+        spec = specs.get(label)
+        members = [k.split("|", 1)[1] for k in rows[0] if k.startswith(label + "|")
+                   and k.split("|", 1)[1] not in ("broken_by", "mean")] if rows else []
+        entry = {
+            "name": label,
+            "attack": spec.attack if spec else "transfer",
+            "norm": spec.norm if spec else "linf",
+            "eps": (spec.eps if spec and spec.eps is not None else eps),
+            "params": dict(spec.params) if spec else dict(suite.transfer),
+            "estimators": list(spec.estimators) if spec else list(suite.transfer["estimators"]),
+            "accuracy": mean(r[label] for r in rows),
+            "accuracy_per_estimator": {m: mean(r[f"{label}|{m}"] for r in rows) for m in members
+                                       if spec is None or spec.estimators},
+            "seconds": round(seconds.get(label, 0.0), 3),
+        }
+        if entry["estimators"]:
+            entry["params"]["per_estimator"] = ("cumulative: worst case over this and the earlier estimators"
+                                                if suite.cascade else "each estimator on every sample")
+        if entry["params"].get("survivors_only"):
+            entry["params"]["accuracy_is"] = "robust to this attack and every earlier one (survivors only)"
+        if rows and f"{label}|mean" in rows[0]:
+            entry["params"]["mean_accuracy"] = mean(r[f"{label}|mean"] for r in rows)
+            entry["params"]["accuracy_is"] = "worst case over draws"
+        if "estimators" in entry["params"]:
+            entry["params"]["estimators"] = list(entry["params"]["estimators"])
+        attacks.append(entry)
+    return {
+        "clean_accuracy": mean(r["clean_correct"] for r in rows),
+        "attacks": attacks,
+        "ensemble_accuracy": mean(r["robust"] for r in rows),
+    }
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    columns = CSV_FIRST + [k for k in (rows[0] if rows else {}) if k not in CSV_FIRST]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        parsed = {}
+        for key, value in row.items():
+            if key in ("index", "label"):
+                parsed[key] = int(value)
+            elif key == "broken_by" or key.endswith("|broken_by") or key == "zero_gradient":
+                parsed[key] = value
+            else:
+                parsed[key] = float(value)
+        out.append(parsed)
+    return out

@@ -1,0 +1,83 @@
+"""What an evaluation attacks: a spikeguard checkpoint or an external model, its test data, and an
+optional transfer source. Every mismatch is a one-line UserError before any attack runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spikeguard.errors import UserError
+
+
+@dataclass
+class Target:
+    model: nn.Module
+    name: str            # the model's name (architecture, or the model function)
+    dataset: str
+    test: object         # the test split
+    num_classes: int
+    eps: float | None    # the training eps, when the checkpoint records one
+    checkpoint: str      # path or model function
+    checkpoint_sha256: str | None
+
+
+def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
+                data_dir: str | None, download: bool) -> Target:
+    from spikeguard.checkpoint import load_model
+    from spikeguard.data import DATASETS, load_dataset
+    from spikeguard.provenance import file_sha256
+
+    if (checkpoint is None) == (model_fn is None):
+        raise UserError("give either a run directory / checkpoint or --model-fn package.module:function")
+    if model_fn is not None:
+        if dataset is None:
+            raise UserError(f"--model-fn needs --dataset ({', '.join(DATASETS)})")
+        from spikeguard.external import load_external
+
+        data = load_dataset(dataset, data_dir, download, augment=False)
+        model = load_external(model_fn)
+        _check_outputs(model, data, f"the model of {model_fn}")
+        return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None)
+    net, ckpt = load_model(checkpoint, expect_model=expect_model, expect_dataset=dataset)
+    cfg = ckpt.get("config", {})
+    data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,
+                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False)
+    path = Path(checkpoint) / "best.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
+    return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
+                  str(path), file_sha256(path))
+
+
+def load_source(source: str, target: Target) -> nn.Module:
+    """A transfer source: a spikeguard checkpoint (SNN) or ``package.module:function`` (any model, e.g. an
+    ANN); it must be trained on the target's data set."""
+    from spikeguard.checkpoint import load_model
+
+    if Path(source).exists():
+        model, ckpt = load_model(source)
+        if ckpt["dataset"] != target.dataset:
+            raise UserError(f"--source '{source}' was trained on '{ckpt['dataset']}', the target on '{target.dataset}'")
+        return model
+    if ":" in source:
+        from spikeguard.external import load_external
+
+        model = load_external(source)
+        _check_outputs(model, None, f"--source {source}", target)
+        return model
+    raise UserError(f"--source '{source}' is neither an existing checkpoint nor package.module:function")
+
+
+@torch.no_grad()
+def _check_outputs(model: nn.Module, data, what: str, target: Target | None = None) -> None:
+    test = data.test if data is not None else target.test
+    classes = data.num_classes if data is not None else target.num_classes
+    x = test[0][0][None]
+    try:
+        out = model(x)
+    except Exception as e:  # a foreign model: any failure on our input means it does not fit the data set
+        raise UserError(f"{what} fails on a {tuple(x.shape)} input ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(out, torch.Tensor) or out.shape != (1, classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"{what} returns {shape} for one image, not logits of shape (1, {classes})")
