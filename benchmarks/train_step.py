@@ -1,66 +1,94 @@
-"""Time one training step of spiking VGG-11 (T = 8, batch 16, CPU) for several defenses, in one run.
+"""Training step time, peak memory and the spiking layers' share of the step, per defense and model.
 
-Prints one line per defense, then as its last line one JSON object with seconds per step (median over
-the timed steps, after warm-up) and each defense's ratio to vanilla. Ratios, not seconds, are the claim:
-they are comparable across machines. Run: python benchmarks/train_step.py [--steps 3] [--warmup 1]
+For each model (VGG-11, WRN-16-4 at T = 8 by default) every defense (vanilla, sr, sr_star, at_pgd7, rat,
+gr) is timed on one shared model, one step of each in turn, median over the timed rounds; then each
+defense's peak memory is measured over one more step, and the neuron share over one hooked step (which
+is slower than an unhooked one; its share is the figure). The last output line is one JSON object.
+
+  python benchmarks/train_step.py                          # CPU, batch 8, both models, all defenses
+  python benchmarks/train_step.py --device cuda --batch 64 --bf16 --compile neurons
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
+from dataclasses import asdict
 
 import torch
+from common import (
+    DEFENSES,
+    Stepper,
+    cifar_batch,
+    emit,
+    environment,
+    interleaved_medians,
+    neuron_share,
+    peak_memory,
+    pick,
+    prepared,
+)
 
-from spikeguard.defenses import create_defense
-from spikeguard.models import ModelSpec, create_model
-
-DEFENSES = {
-    "vanilla": dict(name="vanilla"),
-    "sr": dict(name="sr", lamb=0.002),
-    "sr_star": dict(name="sr_star", lamb=0.002, attack="pgd", steps=7, alpha=2.55 / 255),  # SR on PGD-7 examples
-    "sr_star_fgsm": dict(name="sr_star", lamb=0.002, attack="fgsm"),                       # SR on FGSM examples
-    "at_pgd7": dict(name="at", attack="pgd", steps=7, alpha=2.55 / 255),
-}
+from spikeguard.speed import SpeedOptions
 
 
-def time_steps(defense_kw: dict, batch: int, T: int, steps: int, warmup: int, seed: int = 0) -> float:
-    torch.manual_seed(seed)
-    spec = ModelSpec("vgg11", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), time_steps=T)
-    model = create_model(spec).train()
-    defense = create_defense(**defense_kw)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    g = torch.Generator().manual_seed(seed)
-    x, y = torch.rand(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        loss, _ = defense.loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        defense.after_step(model)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def bench_model(name: str, args, device: torch.device, options: SpeedOptions) -> dict:
+    model, forward = prepared(name, args.time_steps, device, options)
+    defenses = [d for d in args.defenses if not (options.compile != "none" and d == "gr")
+                and not (options.bf16 and d in ("sr", "sr_star"))]  # what SpeedOptions.check refuses
+    steppers = {d: Stepper(model, d, options, forward) for d in defenses}
+    x, y = cifar_batch(args.batch, device)
+    start = time.perf_counter()
+    seconds = interleaved_medians({d: (lambda s=s: s(x, y)) for d, s in steppers.items()}, args.steps, args.warmup,
+                                  device)
+    result = {"seconds_per_step": seconds, "skipped": sorted(set(args.defenses) - set(defenses))}
+    if "vanilla" in seconds:
+        result["ratio_to_vanilla"] = {d: s / seconds["vanilla"] for d, s in seconds.items()}
+    result["peak_memory_mb"] = {}
+    for d, s in steppers.items():
+        with peak_memory(device) as mem:
+            s(x, y)
+        result["peak_memory_mb"][d] = mem["peak_mb"]
+    result["peak_memory_measures"] = mem["measures"]
+    if args.neuron_share:
+        result["neuron_share"] = {d: neuron_share(lambda s=steppers[d]: s(x, y), model, device, args.share_repeats)
+                                  for d in args.neuron_share if d in steppers}
+    result["benchmark_seconds"] = time.perf_counter() - start
+    print(name, {k: round(v, 3) for k, v in seconds.items()}, flush=True)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--models", default="vgg11,wrn16_4")
+    parser.add_argument("--defenses", default=",".join(DEFENSES))
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--time-steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3, help="timed rounds (one step of each defense per round)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--tf32", action="store_true")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", default="none", choices=("none", "model", "neurons"))
+    parser.add_argument("--neuron-share", default="vanilla,sr", help="defenses whose neuron share to profile ('' for none)")
+    parser.add_argument("--share-repeats", type=int, default=1)
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
-    seconds = {}
-    for name, kw in DEFENSES.items():
-        seconds[name] = time_steps(kw, args.batch, args.time_steps, args.steps, args.warmup)
-        print(f"{name}: {seconds[name]:.3f} s/step", flush=True)
-    ratios = {name: seconds[name] / seconds["vanilla"] for name in DEFENSES if name != "vanilla"}
-    print(json.dumps({"model": "vgg11", "T": args.time_steps, "batch": args.batch, "threads": torch.get_num_threads(),
-                      "seconds_per_step": seconds, "ratio_to_vanilla": ratios}))
+    args.defenses = [d for d in args.defenses.split(",") if d]
+    args.neuron_share = [d for d in args.neuron_share.split(",") if d]
+    unknown = set(args.defenses) - set(DEFENSES)
+    if unknown:
+        parser.error(f"unknown defenses {sorted(unknown)}")
+    device = pick(args.device)
+    options = SpeedOptions(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile, tf32=args.tf32)
+    result = {"benchmark": "train_step", "T": args.time_steps, "batch": args.batch, "rounds": args.steps,
+              "options": asdict(options),
+              "defense_settings": {d: DEFENSES[d] for d in args.defenses}, "environment": environment(device),
+              "models": {}}
+    for name in args.models.split(","):
+        result["models"][name] = bench_model(name, args, device, options)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

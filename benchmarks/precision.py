@@ -1,0 +1,71 @@
+"""How far reduced precision moves each defense's loss, penalty and parameter gradient from IEEE float32.
+
+Modes: bf16 (spikeguard.speed's autocast with float32 ends and membranes) everywhere, and tf32 on CUDA.
+Each defense's objective is computed on copies of one model and batch in every mode; reported are the
+relative change of the loss and of the penalty, and the cosine between the parameter gradients, per
+batch. This is a measurement, not a test: it says which defenses a precision mode is fit for (speed.py
+refuses bf16 for SR on this evidence). The last output line is one JSON object.
+
+  python benchmarks/precision.py --device cuda [--model vgg11] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+import torch.nn.functional as F
+from common import DEFENSES, cifar_batch, cifar_model, emit, environment, pick
+
+from spikeguard.defenses import create_defense
+from spikeguard.speed import SpeedOptions, autocast, configure_backends, prepare_model
+
+
+def objective(model, defense: str, x, y, options: SpeedOptions, device):
+    configure_backends(options)
+    model = copy.deepcopy(model)
+    prepare_model(model, options)
+    with autocast(device, options.bf16):
+        loss, parts = create_defense(**DEFENSES[defense]).loss(model, x, y)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    flat = torch.cat([g.float().flatten() for g in grads])
+    return loss.item(), parts.get("penalty", loss).item(), flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg11")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--time-steps", type=int, default=8)
+    parser.add_argument("--defenses", default="vanilla,sr,at_pgd7,gr")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    device = pick(args.device)
+    modes = {"bf16": SpeedOptions(bf16=True)}
+    if device.type == "cuda":
+        modes["tf32"] = SpeedOptions(tf32=True)
+    model = cifar_model(args.model, args.time_steps, device)
+    result = {"benchmark": "precision", "model": args.model, "batch": args.batch, "T": args.time_steps,
+              "environment": environment(device), "reference": "IEEE float32", "defenses": {}}
+    for defense in args.defenses.split(","):
+        entry = {m: {"loss_rel_diff": [], "penalty_rel_diff": [], "grad_cosine": []} for m in modes}
+        for b in range(args.batches):
+            x, y = cifar_batch(args.batch, device, seed=b)
+            l0, p0, g0 = objective(model, defense, x, y, SpeedOptions(), device)
+            for mode, options in modes.items():
+                l1, p1, g1 = objective(model, defense, x, y, options, device)
+                entry[mode]["loss_rel_diff"].append(abs(l1 - l0) / abs(l0))
+                entry[mode]["penalty_rel_diff"].append(abs(p1 - p0) / max(abs(p0), 1e-12))
+                entry[mode]["grad_cosine"].append(F.cosine_similarity(g0, g1, dim=0).item())
+        result["defenses"][defense] = entry
+        print(defense, {m: {k: [round(v, 3) for v in vs] for k, vs in e.items()} for m, e in entry.items()},
+              flush=True)
+    configure_backends(SpeedOptions())
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
