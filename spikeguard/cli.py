@@ -212,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["--help"]
     try:
         app(args=argv, prog_name="spikeguard", standalone_mode=False)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:  # one line even when a message quotes a path or value holding a line break
+        message = str(e).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except typer.Abort:
         print("error: aborted", file=sys.stderr)

@@ -84,7 +84,7 @@ class TrainConfig:
         for f in fields(cfg):  # types first: a TrainConfig built in Python gets the same checks as YAML
             setattr(cfg, f.name, coerce_field(f.name, getattr(cfg, f.name), str(f.type)))
         if cfg.dataset not in DATASETS:
-            raise UserError(f"unknown dataset '{cfg.dataset}'; choose from {', '.join(DATASETS)}")
+            raise UserError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
         if cfg.model is None:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
         if cfg.eps is None:
@@ -107,7 +107,7 @@ class TrainConfig:
                                      ("defense", self.defense, DEFENSES), ("encoder", self.encoder, ENCODERS),
                                      ("attack", self.attack, ATTACKS), ("nan_policy", self.nan_policy, NAN_POLICIES)):
             if value is not None and value not in allowed:
-                raise UserError(f"unknown {name} '{value}'; choose from {', '.join(allowed)}")
+                raise UserError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
         for name in ("lamb", "eps", "beta", "weight_decay", "momentum"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -130,7 +130,7 @@ class TrainConfig:
         if self.defense in ("sr", "sr_star", "gr") and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight)")
         if not DEVICE.fullmatch(self.device):
-            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
             raise UserError(f"data_dir must be a path, got {self.data_dir!r}")
 
@@ -173,7 +173,7 @@ def coerce_field(name: str, value: Any, annotation: str) -> Any:
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """Fields from ``values`` over ``base``; unknown keys and wrong types are UserErrors."""
     known = {f.name: f.type for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(k if isinstance(k, str) and k.isprintable() else repr(k) for k in values if k not in known)
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
     cfg = dataclasses.replace(base or TrainConfig())

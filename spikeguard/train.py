@@ -201,6 +201,9 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
         raise UserError(f"run directory '{run_dir}' is not writable")
     cfg = config_from_dict(load_config_file(run_dir / "config.yaml")).resolved()
     path, ckpt = latest_resumable(run_dir)
+    for stale in run_dir.glob(".*.tmp"):  # half-written files of the killed process (see checkpoint.py)
+        if stale.name.split(".")[1] in ("last", "best", "metrics", "config"):
+            stale.unlink()
     saved = ckpt.get("config", {})
     differ = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FIELDS and saved.get(k) != v)
     if differ:
@@ -452,6 +455,9 @@ def collapse(state: RunState, record: dict[str, float]) -> str | None:
         return (f"training collapsed at epoch {epoch}: validation accuracy {val:.3f} is at chance and the training "
                 f"cross-entropy {record['ce']:.3g} is far above log({classes}) = {math.log(classes):.2f}, "
                 "a confidently wrong model; lower --lr or --lamb, or raise --h")
+    if val <= chance:  # may still be a slow start: said, not fatal
+        log.warning("epoch %d: validation accuracy %.3f is at chance (1/%d); the run is not learning yet",
+                    epoch, val, classes)
     return None
 
 

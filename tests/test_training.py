@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import random
 
 import numpy as np
 import pytest
@@ -27,9 +28,12 @@ def first_run(tmp_path_factory, digits):
 
 def test_same_seed_gives_identical_weights_and_leaves_the_global_rng_alone(first_run, digits, tmp_path):
     torch.manual_seed(123)
-    before = torch.get_rng_state()
+    random.seed(5)
+    np.random.seed(5)
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     again = train(TrainConfig(defense="sr", lamb=0.01, **FAST), tmp_path / "run", progress=False, data=digits)
-    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert random.getstate() == before[1] and (np.random.get_state()[1] == before[2]).all()
     for (name, a), b in zip(first_run.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.equal(a, b), name
 
