@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import datetime
 import os
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from spikeguard.attacks import eval_mode
 from spikeguard.errors import UserError
-
-ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -211,11 +213,76 @@ def distributed_sampler(dataset, seed: int, shuffle: bool = True, drop_last: boo
                               drop_last=drop_last)
 
 
+def rank_batches(order: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    """This rank's share of each global batch of ``order`` (consecutive ``batch_size`` indices; a short
+    last one dropped if ``drop_last``), split like :func:`shard_indices`. All ranks share one data order,
+    so an epoch is the same sequence of global batches at any world size, and a step count taken at one
+    world size resumes at another. Plays the role of a DistributedSampler (whose set_epoch is the
+    caller's per-epoch order)."""
+    ctx = context()
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    if any(len(b) < ctx.world_size for b in batches):
+        raise UserError(f"a batch of fewer than {ctx.world_size} samples cannot be split over "
+                        f"{ctx.world_size} processes; use a larger data set or batch size")
+    return [[b[i] for i in shard_indices(len(b), ctx.rank, ctx.world_size)] for b in batches]
+
+
 def example_seed(seed: int, rank: int | None = None) -> int:
-    """A seed for rank-local randomness (PGD starts, Poisson draws): rank 0 keeps ``seed``, so a run of one
-    process draws what a single-process run draws; the other ranks draw independently."""
+    """A seed for rank-local randomness (PGD starts, Poisson draws, augmentation): rank 0 keeps ``seed``,
+    so a run of one process draws what a single-process run draws; the other ranks draw independently."""
     rank = context().rank if rank is None else rank
     return seed + 1_000_003 * rank
+
+
+def decorrelate_ranks(defense, seed: int) -> None:
+    """On ranks > 0, reseed what should differ between ranks: the global generators (augmentation, Poisson
+    encoding) and the defense's example generator (PGD random starts). Generators that must agree on all
+    ranks are left alone: the data order (the caller's) and RAT's row choice, which changes the weights."""
+    ctx = context()
+    if ctx.rank == 0:
+        return
+    local = example_seed(seed, ctx.rank)
+    random.seed(local)
+    np.random.seed(local % 2**32)
+    torch.manual_seed(local)
+    examples = getattr(defense, "examples", None)
+    if examples is not None and getattr(examples, "generator", None) is not None:
+        examples.generator.manual_seed(local)
+
+
+def on_main(fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """Run ``fn`` on rank 0 only (e.g. a file write) and return its result there (None elsewhere). A
+    UserError it raises is raised on every rank, so no rank waits forever for one that stopped."""
+    ctx = context()
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = fn(*args, **kwargs)
+        except UserError as e:
+            error = str(e)
+    error = broadcast_object(error)
+    if error is not None:
+        raise UserError(error)
+    return result
+
+
+@torch.no_grad()
+def sharded_accuracy(model: nn.Module, dataset, batch_size: int, device: torch.device) -> float:
+    """Accuracy on ``dataset`` in eval mode, each rank taking a shard, summed over ranks; the same value on
+    every rank. Call broadcast_buffers first unless BatchNorm statistics agree across ranks."""
+    indices = shard_indices(len(dataset))
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    with eval_mode(model):
+        for start in range(0, len(indices), batch_size):
+            batch = [dataset[i] for i in indices[start:start + batch_size]]
+            x = torch.stack([b[0] for b in batch]).to(device)
+            y = torch.as_tensor([int(b[1]) for b in batch], device=device)
+            counts[0] += (model(x).argmax(1) == y).sum()
+            counts[1] += y.numel()
+    all_reduce_sum(counts)
+    return (counts[0] / counts[1].clamp(min=1)).item()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

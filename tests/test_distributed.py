@@ -28,12 +28,19 @@ from spikeguard.defenses import create_defense
 from spikeguard.distributed import (
     DistContext,
     ObjectiveModule,
+    all_ranks_true,
+    broadcast_buffers,
     close_distributed,
     context,
+    decorrelate_ranks,
+    distributed_sampler,
     gather_objects,
     init_distributed,
+    on_main,
     per_rank_batch_size,
+    rank_batches,
     shard_indices,
+    sharded_accuracy,
     wrap_objective,
 )
 from spikeguard.errors import UserError
@@ -88,11 +95,35 @@ def _worker(rank, world, port, batches, out_dir):
             objective = wrap_objective(model, defense, device)
             assert isinstance(objective, DistributedDataParallel)
             torch.save(_train(objective, model, defense, opt, batches, rank, world), out_dir / f"{name}-{rank}.pt")
-        # evaluation helpers: shards cover 0..n-1 once, gathered in rank order
-        rows = [(i, i * i) for i in shard_indices(11)]
-        torch.save(gather_objects(rows), out_dir / f"gathered-{rank}.pt")
+        torch.save(_helpers(rank, batches), out_dir / f"helpers-{rank}.pt")
     finally:
         close_distributed()
+
+
+def _helpers(rank, batches):
+    """What each rank sees of the smaller helpers, checked by the parent."""
+    seen = {"gathered": gather_objects([(i, i * i) for i in shard_indices(11)])}
+    seen["batches"] = rank_batches(list(range(10)), 4, drop_last=False)
+    seen["sampler"] = list(distributed_sampler(range(9), seed=0, shuffle=False))
+    seen["all_true"] = (all_ranks_true(True), all_ranks_true(rank == 0))
+    try:
+        on_main(lambda: (_ for _ in ()).throw(UserError("disk full")))
+        seen["on_main"] = None
+    except UserError as e:
+        seen["on_main"] = str(e)
+    model, defense, _ = _fresh("at")
+    for m in model.modules():  # rank-local running statistics, then rank 0's everywhere
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(rank + 1.0)
+    broadcast_buffers(model)
+    seen["buffer"] = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean[0].item()
+    x, y = batches[0]
+    dataset = list(zip(x, y.tolist()))
+    seen["accuracy"] = sharded_accuracy(model, dataset, 5, torch.device("cpu"))
+    decorrelate_ranks(defense, seed=0)
+    seen["pgd_start"] = torch.rand(3, generator=defense.examples.generator)
+    seen["global_draw"] = torch.rand(3)
+    return seen
 
 
 def _free_port() -> int:
@@ -125,9 +156,28 @@ def test_ddp_step_of_every_defense_equals_one_process_on_the_concatenated_batch(
             alone = _train(ObjectiveModule(model, defense), model, defense, opt, batches, 0, WORLD)
             assert _max_diff(alone, reference) > 1e-4
 
-    expected = [[(i, i * i) for i in range(6)], [(i, i * i) for i in range(6, 11)]]
-    for rank in range(WORLD):
-        assert torch.load(tmp_path / f"gathered-{rank}.pt", weights_only=False) == expected
+    _check_helpers([torch.load(tmp_path / f"helpers-{r}.pt", weights_only=False) for r in range(WORLD)], batches)
+
+
+def _check_helpers(seen, batches):
+    rows = [[(i, i * i) for i in range(6)], [(i, i * i) for i in range(6, 11)]]
+    assert seen[0]["gathered"] == seen[1]["gathered"] == rows  # shards cover 0..10 once, in rank order
+    assert seen[0]["batches"] == [[0, 1], [4, 5], [8]] and seen[1]["batches"] == [[2, 3], [6, 7], [9]]
+    assert sorted(seen[0]["sampler"] + seen[1]["sampler"]) == sorted([*range(9), 0])  # padded to even
+    assert seen[0]["all_true"] == seen[1]["all_true"] == (True, False)
+    assert seen[0]["on_main"] == seen[1]["on_main"] == "disk full"  # raised on the rank that did not run it too
+    assert seen[0]["buffer"] == seen[1]["buffer"] == 1.0
+    model, _, _ = _fresh("at")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(1.0)
+    x, y = batches[0]
+    with torch.no_grad():
+        expected = (model.eval()(x).argmax(1) == y).double().mean().item()
+    assert seen[0]["accuracy"] == seen[1]["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert not torch.equal(seen[0]["pgd_start"], seen[1]["pgd_start"])  # ranks draw their own starts
+    assert not torch.equal(seen[0]["global_draw"], seen[1]["global_draw"])
+    assert torch.equal(seen[0]["pgd_start"], torch.rand(3, generator=torch.Generator().manual_seed(0)))  # rank 0 as one process
 
 
 @pytest.mark.parametrize("n,world", [(0, 3), (1, 2), (10, 3), (11, 2), (64, 8), (5, 7)])
@@ -144,6 +194,8 @@ def test_single_process_helpers_are_identities(monkeypatch):
     assert ctx == DistContext() and not ctx.distributed and ctx.is_main and device.type == "cpu"
     assert gather_objects({"a": 1}) == [{"a": 1}]
     assert shard_indices(5) == [0, 1, 2, 3, 4]
+    assert rank_batches(list(range(5)), 2, drop_last=True) == [[0, 1], [2, 3]]
+    assert distributed_sampler(range(5), seed=0) is None and on_main(lambda: 7) == 7
     model, defense, _ = _fresh("vanilla")
     objective = wrap_objective(model, defense, device)
     assert isinstance(objective, ObjectiveModule) and objective.model is model
