@@ -37,6 +37,7 @@ def test_code_version_names_the_commit_of_this_checkout():
         pytest.skip("spikeguard is not imported from a git checkout here")
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
+    code_version.cache_clear()  # cached per process; others may have committed since
     assert code_version().startswith(f"{spikeguard.__version__}+g{head}")
 
 

@@ -108,7 +108,10 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise(reference, tmp_path, capsys):
     newest = read_checkpoint(run / "last.pt")
     assert (newest["epoch"], newest["step"]) == (1, 5)
     assert len(_metrics(run)) == 1
+    stale = run / ".last.pt.x1y2.tmp"  # what a kill during a checkpoint write leaves behind
+    stale.write_bytes(b"half a checkpoint")
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert not stale.exists()
     _assert_same_run(run, reference)
 
 
