@@ -1,7 +1,7 @@
 """Crash-safe training: a run killed with SIGKILL and resumed ends bit for bit where an uninterrupted run ends.
 
-The runs here use adversarial training with PGD random starts, so the defense's private generator, the data
-order and the global generators all have to come back for the weights to match.
+The runs here use adversarial training with PGD random starts and a Poisson encoder, so the defense's private
+generator, the data order and the global torch generator all have to come back for the weights to match.
 """
 
 import json
@@ -25,7 +25,7 @@ from spikeguard.train import epoch_order, train
 REPO = Path(__file__).resolve().parents[1]
 # digits: 1077 training images, 16 steps of 64 per epoch; checkpoints at steps 5, 10, 15 and at epoch ends.
 FLAGS = ["--dataset", "digits", "--defense", "at", "--attack", "pgd", "--steps", "1", "--eps", "0.1", "--epochs", "2",
-         "--time-steps", "2", "--batch-size", "64", "--checkpoint-every", "5", "--no-progress"]
+         "--time-steps", "2", "--batch-size", "64", "--checkpoint-every", "5", "--encoder", "poisson", "--no-progress"]
 STEPS_PER_EPOCH = 16
 
 # Runs the CLI and SIGKILLs itself at the start of training step KILL_AT (counted over the whole run):
@@ -66,7 +66,7 @@ def one_thread():
 def reference(tmp_path_factory, digits, one_thread):
     """The same run, never interrupted, in this process."""
     values = {"dataset": "digits", "defense": "at", "attack": "pgd", "steps": 1, "eps": 0.1, "epochs": 2,
-              "time_steps": 2, "batch_size": 64, "checkpoint_every": 5}
+              "time_steps": 2, "batch_size": 64, "checkpoint_every": 5, "encoder": "poisson"}
     assert _config_from_flags(FLAGS[:-1]) == {k: str(v) for k, v in values.items()}  # the two stay in step
     run = tmp_path_factory.mktemp("ref") / "run"
     train(config_from_dict(values), run, progress=False, data=digits)
