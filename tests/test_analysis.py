@@ -275,6 +275,16 @@ def test_analyze_model_on_a_tiny_snn(tiny_model, digits_batch):
     assert json.dumps(again, sort_keys=True) == json.dumps(summary, sort_keys=True)  # explicit generators
 
 
+def test_stochastic_models_are_refused(tiny_model, digits_batch):
+    from spikeguard.models import create_model
+
+    x, y = digits_batch
+    model = create_model(tiny_spec(encoder="poisson"))
+    model.load_state_dict(tiny_model.state_dict(), strict=False)  # the trained body behind Poisson input
+    with pytest.raises(UserError, match="stochastic"):
+        analyze_model(model, x, y, AnalysisSettings(eps=(0.1,)), *fallback_attacks(0)[:2])
+
+
 @pytest.mark.parametrize("eps, fragment", [((), "empty"), ((0.1, -0.2), "positive"), ((float("nan"),), "positive")])
 def test_bad_eps_lists_are_refused(eps, fragment):
     with pytest.raises(UserError, match=fragment):

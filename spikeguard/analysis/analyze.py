@@ -36,7 +36,7 @@ from spikeguard.analysis.min_eps import (
     noise_flips,
     summarize_min_eps,
 )
-from spikeguard.attacks import pgd
+from spikeguard.attacks import eval_mode, pgd
 from spikeguard.errors import UserError
 from spikeguard.results import write_json, write_text
 from spikeguard.snn import estimator as use_estimator
@@ -140,6 +140,7 @@ def analyze_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
     """(aggregate, per-sample rows) for the samples x, y. ``attack_at(eps)`` returns the attack whose drop
     of f is rho_adv; ``flip_attack_at`` (default: the same) is bisected for the minimal eps."""
     s = settings.resolved()
+    require_deterministic(model, x[: s.batch_size])
     flip_attack_at = flip_attack_at or attack_at
     say = progress or (lambda _: None)
     noise_gen = torch.Generator().manual_seed(s.seed)
@@ -181,6 +182,16 @@ def analyze_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
         **activity,
     }
     return summary, _rows(y, s.eps, gaps, fos, norms, adv_eps, rand_eps)
+
+
+@torch.no_grad()
+def require_deterministic(model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse a stochastic model (e.g. Poisson encoding): one draw of f per input would make every drop
+    partly noise, and this analysis has no expectation over draws."""
+    with eval_mode(model), torch.random.fork_rng():
+        if not torch.equal(model(x), model(x)):
+            raise UserError("the model is stochastic (two forward passes differ); the analysis has no "
+                            "expectation over draws, so it refuses")
 
 
 def _extend(store: dict[str, list[torch.Tensor]], values: dict[str, torch.Tensor]) -> None:
