@@ -562,10 +562,15 @@ def checkpoint(state: RunState) -> None:
 # ---------------------------------------------------------------------------------------------- metrics
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one epoch's line durably. A line cut short by a crash is dropped on resume."""
+    try:
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UserError(f"could not write '{run_dir / 'metrics.jsonl'}' ({e.strerror}); after freeing space: "
+                        f"spikeguard train --resume {run_dir}") from None
 
 
 def keep_metrics_up_to(run_dir: Path, epoch: int) -> None:

@@ -22,7 +22,12 @@ from conftest import tiny_spec
 import spikeguard.checkpoint as checkpoint_module
 import spikeguard.config as config_module
 import spikeguard.train as train_module
-from spikeguard.checkpoint import read_checkpoint, save_checkpoint, save_rotating
+from spikeguard.checkpoint import (
+    latest_resumable,
+    read_checkpoint,
+    save_checkpoint,
+    save_rotating,
+)
 from spikeguard.cli import main
 from spikeguard.config import config_from_dict
 from spikeguard.data.splits import ImageDataset
@@ -198,6 +203,22 @@ def test_a_full_disk_mid_training_stops_with_one_line_and_the_run_resumes(tmp_pa
     want = read_checkpoint(reference / "last.pt")["model"]
     got = read_checkpoint(run / "last.pt")["model"]
     assert all(torch.equal(got[k], v) for k, v in want.items())
+
+
+def test_resume_takes_the_newest_checkpoint_that_verifies(tmp_path, caplog):
+    """A kill between the renames of a rotation leaves no last.pt; a damaged newest file is passed over."""
+    weights = {"w": torch.zeros(3)}
+    for step in (1, 2, 3):
+        save_rotating(tmp_path, {"arch": {}, "dataset": "digits", "model": weights, "epoch": 0, "step": step,
+                                 "rng": {}}, keep=3)
+    data = bytearray((tmp_path / "last.pt").read_bytes())
+    (tmp_path / "last.pt").write_bytes(bytes(data[: len(data) // 2]))
+    with caplog.at_level(logging.WARNING, logger="spikeguard.checkpoint"):
+        path, ckpt = latest_resumable(tmp_path)
+    assert (path.name, ckpt["step"]) == ("last.1.pt", 2)
+    assert any("skipping" in r.message and "last.pt" in r.message for r in caplog.records)
+    (tmp_path / "last.pt").unlink()
+    assert latest_resumable(tmp_path)[1]["step"] == 2
 
 
 # ------------------------------------------------------------------------- SIGKILL during a checkpoint write
