@@ -84,46 +84,89 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="A run directory (its best.pt) or a checkpoint file."),
-    eps: Optional[str] = typer.Option(None, help="Attack radius, pixel scale (default: the training eps)."),
+    checkpoint: Optional[Path] = typer.Argument(None, help="A run directory (its best.pt) or a checkpoint file."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="paper | strong | quick, or a suite YAML file."),
+    eps: Optional[str] = typer.Option(None, help="l-inf radius in pixel scale, e.g. 0.03 or 8/255 (default: the "
+                                      "training eps)."),
     n: Optional[int] = typer.Option(None, help="Evaluate the first N test samples (default: all)."),
-    pgd_steps: int = typer.Option(10, "--pgd-steps"),
     batch_size: int = typer.Option(256, "--batch-size"),
     seed: int = typer.Option(0),
+    source: Optional[str] = typer.Option(None, "--source", help="Transfer source: a checkpoint or "
+                                         "package.module:function, trained on the same data set."),
+    model_fn: Optional[str] = typer.Option(None, "--model-fn", help="Evaluate the torch.nn.Module that "
+                                           "package.module:function returns (images in [0, 1] -> logits)."),
+    dataset: Optional[str] = typer.Option(None, help="With --model-fn: its data set. With a checkpoint: refuse "
+                                          "it unless trained on this."),
     model: Optional[str] = typer.Option(None, help="Refuse the checkpoint unless it holds this model."),
-    dataset: Optional[str] = typer.Option(None, help="Refuse the checkpoint unless it was trained on this."),
+    eot_draws: Optional[int] = typer.Option(None, "--eot-draws", help="Draws for a stochastic model (default: "
+                                            "the suite's; 1 disables EoT and raises a flag)."),
+    eps_sweep: bool = typer.Option(False, "--eps-sweep", help="Also sweep eps up to 1 and flag accuracy that "
+                                   "does not fall toward chance."),
+    verify: Optional[Path] = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
+                                          "this results.json and confirm the stored outcomes."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download/--no-download"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSON here (a new file)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="results.json to write (a new file; the per-sample "
+                                       "CSV goes beside it)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Clean accuracy and FGSM / PGD robust accuracy, per-sample worst case over four estimators."""
-    from spikeguard.checkpoint import load_model
-    from spikeguard.config import coerce_field
-    from spikeguard.data import load_dataset
-    from spikeguard.evaluate import EvalSettings, evaluate_model
-    from spikeguard.results import print_table, write_json
+    """Attack a model with a suite: per-sample worst case over attacks and backward estimators, with
+    EoT for stochastic models, black-box and random baselines, and sanity flags."""
     from spikeguard.train import pick_device
 
-    if out is not None and out.exists():
-        raise UserError(f"output '{out}' already exists; choose a new --out")
-    target = pick_device(device)
-    net, ckpt = load_model(checkpoint, expect_model=model, expect_dataset=dataset)
-    cfg = ckpt.get("config", {})
-    eps_value = coerce_field("eps", eps, "float") if eps is not None else cfg.get("eps")
+    target_device = pick_device(device)
+    if verify is not None:
+        from spikeguard.evaluation.verify import verify as run_verify
+
+        checked, batches, mismatches = run_verify(verify, data_dir=data_dir, device=target_device,
+                                                  progress=progress)
+        if mismatches:
+            print(f"error: verification failed on {len(mismatches)} outcomes; first: {mismatches[0]}",
+                  file=sys.stderr)
+            raise typer.Exit(1)
+        typer.echo(f"verified: {checked} samples in {batches} re-run batches match {verify}")
+        return
+    from spikeguard.config import coerce_field
+    from spikeguard.evaluation import check_eps, evaluate as run_evaluation, load_suite, write_results
+    from spikeguard.evaluation.targets import load_source, load_target
+    from spikeguard.provenance import code_version, library_versions
+
+    if suite is None:
+        raise UserError("evaluate needs --suite (paper, strong, quick or a YAML file)")
+    if out is None:
+        raise UserError("evaluate needs --out results.json")
+    if out.exists() or out.with_suffix(".csv").exists():
+        raise UserError(f"output '{out}' (or its .csv) already exists; choose a new --out")
+    chosen = load_suite(suite)
+    eps_value = check_eps(coerce_field("eps", eps, "float")) if eps is not None else None
+    target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
+    eps_value = eps_value if eps_value is not None else target.eps
     if eps_value is None:
-        raise UserError("the checkpoint records no eps; pass --eps")
-    settings = EvalSettings(eps=eps_value, pgd_steps=pgd_steps, n=n, batch_size=batch_size, seed=seed).resolved()
-    data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,
-                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False)
-    result = evaluate_model(net.to(target), data.test, settings, device=target, progress=progress)
-    record = {"checkpoint": str(checkpoint), "model": ckpt["arch"]["name"], "dataset": ckpt["dataset"],
-              "eps": settings.eps, "attack": {"pgd_steps": settings.pgd_steps, "pgd_alpha": settings.pgd_alpha,
-                                              "estimators": list(settings.estimators)}, **result}
-    print_table({Path(checkpoint).name: record}, title=f"{ckpt['dataset']} test, eps {settings.eps:.4g}")
-    if out is not None:
-        write_json(out, record)
+        raise UserError("no eps given and the model records none; pass --eps")
+    source_model = load_source(source, target) if source else None
+    results, rows = run_evaluation(target.model, target.test, chosen, eps_value, num_classes=target.num_classes,
+                                   n=n, batch_size=batch_size, seed=seed, device=target_device, draws=eot_draws,
+                                   source=source_model, eps_sweep=eps_sweep, progress=progress)
+    record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
+              "checkpoint_sha256": target.checkpoint_sha256, "model_fn": model_fn, "source": source,
+              **results, "suite_spec": chosen.raw, "code_version": code_version(),
+              "libraries": library_versions(), "device": str(target_device)}
+    write_results(out, record, rows)
+    _print_evaluation(record)
+
+
+def _print_evaluation(record: dict) -> None:
+    from spikeguard.results import print_table
+
+    row = {"clean": record["clean_accuracy"], **{a["name"]: a["accuracy"] for a in record["attacks"]},
+           "worst case": record["ensemble_accuracy"]}
+    print_table({record["model"]: row}, title=f"{record['model']} on {record['dataset']} test (n {record['n']}), eps "
+                             f"{record['eps']:.4g}, suite {record['suite']}")
+    for flag in record["flags"]:
+        typer.echo(f"FLAG {flag['name']}: {flag['detail']}")
+    for note in record["notes"]:
+        typer.echo(f"note: {note}")
 
 
 @app.command()
@@ -132,12 +175,14 @@ def demo(
     defenses: Optional[str] = typer.Option(None, help="Comma-separated subset of the demo's defenses."),
     epochs: Optional[int] = typer.Option(None, help="Override the demo's epochs (for a quick look)."),
     seed: int = typer.Option(0),
+    n: Optional[int] = typer.Option(None, help="Attack only the first N test images (default: all 360)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train small SNNs on the embedded digits data with each defense, attack them, write a report."""
+    """Train small SNNs on the embedded digits data with each defense, attack them with the quick suite,
+    write a report."""
     from spikeguard.demo import run_demo
 
-    run_demo(out, defenses.split(",") if defenses else None, epochs, seed, progress)
+    run_demo(out, defenses.split(",") if defenses else None, epochs, seed, progress, n=n)
 
 
 @app.command()
@@ -211,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["--help"]
     try:
-        app(args=argv, prog_name="spikeguard", standalone_mode=False)
+        code = app(args=argv, prog_name="spikeguard", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's typer.Exit(code)
+            return code
     except UserError as e:  # one line even when a message quotes a path or value holding a line break
         message = str(e).replace("\r", "\\r").replace("\n", "\\n")
         print(f"error: {message}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """`spikeguard demo`: train small SNNs on the embedded digits data with each defense, attack each one on
-the test split, and write results.json and report.md.
+the test split with the `quick` attack suite, and write results.json and summary.md.
 
 The demo's eps, lambda and epochs come from ``demo_selection.json``, written by
 experiments/select_demo_settings.py from the validation split only (never test).
@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from importlib import resources
 from pathlib import Path
 
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
 from spikeguard.errors import UserError
-from spikeguard.evaluate import EvalSettings, evaluate_model
+from spikeguard.evaluation import evaluate, load_suite, write_results
 from spikeguard.results import print_table, write_json, write_text
 from spikeguard.train import prepare_run_dir, train
 
 DEMO_DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")
+DEMO_SUITE = "quick"
 
 
 def demo_selection() -> dict:
@@ -35,7 +35,7 @@ def demo_config(defense: str, chosen: dict, seed: int) -> TrainConfig:
 
 
 def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | None = None, seed: int = 0,
-             progress: bool = True) -> dict:
+             progress: bool = True, n: int | None = None) -> dict:
     defenses = list(defenses or DEMO_DEFENSES)
     unknown = [d for d in defenses if d not in DEMO_DEFENSES]
     if unknown:
@@ -45,37 +45,42 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
     out = prepare_run_dir(out)
     selection = demo_selection()
     chosen = {**selection["chosen"], **({"epochs": epochs} if epochs else {})}
-    settings = EvalSettings(eps=chosen["eps"], pgd_steps=chosen["eval_pgd_steps"], seed=seed).resolved()
+    suite = load_suite(DEMO_SUITE)
     data = load_dataset("digits", seed=seed)
-    results = {"dataset": "digits", "eps": settings.eps,
-               "attack": {"pgd_steps": settings.pgd_steps, "pgd_alpha": settings.pgd_alpha,
-                          "estimators": list(settings.estimators)},
-               "n_test": len(data.test), "seed": seed, "models": {}}
+    results = {"dataset": "digits", "eps": chosen["eps"], "suite": suite.name, "n_test": len(data.test),
+               "seed": seed, "models": {}}
     for defense in defenses:
         cfg = demo_config(defense, chosen, seed)
         run = train(cfg, out / "runs" / defense, progress=progress, data=data)
-        start = time.perf_counter()
-        evaluation = evaluate_model(run.model, data.test, settings, progress=progress)
+        evaluation, rows = evaluate(run.model, data.test, suite, chosen["eps"], num_classes=data.num_classes, n=n,
+                                    seed=seed, progress=progress)
+        write_results(run.run_dir / "results.json",
+                      {"model": cfg.model or "digits_cnn", "dataset": "digits",
+                       "checkpoint": str(run.run_dir / "best.pt"), **evaluation, "suite_spec": suite.raw}, rows)
         best = best_epoch_metrics(run.run_dir, run.best_epoch)
         results["models"][defense] = {
             "clean_accuracy": evaluation["clean_accuracy"],
-            "robust_accuracy": evaluation["robust_accuracy"],
-            "worst_case_accuracy": evaluation["worst_case_accuracy"],
-            "broken_by": evaluation["broken_by"],
+            "attacks": {a["name"]: a["accuracy"] for a in evaluation["attacks"]},
+            "ensemble_accuracy": evaluation["ensemble_accuracy"],
+            "flags": evaluation["flags"],
             "train_seconds": run.seconds,
-            "eval_seconds": time.perf_counter() - start,
+            "eval_seconds": evaluation["seconds"],
             "best_epoch": run.best_epoch,
             "val_accuracy": run.best_val_accuracy,
             "lamb": cfg.lamb,
             "input_gradient": {"l1": best["grad_l1"], "zero_fraction": best["grad_zero_fraction"]},
         }
+        results["n_test"] = evaluation["n"]
         write_json(out / "results.json", results)  # after every model, so an interrupted demo keeps its work
-        print(f"{defense}: clean {evaluation['clean_accuracy']:.3f}, "
-              f"PGD {evaluation['robust_accuracy']['pgd']:.3f} (trained in {run.seconds:.0f}s)", flush=True)
-    write_text(out / "report.md", demo_report(results, selection))
-    print_table(results["models"], title=f"digits test split (n={len(data.test)}), eps {settings.eps:g}")
-    print(f"Does SR beat vanilla under PGD? {_verdict(results['models'], len(data.test))}")
-    print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+        print(f"{defense}: clean {evaluation['clean_accuracy']:.3f}, worst case over the {suite.name} suite "
+              f"{evaluation['ensemble_accuracy']:.3f} (trained in {run.seconds:.0f}s, attacked in "
+              f"{evaluation['seconds']:.0f}s)", flush=True)
+    write_text(out / "summary.md", demo_report(results, selection))
+    table = {name: {"clean": m["clean_accuracy"], **m["attacks"], "worst case": m["ensemble_accuracy"]}
+             for name, m in results["models"].items()}
+    print_table(table, title=f"digits test split (n={results['n_test']}), eps {chosen['eps']:g}, suite {suite.name}")
+    print(f"Does SR beat vanilla under attack? {_verdict(results['models'], results['n_test'])}")
+    print(f"wrote {out / 'results.json'} and {out / 'summary.md'}")
     return results
 
 
@@ -93,46 +98,45 @@ def _pct(v: float) -> str:
 
 def demo_report(results: dict, selection: dict) -> str:
     models, n = results["models"], results["n_test"]
+    attacks = list(dict.fromkeys(a for m in models.values() for a in m["attacks"]))
     lines = [
         "# spikeguard demo: robust spiking networks on digits",
         "",
         f"Data: scikit-learn digits (8x8, 10 classes), test split of {n} images, never used to choose anything. "
-        f"Threat model: l-infinity, eps = {results['eps']:g} in [0, 1] pixel scale. Attacks: FGSM and PGD-"
-        f"{results['attack']['pgd_steps']} (step {results['attack']['pgd_alpha']:.4g}, random start, most damaging "
-        f"iterate kept per sample). Robust accuracy is the per-sample worst case over the backward estimators "
-        f"{', '.join(results['attack']['estimators'])}; 'worst case' also takes the worse of FGSM and PGD.",
+        f"Threat model: l-infinity, eps = {results['eps']:g} in [0, 1] pixel scale. Attacks: the "
+        f"`{results['suite']}` suite (spikeguard/suites/{results['suite']}.yaml); each attack's accuracy is its "
+        "per-sample worst case over its backward estimators, and 'worst case' is the per-sample worst case over "
+        "every attack and estimator. Per-sample outcomes are in runs/<defense>/results.csv.",
         "",
         "Accuracies in percent on the test split. The last two columns describe the input gradient of the "
         "true-class probability f on a fixed validation batch at the chosen epoch: its mean l1 norm and the "
         "fraction of exact zeros (the sparsity SR aims for).",
         "",
-        "| defense | lambda | clean | FGSM | PGD | worst case | best epoch (val) | train s | grad l1 | grad zeros |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| defense | lambda | clean | " + " | ".join(attacks) + " | worst case | best epoch | train s | grad l1 | "
+        "grad zeros |",
+        "|---|---|---|" + "---|" * len(attacks) + "---|---|---|---|---|",
     ]
     for name, m in models.items():
-        r, g = m["robust_accuracy"], m["input_gradient"]
-        lines.append(f"| {name} | {m['lamb']:g} | {_pct(m['clean_accuracy'])} | {_pct(r['fgsm'])} | {_pct(r['pgd'])} | "
-                     f"{_pct(m['worst_case_accuracy'])} | {m['best_epoch']} | {m['train_seconds']:.0f} | "
+        g = m["input_gradient"]
+        cells = " | ".join(_pct(m["attacks"][a]) if a in m["attacks"] else "-" for a in attacks)
+        lines.append(f"| {name} | {m['lamb']:g} | {_pct(m['clean_accuracy'])} | {cells} | "
+                     f"{_pct(m['ensemble_accuracy'])} | {m['best_epoch']} | {m['train_seconds']:.0f} | "
                      f"{g['l1']:.3g} | {_pct(g['zero_fraction'])}% |")
-    lines += ["", "## Does SR beat vanilla under PGD?", "", _verdict(models, n), ""]
-    lines += ["## How eps, lambda and epochs were chosen", "", selection["procedure"], ""]
+    lines += ["", "## Does SR beat vanilla under attack?", "", _verdict(models, n), ""]
+    lines += ["## Sanity flags", ""]
+    flagged = [(name, f) for name, m in models.items() for f in m["flags"]]
+    lines += [f"- {name}: **{f['name']}**: {f['detail']}" for name, f in flagged] or ["None fired."]
+    lines += ["", "## How eps, lambda and epochs were chosen", "", selection["procedure"], ""]
     lines += ["| candidate | value | validation result |", "|---|---|---|"]
     for row in selection["table"]:
         lines.append(f"| {row['what']} | {row['value']} | {row['result']} |")
     lines += ["", f"Chosen: {', '.join(f'{k} = {v}' for k, v in selection['chosen'].items())}.", ""]
-    lines += ["## Which estimator broke the samples (PGD)", "",
-              "The ensemble runs as a cascade in this order; a sample is credited to the first estimator "
-              "whose attack broke it.", "", "| defense | " + " | ".join(results["attack"]["estimators"]) + " |",
-              "|---|" + "---|" * len(results["attack"]["estimators"])]
-    for name, m in models.items():
-        counts = m["broken_by"]["pgd"]
-        lines.append(f"| {name} | " + " | ".join(str(counts.get(e, 0)) for e in results["attack"]["estimators"]) + " |")
     lines += [
-        "", "## Caveats", "",
-        "- This is the published (paper) protocol: four estimators and PGD-10. It is known to overestimate SNN "
-        "robustness (METHOD.md, known weaknesses); treat these numbers as upper bounds.",
+        "## Caveats", "",
+        f"- The `{results['suite']}` suite is small so the demo stays fast; `spikeguard evaluate --suite strong` "
+        "runs the full estimator bank, APGD-100 and Square-5000, and can only lower these numbers.",
         f"- One seed, {n} test images: a difference of a few points is within sampling noise "
-        f"(binomial standard error about {_pct(math.sqrt(0.25 / n))} points at 50%).",
+        f"(binomial standard error about {_pct(math.sqrt(0.25 / max(n, 1)))} points at 50%).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -140,7 +144,7 @@ def demo_report(results: dict, selection: dict) -> str:
 def _verdict(models: dict, n: int) -> str:
     if "sr" not in models or "vanilla" not in models:
         return "Not measured: the demo ran without both vanilla and sr."
-    sr, van = models["sr"]["robust_accuracy"]["pgd"], models["vanilla"]["robust_accuracy"]["pgd"]
+    sr, van = models["sr"]["ensemble_accuracy"], models["vanilla"]["ensemble_accuracy"]
     se = math.sqrt((sr * (1 - sr) + van * (1 - van)) / n)
     diff = sr - van
     if diff > 2 * se:
@@ -149,7 +153,7 @@ def _verdict(models: dict, n: int) -> str:
         word = "Not clearly"
     else:
         word = "No"
-    verdict = (f"{word}: SR {_pct(sr)}% against vanilla {_pct(van)}% under PGD (difference {100 * diff:+.1f} "
+    verdict = (f"{word}: SR {_pct(sr)}% against vanilla {_pct(van)}% worst-case accuracy (difference {100 * diff:+.1f} "
                f"points, two standard errors = {200 * se:.1f} points).")
     if word == "Yes":
         return verdict

@@ -30,13 +30,13 @@ def write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def print_table(rows: dict[str, dict], title: str) -> None:
-    """One row per model: clean, FGSM, PGD and worst-case accuracy in percent."""
+def print_table(rows: dict[str, dict[str, float]], title: str) -> None:
+    """One row per model, one column per accuracy (fractions, printed in percent)."""
     table = Table(title=title)
-    for column in ("model", "clean", "FGSM", "PGD", "worst case"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = list(dict.fromkeys(c for r in rows.values() for c in r))
+    table.add_column("model")
+    for column in columns:
+        table.add_column(column, justify="right")
     for name, r in rows.items():
-        robust = r["robust_accuracy"]
-        table.add_row(name, *(f"{100 * v:.1f}" for v in (r["clean_accuracy"], robust["fgsm"], robust["pgd"],
-                                                        r["worst_case_accuracy"])))
+        table.add_row(name, *(f"{100 * r[c]:.1f}" if c in r else "-" for c in columns))
     Console().print(table)

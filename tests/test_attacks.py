@@ -1,12 +1,10 @@
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeguard.attacks import eval_mode, fgsm, pgd, worst_case_accuracy
 from spikeguard.errors import UserError
-from spikeguard.evaluate import PAPER_ESTIMATORS, EvalSettings, evaluate_model
-from spikeguard.snn import PoissonEncoder
+from spikeguard.evaluation.bank import PAPER as PAPER_ESTIMATORS
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -70,15 +68,3 @@ def test_attacks_leave_model_modes_and_estimators_as_they_were(tiny_model, digit
     worst_case_accuracy(tiny_model, x, y, lambda m, a, b: fgsm(m, a, b, 0.1), PAPER_ESTIMATORS)
     assert tiny_model.training and all(m.training for m in tiny_model.modules())
     assert [layer.estimator for layer in spiking_layers(tiny_model)] == before
-
-
-def test_evaluator_refuses_a_stochastic_model(tiny_model, digits):
-    tiny_model.encoder = PoissonEncoder(tiny_model.time_steps)
-    with pytest.raises(UserError, match="stochastic"):
-        evaluate_model(tiny_model, digits.test, EvalSettings(eps=0.1, n=8), progress=False)
-
-
-@pytest.mark.parametrize("attacks", [(), ("cw",)])
-def test_evaluator_rejects_unknown_or_no_attacks(tiny_model, digits, attacks):
-    with pytest.raises(UserError, match="attack"):
-        evaluate_model(tiny_model, digits.test, EvalSettings(eps=0.1, n=8, attacks=attacks), progress=False)

@@ -40,12 +40,15 @@ def test_train_writes_a_complete_run(run_dir):
 
 def test_evaluate_prints_and_writes_results(run_dir, tmp_path, capsys):
     out = tmp_path / "results.json"
-    assert main(["evaluate", str(run_dir), "--n", "40", "--pgd-steps", "2", "--out", str(out), "--no-progress"]) == 0
+    assert main(["evaluate", str(run_dir), "--suite", "paper", "--n", "24", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
-    assert result["n"] == 40 and result["attack"]["estimators"] == ["triangle:1", "sigmoid:4", "atan:2", "bptr"]
-    r = result["robust_accuracy"]
-    assert 0 <= result["worst_case_accuracy"] <= min(r["fgsm"], r["pgd"]) <= result["clean_accuracy"]
-    assert "PGD" in capsys.readouterr().out
+    assert result["n"] == 24 and result["suite"] == "paper" and result["model"] == "digits_cnn"
+    assert [a["name"] for a in result["attacks"]] == ["fgsm", "pgd-10", "pgd-30", "pgd-50"]
+    assert result["attacks"][0]["estimators"] == ["triangle:1", "sigmoid:4", "atan:2", "bptr"]
+    assert 0 <= result["ensemble_accuracy"] <= min(a["accuracy"] for a in result["attacks"]) <= result["clean_accuracy"]
+    assert len(result["checkpoint_sha256"]) == 64 and "torch" in result["libraries"]
+    assert (tmp_path / result["per_sample"]).is_file()
+    assert "pgd-10" in capsys.readouterr().out
 
 
 def test_train_from_config_file_with_flag_override(tmp_path):
@@ -102,20 +105,24 @@ def test_existing_run_is_never_overwritten(capsys, run_dir):
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
+def one_line_error_eval(capsys, argv):
+    return one_line_error(capsys, argv + ["--suite", "quick", "--out", "never-written.json"])
+
+
 def test_bad_checkpoints_are_refused(capsys, run_dir, tmp_path):
-    assert "does not exist" in one_line_error(capsys, ["evaluate", str(tmp_path / "missing.pt")])
+    assert "does not exist" in one_line_error_eval(capsys, ["evaluate", str(tmp_path / "missing.pt")])
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
-    assert "not a loadable" in one_line_error(capsys, ["evaluate", str(junk)])
+    assert "not a loadable" in one_line_error_eval(capsys, ["evaluate", str(junk)])
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((run_dir / "best.pt").read_bytes()[:2000])
-    assert "not a loadable" in one_line_error(capsys, ["evaluate", str(truncated)])
+    assert "not a loadable" in one_line_error_eval(capsys, ["evaluate", str(truncated)])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    assert "not a spikeguard checkpoint" in one_line_error(capsys, ["evaluate", str(foreign)])
-    assert "not 'vgg11'" in one_line_error(capsys, ["evaluate", str(run_dir), "--model", "vgg11"])
-    assert "not 'cifar10'" in one_line_error(capsys, ["evaluate", str(run_dir), "--dataset", "cifar10"])
-    assert "eps" in one_line_error(capsys, ["evaluate", str(run_dir), "--eps", "-1"])
+    assert "not a spikeguard checkpoint" in one_line_error_eval(capsys, ["evaluate", str(foreign)])
+    assert "not 'vgg11'" in one_line_error_eval(capsys, ["evaluate", str(run_dir), "--model", "vgg11"])
+    assert "not 'cifar10'" in one_line_error_eval(capsys, ["evaluate", str(run_dir), "--dataset", "cifar10"])
+    assert "eps" in one_line_error_eval(capsys, ["evaluate", str(run_dir), "--eps", "-1"])
 
 
 def test_checkpoint_whose_weights_do_not_fit_its_architecture(capsys, run_dir, tmp_path):
@@ -123,13 +130,13 @@ def test_checkpoint_whose_weights_do_not_fit_its_architecture(capsys, run_dir, t
     ckpt["arch"]["name"] = "wrn16_4"  # claims another architecture than its weights
     lying = tmp_path / "lying.pt"
     torch.save(ckpt, lying)
-    assert "do not fit" in one_line_error(capsys, ["evaluate", str(lying)])
+    assert "do not fit" in one_line_error_eval(capsys, ["evaluate", str(lying)])
 
 
 def test_evaluate_refuses_to_overwrite_results(capsys, run_dir, tmp_path):
     out = tmp_path / "results.json"
     out.write_text("{}")
-    assert "already exists" in one_line_error(capsys, ["evaluate", str(run_dir), "--out", str(out)])
+    assert "already exists" in one_line_error(capsys, ["evaluate", str(run_dir), "--suite", "quick", "--out", str(out)])
     assert out.read_text() == "{}"
 
 

@@ -13,7 +13,8 @@ def demo_run(tmp_path_factory):
     lines = []
     capture.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
     try:
-        assert main(["demo", "--out", str(out), "--defenses", "vanilla,sr", "--epochs", "1", "--no-progress"]) == 0
+        assert main(["demo", "--out", str(out), "--defenses", "vanilla,sr", "--epochs", "1", "--n", "24",
+                     "--no-progress"]) == 0
     finally:
         capture.undo()
     return out, lines
@@ -26,28 +27,27 @@ def demo_out(demo_run):
 
 def test_demo_prints_the_verdict(demo_run):
     _, lines = demo_run
-    verdict = [line for line in lines if line.startswith("Does SR beat vanilla under PGD?")]
+    verdict = [line for line in lines if line.startswith("Does SR beat vanilla under attack?")]
     assert len(verdict) == 1 and "SR" in verdict[0] and "vanilla" in verdict[0]
 
 
 def test_demo_results_follow_the_schema(demo_out):
     results = json.loads((demo_out / "results.json").read_text())
     chosen = demo_selection()["chosen"]
-    assert results["dataset"] == "digits" and results["eps"] == chosen["eps"]
-    assert results["attack"]["pgd_steps"] == chosen["eval_pgd_steps"] and results["attack"]["pgd_alpha"] > 0
-    assert results["attack"]["estimators"] == ["triangle:1", "sigmoid:4", "atan:2", "bptr"]
-    assert set(results["models"]) == {"vanilla", "sr"}
+    assert results["dataset"] == "digits" and results["eps"] == chosen["eps"] and results["suite"] == "quick"
+    assert set(results["models"]) == {"vanilla", "sr"} and results["n_test"] == 24
     for m in results["models"].values():
-        assert 0 <= m["robust_accuracy"]["pgd"] <= m["clean_accuracy"] <= 1
-        assert 0 <= m["robust_accuracy"]["fgsm"] <= m["clean_accuracy"]
-        assert m["train_seconds"] > 0
+        assert 0 <= m["ensemble_accuracy"] <= min(m["attacks"].values()) <= m["clean_accuracy"] <= 1
+        assert {"fgsm", "pgd-20", "square"} <= set(m["attacks"]) and m["train_seconds"] > 0
     assert results["models"]["sr"]["lamb"] == chosen["lamb"] and results["models"]["vanilla"]["lamb"] == 0
+    per_model = json.loads((demo_out / "runs" / "sr" / "results.json").read_text())
+    assert per_model["suite"] == "quick" and (demo_out / "runs" / "sr" / per_model["per_sample"]).is_file()
 
 
-def test_demo_report_has_every_section(demo_out):
-    report = (demo_out / "report.md").read_text()
-    for section in ("| defense |", "## Does SR beat vanilla under PGD?", "## How eps, lambda and epochs were chosen",
-                    "validation", "## Which estimator broke the samples", "## Caveats"):
+def test_demo_summary_has_every_section(demo_out):
+    report = (demo_out / "summary.md").read_text()
+    for section in ("| defense |", "## Does SR beat vanilla under attack?", "## How eps, lambda and epochs were chosen",
+                    "validation", "## Sanity flags", "## Caveats"):
         assert section in report
     assert "| vanilla |" in report and "| sr |" in report
     assert (demo_out / "runs" / "sr" / "best.pt").is_file()
@@ -68,7 +68,7 @@ def test_demo_rejects_bad_input(capsys, demo_out, tmp_path):
 
 def _models(sr_pgd, van_pgd, sr_l1, van_l1):
     def m(pgd, l1):
-        return {"robust_accuracy": {"pgd": pgd}, "input_gradient": {"l1": l1}}
+        return {"ensemble_accuracy": pgd, "input_gradient": {"l1": l1}}
     return {"sr": m(sr_pgd, sr_l1), "vanilla": m(van_pgd, van_l1)}
 
 

@@ -65,6 +65,6 @@ def test_cifar10_end_to_end_through_the_cli(tmp_path, capsys):
     record = json.loads((run / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and 0 <= record["val_accuracy"] <= 1
     out = tmp_path / "results.json"
-    assert main(["evaluate", str(run), "--pgd-steps", "2", "--out", str(out), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--suite", "paper", "--out", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert result["dataset"] == "cifar10" and result["n"] == 20 and result["eps"] == pytest.approx(8 / 255)

@@ -1,0 +1,404 @@
+"""The attack suite: budgets, worst cases, reproducibility, EoT, estimators, flags and the CLI."""
+
+import json
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from spikeguard.attacks import eval_mode, pgd, rfgsm
+from spikeguard.attacks import autoattack_adapter as library
+from spikeguard.attacks.noise import random_signs, uniform_noise
+from spikeguard.cli import main
+from spikeguard.errors import UserError
+from spikeguard.evaluation import bank, evaluate, load_suite, strongest_examples
+from spikeguard.evaluation.flags import per_sample_flags
+from spikeguard.evaluation.suites import suite_from_dict
+from spikeguard.snn import PoissonEncoder
+
+FAST = {"name": "fast", "eot_draws": 3, "checks": {"unbounded_n": 8, "unbounded_steps": 5},
+        "attacks": [{"attack": "fgsm", "estimators": ["triangle:1", "ann"]},
+                    {"attack": "pgd", "steps": 5, "estimators": ["triangle:1", "ann"]},
+                    {"attack": "square", "queries": 20},
+                    {"attack": "random-sign", "draws": 2}]}
+
+
+def fast_suite(**changes):
+    return suite_from_dict({**FAST, **changes})
+
+
+def run(model, digits, suite=None, n=24, **kw):
+    return evaluate(model, digits.test, suite or fast_suite(), 0.15, num_classes=10, n=n, batch_size=12,
+                    progress=False, **kw)
+
+
+# --- budgets -------------------------------------------------------------------------------------------
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(eps=st.floats(0.0, 0.4), seed=st.integers(0, 100), alpha=st.floats(0.0, 1.0))
+def test_rfgsm_and_noise_stay_in_the_ball_and_the_box(tiny_model, digits_batch, eps, seed, alpha):
+    x, y = digits_batch
+    g = torch.Generator().manual_seed(seed)
+    with eval_mode(tiny_model):
+        for x_adv in (rfgsm(tiny_model, x, y, eps, alpha * eps, generator=g), uniform_noise(x, eps, g),
+                      random_signs(x, eps, g)):
+            assert x_adv.min() >= 0 and x_adv.max() <= 1 and (x_adv - x).abs().max() <= eps + 1e-6
+
+
+@pytest.mark.parametrize("attack", ["apgd", "apgd_targeted", "fab_targeted", "square"])
+def test_library_attacks_stay_in_the_ball_and_the_box(tiny_model, digits_batch, attack):
+    x, y = digits_batch
+    kwargs = {"queries": 30} if attack == "square" else {"steps": 5}
+    with eval_mode(tiny_model):
+        x_adv = getattr(library, attack)(tiny_model, x[:8], y[:8], 0.1, num_classes=10,
+                                         generator=torch.Generator().manual_seed(0), **kwargs)
+    assert x_adv.shape == x[:8].shape
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and (x_adv - x[:8]).abs().max() <= 0.1 + 1e-6
+
+
+def test_targeted_attacks_use_the_data_sets_class_count():
+    assert library.target_classes(10) == 9 and library.target_classes(100) == 9 and library.target_classes(5) == 4
+    with pytest.raises(UserError, match="at least 4 classes"):
+        library.target_classes(3)
+
+
+def test_library_calls_leave_the_global_rng_alone(tiny_model, digits_batch):
+    x, y = digits_batch
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with eval_mode(tiny_model):
+        library.apgd(tiny_model, x[:4], y[:4], 0.1, num_classes=10, steps=3, generator=torch.Generator())
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --- PGD: restarts, torchattacks, EoT --------------------------------------------------------------------
+
+def test_pgd_with_more_restarts_is_never_weaker_per_sample(tiny_model, digits_tensors):
+    _, (x, y) = digits_tensors
+    x, y = x[:80], y[:80]
+    with eval_mode(tiny_model):
+        one = pgd(tiny_model, x, y, 0.08, 0.02, 3, generator=torch.Generator().manual_seed(1), restarts=1)
+        three = pgd(tiny_model, x, y, 0.08, 0.02, 3, generator=torch.Generator().manual_seed(1), restarts=3)
+        with torch.no_grad():
+            loss_one = nn.functional.cross_entropy(tiny_model(one), y, reduction="none")
+            loss_three = nn.functional.cross_entropy(tiny_model(three), y, reduction="none")
+            fooled_one, fooled_three = tiny_model(one).argmax(1) != y, tiny_model(three).argmax(1) != y
+    assert not (fooled_one & ~fooled_three).any()
+    standing = ~fooled_three
+    assert (loss_three[standing] >= loss_one[standing] - 1e-6).all()
+
+
+def test_pgd_matches_torchattacks_on_the_same_seed(tiny_model, digits_batch):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = digits_batch
+    eps, alpha, steps = 0.1, 0.02, 5
+    tiny_model.eval()
+    torch.manual_seed(7)
+    theirs = torchattacks.PGD(tiny_model, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y)
+    with eval_mode(tiny_model):
+        ours = pgd(tiny_model, x, y, eps, alpha, steps, random_start=True,
+                   generator=torch.Generator().manual_seed(7), keep_best=False)
+    assert (ours - theirs).abs().max().item() <= 1e-6
+
+
+def test_eot_on_a_deterministic_model_equals_the_plain_attack(tiny_model, digits_batch):
+    x, y = digits_batch
+    with eval_mode(tiny_model):
+        plain = pgd(tiny_model, x, y, 0.1, 0.03, 4, generator=torch.Generator().manual_seed(3))
+        eot = pgd(tiny_model, x, y, 0.1, 0.03, 4, generator=torch.Generator().manual_seed(3), draws=4)
+    assert (plain - eot).abs().max().item() <= 1e-6
+
+
+# --- estimators ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("member", bank.BANK)
+def test_every_estimator_of_the_bank_gives_a_nonzero_input_gradient(tiny_model, digits_batch, member):
+    from spikeguard.attacks import input_gradient
+
+    x, y = digits_batch
+    with eval_mode(tiny_model), bank.under(tiny_model, member) as target:
+        grad, logits = input_gradient(target, x, y)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():  # the forward pass (what is scored) never changes; BPDA's adds and subtracts the twin
+        reference = tiny_model(x)
+    assert torch.equal(logits, reference) if member != "ann" else torch.allclose(logits, reference, atol=1e-5)
+
+
+def test_bank_names_resolve_and_reject_unknowns():
+    assert bank.resolve("paper") == ("triangle:1", "sigmoid:4", "atan:2", "bptr")
+    assert "ann" in bank.resolve("bank") and "hart:0.5" in bank.resolve(["quick"])
+    with pytest.raises(UserError, match="unknown estimator"):
+        bank.resolve(["triangle:1", "magic"])
+
+
+# --- the runner ------------------------------------------------------------------------------------------
+
+def test_ensemble_is_no_better_than_any_attack_or_estimator(tiny_model, digits):
+    results, rows = run(tiny_model, digits, suite=fast_suite(cascade=False))
+    assert results["n"] == len(rows) == 24
+    for attack in results["attacks"]:
+        assert results["ensemble_accuracy"] <= attack["accuracy"] <= results["clean_accuracy"]
+        for value in attack["accuracy_per_estimator"].values():
+            assert attack["accuracy"] <= value
+    for row in rows:
+        assert row["robust"] <= min(row[a["name"]] for a in results["attacks"])
+        assert (row["broken_by"] == "") == (row["robust"] >= 0.5)
+    assert results["ensemble_accuracy"] < results["clean_accuracy"]
+
+
+def test_cascade_and_full_runs_agree(tiny_model, digits):
+    cascade, c_rows = run(tiny_model, digits, suite=fast_suite(cascade=True))
+    full, f_rows = run(tiny_model, digits, suite=fast_suite(cascade=False))
+    # FGSM has no randomness: attacking only the survivors must give exactly the full run's worst case
+    assert cascade["attacks"][0]["accuracy"] == full["attacks"][0]["accuracy"]
+    for attack in cascade["attacks"][:2]:  # cascade: per-estimator numbers are cumulative, ending at the attack's
+        assert list(attack["accuracy_per_estimator"].values())[-1] == attack["accuracy"]
+    for attack in full["attacks"][:2]:  # full: each estimator on every sample, the attack is their minimum
+        members = attack["estimators"]
+        assert attack["accuracy"] == sum(min(r[f"{attack['name']}|{m}"] for m in members) for r in f_rows) / 24
+
+
+def test_a_batch_outcome_does_not_depend_on_the_other_batches(tiny_model, digits):
+    from spikeguard.evaluation.runner import run_suite
+
+    all_rows, _ = run_suite(tiny_model, digits.test, fast_suite(), 0.15, num_classes=10, n=36, batch_size=12,
+                            progress=False)
+    one_rows, _ = run_suite(tiny_model, digits.test, fast_suite(), 0.15, num_classes=10, n=36, batch_size=12,
+                            batches=[2], progress=False)
+    assert one_rows == [r for r in all_rows if r["index"] >= 24]
+
+
+def test_evaluation_leaves_the_global_rng_and_model_alone(tiny_model, digits):
+    from spikeguard.snn import spiking_layers
+
+    tiny_model.train()
+    estimators = [layer.estimator for layer in spiking_layers(tiny_model)]
+    torch.manual_seed(9)
+    expected = torch.rand(2)
+    torch.manual_seed(9)
+    run(tiny_model, digits, n=12)
+    assert torch.equal(torch.rand(2), expected)
+    assert tiny_model.training and [layer.estimator for layer in spiking_layers(tiny_model)] == estimators
+
+
+def test_strongest_examples_lower_the_true_class_probability(tiny_model, digits_batch):
+    from spikeguard.defenses import true_class_probability
+
+    x, y = digits_batch
+    x_adv = strongest_examples(tiny_model, x, y, 0.1, suite=fast_suite())
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    with torch.no_grad():
+        assert (true_class_probability(tiny_model(x_adv), y) <= true_class_probability(tiny_model(x), y) + 1e-6).all()
+
+
+# --- stochastic models -----------------------------------------------------------------------------------
+
+def test_a_stochastic_model_is_detected_and_attacked_with_eot(tiny_model, digits):
+    tiny_model.encoder = PoissonEncoder(tiny_model.time_steps)
+    results, rows = run(tiny_model, digits, n=12)
+    assert results["stochastic"] and results["eot_draws"] == 3
+    assert any("EoT" in note for note in results["notes"]) and not results["flags"] or \
+        all(f["name"] != "stochastic_without_eot" for f in results["flags"])
+    assert any(0 < r["clean_correct"] < 1 for r in rows) or all(r["clean_correct"] in (0, 1) for r in rows)
+    one, _ = run(tiny_model, digits, n=12, draws=1)
+    assert "stochastic_without_eot" in {f["name"] for f in one["flags"]}
+
+
+# --- flags -----------------------------------------------------------------------------------------------
+
+class Constant(nn.Module):
+    """Predicts one class whatever the input, with a zero input gradient: gradient masking at its purest."""
+
+    def __init__(self, label: int):
+        super().__init__()
+        self.label = label
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 10) + 0 * x.flatten(1).sum(1, keepdim=True) * self.scale
+        logits[:, self.label] = 5.0
+        return logits
+
+
+class Quantised(nn.Module):
+    """A spiking model behind an input quantiser whose gradient is zero almost everywhere."""
+
+    def __init__(self, snn):
+        super().__init__()
+        self.snn = snn
+
+    def forward(self, x):
+        return self.snn(torch.floor(x * 4) / 4)
+
+
+def test_zero_gradient_and_unbounded_flags_fire_on_a_masked_model(digits):
+    label = int(digits.test[0][1])
+    only = [i for i in range(len(digits.test)) if int(digits.test[i][1]) == label][:10]
+    subset = torch.utils.data.Subset(digits.test, only)
+    results, _ = evaluate(Constant(label), subset, fast_suite(), 0.15, num_classes=10, progress=False,
+                          eps_sweep=True)
+    names = {f["name"] for f in results["flags"]}
+    assert {"zero_gradient", "unbounded_eps_not_zero", "accuracy_not_toward_chance"} <= names
+    assert results["unbounded_accuracy"] == 1.0
+
+
+def test_zero_gradient_flag_fires_on_an_input_quantiser(tiny_model, digits):
+    results, _ = run(Quantised(tiny_model), digits, n=24)
+    assert "zero_gradient" in {f["name"] for f in results["flags"]}
+    assert results["gradient_check"]["all_zero_samples"] > 0
+
+
+def test_flags_stay_quiet_on_a_plain_model(tiny_model, digits):
+    results, _ = run(tiny_model, digits, n=24, eps_sweep=True)
+    assert results["flags"] == []
+    assert results["unbounded_accuracy"] == 0.0
+    assert [p["eps"] for p in results["eps_sweep"]][-1] == 1.0
+
+
+def test_cross_attack_flags_on_planted_outcomes():
+    suite = fast_suite()
+    row = {"index": 0, "clean_correct": 1.0, "zero_gradient": "", "fgsm": 0.0, "pgd-5": 1.0, "square": 0.0,
+           "random-sign": 1.0}
+    names = {f["name"] for f in per_sample_flags([row], suite, ["fgsm", "pgd-5", "square", "random-sign"],
+                                                 ["triangle:1", "ann"])}
+    assert names == {"iterative_weaker_than_single_step"}
+    row.update({"fgsm": 1.0, "pgd-5": 1.0, "square": 0.0, "zero_gradient": "triangle:1 ann"})
+    names = {f["name"] for f in per_sample_flags([row], suite, ["fgsm", "pgd-5", "square", "random-sign"],
+                                                 ["triangle:1", "ann"])}
+    assert names == {"black_box_beats_white_box", "zero_gradient"}
+
+
+# --- suites ----------------------------------------------------------------------------------------------
+
+def test_shipped_suites_load():
+    for name in ("paper", "strong", "quick"):
+        suite = load_suite(name)
+        assert suite.name == name and suite.attacks
+    assert [a.label for a in load_suite("paper").attacks] == ["fgsm", "pgd-10", "pgd-30", "pgd-50"]
+    strong = load_suite("strong")
+    assert {"apgd-ce", "apgd-t", "fab-t", "square"} <= {a.attack for a in strong.attacks}
+    assert len(strong.attacks[1].estimators) == len(bank.BANK)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"attacks": [{"attack": "cw"}]}, "unknown attack"),
+    ({"attacks": [{"attack": "pgd", "estimators": ["magic"]}]}, "unknown estimator"),
+    ({"attacks": [{"attack": "pgd", "steps": 0}]}, "steps"),
+    ({"attacks": [{"attack": "square", "estimators": ["ann"]}]}, "no gradients"),
+    ({"attacks": [{"attack": "pgd", "norm": "l2"}]}, "norm"),
+    ({"attacks": [{"attack": "apgd-ce", "norm": "l2"}]}, "own 'eps'"),
+    ({"attacks": []}, "no attacks"),
+    ({"attacks": [{"attack": "fgsm"}], "extra": 1}, "unknown key"),
+])
+def test_bad_suites_are_refused(bad, message):
+    with pytest.raises(UserError, match=message):
+        suite_from_dict(bad)
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--time-steps", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture
+def fast_suite_file(tmp_path):
+    import yaml
+
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(FAST))
+    return path
+
+
+def one_line_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_evaluate_writes_results_csv_and_verifies(digits_run, fast_suite_file, tmp_path, capsys):
+    out = tmp_path / "r" / "results.json"
+    assert main(["evaluate", str(digits_run), "--suite", str(fast_suite_file), "--n", "24", "--batch-size", "12",
+                 "--source", str(digits_run), "--out", str(out), "--no-progress"]) == 0
+    results = json.loads(out.read_text())
+    for key in ("model", "dataset", "n", "eps", "suite", "seed", "clean_accuracy", "attacks", "ensemble_accuracy",
+                "flags", "per_sample", "checkpoint_sha256", "code_version", "libraries"):
+        assert key in results
+    for attack in results["attacks"]:
+        assert {"name", "norm", "eps", "params", "estimators", "accuracy", "accuracy_per_estimator",
+                "seconds"} <= set(attack)
+    assert results["attacks"][-1]["name"] == "transfer"
+    lines = (out.parent / results["per_sample"]).read_text().splitlines()
+    assert lines[0].startswith("index,label,clean_correct,robust,broken_by") and len(lines) == 25
+    capsys.readouterr()
+    assert main(["evaluate", "--verify", str(out), "--no-progress"]) == 0
+    assert "verified" in capsys.readouterr().out
+    # a tampered outcome is caught (every batch is re-run when there are only two)
+    csv_path = out.parent / results["per_sample"]
+    rows = csv_path.read_text().splitlines()
+    header = rows[0].split(",")
+    for i in range(1, len(rows)):
+        cells = rows[i].split(",")
+        cells[header.index("robust")] = "1" if cells[header.index("robust")] == "0" else "0"
+        rows[i] = ",".join(cells)
+    csv_path.write_text("\n".join(rows) + "\n")
+    assert main(["evaluate", "--verify", str(out), "--no-progress"]) == 1
+    assert "verification failed" in capsys.readouterr().err
+
+
+def test_evaluate_an_external_model(tmp_path, fast_suite_file, monkeypatch):
+    (tmp_path / "my_models.py").write_text(
+        "import torch\n"
+        "def tiny_ann():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n"
+        "def nothing():\n"
+        "    return 3\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "ext.json"
+    assert main(["evaluate", "--model-fn", "my_models:tiny_ann", "--dataset", "digits", "--eps", "0.1",
+                 "--suite", str(fast_suite_file), "--n", "12", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads(out.read_text())
+    assert results["model"] == "my_models:tiny_ann" and results["checkpoint_sha256"] is None
+    sys.modules.pop("my_models", None)
+
+
+def test_bad_evaluation_input_is_one_line_and_exit_2(digits_run, tmp_path, capsys, monkeypatch):
+    out = ["--out", str(tmp_path / "x.json")]
+    assert "unknown suite" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", "nope", *out])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("attacks:\n  - {attack: cw}\n")
+    assert "unknown attack" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", str(bad), *out])
+    bad.write_text("attacks:\n  - {attack: pgd, estimators: [magic:2]}\n")
+    assert "unknown estimator" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", str(bad), *out])
+    assert "eps" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", "quick", "--eps", "-0.1", *out])
+    assert "needs --suite" in one_line_error(capsys, ["evaluate", str(digits_run), *out])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mods.py").write_text("def three():\n    return 3\n")
+    assert "cannot import" in one_line_error(capsys, ["evaluate", "--model-fn", "no_such_pkg.mod:f", "--dataset",
+                                                      "digits", "--eps", "0.1", "--suite", "quick", *out])
+    assert "not a torch.nn.Module" in one_line_error(capsys, ["evaluate", "--model-fn", "mods:three", "--dataset",
+                                                              "digits", "--eps", "0.1", "--suite", "quick", *out])
+    sys.modules.pop("mods", None)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_source_of_another_data_set_is_refused(digits_run, tmp_path, capsys):
+    ckpt = torch.load(digits_run / "best.pt", weights_only=True)
+    from spikeguard.checkpoint import save_checkpoint
+
+    ckpt["dataset"] = "cifar10"
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {k: v for k, v in ckpt.items() if k not in ("format", "version", "sha256")})
+    err = one_line_error(capsys, ["evaluate", str(digits_run), "--suite", "quick", "--source", str(other),
+                                  "--out", str(tmp_path / "x.json")])
+    assert "cifar10" in err
