@@ -87,15 +87,21 @@ def _per_sample(rows: list[dict], key: str) -> list[float]:
 
 
 def gradient_sparsity(per_sample: dict[str, list[dict]], path: Path, tolerance: float | None = None) -> Path:
-    """Histograms over samples of the fraction of exactly-zero and of small input-gradient entries."""
-    fig, axes = _new(ncols=2, size=(9, 3.8))
+    """Histograms over samples of the fraction of exactly-zero and of small input-gradient entries, and
+    of the effective support (||g||_1 / ||g||_2)^2 (a scale-free count of the entries that matter)."""
+    fig, axes = _new(ncols=3, size=(12, 3.8))
     bins = [i / 20 for i in range(21)]
     for i, (label, rows) in enumerate(per_sample.items()):
+        colour = f"C{i % 10}"
         for ax, key in zip(axes[0], ("grad_zero_fraction", "grad_small_fraction")):
-            ax.hist(_per_sample(rows, key), bins=bins, histtype="step", linewidth=1.6, color=f"C{i % 10}", label=label)
+            ax.hist(_per_sample(rows, key), bins=bins, histtype="step", linewidth=1.6, color=colour, label=label)
+        if rows and "grad_effective_support" in rows[0]:
+            axes[0][2].hist(_per_sample(rows, "grad_effective_support"), bins=20, histtype="step", linewidth=1.6,
+                            color=colour, label=label)
     axes[0][0].set_xlabel("fraction of exact zeros in df/dx")
     small = f"|g_i| <= {tolerance:g} max|g|" if tolerance is not None else "small entries"
     axes[0][1].set_xlabel(f"fraction with {small}")
+    axes[0][2].set_xlabel("effective support (||g||_1 / ||g||_2)^2")
     for ax in axes[0]:
         ax.set_ylabel("samples")
         ax.legend(fontsize=7)

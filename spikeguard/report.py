@@ -313,7 +313,7 @@ def _theory(inputs: Inputs) -> list[Block]:
         bracket = g.get("first_order_ratio_abs")
         grad_rows.append([item.label, str(g.get("estimator", ABSENT)), _pct(g.get("zero_fraction")),
                           _pct(g.get("small_fraction")), _num(g.get("l1")), _num(g.get("l2")),
-                          _num(g.get("l1_over_l2")), _num(g.get("sqrt_l0")),
+                          _num(g.get("l1_over_l2")), _num(g.get("effective_support")), _num(g.get("sqrt_l0")),
                           f"{bracket[0]:.3g} to {bracket[1]:.3g}" if bracket else ABSENT,
                           _num(g.get("sparsity_bound_rand")), str(g.get("cauchy_schwarz_violations", ABSENT))])
         m = a.get("min_eps") or {}
@@ -336,7 +336,7 @@ def _theory(inputs: Inputs) -> list[Block]:
         ("table", ["model", "eps", "rho_adv", "rho_rand", "ratio", "mean abs change (uniform)", "ratio to abs change",
                    "mean abs change (signs)", "ratio (signs)", "acc. attack", "acc. uniform", "acc. signs"], gap_rows),
         ("p", "Input gradient of f (means over samples; zeros and 'small' in percent of entries):"),
-        ("table", ["model", "estimator", "exact zeros", "small", "l1", "l2", "l1/l2", "sqrt(l0)",
+        ("table", ["model", "estimator", "exact zeros", "small", "l1", "l2", "l1/l2", "(l1/l2)^2", "sqrt(l0)",
                    "first-order ratio", "sparsity bound", "Cauchy-Schwarz violations"], grad_rows),
         ("p", "Smallest eps that flips each prediction (bisection; medians over clean-correct samples):"),
         ("table", ["model", "tolerance (attack / noise)", "attack", "uniform noise", "median ratio noise/attack",

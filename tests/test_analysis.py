@@ -71,6 +71,8 @@ def test_gradient_norms_match_the_closed_form_of_a_linear_model():
     assert norms["l0"].item() == 4
     assert norms["l1"].item() == pytest.approx((slope * a.abs().sum()).item(), rel=1e-12)
     assert norms["l2"].item() == pytest.approx((slope * a.norm()).item(), rel=1e-12)
+    assert norms["effective_support"].item() == pytest.approx((a.abs().sum() / a.norm()).item() ** 2, rel=1e-12)
+    assert norms["effective_support"].item() < norms["l0"].item()
     assert cauchy_schwarz_violations(norms) == 0
 
     eps = 0.05

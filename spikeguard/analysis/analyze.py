@@ -236,7 +236,8 @@ def _rows(y, eps, gaps, fos, norms, adv_eps, rand_eps) -> list[dict]:
     for e in eps:
         cols = {**gaps[e], **{f"first_order_{k}": v for k, v in fos[e].items() if k in ("adv", "adv_box")}}
         table = {k: v.tolist() for k, v in cols.items()}
-        grad = {f"grad_{k}": norms[k].tolist() for k in ("zero_fraction", "small_fraction", "l0", "l1", "l2")}
+        grad = {f"grad_{k}": norms[k].tolist() for k in ("zero_fraction", "small_fraction", "l0", "l1", "l2",
+                                                         "effective_support")}
         for i in range(len(y)):
             rows.append({"index": i, "label": int(y[i]), "eps": e,
                          **{k: _cell(v[i]) for k, v in table.items()},

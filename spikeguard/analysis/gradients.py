@@ -30,13 +30,15 @@ def probability_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
 def gradient_norms(g: torch.Tensor, tolerance: float = SMALL_TOLERANCE) -> dict[str, torch.Tensor]:
     """Per-sample norms of g ([N, ...]): zero_fraction (exact zeros), small_fraction (|g_i| <= tolerance *
-    max |g|), l0 (count of non-zeros), l0_fraction (l0 / dims), l1, l2, l1_over_l2, sqrt_l0."""
+    max |g|), l0 (count of non-zeros), l0_fraction (l0 / dims), l1, l2, l1_over_l2, sqrt_l0, and
+    effective_support = (l1 / l2)^2, a scale-free count of the entries that matter (<= l0)."""
     flat = g.flatten(1).double()
     dims = flat.shape[1]
     mag = flat.abs()
     l0 = (mag > 0).sum(1).double()
     l1, l2 = mag.sum(1), flat.norm(dim=1)
     largest = mag.amax(1, keepdim=True)
+    ratio = torch.where(l2 > 0, l1 / l2.clamp_min(1e-300), torch.zeros_like(l1))
     return {
         "zero_fraction": 1 - l0 / dims,
         "small_fraction": (mag <= tolerance * largest).double().mean(1),
@@ -44,8 +46,9 @@ def gradient_norms(g: torch.Tensor, tolerance: float = SMALL_TOLERANCE) -> dict[
         "l0_fraction": l0 / dims,
         "l1": l1,
         "l2": l2,
-        "l1_over_l2": torch.where(l2 > 0, l1 / l2.clamp_min(1e-300), torch.zeros_like(l1)),
+        "l1_over_l2": ratio,
         "sqrt_l0": l0.sqrt(),
+        "effective_support": ratio.pow(2),
     }
 
 
