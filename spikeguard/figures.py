@@ -30,6 +30,12 @@ def _new(ncols: int = 1, nrows: int = 1, size=(6.4, 4.2)):
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+def _legend(ax, fontsize: int = 7) -> None:
+    """A legend only where something is labelled (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     """PNG via a temporary file and a rename, so a crash never leaves a half-written image."""
     buf = io.BytesIO()
@@ -72,7 +78,7 @@ def accuracy_vs_eps(analyses: dict[str, dict], path: Path,
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Accuracy under attack and under random noise")
-    ax.legend(fontsize=6)
+    _legend(ax, 6)
     return _save(fig, path)
 
 
@@ -104,34 +110,36 @@ def gradient_sparsity(per_sample: dict[str, list[dict]], path: Path, tolerance: 
     axes[0][2].set_xlabel("effective support (||g||_1 / ||g||_2)^2")
     for ax in axes[0]:
         ax.set_ylabel("samples")
-        ax.legend(fontsize=7)
+        _legend(ax)
     fig.suptitle("Input-gradient sparsity per sample")
     return _save(fig, path)
 
 
 def ratio_vs_sparsity(analyses: dict[str, dict], path: Path) -> Path:
-    """Measured rho_adv / mean |change| under uniform noise against the gradient's zero fraction, one
-    point per (model, eps), with the first-order bracket of the same ratio as a vertical bar."""
+    """Measured rho_adv / mean |change| under uniform noise against the input gradient's effective support
+    (||g||_1 / ||g||_2)^2 (its l0 count for analyses without it), one point per (model, eps), with the
+    first-order bracket of the same ratio (docs/theory.md, 5) as a vertical bar."""
     fig, axes = _new()
     ax = axes[0][0]
     for i, (label, a) in enumerate(analyses.items()):
-        zero = a.get("gradient", {}).get("zero_fraction")
-        if zero is None:
+        grad = a.get("gradient", {})
+        support = grad.get("effective_support", grad.get("l0"))
+        if support is None:
             continue
         colour = f"C{i % 10}"
-        bracket = a["gradient"].get("first_order_ratio_abs")
+        bracket = grad.get("first_order_ratio_abs")
         if bracket:
-            ax.vlines(zero, bracket[0], bracket[1], color=colour, alpha=0.5, linewidth=6,
+            ax.vlines(support, bracket[0], bracket[1], color=colour, alpha=0.5, linewidth=6,
                       label=f"{label}: first-order bracket")
         for r in a.get("per_eps", []):
             if r.get("ratio_abs") is not None:
-                ax.plot([zero], [r["ratio_abs"]], "o", color=colour)
-                ax.annotate(f"{label}, eps {r['eps']:g}", (zero, r["ratio_abs"]), fontsize=6,
+                ax.plot([support], [r["ratio_abs"]], "o", color=colour)
+                ax.annotate(f"{label}, eps {r['eps']:g}", (support, r["ratio_abs"]), fontsize=6,
                             xytext=(4, 2), textcoords="offset points")
-    ax.set_xlabel("fraction of exact zeros in df/dx (mean over samples)")
+    ax.set_xlabel("effective support (||g||_1 / ||g||_2)^2 of df/dx, mean over samples")
     ax.set_ylabel("rho_adv / mean |change| under uniform noise")
     ax.set_title("Adversarial-to-random ratio against gradient sparsity")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -151,7 +159,7 @@ def firing_rates(analyses: dict[str, dict], path: Path) -> Path:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=30, fontsize=7, ha="right")
     ax.set_ylabel("spikes per neuron per time step")
     ax.set_title("Firing rate per spiking layer")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, path)
 
 
@@ -167,7 +175,7 @@ def training_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
                 ax.plot(*zip(*points), "-", color=f"C{i % 10}", label=label)
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, path)
 
 
