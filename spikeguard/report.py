@@ -84,8 +84,8 @@ def _is_run(path: Path) -> bool:
 
 
 def _run_for(path: Path, inputs: Inputs) -> Run | None:
-    """The run directory ``path`` lies in (itself or up to two levels above), loaded once."""
-    for candidate in [path, *list(path.parents)[:2]]:
+    """The run directory ``path`` is or lies directly in (run/analysis/), loaded once."""
+    for candidate in (path, path.parent):
         if candidate.is_dir() and _is_run(candidate):
             key = candidate.resolve()
             if key not in inputs.runs:
