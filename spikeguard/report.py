@@ -7,6 +7,7 @@ Only what the inputs hold is shown: a missing piece is reported as absent, never
 from __future__ import annotations
 
 import base64
+import csv
 import html as html_lib
 import json
 import os
@@ -121,8 +122,6 @@ def _add_file(path: Path, data: dict, kind: str, inputs: Inputs) -> None:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    import csv
-
     if not path.is_file():
         return []
     with open(path, newline="") as f:
