@@ -74,6 +74,11 @@ class TrainConfig:
     nan_policy: str = "abort"         # on NaN/inf loss or gradients: abort | skip | rollback (docs/reliability.md)
     rollback_lr_factor: float = 0.5   # rollback: multiply the learning rate by this after each rollback
     max_rollbacks: int = 3            # rollback: abort after this many
+    sync_bn: bool = False             # under torchrun: BatchNorm statistics over all processes (CUDA only)
+    bf16: bool = False                # bf16 autocast (spikeguard/speed.py; refused for sr and sr_star)
+    channels_last: bool = False       # channels_last memory layout
+    compile: str = "none"             # torch.compile: none | model | neurons (refused for gr)
+    tf32: bool = False                # allow TF32 matmuls and convolutions on CUDA
 
     def resolved(self) -> TrainConfig:
         """A copy with the data-set defaults filled in and every field checked."""
@@ -133,6 +138,13 @@ class TrainConfig:
             raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
             raise UserError(f"data_dir must be a path, got {self.data_dir!r}")
+        self.speed_options().check(defense=self.defense)
+
+    def speed_options(self):
+        """The one-device speed settings (spikeguard.speed.SpeedOptions)."""
+        from spikeguard.speed import SpeedOptions
+
+        return SpeedOptions(bf16=self.bf16, channels_last=self.channels_last, compile=self.compile, tf32=self.tf32)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -37,7 +37,9 @@ class SpeedOptions:
     compile: str = "none"            # none | model | neurons (the spiking layers' time loops only)
     tf32: bool = False               # allow TF32 on CUDA (Ampere and newer)
 
-    def check(self, device: torch.device, defense: str | None = None) -> None:
+    def check(self, device: torch.device | None = None, defense: str | None = None) -> None:
+        """UserError for a choice that cannot run or would change results beyond speed.py's tolerances;
+        without ``device`` only the device-independent checks."""
         if self.compile not in COMPILE_CHOICES:
             raise UserError(f"unknown compile choice '{self.compile}'; choose from {', '.join(COMPILE_CHOICES)}")
         if self.compile != "none" and defense == "gr":
@@ -46,7 +48,7 @@ class SpeedOptions:
         if self.bf16 and defense in ("sr", "sr_star"):
             raise UserError(f"--bf16 cannot be used with defense '{defense}': bf16 rounds the currents as much as "
                             "the SR finite-difference step moves them")
-        if self.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if self.bf16 and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError("--bf16 needs a GPU with bfloat16 support")
 
 

@@ -41,9 +41,30 @@ from spikeguard.checkpoint import (
 from spikeguard.config import TrainConfig, config_from_dict, load_config_file
 from spikeguard.data import DataSplits, load_dataset
 from spikeguard.defenses import Defense, create_defense, true_class_probability
+from spikeguard.distributed import (
+    all_ranks_true,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    context,
+    decorrelate_ranks,
+    init_distributed,
+    is_main,
+    on_main,
+    rank_batches,
+    sharded_accuracy,
+    wrap_objective,
+)
 from spikeguard.errors import UserError
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 from spikeguard.provenance import code_version
+from spikeguard.speed import (
+    SpeedOptions,
+    autocast,
+    configure_backends,
+    prepare_model,
+    to_memory_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +73,7 @@ PENALISED = ("sr", "sr_star", "gr")  # defenses whose penalty must not be identi
 # Fields --resume may change: none of them alters the trajectory of the weights (epochs stretches the
 # schedule, see resume()).
 RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
-                 "checkpoint_every", "keep_checkpoints")
+                 "checkpoint_every", "keep_checkpoints", "channels_last", "compile")
 
 
 @dataclass
@@ -92,6 +113,9 @@ class RunState:
     best_epoch: int = -1
     seconds: float = 0.0                    # training time spent before this process took over
     clock: float = field(default_factory=time.perf_counter)  # perf_counter() when this process took over
+    # loss(x, y) of the defense on the model as the speed options prepared it, inside DDP under torchrun
+    objective: torch.nn.Module | None = None
+    options: SpeedOptions = field(default_factory=SpeedOptions)
 
     def elapsed(self) -> float:
         return self.seconds + time.perf_counter() - self.clock
@@ -173,16 +197,29 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
     """Train one model as ``cfg`` says into the new run directory ``out``. Python's, NumPy's and torch's
     global random states are seeded with ``cfg.seed`` inside a fork, so the caller's are unchanged."""
     cfg = cfg.resolved()
-    run_dir = prepare_run_dir(out)
-    device = pick_device(cfg.device)
+    _, device = init_distributed(cfg.device)  # under torchrun: join the group; rank 0 alone writes files
+    run_dir = Path(out)
+    on_main(prepare_run_dir, out)
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
+        data = load_data(cfg)
     with seeded_rngs(cfg.seed, device):
         state = build_run(cfg, run_dir, device, data)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, cfg)
-        write_atomic(run_dir / "metrics.jsonl", b"")
+        decorrelate_ranks(state.defense, cfg.seed)
+        on_main(start_run_dir, run_dir, cfg)
         return fit(state, progress)
+
+
+def start_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, cfg)
+    write_atomic(run_dir / "metrics.jsonl", b"")
+
+
+def load_data(cfg: TrainConfig) -> DataSplits:
+    """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
+    args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
+    data = on_main(load_dataset, *args)
+    return data if data is not None else load_dataset(*args)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
@@ -201,11 +238,15 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
         raise UserError(f"run directory '{run_dir}' is not writable")
     cfg = config_from_dict(load_config_file(run_dir / "config.yaml")).resolved()
     path, ckpt = latest_resumable(run_dir)
+    # Under torchrun every rank gets here before any can pass init_distributed below, so none is writing yet;
+    # missing_ok: another rank may have removed the file first.
     for stale in run_dir.glob(".*.tmp"):  # half-written files of the killed process (see checkpoint.py)
         if stale.name.split(".")[1] in ("last", "best", "metrics", "config"):
-            stale.unlink()
+            stale.unlink(missing_ok=True)
     saved = ckpt.get("config", {})
-    differ = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_FIELDS and saved.get(k) != v)
+    defaults = TrainConfig().to_dict()  # a field added since the checkpoint was written had its default then
+    differ = sorted(k for k, v in cfg.to_dict().items()
+                    if k not in RESUME_FIELDS and saved.get(k, defaults[k]) != v)
     if differ:
         raise UserError(f"config.yaml in '{run_dir}' differs from its checkpoint in {', '.join(differ)}; "
                         "a resumed run keeps the settings it was started with")
@@ -218,16 +259,18 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
             raise UserError(f"--epochs {epochs} is fewer than the {ckpt['epoch']} epochs '{run_dir}' has finished")
         changes["epochs"] = epochs
     cfg = config_from_dict(changes, base=cfg).resolved()
-    device = pick_device(cfg.device)
+    _, device = init_distributed(cfg.device)
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
+        data = load_data(cfg)
     with seeded_rngs(cfg.seed, device):
         state = build_run(cfg, run_dir, device, data)
         restore(state, ckpt)
         if cfg.epochs != saved.get("epochs"):
             stretch_schedule(state)
-        write_config(run_dir, cfg)
-        keep_metrics_up_to(run_dir, state.epoch)
+        # ranks > 0 continue on fresh rank-local streams: a checkpoint holds rank 0's only
+        decorrelate_ranks(state.defense, cfg.seed + 1 + state.epoch * 100_003 + state.step)
+        on_main(write_config, run_dir, cfg)
+        on_main(keep_metrics_up_to, run_dir, state.epoch)
         log.info("resuming %s from %s: epoch %d, step %d", run_dir, path.name, state.epoch, state.step)
         return fit(state, progress)
 
@@ -259,8 +302,13 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
                              attack=cfg.attack, beta=cfg.beta, seed=cfg.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    options = cfg.speed_options()
+    options.check(device, cfg.defense)
+    configure_backends(options)
+    # the speed options and SyncBatchNorm keep the model's parameter objects, so the optimiser holds them still
+    objective = wrap_objective(prepare_model(model, options), defense, device, sync_bn=cfg.sync_bn)
     return RunState(cfg, run_dir, device, data, spec, model, optimizer, scheduler, defense,
-                    shuffle=torch.Generator().manual_seed(cfg.seed))
+                    shuffle=torch.Generator().manual_seed(cfg.seed), objective=objective, options=options)
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -280,8 +328,9 @@ def fit(state: RunState, progress: bool) -> TrainResult:
             roll_back(state, str(fault), start)
             continue
         end_epoch(state, stats_x, stats_y)
-    best = read_checkpoint(state.run_dir / "best.pt")
-    state.model.load_state_dict(best["model"])
+    barrier()
+    if is_main():  # the other ranks return their last weights (best.pt may live on rank 0's node only)
+        state.model.load_state_dict(read_checkpoint(state.run_dir / "best.pt")["model"])
     state.model.eval()
     return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
 
@@ -305,6 +354,8 @@ def epoch_loader(state: RunState) -> DataLoader:
     generator keeps DataLoader from drawing its worker seed from the global generator mid-epoch."""
     b = state.cfg.batch_size
     rest = state.order[state.step * b:].tolist()
+    if context().distributed:  # each rank takes its share of every global batch; steps count global batches
+        return DataLoader(state.data.train, batch_sampler=rank_batches(rest, b, drop_last(len(state.data.train), b)))
     return DataLoader(state.data.train, batch_size=b, sampler=rest, drop_last=drop_last(len(state.data.train), b),
                       generator=torch.Generator().manual_seed(state.cfg.seed + state.epoch))
 
@@ -321,7 +372,7 @@ def run_epoch(state: RunState, progress: bool) -> None:
     state.model.train()
     # disable=None: bars on a terminal only, so logs stay readable
     batches = tqdm(epoch_loader(state), desc=f"{cfg.defense} epoch {state.epoch + 1}/{cfg.epochs}", leave=False,
-                   initial=state.step, total=steps, disable=None if progress else True)
+                   initial=state.step, total=steps, disable=None if progress and is_main() else True)
     for x, y in batches:
         train_step(state, x, y)
         state.step += 1
@@ -331,10 +382,13 @@ def run_epoch(state: RunState, progress: bool) -> None:
 
 def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
     x, y = x.to(state.device), y.to(state.device)
-    loss, parts = state.defense.loss(state.model, x, y)
+    with autocast(state.device, state.options.bf16):
+        loss, parts = state.objective(to_memory_format(x, state.options), y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     fault = numerical_fault(loss, x, state.model)
+    if context().distributed and not all_ranks_true(fault is None, state.device):  # every rank acts alike
+        fault = fault or "the input, loss or gradients of another process hold NaN or inf"
     if fault is not None:
         handle_fault(state, fault)
         return
@@ -423,17 +477,22 @@ def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> 
         raise UserError(f"every step of epoch {epoch} was skipped; lower --lr or --lamb, raise --h, or check the data")
     lr = state.optimizer.param_groups[0]["lr"]
     state.scheduler.step()
-    val_acc = accuracy(state.model, state.data.val, 256, state.device)
+    if context().distributed:  # rank 0's BatchNorm statistics (what it saves), the metrics averaged over ranks
+        broadcast_buffers(state.model)
+        state.sums = {k: all_reduce_sum(state.sums[k].clone()) / context().world_size for k in sorted(state.sums)}
+        val_acc = sharded_accuracy(state.model, state.data.val, 256, state.device)
+    else:
+        val_acc = accuracy(state.model, state.data.val, 256, state.device)
     record = {"epoch": epoch, "lr": lr, **{k: float(v) / state.taken for k, v in state.sums.items()},
               "val_accuracy": val_acc, **input_gradient_stats(state.model, stats_x, stats_y),
               "skipped_steps": state.skipped, "rollbacks": state.rollbacks, "seconds": state.elapsed()}
     record.setdefault("penalty", 0.0)
     collapsed = collapse(state, record)
     state.epoch, state.step, state.order, state.val_accuracy = epoch, 0, None, val_acc
-    append_metrics(state.run_dir, record)
+    on_main(append_metrics, state.run_dir, record)
     if val_acc > state.best_acc:  # best.pt before last.pt: a crash between them replays this epoch
         state.best_acc, state.best_epoch = val_acc, epoch
-        save_checkpoint(state.run_dir / "best.pt", {**describe(state), "model": state.model.state_dict()})
+        on_main(save_checkpoint, state.run_dir / "best.pt", {**describe(state), "model": state.model.state_dict()})
     checkpoint(state)
     if collapsed:
         raise UserError(collapsed)
@@ -554,7 +613,7 @@ def _cpu_copy(obj: Any) -> Any:
 
 def checkpoint(state: RunState) -> None:
     try:
-        save_rotating(state.run_dir, capture(state), state.cfg.keep_checkpoints)
+        on_main(lambda: save_rotating(state.run_dir, capture(state), state.cfg.keep_checkpoints))
     except UserError as e:
         raise UserError(f"{e}; after freeing space: spikeguard train --resume {state.run_dir}") from None
 
