@@ -15,8 +15,11 @@ How the comparison is made exact:
   FGSM (RAT) and the SR / GR passes are deterministic.
 """
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -24,6 +27,7 @@ import torch.multiprocessing as mp
 from conftest import tiny_spec
 from torch.nn.parallel import DistributedDataParallel
 
+from spikeguard.checkpoint import read_checkpoint
 from spikeguard.defenses import create_defense
 from spikeguard.distributed import (
     DistContext,
@@ -216,3 +220,30 @@ def test_bad_launch_settings_are_user_errors(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "29500")
     with pytest.raises(UserError, match="cuda:LOCAL_RANK"):
         init_distributed("cuda:1")
+
+
+def _spikeguard(*args, nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "spikeguard"]
+    if nproc > 1:  # torchrun, as a user would start it
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                  "-m", "spikeguard"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launch, *args], check=False, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_torchrun_training_writes_once_and_resumes_at_another_world_size(tmp_path):
+    run = tmp_path / "run"
+    done = _spikeguard("train", "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--time-steps", "2",
+                       "--device", "cpu", "--checkpoint-every", "5", "--no-progress", "--out", str(run), nproc=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1]  # one line: rank 1 wrote nothing
+    assert metrics[0]["val_accuracy"] > 0.3  # it learned (chance is 0.1)
+    first = read_checkpoint(run / "last.pt")
+    assert first["epoch"] == 1 and first["step"] == 0
+
+    done = _spikeguard("train", "--resume", str(run), "--epochs", "2", "--no-progress")  # one process now
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert read_checkpoint(run / "last.pt")["epoch"] == 2
