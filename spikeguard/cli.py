@@ -50,24 +50,39 @@ def train(
                                                    help="Also checkpoint every N steps within an epoch (0: off)."),
     keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept."),
     nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm "
+                                           "statistics over all processes."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (not for sr, sr_star)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="channels_last memory layout."),
+    compile_: Optional[str] = typer.Option(None, "--compile", help="torch.compile: none | model | neurons "
+                                          "(the spiking layers' time loops; not for gr)."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 on CUDA (off by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt."""
+    """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
+    torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
     from spikeguard.config import config_from_dict, load_config_file
+    from spikeguard.distributed import close_distributed, is_main
     from spikeguard.train import prepare_run_dir, resume as resume_training, train as run_training
 
     kept = _overrides(device=device, data_dir=data_dir, download=download, nan_policy=nan_policy,
-                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints)
+                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                      channels_last=channels_last, compile=compile_)
     if resume is not None:
         changed = _overrides(out=out, config=config, dataset=dataset, model=model, defense=defense, lamb=lamb, h=h,
                              eps=eps, alpha=alpha, steps=steps, attack=attack, batch_size=batch_size, lr=lr,
-                             time_steps=time_steps, tau=tau, encoder=encoder, seed=seed)
+                             time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, sync_bn=sync_bn, bf16=bf16,
+                             tf32=tf32)
         if changed:
             flag = next(iter(changed)).replace("_", "-")
             raise UserError(f"--resume continues a run with its own settings; --{flag} cannot be changed (allowed: "
                             "--epochs, --device, --data-dir, --download, --nan-policy, --checkpoint-every, "
-                            "--keep-checkpoints)")
-        result = resume_training(resume, epochs=epochs, progress=progress, **kept)
+                            "--keep-checkpoints, --channels-last, --compile)")
+        try:
+            result = resume_training(resume, epochs=epochs, progress=progress, **kept)
+        finally:
+            close_distributed()
     else:
         if out is None:
             raise UserError("train needs --out NEW_RUN_DIR, or --resume RUN_DIR to continue a run")
@@ -75,11 +90,16 @@ def train(
         values = load_config_file(config) if config else {}
         values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
                                  steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, **kept))
+                                 time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, sync_bn=sync_bn,
+                                 bf16=bf16, tf32=tf32, **kept))
         cfg = config_from_dict(values).resolved()
-        result = run_training(cfg, out, progress=progress)
-    typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
-               f"run in {result.run_dir}")
+        try:
+            result = run_training(cfg, out, progress=progress)
+        finally:
+            close_distributed()
+    if is_main():
+        typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
+                   f"run in {result.run_dir}")
 
 
 @app.command()

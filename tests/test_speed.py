@@ -106,3 +106,16 @@ def test_tf32_is_off_unless_asked():
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--defense", "sr", "--lamb", "0.1", "--bf16"], "--bf16 cannot be used with defense 'sr'"),
+    (["--defense", "gr", "--lamb", "0.1", "--compile", "model"], "--compile cannot be used with defense 'gr'"),
+    (["--compile", "fast"], "unknown compile choice"),
+])
+def test_train_refuses_speed_flags_that_would_change_results(tmp_path, capsys, flags, message):
+    from spikeguard.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
