@@ -113,7 +113,6 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tup
     return DistContext(rank, world, local, backend), target
 
 
-
 def close_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
