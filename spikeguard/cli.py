@@ -108,7 +108,8 @@ def evaluate(
     suite: Optional[str] = typer.Option(None, "--suite", help="paper | strong | quick, or a suite YAML file."),
     eps: Optional[str] = typer.Option(None, help="l-inf radius in pixel scale, e.g. 0.03 or 8/255 (default: the "
                                       "training eps)."),
-    n: Optional[int] = typer.Option(None, help="Evaluate the first N test samples (default: all)."),
+    n: Optional[int] = typer.Option(None, "--n", "--num-samples", help="Evaluate the first N test samples "
+                                    "(default: all). Under torchrun write --num-samples: torchrun reads --n."),
     batch_size: int = typer.Option(256, "--batch-size"),
     seed: int = typer.Option(0),
     source: Optional[str] = typer.Option(None, "--source", help="Transfer source: a checkpoint or "
@@ -133,9 +134,19 @@ def evaluate(
 ) -> None:
     """Attack a model with a suite: per-sample worst case over attacks and backward estimators, with
     EoT for stochastic models, black-box and random baselines, and sanity flags."""
-    from spikeguard.train import pick_device
+    from spikeguard.distributed import close_distributed, init_distributed, launched_distributed
 
-    target_device = pick_device(device)
+    distributed = launched_distributed()  # under torchrun: shard the batches over the ranks
+    ctx, target_device = init_distributed(device)
+    try:
+        _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dataset, model, eot_draws,
+                  eps_sweep, verify, data_dir, download, out, target_device, progress, distributed, ctx.is_main)
+    finally:
+        close_distributed()
+
+
+def _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dataset, model, eot_draws, eps_sweep,
+              verify, data_dir, download, out, target_device, progress, distributed, main_rank) -> None:
     if verify is not None:
         from spikeguard.evaluation.verify import verify as run_verify
 
@@ -167,7 +178,10 @@ def evaluate(
     source_model = load_source(source, target) if source else None
     results, rows = run_evaluation(target.model, target.test, chosen, eps_value, num_classes=target.num_classes,
                                    n=n, batch_size=batch_size, seed=seed, device=target_device, draws=eot_draws,
-                                   source=source_model, eps_sweep=eps_sweep, progress=progress)
+                                   source=source_model, eps_sweep=eps_sweep, progress=progress and main_rank,
+                                   distributed=distributed)
+    if not main_rank:
+        return
     record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": model_fn, "source": source,
               **results, "suite_spec": chosen.raw, "code_version": code_version(),

@@ -1,5 +1,6 @@
 """`spikeguard demo`: train small SNNs on the embedded digits data with each defense, attack each one on
-the test split with the `quick` attack suite, and write results.json and summary.md.
+the test split with the `quick` attack suite, and write results.json, summary.md (the demo's verdict and
+how its settings were chosen) and report.md (``spikeguard report`` over the runs, with figures).
 
 The demo's eps, lambda and epochs come from ``demo_selection.json``, written by
 experiments/select_demo_settings.py from the validation split only (never test).
@@ -16,6 +17,7 @@ from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
 from spikeguard.errors import UserError
 from spikeguard.evaluation import evaluate, load_suite, write_results
+from spikeguard.report import write_report
 from spikeguard.results import print_table, write_json, write_text
 from spikeguard.train import prepare_run_dir, train
 
@@ -76,11 +78,12 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
               f"{evaluation['ensemble_accuracy']:.3f} (trained in {run.seconds:.0f}s, attacked in "
               f"{evaluation['seconds']:.0f}s)", flush=True)
     write_text(out / "summary.md", demo_report(results, selection))
+    write_report([out / "runs"], out / "report.md")  # tables, flags, figures and configs of every run
     table = {name: {"clean": m["clean_accuracy"], **m["attacks"], "worst case": m["ensemble_accuracy"]}
              for name, m in results["models"].items()}
     print_table(table, title=f"digits test split (n={results['n_test']}), eps {chosen['eps']:g}, suite {suite.name}")
     print(f"Does SR beat vanilla under attack? {_verdict(results['models'], results['n_test'])}")
-    print(f"wrote {out / 'results.json'} and {out / 'summary.md'}")
+    print(f"wrote {out / 'results.json'}, {out / 'summary.md'} and {out / 'report.md'}")
     return results
 
 

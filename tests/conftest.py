@@ -6,6 +6,10 @@ import torch
 from spikeguard.data import load_dataset
 from spikeguard.models import ModelSpec, create_model
 
+# Tiny models gain nothing from a second thread, and on a busy machine two threads per process spin
+# against each other (several-fold slower); subprocess tests set OMP_NUM_THREADS=1 for the same reason.
+torch.set_num_threads(1)
+
 
 def tiny_spec(**kw) -> ModelSpec:
     base = dict(name="digits_cnn", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.4,),

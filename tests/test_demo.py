@@ -51,6 +51,8 @@ def test_demo_summary_has_every_section(demo_out):
         assert section in report
     assert "| vanilla |" in report and "| sr |" in report
     assert (demo_out / "runs" / "sr" / "best.pt").is_file()
+    full = (demo_out / "report.md").read_text()
+    assert "vanilla" in full and "sr" in full and "fgsm" in full.lower()
 
 
 def test_demo_selection_was_made_on_validation_only():

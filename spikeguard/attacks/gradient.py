@@ -97,7 +97,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
             x_adv = _project(x_adv + alpha * grad.sign(), x, eps)
         return x_adv
     best = x.clone()
-    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
     broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for restart in range(max(restarts, 1)):
         todo = (~broken).nonzero().squeeze(1)
@@ -125,7 +125,7 @@ def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
     """One PGD run with per-sample best tracking and early stop; returns (best, best_loss, broken)."""
     x_adv = (x + delta).clamp(0, 1)
     best = x_adv.clone()
-    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
+    best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
     broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     active = torch.arange(x.shape[0], device=x.device)
     for step in range(steps + 1):

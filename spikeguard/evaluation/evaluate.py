@@ -32,8 +32,12 @@ def check_eps(eps: float) -> float:
 def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
              batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
              source: nn.Module | None = None, eps_sweep: bool = False, progress: bool = True,
-             batches=None) -> tuple[dict, list[dict]]:
-    """(results without file names, per-sample rows). See runner.py for how outcomes are scored."""
+             batches=None, distributed: bool = False) -> tuple[dict, list[dict]]:
+    """(results without file names, per-sample rows). See runner.py for how outcomes are scored.
+
+    ``distributed``: inside a torch.distributed process group, each rank attacks a contiguous block of
+    the batches and the rows are gathered on every rank. Batches are seeded by their number, so the
+    merged result equals a single-process run."""
     eps = check_eps(eps)
     if n is not None and n < 1:
         raise UserError(f"n must be at least 1, got {n}")
@@ -44,13 +48,26 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
     if len(dataset) == 0:
         raise UserError("the evaluation split is empty")
     start = time.perf_counter()
+    if distributed:
+        from spikeguard.distributed import shard_indices
+
+        total = math.ceil(min(n or len(dataset), len(dataset)) / batch_size)
+        batches = shard_indices(total)
     rows, facts = run_suite(model, dataset, suite, eps, num_classes=num_classes, n=n, batch_size=batch_size,
                             seed=seed, device=device, draws=draws, source=source, batches=batches,
                             progress=progress)
+    if distributed:
+        from spikeguard.distributed import gather_objects
+
+        parts = gather_objects((rows, facts))
+        rows = [row for part_rows, _ in parts for row in part_rows]
+        facts = {**facts, "ranks": len(parts),  # seconds summed over ranks: the compute spent, not wall time
+                 "seconds": {k: sum(f["seconds"][k] for _, f in parts) for k in facts["seconds"]}}
     labels = attack_labels(suite, rows)
     rows = finish_rows(rows, labels)
     results = {"suite": suite.name, "eps": eps, "seed": seed, "n": len(rows), "batch_size": batch_size,
                "cascade": suite.cascade, "stochastic": facts["stochastic"], "eot_draws": facts["draws"],
+               "ranks": facts.get("ranks", 1),
                **summarize(rows, suite, labels, eps, facts["seconds"])}
     results["gradient_check"] = _gradient_check(rows, facts["gradient_estimators"])
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
