@@ -52,14 +52,20 @@ def resolve(names: str | Sequence[str]) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def under(model: nn.Module, name: str) -> Iterator[nn.Module]:
+def under(model: nn.Module, name: str, cache: dict | None = None) -> Iterator[nn.Module]:
     """The model to attack with member ``name``: the model itself with every spiking layer switched (and
-    restored afterwards), or its BPDA wrapper for ``ann``. A model without spiking layers (an external
-    ANN) has one gradient only: every member yields the model unchanged."""
+    restored afterwards), or its BPDA wrapper for ``ann`` (kept in ``cache`` when given: building the twin
+    copies the model). A model without spiking layers (an external model) has one gradient only: every
+    member yields the model unchanged."""
     if not spiking_layers(model):
         yield model
     elif name == ANN:
-        yield BPDAModel(model)
+        if cache is None:
+            yield BPDAModel(model)
+        else:
+            if id(model) not in cache:
+                cache[id(model)] = BPDAModel(model)
+            yield cache[id(model)]
     else:
         with estimator(model, name):
             yield model

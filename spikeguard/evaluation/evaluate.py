@@ -80,7 +80,8 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
         results["eps_sweep"] = sweep(model, dataset, suite, eps, num_classes, facts, seed, device, progress)
         found += flags.sweep_flags(results["eps_sweep"], num_classes, min(facts["n"], 200))
     results["flags"] = found
-    notes = []
+    notes = [] if runner.native else ["external model: attacked through its own backward pass, so the "
+                                      "estimator bank does not apply (one member stands for all)"]
     if facts["stochastic"]:
         notes.append(f"stochastic model: gradients averaged over {facts['draws']} draws (EoT) and accuracy "
                      f"averaged over {facts['draws']} draws")
@@ -111,7 +112,7 @@ def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, devic
         idx = (score >= BROKEN).nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        with eval_mode(runner.model), bank.under(runner.model, member) as target:
+        with eval_mode(runner.model), bank.under(runner.model, member, runner.twins) as target:
             x_adv = pgd(target, batch.x[idx], batch.y[idx], 1.0, 2.5 / steps, steps, generator=generator,
                         draws=runner.draws)
         score[idx] = torch.minimum(score[idx], runner.score(x_adv, batch.y[idx]))

@@ -26,6 +26,7 @@ from spikeguard.attacks.noise import NOISES
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.stochastic import correct_fraction, is_stochastic
 from spikeguard.evaluation.suites import AttackSpec, Suite
+from spikeguard.snn import spiking_layers
 
 BROKEN = 0.5  # a score below this counts as broken (for a stochastic model: wrong on most draws)
 
@@ -107,7 +108,15 @@ class SuiteRunner:
         self.seconds: dict[str, float] = {spec.label: 0.0 for spec in suite.attacks}
         if source is not None:
             self.seconds["transfer"] = 0.0
-        self.gradient_estimators = tuple(dict.fromkeys(e for s in suite.attacks if s.white_box for e in s.estimators))
+        self.twins: dict = {}  # BPDA wrappers, built once per model
+        # A model without spikeguard spiking layers (an external one) has its own backward only: one member
+        # stands for all, instead of repeating the same attack under every name.
+        self.native = bool(spiking_layers(model))
+        self.gradient_estimators = tuple(dict.fromkeys(e for s in suite.attacks if s.white_box
+                                                       for e in self.members(s)))
+
+    def members(self, spec: AttackSpec) -> tuple[str, ...]:
+        return spec.estimators if self.native else spec.estimators[:1]
 
     def score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return correct_fraction(self.model, x, y, self.draws)
@@ -163,14 +172,14 @@ class SuiteRunner:
             for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
                 row[f"{spec.label}|mean"] = mean
             return self._record(spec.label, {"draws": worst}, ["draws"], clean, rows)
-        members = spec.estimators or ("",)
+        members = self.members(spec) or ("",)
         standing = clean.clone()
         results = {}
         for member in members:
             idx = ((standing if self.suite.cascade else clean) >= BROKEN).nonzero().squeeze(1)
             scores = clean.clone()
             if idx.numel():
-                context = bank.under(self.model, member) if member else _plain(self.model)
+                context = bank.under(self.model, member, self.twins) if member else _plain(self.model)
                 with eval_mode(self.model), context as target:
                     x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes)
                 x_adv = within_budget(x_adv, x[idx], eps, spec.norm)
@@ -183,7 +192,7 @@ class SuiteRunner:
         steps = self.suite.transfer["steps"]
         results = {}
         for member in self.suite.transfer["estimators"]:
-            with eval_mode(self.source), bank.under(self.source, member) as target:
+            with eval_mode(self.source), bank.under(self.source, member, self.twins) as target:
                 x_adv = pgd(target, x, y, self.eps, 2.5 * self.eps / steps, steps, generator=generator)
             results[member] = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y))
         self._record("transfer", results, list(results), clean, rows)
@@ -193,7 +202,7 @@ class SuiteRunner:
         an attack that starts there sees nothing (masked gradients)."""
         zero = [[] for _ in rows]
         for member in self.gradient_estimators:
-            with eval_mode(self.model), bank.under(self.model, member) as target:
+            with eval_mode(self.model), bank.under(self.model, member, self.twins) as target:
                 grad, _ = input_gradient(target, x, y, self.draws)
             for i, flat in enumerate((grad.flatten(1) == 0).all(1).tolist()):
                 if flat:
