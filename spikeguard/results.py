@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,4 +40,5 @@ def print_table(rows: dict[str, dict[str, float]], title: str) -> None:
         table.add_column(column, justify="right")
     for name, r in rows.items():
         table.add_row(name, *(f"{100 * r[c]:.1f}" if c in r else "-" for c in columns))
-    Console().print(table)
+    # rich assumes 80 columns when output is not a terminal, which truncates attack names in logs
+    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
