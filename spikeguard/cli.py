@@ -167,6 +167,8 @@ def _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dat
         raise UserError("evaluate needs --suite (paper, strong, quick or a YAML file)")
     if out is None:
         raise UserError("evaluate needs --out results.json")
+    if out.suffix.lower() == ".csv":
+        raise UserError("--out names the results JSON; its per-sample CSV is written beside it, so use .json")
     if out.exists() or out.with_suffix(".csv").exists():
         raise UserError(f"output '{out}' (or its .csv) already exists; choose a new --out")
     chosen = load_suite(suite)

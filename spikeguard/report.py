@@ -271,11 +271,15 @@ def _attack_tables(inputs: Inputs) -> list[Block]:
                  _pct(a.get("accuracy")), _num(a.get("seconds"), ".1f")] for a in attacks]
         blocks.append(("table", ["attack", "norm", "eps", "estimators", "params", "accuracy", "seconds"], rows)
                       if rows else ("p", "Absent: the results list no attacks."))
-        estimators = sorted({e for a in attacks for e in (a.get("accuracy_per_estimator") or {})})
+        # suite order, not alphabetical: in a cascade each column is the worst case up to that estimator
+        estimators = list(dict.fromkeys(e for a in attacks for e in (a.get("accuracy_per_estimator") or {})))
+        cumulative = any("cumulative" in str((a.get("params") or {}).get("per_estimator", "")) for a in attacks)
         if estimators:
             rows = [[str(a.get("name", ABSENT)), *(_pct((a.get("accuracy_per_estimator") or {}).get(e))
                                                    for e in estimators)] for a in attacks]
-            blocks += [("p", "Accuracy per backward estimator (percent):"),
+            blocks += [("p", "Accuracy per backward estimator (percent"
+                        + ("; cumulative, in cascade order: each column is the worst case over it and the "
+                           "columns to its left" if cumulative else "") + "):"),
                        ("table", ["attack", *estimators], rows)]
     return blocks
 

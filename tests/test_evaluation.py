@@ -197,15 +197,58 @@ def test_strongest_examples_lower_the_true_class_probability(tiny_model, digits_
 
 # --- stochastic models -----------------------------------------------------------------------------------
 
+class NoisyCentroids(nn.Module):
+    """A stochastic classifier: nearest class mean of the training images, Gaussian noise on the logits
+    at every forward pass."""
+
+    def __init__(self, x_train, y_train, sigma: float = 2.0):
+        super().__init__()
+        mu = torch.stack([x_train[y_train == c].flatten(1).mean(0) for c in range(10)])
+        self.register_buffer("mu", mu)
+        self.sigma = sigma
+
+    def clean(self, x):
+        return 2 * (x.flatten(1) @ self.mu.T - (self.mu ** 2).sum(1) / 2)
+
+    def forward(self, x):
+        logits = self.clean(x)
+        return logits + self.sigma * torch.randn_like(logits)
+
+
 def test_a_stochastic_model_is_detected_and_attacked_with_eot(tiny_model, digits):
     tiny_model.encoder = PoissonEncoder(tiny_model.time_steps)
     results, rows = run(tiny_model, digits, n=12)
     assert results["stochastic"] and results["eot_draws"] == 3
-    assert any("EoT" in note for note in results["notes"]) and not results["flags"] or \
-        all(f["name"] != "stochastic_without_eot" for f in results["flags"])
-    assert any(0 < r["clean_correct"] < 1 for r in rows) or all(r["clean_correct"] in (0, 1) for r in rows)
+    assert any("EoT" in note for note in results["notes"])
+    assert "stochastic_without_eot" not in {f["name"] for f in results["flags"]}
     one, _ = run(tiny_model, digits, n=12, draws=1)
     assert "stochastic_without_eot" in {f["name"] for f in one["flags"]}
+
+
+def test_partly_correct_samples_of_a_stochastic_model_are_attacked(digits, digits_tensors):
+    (x_train, y_train), _ = digits_tensors
+    suite = suite_from_dict({"eot_draws": 8, "checks": {"unbounded_n": 0},
+                             "attacks": [{"attack": "pgd", "steps": 5, "estimators": ["triangle:1"]}]})
+    results, rows = evaluate(NoisyCentroids(x_train, y_train), digits.test, suite, 1.0, num_classes=10, n=40,
+                             progress=False)
+    assert results["stochastic"] and [r for r in rows if 0 < r["clean_correct"] < 0.5]  # planted by the noise
+    # eps = 1 allows any image: attacking every sample with a correct draw left, partly correct ones
+    # included, drives the ensemble to (nearly) zero
+    assert all(r["pgd-5"] <= r["clean_correct"] for r in rows)
+    assert results["ensemble_accuracy"] < 0.05
+
+
+def test_eot_pgd_beats_single_draw_pgd_on_a_stochastic_model(digits_tensors):
+    (x_train, y_train), (x, y) = digits_tensors
+    model, x, y = NoisyCentroids(x_train, y_train), x[:60], y[:60]
+
+    def correct_fraction(inputs):
+        return torch.stack([(model(inputs).argmax(1) == y).float() for _ in range(50)]).mean().item()
+
+    torch.manual_seed(1)
+    single = pgd(model, x, y, 0.1, 0.02, 10, generator=torch.Generator().manual_seed(0), draws=1)
+    eot = pgd(model, x, y, 0.1, 0.02, 10, generator=torch.Generator().manual_seed(0), draws=8)
+    assert correct_fraction(eot) < correct_fraction(single) - 0.05
 
 
 # --- flags -----------------------------------------------------------------------------------------------
@@ -293,6 +336,9 @@ def test_shipped_suites_load():
     ({"attacks": [{"attack": "apgd-ce", "norm": "l2"}]}, "own 'eps'"),
     ({"attacks": []}, "no attacks"),
     ({"attacks": [{"attack": "fgsm"}], "extra": 1}, "unknown key"),
+    ({"attacks": [{"attack": "fgsm", "label": "clean_correct"}]}, "reserved"),
+    ({"attacks": [{"attack": "fgsm", "label": "a|b"}]}, "reserved"),
+    ({"attacks": [{"attack": "pgd", "survivors_only": True}]}, "survivors_only"),
 ])
 def test_bad_suites_are_refused(bad, message):
     with pytest.raises(UserError, match=message):
@@ -344,7 +390,8 @@ def test_evaluate_writes_results_csv_and_verifies(digits_run, fast_suite_file, t
     assert "verified" in capsys.readouterr().out
     # a tampered outcome is caught (every batch is re-run when there are only two)
     csv_path = out.parent / results["per_sample"]
-    rows = csv_path.read_text().splitlines()
+    original_csv = csv_path.read_text()
+    rows = original_csv.splitlines()
     header = rows[0].split(",")
     for i in range(1, len(rows)):
         cells = rows[i].split(",")
@@ -353,6 +400,20 @@ def test_evaluate_writes_results_csv_and_verifies(digits_run, fast_suite_file, t
     csv_path.write_text("\n".join(rows) + "\n")
     assert main(["evaluate", "--verify", str(out), "--no-progress"]) == 1
     assert "verification failed" in capsys.readouterr().err
+    # so is a summary number that does not follow from the CSV
+    csv_path.write_text(original_csv)
+    edited = {**results, "ensemble_accuracy": 0.99}
+    out.write_text(json.dumps(edited))
+    assert main(["evaluate", "--verify", str(out), "--no-progress"]) == 1
+    assert "ensemble_accuracy" in capsys.readouterr().err
+    # malformed files are one line and exit 2
+    out.write_text("5")
+    assert "not a spikeguard results file" in one_line_error(capsys, ["evaluate", "--verify", str(out)])
+    out.write_text(json.dumps(results))
+    csv_path.write_text("index,label\nx,1\n")
+    assert "cannot be read" in one_line_error(capsys, ["evaluate", "--verify", str(out)])
+    csv_path.unlink()
+    assert "cannot be read" in one_line_error(capsys, ["evaluate", "--verify", str(out)])
 
 
 def test_evaluate_an_external_model(tmp_path, fast_suite_file, monkeypatch):
@@ -382,6 +443,8 @@ def test_bad_evaluation_input_is_one_line_and_exit_2(digits_run, tmp_path, capsy
     assert "unknown estimator" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", str(bad), *out])
     assert "eps" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", "quick", "--eps", "-0.1", *out])
     assert "needs --suite" in one_line_error(capsys, ["evaluate", str(digits_run), *out])
+    assert "use .json" in one_line_error(capsys, ["evaluate", str(digits_run), "--suite", "quick", "--out",
+                                                  str(tmp_path / "r.csv")])
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mods.py").write_text("def three():\n    return 3\n")
     assert "cannot import" in one_line_error(capsys, ["evaluate", "--model-fn", "no_such_pkg.mod:f", "--dataset",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import warnings
 from typing import Iterator
 
 import torch
@@ -36,8 +38,17 @@ def _library():
 def _seeded(generator: torch.Generator | None, device: torch.device) -> Iterator[int]:
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), contextlib.redirect_stdout(io.StringIO()):
-        yield seed
+    quiet = io.StringIO()  # the library prints and logs its own progress and warnings
+    logger = logging.getLogger("auto-attack")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with torch.random.fork_rng(devices=cuda), contextlib.redirect_stdout(quiet), \
+                contextlib.redirect_stderr(quiet), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield seed
+    finally:
+        logger.setLevel(level)
 
 
 def target_classes(num_classes: int) -> int:
@@ -56,12 +67,13 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_
          steps: int = 100, restarts: int = 1, norm: str = "linf", draws: int = 1,
          generator: torch.Generator | None = None) -> torch.Tensor:
     """APGD on the cross-entropy (``loss="ce"``) or untargeted DLR (``"dlr"``); ``draws`` > 1 is the
-    library's EoT (gradients averaged over draws)."""
+    library's EoT (gradients averaged over draws). For a stochastic model the library's own success test
+    (one draw) is unreliable, so every sample is attacked and its highest-loss point returned."""
     _, APGDAttack, *_ = _library()
     with _seeded(generator, x.device) as seed:
         attack = APGDAttack(model, n_iter=steps, norm=_norm(norm), n_restarts=restarts, eps=eps, seed=seed,
                             loss=loss, eot_iter=draws, device=x.device)
-        return attack.perturb(x, y).detach()
+        return attack.perturb(x, y, best_loss=draws > 1).detach()
 
 
 def apgd_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int,
@@ -97,12 +109,18 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, nu
 
 
 def autoattack_standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, num_classes: int,
-                        norm: str = "linf", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square 5000) with the right number of target classes."""
+                        norm: str = "linf", draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square 5000) with the right number of target classes;
+    for a stochastic model (``draws`` > 1) its authors' version for randomised defenses (APGD-CE and
+    APGD-DLR with EoT over ``draws``)."""
     AutoAttack, *_ = _library()
     with _seeded(generator, x.device) as seed:
-        attack = AutoAttack(model, eps=eps, norm=_norm(norm), seed=seed, version="standard", device=x.device)
-        attack.apgd_targeted.n_target_classes = target_classes(num_classes)
-        attack.fab.n_target_classes = target_classes(num_classes)
+        if draws > 1:
+            attack = AutoAttack(model, eps=eps, norm=_norm(norm), seed=seed, version="rand", device=x.device)
+            attack.apgd.eot_iter = draws
+        else:
+            attack = AutoAttack(model, eps=eps, norm=_norm(norm), seed=seed, version="standard", device=x.device)
+            attack.apgd_targeted.n_target_classes = target_classes(num_classes)
+            attack.fab.n_target_classes = target_classes(num_classes)
         x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=max(len(x), 1))
         return x_adv.detach()

@@ -29,30 +29,31 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   draws: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1,
+                   per_draw: bool = False):
     """(gradient of the summed cross-entropy w.r.t. x, logits). Parameters get no .grad.
 
     With ``draws`` > 1 (EoT, for stochastic models) the gradient is the mean of the per-draw gradients and
-    the logits are the mean of the per-draw logits."""
+    the logits are the mean of the per-draw logits; ``per_draw`` also returns every draw's logits."""
     x = x.detach().requires_grad_(True)
     grad = torch.zeros_like(x)
-    logits_sum = None
+    every = []
     with torch.enable_grad():
         for _ in range(draws):
             logits = model(x)
             (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
             grad += g
-            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
-    return grad / draws, logits_sum / draws
+            every.append(logits.detach())
+    stacked = torch.stack(every)
+    if per_draw:
+        return grad / draws, stacked.mean(0), stacked
+    return grad / draws, stacked.mean(0)
 
 
 @torch.no_grad()
-def mean_logits(model: nn.Module, x: torch.Tensor, draws: int = 1) -> torch.Tensor:
-    out = model(x)
-    for _ in range(draws - 1):
-        out = out + model(x)
-    return out / draws
+def draw_logits(model: nn.Module, x: torch.Tensor, draws: int = 1) -> torch.Tensor:
+    """Logits of ``draws`` forward passes, stacked: [draws, N, classes]."""
+    return torch.stack([model(x) for _ in range(draws)])
 
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -84,7 +85,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     iterate of highest loss over all steps and restarts, so more steps or restarts never return a weaker
     example for any sample. A sample stops being attacked once it is misclassified (early stop: the
     result is the same, the cost falls with the number of samples still standing). Restarts after the
-    first always start at a random point and only attack samples not yet broken.
+    first always start at a random point and only attack samples not yet broken. With ``draws`` > 1 (EoT
+    for a stochastic model) gradients and loss are averaged over draws and a sample counts as broken only
+    when every draw misclassifies it.
     Without ``keep_best``: one run, and the last iterate is returned (the textbook PGD).
     """
     x = x.detach()
@@ -131,11 +134,14 @@ def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
     for step in range(steps + 1):
         current = x_adv[active]
         if step < steps:  # the forward pass that gives the next gradient also scores the current iterate
-            grad, logits = input_gradient(model, current, y[active], draws)
+            grad, logits, every = input_gradient(model, current, y[active], draws, per_draw=True)
         else:
-            logits = mean_logits(model, current, draws)
+            every = draw_logits(model, current, draws)
+            logits = every.mean(0)
         loss = F.cross_entropy(logits, y[active], reduction="none")
-        wrong = logits.argmax(1) != y[active]
+        # A stochastic model's sample counts as broken (and stops being attacked) only when every draw
+        # misclassifies it; for a deterministic model all draws agree, so EoT changes nothing there.
+        wrong = (every.argmax(-1) != y[active]).all(0)
         better = wrong | (loss > best_loss[active])
         best[active[better]] = current[better]
         best_loss[active[better]] = loss[better]

@@ -47,6 +47,11 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
         raise UserError(f"EoT draws must be at least 1, got {draws}")
     if len(dataset) == 0:
         raise UserError("the evaluation split is empty")
+    if num_classes < 4 and any(s.attack in ("apgd-t", "fab-t", "autoattack") for s in suite.attacks):
+        raise UserError(f"suite '{suite.name}' has targeted attacks, which need at least 4 classes; the data set "
+                        f"has {num_classes}")
+    if eps_sweep:
+        sweep_attack(suite)  # refuse a suite it cannot sweep before the long work
     start = time.perf_counter()
     if distributed:
         from spikeguard.distributed import shard_indices
@@ -73,7 +78,10 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
     runner = SuiteRunner(model, suite, eps, num_classes, seed, facts["draws"])
-    unbounded, unbounded_n = unbounded_accuracy(runner, dataset, suite, facts["n"], device)
+    with torch.random.fork_rng(devices=[torch.device(device).index or 0] if torch.device(device).type == "cuda"
+                               else []):
+        torch.manual_seed(seed)  # a stochastic model's draws: reproducible, and the caller's RNG untouched
+        unbounded, unbounded_n = unbounded_accuracy(runner, dataset, suite, facts["n"], device)
     results["unbounded_accuracy"] = unbounded
     found += flags.unbounded_flag(unbounded, unbounded_n)
     if eps_sweep:
@@ -109,7 +117,7 @@ def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, devic
     score = correct_fraction(runner.model, batch.x, batch.y, runner.draws)
     generator = torch.Generator().manual_seed(runner.seed)
     for member in members:
-        idx = (score >= BROKEN).nonzero().squeeze(1)
+        idx = (score > 0).nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         with eval_mode(runner.model), bank.under(runner.model, member, runner.twins) as target:
@@ -119,13 +127,20 @@ def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, devic
     return score.mean().item(), count
 
 
+def sweep_attack(suite: Suite):
+    """The attack an eps sweep uses: the suite's first iterative l-inf one, else its first white-box l-inf
+    one, at the sweep's eps (any radius of its own dropped)."""
+    specs = [s for s in suite.attacks if s.attack in ITERATIVE and s.norm == "linf"] or \
+            [s for s in suite.attacks if s.white_box and s.norm == "linf"]
+    if not specs:
+        raise UserError("--eps-sweep needs a white-box l-inf attack in the suite")
+    return dataclasses.replace(specs[0], eps=None)
+
+
 def sweep(model, dataset, suite: Suite, eps: float, num_classes: int, facts: dict, seed: int, device,
           progress: bool) -> list[dict]:
     """The suite's first iterative attack at growing eps on up to 200 samples (chance should be reached)."""
-    specs = [s for s in suite.attacks if s.attack in ITERATIVE and s.norm == "linf"] or \
-            [s for s in suite.attacks if s.white_box]
-    if not specs:
-        raise UserError("--eps-sweep needs a white-box l-inf attack in the suite")
+    specs = [sweep_attack(suite)]
     single = dataclasses.replace(suite, attacks=(specs[0],))
     base = eps if eps > 0 else 1 / 255
     points = sorted({min(base * f, 1.0) for f in SWEEP_FACTORS} | {0.0, 1.0})

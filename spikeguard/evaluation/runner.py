@@ -29,6 +29,7 @@ from spikeguard.evaluation.suites import AttackSpec, Suite
 from spikeguard.snn import spiking_layers
 
 BROKEN = 0.5  # a score below this counts as broken (for a stochastic model: wrong on most draws)
+NATIVE = "native"  # the one member of an external model: its own backward pass
 
 
 @dataclass
@@ -79,7 +80,7 @@ def craft(spec: AttackSpec, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
         return library.fab_targeted(target, x, y, eps, steps=p["steps"], restarts=p["restarts"], norm=spec.norm,
                                     **lib)
     if spec.attack == "autoattack":
-        return library.autoattack_standard(target, x, y, eps, norm=spec.norm, **lib)
+        return library.autoattack_standard(target, x, y, eps, norm=spec.norm, draws=draws, **lib)
     if spec.attack == "square":
         return library.square(target, x, y, eps, queries=p["queries"], restarts=p["restarts"], norm=spec.norm,
                               p_init=p["p_init"], **lib)
@@ -116,7 +117,7 @@ class SuiteRunner:
                                                        for e in self.members(s)))
 
     def members(self, spec: AttackSpec) -> tuple[str, ...]:
-        return spec.estimators if self.native else spec.estimators[:1]
+        return spec.estimators if self.native or not spec.estimators else (NATIVE,)
 
     def score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return correct_fraction(self.model, x, y, self.draws)
@@ -152,7 +153,7 @@ class SuiteRunner:
         for member in order:
             scores = members[member]
             for i, (before, now) in enumerate(zip(worst.tolist(), scores.tolist())):
-                if now < before and not first_break[i]:
+                if now < before:  # the member that reached the worst case (first, if several did)
                     first_break[i] = member
             worst = torch.minimum(worst, scores)
             for row, value in zip(rows, worst.tolist() if self.suite.cascade else scores.tolist()):
@@ -176,7 +177,9 @@ class SuiteRunner:
         standing = clean.clone()
         results = {}
         for member in members:
-            idx = ((standing if self.suite.cascade else clean) >= BROKEN).nonzero().squeeze(1)
+            # every sample with any correct draw left is attacked (for a deterministic model: every
+            # sample still correct)
+            idx = ((standing if self.suite.cascade else clean) > 0).nonzero().squeeze(1)
             scores = clean.clone()
             if idx.numel():
                 context = bank.under(self.model, member, self.twins) if member else _plain(self.model)

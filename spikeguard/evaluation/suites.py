@@ -50,6 +50,8 @@ LIBRARY_NORMS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack", "square
 # survivors_only: attack only the samples every earlier attack left standing (cheaper; the attack's
 # accuracy is then that of the ensemble up to it, and results say so)
 _COMMON = ("attack", "label", "estimators", "norm", "eps", "survivors_only")
+# column names of the per-sample rows that an attack label must not overwrite
+RESERVED_LABELS = ("index", "label", "clean_correct", "robust", "broken_by", "zero_gradient", "transfer")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise UserError(f"suite '{source}': attack labels must be unique, got {labels}")
+    clash = [lab for lab in labels if lab in RESERVED_LABELS or "|" in lab or "/" in lab or "," in lab]
+    if clash:
+        raise UserError(f"suite '{source}': attack label '{clash[0]}' is reserved or holds '|', '/' or ','")
     checks = data.get("checks") or {}
     if not isinstance(checks, dict) or set(checks) - {"unbounded_n", "unbounded_steps"}:
         raise UserError(f"suite '{source}': checks take unbounded_n and unbounded_steps only")
@@ -151,6 +156,9 @@ def _attack(entry: Any, source: str) -> AttackSpec:
             params[key] = _bool(value, f"{kind} random_start", source)
     if "survivors_only" in entry:
         params["survivors_only"] = _bool(entry["survivors_only"], f"{kind} survivors_only", source)
+        if params["survivors_only"] and kind not in BLACK_BOX:
+            # a white-box attack on survivors only would hide the cross-attack flags
+            raise UserError(f"suite '{source}': survivors_only is for black-box and random attacks, not '{kind}'")
     norm = str(entry.get("norm", "linf"))
     if norm not in ("linf", "l2") or (norm == "l2" and kind not in LIBRARY_NORMS):
         raise UserError(f"suite '{source}': attack '{kind}' supports norm linf"

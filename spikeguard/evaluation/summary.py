@@ -7,6 +7,7 @@ import io
 import math
 from pathlib import Path
 
+from spikeguard.errors import UserError
 from spikeguard.evaluation.runner import BROKEN
 from spikeguard.evaluation.suites import Suite
 from spikeguard.results import write_text
@@ -28,11 +29,11 @@ def finish_rows(rows: list[dict], labels: list[str]) -> list[dict]:
     for row in rows:
         robust, by = row["clean_correct"], "" if row["clean_correct"] >= BROKEN else "clean"
         for label in labels:
-            if row[label] < robust:
+            if row[label] < robust:  # the attack that reached the worst case (the first, if several did)
                 robust = row[label]
                 member = row[f"{label}|broken_by"]
-                by = by or (f"{label}/{member}" if member and member != label else label)
-        row["robust"], row["broken_by"] = robust, by if robust < BROKEN else ("" if by != "clean" else by)
+                by = f"{label}/{member}" if member and member != label else label
+        row["robust"], row["broken_by"] = robust, by if robust < BROKEN else ""
     return rows
 
 
@@ -54,7 +55,7 @@ def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, sec
             "norm": spec.norm if spec else "linf",
             "eps": (spec.eps if spec and spec.eps is not None else eps),
             "params": dict(spec.params) if spec else dict(suite.transfer),
-            "estimators": list(spec.estimators) if spec else list(suite.transfer["estimators"]),
+            "estimators": members if spec is None or spec.estimators else [],  # those that ran
             "accuracy": mean(r[label] for r in rows),
             "accuracy_per_estimator": {m: mean(r[f"{label}|{m}"] for r in rows) for m in members
                                        if spec is None or spec.estimators},
@@ -89,17 +90,23 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for row in rows:
-        parsed = {}
-        for key, value in row.items():
-            if key in ("index", "label"):
-                parsed[key] = int(value)
-            elif key == "broken_by" or key.endswith("|broken_by") or key == "zero_gradient":
-                parsed[key] = value
-            else:
-                parsed[key] = float(value)
-        out.append(parsed)
+    """The rows write_csv wrote; UserError in one line for a missing or malformed file."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        out = []
+        for row in rows:
+            parsed = {}
+            for key, value in row.items():
+                if key in ("index", "label"):
+                    parsed[key] = int(value)
+                elif key == "broken_by" or key.endswith("|broken_by") or key == "zero_gradient":
+                    parsed[key] = value or ""
+                else:
+                    parsed[key] = float(value)
+            out.append(parsed)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"per-sample file '{path}' cannot be read ({type(e).__name__}: {str(e)[:100]})") from None
+    if not out or "index" not in out[0]:
+        raise UserError(f"per-sample file '{path}' holds no rows")
     return out

@@ -21,6 +21,8 @@ def read_results(path: Path) -> dict:
         results = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"results file '{path}' cannot be read as JSON ({type(e).__name__})") from None
+    if not isinstance(results, dict):
+        raise UserError(f"'{path}' is not a spikeguard results file (not a JSON object)")
     needed = ("checkpoint", "suite_spec", "eps", "n", "batch_size", "seed", "eot_draws", "per_sample", "dataset")
     missing = [k for k in needed if k not in results]
     if missing:
@@ -32,7 +34,9 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
            progress: bool = True) -> tuple[int, int, list[str]]:
     """(samples checked, batches re-run, mismatch descriptions)."""
     results = read_results(path)
-    stored = {r["index"]: r for r in read_csv(Path(path).parent / results["per_sample"])}
+    stored_rows = read_csv(Path(path).parent / str(results["per_sample"]))
+    stored = {r["index"]: r for r in stored_rows}
+    mismatches = _summary_mismatches(results, stored_rows)
     external = results.get("model_fn")
     target = load_target(None if external else Path(results["checkpoint"]), external, results["dataset"], None,
                          data_dir, False)
@@ -47,13 +51,38 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
                         n=results["n"], batch_size=results["batch_size"], seed=results["seed"], device=device,
                         draws=results["eot_draws"], source=source, batches=chosen, progress=progress)
     labels = attack_labels(suite, rows)
-    mismatches = []
     for row in finish_rows(rows, labels):
         old = stored.get(row["index"])
         if old is None:
             mismatches.append(f"sample {row['index']} is missing from the stored CSV")
             continue
-        for key in ("clean_correct", "robust", *labels):
-            if abs(float(old[key]) - row[key]) > 1e-6:
-                mismatches.append(f"sample {row['index']}: stored {key} = {old[key]:g}, re-run gives {row[key]:g}")
+        for key, value in row.items():  # every column: scores per attack and estimator, broken_by, ...
+            before = old.get(key)
+            same = (abs(float(before) - value) <= 1e-5 if isinstance(value, float) and isinstance(before, float)
+                    else before == value)
+            if not same:
+                mismatches.append(f"sample {row['index']}: stored {key} = {before}, re-run gives {value}")
+    if mismatches and results.get("device") and str(device) != results["device"]:
+        mismatches[0] += f" (stored on {results['device']}, re-run on {device}: kernels may differ)"
     return len(rows), count, mismatches
+
+
+def _summary_mismatches(results: dict, rows: list[dict]) -> list[str]:
+    """The stored numbers must follow from the stored per-sample rows."""
+    n = results["n"]
+    if len(rows) != n or sorted(r["index"] for r in rows) != list(range(n)):
+        return [f"the CSV holds {len(rows)} rows, not samples 0..{n - 1}"]
+    pairs = [("clean_accuracy", results.get("clean_accuracy"), "clean_correct"),
+             ("ensemble_accuracy", results.get("ensemble_accuracy"), "robust")]
+    for attack in (a for a in results.get("attacks", []) if isinstance(a, dict)):
+        name = attack.get("name")
+        pairs.append((f"attack {name}", attack.get("accuracy"), name))
+        for member, value in (attack.get("accuracy_per_estimator") or {}).items():
+            pairs.append((f"attack {name} under {member}", value, f"{name}|{member}"))
+    out = []
+    for what, stored, column in pairs:
+        if column not in rows[0] or not isinstance(stored, (int, float)):
+            out.append(f"{what}: no stored value or no '{column}' column")
+        elif abs(sum(r[column] for r in rows) / n - stored) > 1e-6:
+            out.append(f"{what}: results.json says {stored:.6g}, its CSV gives {sum(r[column] for r in rows) / n:.6g}")
+    return out
