@@ -180,19 +180,6 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the children in place
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DDP / ObjectiveModule / torch.compile wrapper (what checkpoints should hold)."""
-    while True:
-        if isinstance(module, DistributedDataParallel):
-            module = module.module
-        elif isinstance(module, ObjectiveModule):
-            module = module.model
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
-
-
 def per_rank_batch_size(global_batch: int, world_size: int | None = None) -> int:
     """The global batch split evenly over the ranks, so a step sees the same number of samples (and the
     same learning-rate semantics) at any world size."""

@@ -51,6 +51,7 @@ from spikeguard.distributed import (
     init_distributed,
     is_main,
     on_main,
+    per_rank_batch_size,
     rank_batches,
     sharded_accuracy,
     wrap_objective,
@@ -302,6 +303,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
                              attack=cfg.attack, beta=cfg.beta, seed=cfg.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    per_rank_batch_size(cfg.batch_size)  # under torchrun: the global batch must split evenly over the ranks
     options = cfg.speed_options()
     options.check(device, cfg.defense)
     configure_backends(options)
