@@ -38,7 +38,7 @@ def test_demo_results_follow_the_schema(demo_out):
     assert set(results["models"]) == {"vanilla", "sr"} and results["n_test"] == 24
     for m in results["models"].values():
         assert 0 <= m["ensemble_accuracy"] <= min(m["attacks"].values()) <= m["clean_accuracy"] <= 1
-        assert {"fgsm", "pgd-20", "square"} <= set(m["attacks"]) and m["train_seconds"] > 0
+        assert {"fgsm", "pgd-30", "square"} <= set(m["attacks"]) and m["train_seconds"] > 0
     assert results["models"]["sr"]["lamb"] == chosen["lamb"] and results["models"]["vanilla"]["lamb"] == 0
     per_model = json.loads((demo_out / "runs" / "sr" / "results.json").read_text())
     assert per_model["suite"] == "quick" and (demo_out / "runs" / "sr" / per_model["per_sample"]).is_file()

@@ -130,7 +130,7 @@ def test_every_estimator_of_the_bank_gives_a_nonzero_input_gradient(tiny_model, 
 
 def test_bank_names_resolve_and_reject_unknowns():
     assert bank.resolve("paper") == ("triangle:1", "sigmoid:4", "atan:2", "bptr")
-    assert "ann" in bank.resolve("bank") and "hart:0.5" in bank.resolve(["quick"])
+    assert "ann" in bank.resolve("bank") and "hart:0.25" in bank.resolve(["quick"])
     with pytest.raises(UserError, match="unknown estimator"):
         bank.resolve(["triangle:1", "magic"])
 
