@@ -2,7 +2,9 @@
 
 Ratios measured within one run are the claim; absolute seconds depend on the machine and its load.
 Timings interleave the variants being compared (one step of each in turn, median over rounds), so a
-change in background load hits all of them alike.
+change in background load hits all of them alike. Besides wall time, the process's CPU time is recorded
+per step (all threads): on a CPU shared with other jobs, wall time also counts the time the process
+waited for a core, CPU time does not.
 """
 
 from __future__ import annotations
@@ -95,16 +97,35 @@ def synchronize(device: torch.device) -> None:
 def interleaved_medians(calls: dict[str, Callable[[], None]], rounds: int, warmup: int,
                         device: torch.device) -> dict[str, float]:
     """Median seconds per call of each entry, timing them in turn round by round after ``warmup`` rounds."""
-    times: dict[str, list[float]] = {k: [] for k in calls}
+    return {k: statistics.median(v) for k, v in interleaved_times(calls, rounds, warmup, device)["wall"].items()}
+
+
+def interleaved_times(calls: dict[str, Callable[[], None]], rounds: int, warmup: int,
+                      device: torch.device) -> dict[str, dict[str, list[float]]]:
+    """{"wall": {entry: seconds of each timed call}, "cpu": {entry: CPU seconds of each}}, timing the entries
+    in turn round by round after ``warmup`` rounds."""
+    times: dict[str, dict[str, list[float]]] = {"wall": {k: [] for k in calls}, "cpu": {k: [] for k in calls}}
     for r in range(warmup + rounds):
         for key, fn in calls.items():
             synchronize(device)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             fn()
             synchronize(device)
             if r >= warmup:
-                times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+                times["wall"][key].append(time.perf_counter() - start)
+                times["cpu"][key].append(time.process_time() - cpu)
+    return times
+
+
+def medians_and_ratios(times: dict[str, dict[str, list[float]]], reference: str | None) -> dict:
+    """Median wall and CPU seconds per entry and, with a reference entry, each entry's ratio to it."""
+    out = {f"{kind}_seconds": {k: statistics.median(v) for k, v in series.items()} for kind, series in times.items()}
+    if reference is not None:
+        for kind in times:
+            med = out[f"{kind}_seconds"]
+            if reference in med:
+                out[f"{kind}_ratio_to_{reference}"] = {k: v / med[reference] for k, v in med.items()}
+    return out
 
 
 def _proc_status_kb(field: str) -> int:
@@ -214,6 +235,15 @@ def emit(result: dict, out: str | None) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1) + "\n")
     print(text, flush=True)
+
+
+THREADS_HELP = ("intra-op threads (default: torch's). 1 makes CPU time count only work: with 2 or more threads on a "
+                "shared CPU, a thread that waits for a descheduled partner spins and inflates both clocks")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def pick(device: str) -> torch.device:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU check for spikeguard, within 8 minutes on one CUDA device:
 #   1. estimator gradients on CUDA equal those on the CPU (every family, float64)
-#   2. training step time and peak memory per defense, VGG-11 and WRN-16-4, T = 8: IEEE float32, TF32,
-#      bf16, channels_last, and torch.compile of the spiking layers / of the model (VGG-11 only)
-#   3. spiking-layer throughput eager against compiled, and how far TF32 / bf16 move each defense
+#   2. training step time and peak memory per defense, VGG-11 and WRN-16-4, T = 8: IEEE float32, TF32, bf16
+#   3. channels_last, torch.compile of the spiking layers and of the model, bf16 against float32 in one run
+#      (VGG-11, vanilla and SR); spiking-layer throughput eager against compiled; how far TF32 / bf16 move
+#      each defense's loss and gradient
 # Results: one JSON file per step in $OUT (default ./gpu_check_results), a summary line per step on stdout.
 #
 #   bash benchmarks/gpu_check.sh            # on a CUDA machine
@@ -47,10 +48,8 @@ step estimator_gradients 60 $PY $B/estimator_gradients.py --device "$DEV" --out 
 step step_fp32 60 $PY $B/train_step.py "${COMMON[@]}" --out "$OUT/step_fp32.json"
 step step_tf32 60 $PY $B/train_step.py "${COMMON[@]}" --tf32 --neuron-share "" --out "$OUT/step_tf32.json"
 step step_bf16 60 $PY $B/train_step.py "${COMMON[@]}" --bf16 --neuron-share "" --out "$OUT/step_bf16.json"
-step step_channels_last 60 $PY $B/train_step.py "${COMMON[@]}" --channels-last --neuron-share "" --out "$OUT/step_channels_last.json"
+step speed_options 150 $PY $B/speed_options.py --device "$DEV" --batch "$BATCH" --time-steps "$T" --steps "$STEPS" --out "$OUT/speed_options.json"
 step neuron_throughput 60 $PY $B/neuron_throughput.py --device "$DEV" --batch "$BATCH" --time-steps "$T" $SMALL --out "$OUT/neuron_throughput.json"
 step precision 60 $PY $B/precision.py --device "$DEV" --batch "$NB" --time-steps "$T" --out "$OUT/precision.json"
-step step_compile_neurons 100 $PY $B/train_step.py "${COMMON[@]}" --models vgg11 --defenses vanilla,sr,at_pgd7 --compile neurons --neuron-share "" --out "$OUT/step_compile_neurons.json"
-step step_compile_model 100 $PY $B/train_step.py "${COMMON[@]}" --models vgg11 --defenses vanilla,sr --compile model --neuron-share "" --out "$OUT/step_compile_model.json"
 echo "gpu_check: $failures failed step(s) in $SECONDS s; results in $OUT"
 exit $((failures > 0))

@@ -13,7 +13,15 @@ import argparse
 import time
 
 import torch
-from common import emit, environment, interleaved_medians, pick, synchronize
+from common import (
+    THREADS_HELP,
+    emit,
+    environment,
+    interleaved_medians,
+    pick,
+    set_threads,
+    synchronize,
+)
 
 from spikeguard.snn import IFNeuron
 
@@ -35,9 +43,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     parser.add_argument("--out")
     args = parser.parse_args()
     device = pick(args.device)
+    set_threads(args.threads)
     T = args.time_steps
     g = torch.Generator().manual_seed(0)
     # currents around the threshold, as after BatchNorm: some steps fire, some do not

@@ -16,7 +16,16 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from common import DEFENSES, cifar_batch, cifar_model, emit, environment, pick
+from common import (
+    DEFENSES,
+    THREADS_HELP,
+    cifar_batch,
+    cifar_model,
+    emit,
+    environment,
+    pick,
+    set_threads,
+)
 
 from spikeguard.defenses import create_defense
 from spikeguard.speed import SpeedOptions, autocast, configure_backends, prepare_model
@@ -41,9 +50,11 @@ def main() -> None:
     parser.add_argument("--time-steps", type=int, default=8)
     parser.add_argument("--defenses", default="vanilla,sr,at_pgd7,gr")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     parser.add_argument("--out")
     args = parser.parse_args()
     device = pick(args.device)
+    set_threads(args.threads)
     modes = {"bf16": SpeedOptions(bf16=True)}
     if device.type == "cuda":
         modes["tf32"] = SpeedOptions(tf32=True)

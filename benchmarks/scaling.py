@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 
 from common import (
+    THREADS_HELP,
     Stepper,
     cifar_batch,
     cifar_model,
     emit,
     environment,
-    interleaved_medians,
+    interleaved_times,
+    medians_and_ratios,
     pick,
+    set_threads,
 )
 
 DEFENSES = ("vanilla", "sr")
@@ -28,10 +31,10 @@ def measure(args, device, T: int, batch: int) -> dict:
     model = cifar_model(args.model, T, device)
     steppers = {d: Stepper(model, d) for d in DEFENSES}
     x, y = cifar_batch(batch, device)
-    seconds = interleaved_medians({d: (lambda s=s: s(x, y)) for d, s in steppers.items()}, args.steps,
-                                  args.warmup, device)
-    entry = {"T": T, "batch": batch, "seconds_per_step": seconds, "sr_ratio": seconds["sr"] / seconds["vanilla"],
-             "vanilla_seconds_per_sample_step": seconds["vanilla"] / (T * batch)}
+    times = interleaved_times({d: (lambda s=s: s(x, y)) for d, s in steppers.items()}, args.steps, args.warmup,
+                              device)
+    entry = {"T": T, "batch": batch, **medians_and_ratios(times, "vanilla")}
+    entry["vanilla_cpu_seconds_per_sample_and_time_step"] = entry["cpu_seconds"]["vanilla"] / (T * batch)
     print(entry, flush=True)
     return entry
 
@@ -45,9 +48,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     parser.add_argument("--out")
     args = parser.parse_args()
     device = pick(args.device)
+    set_threads(args.threads)
     result = {"benchmark": "scaling", "model": args.model, "environment": environment(device),
               "against_T": [measure(args, device, int(T), args.batch) for T in args.time_steps.split(",")],
               "against_batch": [measure(args, device, 8, int(b)) for b in args.batches.split(",")]}

@@ -18,15 +18,18 @@ from dataclasses import asdict
 import torch
 from common import (
     DEFENSES,
+    THREADS_HELP,
     Stepper,
     cifar_batch,
     emit,
     environment,
-    interleaved_medians,
+    interleaved_times,
+    medians_and_ratios,
     neuron_share,
     peak_memory,
     pick,
     prepared,
+    set_threads,
 )
 
 from spikeguard.speed import SpeedOptions
@@ -39,11 +42,10 @@ def bench_model(name: str, args, device: torch.device, options: SpeedOptions) ->
     steppers = {d: Stepper(model, d, options, forward) for d in defenses}
     x, y = cifar_batch(args.batch, device)
     start = time.perf_counter()
-    seconds = interleaved_medians({d: (lambda s=s: s(x, y)) for d, s in steppers.items()}, args.steps, args.warmup,
-                                  device)
-    result = {"seconds_per_step": seconds, "skipped": sorted(set(args.defenses) - set(defenses))}
-    if "vanilla" in seconds:
-        result["ratio_to_vanilla"] = {d: s / seconds["vanilla"] for d, s in seconds.items()}
+    times = interleaved_times({d: (lambda s=s: s(x, y)) for d, s in steppers.items()}, args.steps, args.warmup, device)
+    result = {**medians_and_ratios(times, "vanilla"), "all_seconds": times,
+              "skipped": sorted(set(args.defenses) - set(defenses))}
+    seconds = result["wall_seconds"]
     result["peak_memory_mb"] = {}
     for d, s in steppers.items():
         with peak_memory(device) as mem:
@@ -54,7 +56,8 @@ def bench_model(name: str, args, device: torch.device, options: SpeedOptions) ->
         result["neuron_share"] = {d: neuron_share(lambda s=steppers[d]: s(x, y), model, device, args.share_repeats)
                                   for d in args.neuron_share if d in steppers}
     result["benchmark_seconds"] = time.perf_counter() - start
-    print(name, {k: round(v, 3) for k, v in seconds.items()}, flush=True)
+    print(name, "wall", {k: round(v, 3) for k, v in seconds.items()}, "cpu",
+          {k: round(v, 3) for k, v in result["cpu_seconds"].items()}, flush=True)
     return result
 
 
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed rounds (one step of each defense per round)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
@@ -81,6 +85,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown defenses {sorted(unknown)}")
     device = pick(args.device)
+    set_threads(args.threads)
     options = SpeedOptions(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile, tf32=args.tf32)
     result = {"benchmark": "train_step", "T": args.time_steps, "batch": args.batch, "rounds": args.steps,
               "options": asdict(options),
