@@ -139,6 +139,9 @@ class TrainConfig:
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
             raise UserError(f"data_dir must be a path, got {self.data_dir!r}")
         self.speed_options().check(defense=self.defense)
+        if self.sync_bn and self.defense == "gr":  # its backward kernels have no derivative formula in PyTorch
+            raise UserError("--sync-bn cannot be used with defense 'gr': SyncBatchNorm's backward cannot be "
+                            "differentiated again, which GR's double backprop needs")
 
     def speed_options(self):
         """The one-device speed settings (spikeguard.speed.SpeedOptions)."""

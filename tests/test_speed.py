@@ -112,6 +112,7 @@ def test_tf32_is_off_unless_asked():
     (["--defense", "sr", "--lamb", "0.1", "--bf16"], "--bf16 cannot be used with defense 'sr'"),
     (["--defense", "gr", "--lamb", "0.1", "--compile", "model"], "--compile cannot be used with defense 'gr'"),
     (["--compile", "fast"], "unknown compile choice"),
+    (["--defense", "gr", "--lamb", "0.1", "--sync-bn"], "--sync-bn cannot be used with defense 'gr'"),
 ])
 def test_train_refuses_speed_flags_that_would_change_results(tmp_path, capsys, flags, message):
     from spikeguard.cli import main
