@@ -12,7 +12,8 @@ from pathlib import Path
 
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
-from spikeguard.evaluate import EvalSettings, evaluate_model
+from spikeguard.evaluation import evaluate
+from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.train import train
 
 EPS_GRID = (0.05, 0.1, 0.15, 0.2)
@@ -34,9 +35,14 @@ def main() -> None:
     def fit(**kw):
         return train(TrainConfig(**{**BASE, **kw}), tmp / f"run{next(counter)}", progress=False, data=data)
 
+    # the selection criterion as it was made: PGD-10 (step 2.5 eps / 10) under the four published estimators
+    selection_suite = suite_from_dict({"name": "selection", "checks": {"unbounded_n": 0},
+                                       "attacks": [{"attack": "pgd", "label": "pgd", "steps": EVAL_PGD_STEPS,
+                                                    "estimators": "paper"}]})
+
     def attack(model, eps):
-        return evaluate_model(model, val, EvalSettings(eps=eps, pgd_steps=EVAL_PGD_STEPS, attacks=("pgd",)),
-                              progress=False)
+        results, _ = evaluate(model, val, selection_suite, eps, num_classes=data.num_classes, progress=False)
+        return {"robust_accuracy": {"pgd": results["ensemble_accuracy"]}}
 
     # 1. epochs: the smallest budget whose vanilla validation accuracy is within 1 point of the best.
     vanilla = {e: fit(defense="vanilla", epochs=e) for e in EPOCH_GRID}
