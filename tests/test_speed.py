@@ -76,7 +76,7 @@ def test_bf16_stays_within_its_stated_tolerance(tiny_model, digits_tensors):
     for name, m in fast.named_modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) or m in spiking_layers(fast):
             m.register_forward_hook(record(name))
-    for defense, min_cos in (("vanilla", 0.97), ("gr", 0.95)):
+    for defense, min_cos in (("vanilla", 0.97), ("gr", 0.93)):
         (l0, g0), (l1, g1) = _loss_and_grads(copy.deepcopy(plain), defense, x, y), _loss_and_grads(fast, defense, x, y, options)
         assert abs(l1 - l0) / l0 < 0.05, defense
         assert F.cosine_similarity(g0, g1, dim=0) > min_cos, defense
