@@ -8,7 +8,10 @@ model or of its spiking layers only. tests/test_speed.py bounds what each may ch
   in float32, so only the hidden layers' currents are rounded (by up to 0.4 %). On the digits test model
   that kept the loss within 3 % and the parameter gradient's cosine to the float32 one at 0.97 to 0.99
   for vanilla, 0.95 to 0.99 for GR (0.9498 on the test model trained on one thread; the test allows 0.93),
-  0.92 for AT (its examples move with the gradient signs). SR's finite difference is
+  0.92 for AT (its examples move with the gradient signs). On a randomly initialised VGG-11 (T = 8) the
+  cosine was 0.16 to 0.26 for every defense, no lower than adding 1e-3 to every pixel gives in float32
+  (1e-5 already gives 0.26: flipped spikes cascade through the deep layers; benchmarks/precision.py).
+  Whether bf16 training reaches float32's accuracy is not measured. SR's finite difference is
   not reproduced: with h = 0.01 the input step moves the currents about as much as bf16 rounds them, and
   the penalty was off by up to 90 % per batch, so bf16 is refused for sr and sr_star.
 * TF32 (CUDA convolutions and matmuls with a 10-bit mantissa) is off unless asked for, for the same reason:

@@ -32,7 +32,7 @@ def _loss_and_grads(model, defense, x, y, options=FLOAT32):
     with autocast(CPU, options.bf16):
         loss, _ = create_defense(defense, lamb=0.1).loss(model, to_memory_format(x, options), y)
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    return loss.detach(), torch.cat([g.float().flatten() for g in grads])
+    return loss.detach(), torch.cat([g.double().flatten() for g in grads])
 
 
 def test_channels_last_changes_nothing(tiny_model, digits_batch):
