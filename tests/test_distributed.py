@@ -1,8 +1,8 @@
 """DistributedDataParallel training equals single-process training on the concatenated batch.
 
 Two gloo processes on the CPU each take half of every batch; one process takes the whole batch. After
-two steps (the second step would fail if DDP's reducer were armed wrongly by the inner passes) the
-parameters must agree for every defense.
+two steps (DDP reports a parameter left without gradient only at the next step; two also exercise the
+momentum and RAT's retraction) the parameters must agree for every defense.
 
 How the comparison is made exact:
 * float64 throughout, so summation-order differences (~1e-16) cannot move a membrane potential across
