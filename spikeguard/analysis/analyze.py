@@ -112,11 +112,9 @@ def fallback_attacks(seed: int) -> tuple[Callable[[float], Attack], Callable[[fl
 
 
 def suite_attacks(seed: int, suite: str = "quick") -> tuple[Callable[[float], Attack], Callable[[float], Attack], dict]:
-    """The per-sample strongest example of the evaluator's suite, or the PGD fallback if it is absent."""
-    try:
-        from spikeguard.evaluation import strongest_examples
-    except ImportError:
-        return fallback_attacks(seed)
+    """The per-sample strongest example of the evaluator's suite."""
+    from spikeguard.evaluation import strongest_examples
+
     generator = torch.Generator().manual_seed(seed + 7919)
 
     def at(eps: float) -> Attack:
