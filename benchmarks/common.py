@@ -250,3 +250,14 @@ def pick(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def parse_run_args(parser) -> tuple:
+    """Add the flags every benchmark shares (--device, --threads, --out), parse, pick the device and set
+    the thread count: (args, device)."""
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    return args, pick(args.device)

@@ -14,12 +14,10 @@ import time
 
 import torch
 from common import (
-    THREADS_HELP,
     emit,
     environment,
     interleaved_medians,
-    pick,
-    set_threads,
+    parse_run_args,
     synchronize,
 )
 
@@ -42,12 +40,7 @@ def main() -> None:
     parser.add_argument("--estimators", default="triangle:1,sigmoid:4,bptr,hart")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help=THREADS_HELP)
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    device = pick(args.device)
-    set_threads(args.threads)
+    args, device = parse_run_args(parser)
     T = args.time_steps
     g = torch.Generator().manual_seed(0)
     # currents around the threshold, as after BatchNorm: some steps fire, some do not

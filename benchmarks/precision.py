@@ -21,13 +21,11 @@ import torch
 import torch.nn.functional as F
 from common import (
     DEFENSES,
-    THREADS_HELP,
     cifar_batch,
     cifar_model,
     emit,
     environment,
-    pick,
-    set_threads,
+    parse_run_args,
 )
 
 from spikeguard.defenses import create_defense
@@ -52,12 +50,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--time-steps", type=int, default=8)
     parser.add_argument("--defenses", default="vanilla,sr,at_pgd7,gr")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help=THREADS_HELP)
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    device = pick(args.device)
-    set_threads(args.threads)
+    args, device = parse_run_args(parser)
     modes = {"jitter_1e-5": SpeedOptions(), "jitter_1e-3": SpeedOptions(), "bf16": SpeedOptions(bf16=True)}
     if device.type == "cuda":
         modes["tf32"] = SpeedOptions(tf32=True)

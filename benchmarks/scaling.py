@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 
 from common import (
-    THREADS_HELP,
     Stepper,
     cifar_batch,
     cifar_model,
@@ -20,8 +19,7 @@ from common import (
     environment,
     interleaved_times,
     medians_and_ratios,
-    pick,
-    set_threads,
+    parse_run_args,
 )
 
 DEFENSES = ("vanilla", "sr")
@@ -47,12 +45,7 @@ def main() -> None:
     parser.add_argument("--batches", default="2,4,8,16", help="batches for the sweep at T = 8")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help=THREADS_HELP)
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    device = pick(args.device)
-    set_threads(args.threads)
+    args, device = parse_run_args(parser)
     result = {"benchmark": "scaling", "model": args.model, "environment": environment(device),
               "against_T": [measure(args, device, int(T), args.batch) for T in args.time_steps.split(",")],
               "against_batch": [measure(args, device, 8, int(b)) for b in args.batches.split(",")]}

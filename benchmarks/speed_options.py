@@ -15,15 +15,13 @@ import statistics
 import time
 
 from common import (
-    THREADS_HELP,
     Stepper,
     cifar_batch,
     cifar_model,
     emit,
     environment,
     interleaved_times,
-    pick,
-    set_threads,
+    parse_run_args,
     synchronize,
 )
 
@@ -47,12 +45,7 @@ def main() -> None:
     parser.add_argument("--defenses", default="vanilla,sr")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help=THREADS_HELP)
-    parser.add_argument("--out")
-    args = parser.parse_args()
-    device = pick(args.device)
-    set_threads(args.threads)
+    args, device = parse_run_args(parser)
     configure_backends(SpeedOptions())
     base = cifar_model(args.model, args.time_steps, device)
     x, y = cifar_batch(args.batch, device)
