@@ -15,7 +15,9 @@ from spikeguard.errors import UserError
 
 # eps used when neither flag nor config gives one: the paper's 8/255 on CIFAR; the digits value is the
 # demo's, chosen on the validation split (spikeguard/demo_selection.json; a test keeps them equal).
-DEFAULT_EPS = {"digits": 0.15, "cifar10": 8 / 255, "cifar100": 8 / 255}
+# On CIFAR10-DVS eps is relative to the frame range (docs/dvs.md), at the image value for lack of a published one.
+DEFAULT_EPS = {"digits": 0.15, "cifar10": 8 / 255, "cifar100": 8 / 255, "cifar10dvs": 8 / 255}
+EVENT_DATASETS = ("cifar10dvs",)
 
 NAN_POLICIES = ("abort", "skip", "rollback")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
@@ -56,7 +58,8 @@ class TrainConfig:
     beta: float = 0.004               # RAT retraction strength
     time_steps: int = 8
     tau: float = 1.0
-    encoder: str = "direct"
+    encoder: str = "direct"           # event data sets: "frames" (set automatically)
+    dvs: dict | None = None           # CIFAR10-DVS options (spikeguard.data.cifar10_dvs.DvsOptions); frames = time_steps
     epochs: int = 200
     batch_size: int = 64
     lr: float = 0.1
@@ -94,6 +97,8 @@ class TrainConfig:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
         if cfg.eps is None:
             cfg.eps = DEFAULT_EPS[cfg.dataset]
+        if cfg.dataset in EVENT_DATASETS and cfg.encoder == "direct":
+            cfg.encoder = "frames"  # event frames carry their own time axis; "direct" is the image default
         if cfg.alpha is None:  # from a bad eps or steps too, so that check() names the field the user gave
             cfg.alpha = 2.5 * cfg.eps / cfg.steps if cfg.steps > 0 and 0 <= cfg.eps <= 1 else cfg.eps
         cfg.check()
@@ -134,6 +139,7 @@ class TrainConfig:
             raise UserError(f"momentum must be below 1, got {self.momentum}")
         if self.defense in ("sr", "sr_star", "gr") and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight)")
+        self._check_event_data()
         if not DEVICE.fullmatch(self.device):
             raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
@@ -142,6 +148,25 @@ class TrainConfig:
         if self.sync_bn and self.defense == "gr":  # its backward kernels have no derivative formula in PyTorch
             raise UserError("--sync-bn cannot be used with defense 'gr': SyncBatchNorm's backward cannot be "
                             "differentiated again, which GR's double backprop needs")
+
+    def _check_event_data(self) -> None:
+        """Event data sets need the frames encoder and a frame per time step; image data sets neither."""
+        if self.dataset in EVENT_DATASETS:
+            if self.encoder != "frames":
+                raise UserError(f"dataset {self.dataset!r} feeds event frames one per time step: encoder must be "
+                                f"'frames', got {self.encoder!r}")
+            frames = (self.dvs or {}).get("frames", self.time_steps)
+            if frames != self.time_steps:
+                raise UserError(f"dvs.frames ({frames}) must equal time_steps ({self.time_steps}): one frame per step")
+            from spikeguard.data.cifar10_dvs import DvsOptions
+
+            DvsOptions.from_dict(dvs_options(self.to_dict()))
+        else:
+            if self.encoder == "frames":
+                raise UserError(f"encoder 'frames' is for event data sets ({', '.join(EVENT_DATASETS)}), "
+                                f"not {self.dataset!r}")
+            if self.dvs:
+                raise UserError(f"the dvs options apply to {', '.join(EVENT_DATASETS)} only, not {self.dataset!r}")
 
     def speed_options(self):
         """The one-device speed settings (spikeguard.speed.SpeedOptions)."""
@@ -153,12 +178,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def dvs_options(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The event-data options a stored or live config gives load_dataset (None for image data sets):
+    its dvs mapping, with one frame per time step."""
+    if config.get("dataset") not in EVENT_DATASETS:
+        return None
+    return {**(config.get("dvs") or {}), "frames": config.get("time_steps", TrainConfig.time_steps)}
+
+
 def coerce_field(name: str, value: Any, annotation: str) -> Any:
     """Check one YAML or flag value against its field's type; accept "8/255" for floats."""
     if value is None:
         if "None" in annotation:
             return None
         raise UserError(f"config field '{name}' may not be empty")
+    if annotation.startswith("dict"):
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise UserError(f"config field '{name}' must be a mapping of option: value, got {value!r}")
     if annotation.startswith("bool"):
         if isinstance(value, bool):
             return value

@@ -38,7 +38,7 @@ from spikeguard.checkpoint import (
     save_rotating,
     write_atomic,
 )
-from spikeguard.config import TrainConfig, config_from_dict, load_config_file
+from spikeguard.config import TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset
 from spikeguard.defenses import Defense, create_defense, true_class_probability
 from spikeguard.distributed import (
@@ -219,8 +219,9 @@ def start_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
 def load_data(cfg: TrainConfig) -> DataSplits:
     """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
     args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
-    data = on_main(load_dataset, *args)
-    return data if data is not None else load_dataset(*args)
+    options = {"dvs": dvs_options(cfg.to_dict())}
+    data = on_main(load_dataset, *args, **options)
+    return data if data is not None else load_dataset(*args, **options)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,

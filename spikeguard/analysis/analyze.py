@@ -309,6 +309,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     """Analyse a checkpoint (or a run directory's best.pt) on the first n test samples; write
     out/analysis.json, out/per_sample.csv and out/figures/*.png. ``settings.eps`` empty: the training eps."""
     from spikeguard.checkpoint import load_model
+    from spikeguard.config import dvs_options
     from spikeguard.data import load_dataset
     from spikeguard.figures import write_figures
     from spikeguard.train import pick_device, stack
@@ -327,7 +328,8 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     if results is not None:
         evaluation = evaluation_record(check_results_match(results, checkpoint, arch, dataset), Path(results))
     data = load_dataset(dataset, data_dir if data_dir is not None else cfg.get("data_dir"), False,
-                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False)
+                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False,
+                        dvs=dvs_options({**cfg, "dataset": dataset}))
     x, y = stack(data.test, settings.n)
     model = model.to(target)
     attack_at, flip_at, attack_info = suite_attacks(settings.seed)

@@ -24,6 +24,7 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     augment: bool = True,
+    dvs: dict | None = None,
 ) -> DataSplits:
     """Load data set `name` split into train / val / test.
 

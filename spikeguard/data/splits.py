@@ -29,6 +29,8 @@ class DataSplits:
     image_size: int  # H == W
     mean: tuple[float, ...]  # per-channel normalisation constants, applied by the model
     std: tuple[float, ...]
+    time_steps: int | None = None  # event data: frames per sample (T); None for images
+    frame_range: int | None = None  # event data: events per bin that a frame value of 1.0 stands for (R)
 
 
 class ImageDataset(Dataset):

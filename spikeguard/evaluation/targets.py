@@ -22,11 +22,13 @@ class Target:
     eps: float | None    # the training eps, when the checkpoint records one
     checkpoint: str      # path or model function
     checkpoint_sha256: str | None
+    frame_range: int | None = None  # event data: the events per bin that a frame value of 1 stands for
 
 
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
                 data_dir: str | None, download: bool) -> Target:
     from spikeguard.checkpoint import load_model
+    from spikeguard.config import dvs_options
     from spikeguard.data import DATASETS, load_dataset
     from spikeguard.provenance import file_sha256
 
@@ -40,14 +42,15 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
         data = load_dataset(dataset, data_dir, download, augment=False)
         model = load_external(model_fn)
         _check_outputs(model, data, f"the model of {model_fn}")
-        return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None)
+        return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None, data.frame_range)
     net, ckpt = load_model(checkpoint, expect_model=expect_model, expect_dataset=dataset)
     cfg = ckpt.get("config", {})
     data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,
-                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False)
+                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False,
+                        dvs=dvs_options({**cfg, "dataset": ckpt["dataset"]}))
     path = Path(checkpoint) / "best.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
     return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
-                  str(path), file_sha256(path))
+                  str(path), file_sha256(path), data.frame_range)
 
 
 def load_source(source: str, target: Target) -> nn.Module:

@@ -10,6 +10,7 @@ from torch import nn
 from spikeguard.errors import UserError
 from spikeguard.models.base import SpikingNet, neuron_factory
 from spikeguard.models.digits_cnn import digits_cnn_body
+from spikeguard.models.dvs_cnn import dvs_cnn_body
 from spikeguard.models.vgg import vgg11_body
 from spikeguard.models.wrn import wrn_body
 from spikeguard.snn import ENCODERS, parse_estimator
@@ -18,10 +19,11 @@ BodyFactory = Callable[..., nn.Module]
 
 MODELS: dict[str, BodyFactory] = {
     "digits_cnn": digits_cnn_body,
+    "dvs_cnn": dvs_cnn_body,
     "vgg11": vgg11_body,
     "wrn16_4": wrn_body,
 }
-DEFAULT_MODEL = {"digits": "digits_cnn", "cifar10": "vgg11", "cifar100": "vgg11"}
+DEFAULT_MODEL = {"digits": "digits_cnn", "cifar10": "vgg11", "cifar100": "vgg11", "cifar10dvs": "vgg11"}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Iterator
 from torch import nn
 
 from spikeguard.errors import UserError
+from spikeguard.snn.encoders import FramesEncoder
 from spikeguard.snn.estimators import Estimator, parse_estimator
 from spikeguard.snn.neuron import IFNeuron
 
@@ -57,13 +58,16 @@ def ann_twin(model: nn.Module) -> nn.Module:
     buffers (an update to one is an update to the other). Used for BPDA and transfer attacks."""
     twin = copy.deepcopy(model)
     source = dict(model.named_modules())
+    # Event frames bring their own time axis: the twin runs every frame (a memoryless ReLU body, so this is
+    # the mean of per-frame logits) instead of one step.
+    frames = any(isinstance(m, FramesEncoder) for m in twin.modules())
     for name, module in twin.named_modules():
         original = source[name]
         for key in list(module._parameters):
             module._parameters[key] = original._parameters[key]
         for key in list(module._buffers):
             module._buffers[key] = original._buffers[key]
-        if hasattr(module, "time_steps"):
+        if hasattr(module, "time_steps") and not frames:
             module.time_steps = 1
         if isinstance(module, IFNeuron):
             module.spiking = False

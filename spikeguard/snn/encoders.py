@@ -1,4 +1,7 @@
-"""Encoders turn an image batch [N, C, H, W] in [0, 1] into the time-folded input [T * N, C, H, W]."""
+"""Encoders turn an input batch into the time-folded input [T * N, C, H, W] the spiking body runs on.
+
+Images [N, C, H, W] in [0, 1] go through the direct or Poisson encoder; event frames [N, T, C, H, W]
+(CIFAR10-DVS, spikeguard.data.cifar10_dvs) through the frames encoder, which feeds frame t at step t."""
 
 from __future__ import annotations
 
@@ -37,4 +40,25 @@ class PoissonEncoder(nn.Module):
         return x + (draws - x).detach()
 
 
-ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder}
+class FramesEncoder(nn.Module):
+    """Event frames [N, T, C, H, W] -> [T * N, C, H, W]: normalised, frame t at time step t.
+
+    Time-major, like the direct encoder's repeat, so the neurons' [T, N, ...] view lines up. The ANN twin
+    keeps all T frames (spikeguard.snn.control.ann_twin): its ReLU body is memoryless, so it averages the
+    logits of the frames, which is what the SNN sees."""
+
+    def __init__(self, time_steps: int, mean, std):
+        super().__init__()
+        self.time_steps = int(time_steps)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != self.time_steps:
+            raise ValueError(f"frames encoder expects [N, {self.time_steps}, C, H, W] event frames, "
+                             f"got {tuple(x.shape)}")
+        x = (x - self.mean) / self.std
+        return x.transpose(0, 1).reshape(-1, *x.shape[2:])
+
+
+ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder, "frames": FramesEncoder}
