@@ -20,7 +20,7 @@ from spikeguard.errors import UserError
 class DataSplits:
     """A data set split three ways, plus what a model needs to know about it."""
 
-    name: str  # "digits" | "cifar10" | "cifar100"
+    name: str  # "digits" | "cifar10" | "cifar100" | "cifar10dvs"
     train: Dataset  # augmented (when asked) training part
     val: Dataset  # held out of the original training set, never augmented
     test: Dataset  # the official test set (digits: a fixed held-out part), never augmented
