@@ -74,7 +74,7 @@ def _event_packet(t, x, y, on) -> bytes:
     builder.StartVector(EVENT_STRUCT.itemsize, len(t), 8)
     builder.head -= len(raw)
     builder.Bytes[builder.head:builder.head + len(raw)] = raw
-    elements = builder.EndVector(len(t))
+    elements = builder.EndVector()
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, elements, 0)
     builder.FinishSizePrefixed(builder.EndObject(), file_identifier=b"EVTS")
