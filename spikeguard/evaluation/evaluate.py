@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from spikeguard.attacks import eval_mode, pgd
+from spikeguard.attacks.events import sparse_events
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, flags
 from spikeguard.evaluation.runner import BROKEN, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import ITERATIVE, Suite
 from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
+from spikeguard.evaluation.threat_models import ThreatModel, make_threat_model
 from spikeguard.results import write_json
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -32,8 +34,13 @@ def check_eps(eps: float) -> float:
 def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
              batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
              source: nn.Module | None = None, eps_sweep: bool = False, progress: bool = True,
-             batches=None, distributed: bool = False) -> tuple[dict, list[dict]]:
+             batches=None, distributed: bool = False, threat_model: str = "linf", event_budget: int | None = None,
+             frame_range: int | None = None) -> tuple[dict, list[dict]]:
     """(results without file names, per-sample rows). See runner.py for how outcomes are scored.
+
+    ``threat_model``: linf (images), frames-linf (event frames, eps relative to ``frame_range`` R) or
+    events-l0 (at most ``event_budget`` whole events changed per sample; the suite's event attacks only).
+    results["threat_model"] says what was allowed (threat_models.py).
 
     ``distributed``: inside a torch.distributed process group, each rank attacks a contiguous block of
     the batches and the rows are gathered on every rank. Batches are seeded by their number, so the
@@ -47,6 +54,11 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
         raise UserError(f"EoT draws must be at least 1, got {draws}")
     if len(dataset) == 0:
         raise UserError("the evaluation split is empty")
+    threat = make_threat_model(threat_model, eps=eps, budget=event_budget, frame_range=frame_range)
+    threat.check_sample(dataset[0][0])
+    threat.check_suite(suite, transfer=source is not None)
+    if eps_sweep and threat.events:
+        raise UserError("--eps-sweep sweeps an l-inf radius; it does not apply under events-l0")
     if num_classes < 4 and any(s.attack in ("apgd-t", "fab-t", "autoattack") for s in suite.attacks):
         raise UserError(f"suite '{suite.name}' has targeted attacks, which need at least 4 classes; the data set "
                         f"has {num_classes}")
@@ -60,7 +72,7 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
         batches = shard_indices(total)
     rows, facts = run_suite(model, dataset, suite, eps, num_classes=num_classes, n=n, batch_size=batch_size,
                             seed=seed, device=device, draws=draws, source=source, batches=batches,
-                            progress=progress)
+                            progress=progress, threat=threat)
     if distributed:
         from spikeguard.distributed import gather_objects
 
@@ -70,24 +82,26 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
                  "seconds": {k: sum(f["seconds"][k] for _, f in parts) for k in facts["seconds"]}}
     labels = attack_labels(suite, rows)
     rows = finish_rows(rows, labels)
-    results = {"suite": suite.name, "eps": eps, "seed": seed, "n": len(rows), "batch_size": batch_size,
+    results = {"suite": suite.name, "eps": eps, "threat_model": threat.describe(), "seed": seed, "n": len(rows), "batch_size": batch_size,
                "cascade": suite.cascade, "stochastic": facts["stochastic"], "eot_draws": facts["draws"],
                "ranks": facts.get("ranks", 1),
-               **summarize(rows, suite, labels, eps, facts["seconds"])}
+               **summarize(rows, suite, labels, eps, facts["seconds"], threat)}
     results["gradient_check"] = _gradient_check(rows, facts["gradient_estimators"])
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
-    runner = SuiteRunner(model, suite, eps, num_classes, seed, facts["draws"])
+    runner = SuiteRunner(model, suite, eps, num_classes, seed, facts["draws"], threat=threat)
     with torch.random.fork_rng(devices=[torch.device(device).index or 0] if torch.device(device).type == "cuda"
                                else []):
         torch.manual_seed(seed)  # a stochastic model's draws: reproducible, and the caller's RNG untouched
         unbounded, unbounded_n = unbounded_accuracy(runner, dataset, suite, facts["n"], device)
     results["unbounded_accuracy"] = unbounded
-    found += flags.unbounded_flag(unbounded, unbounded_n)
+    results["unbounded_check"] = unbounded_check(suite, threat)
+    found += flags.unbounded_flag(unbounded, unbounded_n, results["unbounded_check"]["attack"])
     if eps_sweep:
         results["eps_sweep"] = sweep(model, dataset, suite, eps, num_classes, facts, seed, device, progress)
         found += flags.sweep_flags(results["eps_sweep"], num_classes, min(facts["n"], 200))
     results["flags"] = found
+    results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
     notes = [] if runner.native else ["external model: attacked through its own backward pass, so the "
                                       "estimator bank does not apply (one member stands for all)"]
     if facts["stochastic"]:
@@ -106,13 +120,25 @@ def _gradient_check(rows: list[dict], estimators: list[str]) -> dict:
                                     for r in clean)}
 
 
+def unbounded_check(suite: Suite, threat: ThreatModel) -> dict:
+    """What the unbounded check runs, in words (results.json stores it beside its accuracy)."""
+    if threat.events:
+        steps = max(suite.unbounded_steps, threat.frame_range)
+        return {"attack": f"the sparse event attack with no budget ({steps} steps of one event per bin: any "
+                          "count in [0, R] reachable in every unsaturated bin)", "steps": steps}
+    return {"attack": "PGD with eps = 1 (any input in [0, 1] allowed)", "steps": suite.unbounded_steps}
+
+
 def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, device) -> tuple[float | None, int]:
-    """Accuracy under PGD with eps = 1 (the whole [0, 1] box): any sound attack reaches 0%."""
+    """Accuracy under PGD with eps = 1 (the whole [0, 1] box), or under events-l0 the sparse event attack
+    with no budget: any sound attack reaches 0%."""
     count = min(suite.unbounded_n, n)
     if count == 0:
         return None, 0
     (batch,) = make_batches(dataset, count, count, [0], torch.device(device))
-    steps = suite.unbounded_steps
+    threat = runner.threat
+    events = threat is not None and threat.events
+    steps = max(suite.unbounded_steps, threat.frame_range) if events else suite.unbounded_steps
     members = runner.gradient_estimators or ("triangle:1",)
     score = correct_fraction(runner.model, batch.x, batch.y, runner.draws)
     generator = torch.Generator().manual_seed(runner.seed)
@@ -121,8 +147,12 @@ def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, devic
         if idx.numel() == 0:
             break
         with eval_mode(runner.model), bank.under(runner.model, member, runner.twins) as target:
-            x_adv = pgd(target, batch.x[idx], batch.y[idx], 1.0, 2.5 / steps, steps, generator=generator,
-                        draws=runner.draws)
+            if events:
+                x_adv = sparse_events(target, batch.x[idx], batch.y[idx], None, threat.frame_range, steps,
+                                      runner.draws)
+            else:
+                x_adv = pgd(target, batch.x[idx], batch.y[idx], 1.0, 2.5 / steps, steps, generator=generator,
+                            draws=runner.draws)
         score[idx] = torch.minimum(score[idx], runner.score(x_adv, batch.y[idx]))
     return score.mean().item(), count
 

@@ -55,12 +55,35 @@ def stochastic_flag(stochastic: bool, draws: int) -> list[dict]:
     return []
 
 
-def unbounded_flag(accuracy: float | None, n: int) -> list[dict]:
+def unbounded_flag(accuracy: float | None, n: int, attack: str = "PGD with eps = 1 (any image allowed)") -> list[dict]:
     if accuracy is not None and accuracy > 0:
         return [{"name": "unbounded_eps_not_zero",
-                 "detail": f"PGD with eps = 1 (any image allowed) leaves {accuracy:.1%} of {n} samples correct: "
+                 "detail": f"{attack} leaves {accuracy:.1%} of {n} samples correct: "
                            "the attack is not working, so no number from it is a bound"}]
     return []
+
+
+def not_applicable(suite: Suite, threat, eps_sweep: bool) -> list[dict]:
+    """The flags that could not fire in this evaluation, and why (so no check is skipped silently)."""
+    kinds = {s.attack for s in suite.attacks}
+    white = any(s.white_box for s in suite.attacks)
+    out = []
+    if not white:
+        out.append({"name": "zero_gradient", "why": "the suite has no white-box attack"})
+    if not white or not (kinds & set(BLACK_BOX)):
+        out.append({"name": "black_box_beats_white_box",
+                    "why": "the suite needs both a white-box and a black-box or random attack"})
+    if not (kinds & set(SINGLE_STEP)) or not (kinds & set(ITERATIVE)):
+        out.append({"name": "iterative_weaker_than_single_step",
+                    "why": "no single-step event attack exists (events-l0)" if threat is not None and threat.events
+                    else "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"})
+    if suite.unbounded_n == 0:
+        out.append({"name": "unbounded_eps_not_zero", "why": "the suite's checks.unbounded_n is 0"})
+    if not eps_sweep:
+        why = ("the eps sweep is an l-inf check; events-l0 has no eps" if threat is not None and threat.events
+               else "run without --eps-sweep")
+        out += [{"name": "accuracy_rises_with_eps", "why": why}, {"name": "accuracy_not_toward_chance", "why": why}]
+    return out
 
 
 def sweep_flags(sweep: list[dict], num_classes: int, n: int) -> list[dict]:

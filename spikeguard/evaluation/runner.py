@@ -6,6 +6,10 @@ sample, so its accuracy is its own; within an attack the estimators run as a cas
 samples still standing), so the attack's accuracy is the exact per-sample worst case over its estimators.
 The ensemble takes the per-sample minimum over every (attack, estimator) pair.
 
+Event frames [N, T, 2, S, S] go through the same code (frames-linf); the library attacks, which read
+images' H and W from the input's shape, see them through a [N, T*2, S, S] view (``FoldedFrames``). Under
+events-l0 the suite holds event attacks only, each checked against its event budget.
+
 Randomness is drawn per batch from generators seeded by (seed, batch index, attack index), so a batch's
 outcome does not depend on which other batches ran: ``--verify`` and distributed runs reproduce it.
 """
@@ -22,10 +26,13 @@ from tqdm import tqdm
 
 from spikeguard.attacks import eval_mode, fgsm, input_gradient, pgd, rfgsm
 from spikeguard.attacks import autoattack_adapter as library
+from spikeguard.attacks.events import random_events, sparse_events, within_event_budget
 from spikeguard.attacks.noise import NOISES
+from spikeguard.errors import UserError
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.stochastic import correct_fraction, is_stochastic
-from spikeguard.evaluation.suites import AttackSpec, Suite
+from spikeguard.evaluation.suites import EVENTS, AttackSpec, Suite
+from spikeguard.evaluation.threat_models import ThreatModel
 from spikeguard.snn import spiking_layers
 
 BROKEN = 0.5  # a score below this counts as broken (for a stochastic model: wrong on most draws)
@@ -56,11 +63,43 @@ def make_batches(dataset, n: int, batch_size: int, numbers: Sequence[int] | None
     return out
 
 
+class FoldedFrames(nn.Module):
+    """Event frames [N, T, C, H, W] seen as images [N, T*C, H, W]: the library attacks (Square, FAB, ...)
+    read C, H and W from the input's shape; the model gets its frames back unchanged."""
+
+    def __init__(self, model: nn.Module, frame_shape: torch.Size):
+        super().__init__()
+        self.model, self.frame_shape = model, tuple(frame_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.reshape(x.shape[0], *self.frame_shape))
+
+
+LIBRARY = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack", "square")
+
+
+def event_budget(spec: AttackSpec, threat: ThreatModel | None) -> int:
+    """An event attack's budget: its own, else the evaluation's (events-l0)."""
+    if spec.params.get("budget") is not None:
+        return spec.params["budget"]
+    if threat is None or not threat.events:
+        raise UserError(f"attack '{spec.label}' edits whole events; it needs the events-l0 threat model")
+    return threat.budget
+
+
 def craft(spec: AttackSpec, target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, draws: int,
-          generator: torch.Generator, num_classes: int) -> torch.Tensor:
+          generator: torch.Generator, num_classes: int, threat: ThreatModel | None = None) -> torch.Tensor:
     """Adversarial examples of one white-box or query attack against ``target`` (the model under one
-    estimator)."""
+    estimator). Event attacks need ``threat`` (events-l0: the budget and frame range)."""
     p = spec.params
+    if spec.attack == "sparse-events":
+        if threat is None or not threat.events:
+            raise UserError(f"attack '{spec.label}' edits whole events; it needs the events-l0 threat model")
+        return sparse_events(target, x, y, event_budget(spec, threat), threat.frame_range, p["steps"], draws)
+    if spec.attack in LIBRARY and x.dim() == 5:  # the one place frames become a 4-D view
+        folded = craft(spec, FoldedFrames(target, x.shape[1:]), x.flatten(1, 2), y, eps, draws, generator,
+                       num_classes, threat)
+        return folded.reshape(x.shape)
     lib = {"num_classes": num_classes, "generator": generator}
     if spec.attack == "fgsm":
         return fgsm(target, x, y, eps, draws=draws)
@@ -103,8 +142,14 @@ class SuiteRunner:
     """Holds what every batch shares; ``run(batch)`` returns one row per sample."""
 
     def __init__(self, model: nn.Module, suite: Suite, eps: float, num_classes: int, seed: int, draws: int,
-                 source: nn.Module | None = None):
+                 source: nn.Module | None = None, threat: ThreatModel | None = None):
+        """``threat`` None: the l-inf attacks on whatever input shape the data have (images or frames)."""
+        if threat is not None:
+            threat.check_suite(suite, transfer=source is not None)
+        elif any(s.attack in EVENTS for s in suite.attacks):
+            raise UserError("the suite's event attacks need the events-l0 threat model (a budget and frame range)")
         self.model, self.suite, self.eps, self.num_classes = model, suite, eps, num_classes
+        self.threat = threat
         self.seed, self.draws, self.source = seed, draws, source
         self.seconds: dict[str, float] = {spec.label: 0.0 for spec in suite.attacks}
         if source is not None:
@@ -166,13 +211,15 @@ class SuiteRunner:
     def _attack(self, spec: AttackSpec, x, y, clean, generator, rows) -> torch.Tensor:
         """Run one attack from the per-sample scores ``clean``; returns its per-sample worst case."""
         eps = self.eps if spec.eps is None else spec.eps
+        if spec.attack == "random-events":
+            budget = event_budget(spec, self.threat)
+            draws = [self.score(within_event_budget(random_events(x, budget, self.threat.frame_range, generator),
+                                                    x, budget, self.threat.frame_range), y)
+                     for _ in range(spec.params["draws"])]
+            return self._random_draws(spec, draws, clean, rows)
         if spec.attack in NOISES:
             draws = [self.score(NOISES[spec.attack](x, eps, generator), y) for _ in range(spec.params["draws"])]
-            stacked = torch.stack(draws)
-            worst = torch.minimum(clean, stacked.min(0).values)
-            for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
-                row[f"{spec.label}|mean"] = mean
-            return self._record(spec.label, {"draws": worst}, ["draws"], clean, rows)
+            return self._random_draws(spec, draws, clean, rows)
         members = self.members(spec) or ("",)
         standing = clean.clone()
         results = {}
@@ -184,12 +231,25 @@ class SuiteRunner:
             if idx.numel():
                 context = bank.under(self.model, member, self.twins) if member else _plain(self.model)
                 with eval_mode(self.model), context as target:
-                    x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes)
-                x_adv = within_budget(x_adv, x[idx], eps, spec.norm)
+                    x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes,
+                                  self.threat)
+                if spec.attack in EVENTS:
+                    x_adv = within_event_budget(x_adv, x[idx], event_budget(spec, self.threat),
+                                                self.threat.frame_range)
+                else:
+                    x_adv = within_budget(x_adv, x[idx], eps, spec.norm)
                 scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx]))
             results[member or spec.attack] = scores
             standing = torch.minimum(standing, scores)
         return self._record(spec.label, results, list(results), clean, rows)
+
+    def _random_draws(self, spec: AttackSpec, draws: list[torch.Tensor], clean, rows) -> torch.Tensor:
+        """A random baseline's worst case over its draws (its accuracy) and their mean (in the rows)."""
+        stacked = torch.stack(draws)
+        worst = torch.minimum(clean, stacked.min(0).values)
+        for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
+            row[f"{spec.label}|mean"] = mean
+        return self._record(spec.label, {"draws": worst}, ["draws"], clean, rows)
 
     def _transfer(self, x, y, clean, generator, rows) -> None:
         steps = self.suite.transfer["steps"]
@@ -230,9 +290,10 @@ class _plain:
 def run_suite(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
               batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
               source: nn.Module | None = None, batches: Sequence[int] | None = None, progress: bool = True,
-              on_batch: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], dict]:
+              on_batch: Callable[[list[dict]], None] | None = None,
+              threat: ThreatModel | None = None) -> tuple[list[dict], dict]:
     """Rows of per-sample outcomes for the chosen batches (all by default), and run facts: whether the
-    model is stochastic, the draws used, and seconds per attack."""
+    model is stochastic, the draws used, and seconds per attack. ``threat``: see SuiteRunner."""
     n = len(dataset) if n is None else min(n, len(dataset))
     device = torch.device(device)
     model = model.to(device)
@@ -241,7 +302,8 @@ def run_suite(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classe
         torch.manual_seed(seed)
         stochastic = is_stochastic(model, probe)
     used = draws if draws is not None else (suite.eot_draws if stochastic else 1)
-    runner = SuiteRunner(model, suite, eps, num_classes, seed, used, source.to(device) if source else None)
+    runner = SuiteRunner(model, suite, eps, num_classes, seed, used, source.to(device) if source else None,
+                         threat=threat)
     rows: list[dict] = []
     for batch in tqdm(make_batches(dataset, n, batch_size, batches, device), desc=f"suite {suite.name}",
                       leave=False, disable=None if progress else True):

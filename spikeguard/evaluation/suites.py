@@ -41,10 +41,14 @@ ATTACKS: dict[str, tuple[dict[str, Any], bool]] = {
     "square": ({"queries": 5000, "restarts": 1, "p_init": 0.8}, False),
     "random-uniform": ({"draws": 10}, False),
     "random-sign": ({"draws": 10}, False),
+    # events-l0 only (spikeguard/attacks/events.py); budget: events per sample, None = the evaluation's
+    "sparse-events": ({"steps": 20, "budget": None}, True),
+    "random-events": ({"draws": 10, "budget": None}, False),
 }
 SINGLE_STEP = ("fgsm", "rfgsm")
 ITERATIVE = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack")
-RANDOM = ("random-uniform", "random-sign")
+RANDOM = ("random-uniform", "random-sign", "random-events")
+EVENTS = ("sparse-events", "random-events")  # whole-event edits: norm "events", a budget instead of eps
 BLACK_BOX = ("square", "transfer", *RANDOM)
 LIBRARY_NORMS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack", "square")  # l2 offered there
 # survivors_only: attack only the samples every earlier attack left standing (cheaper; the attack's
@@ -152,6 +156,8 @@ def _attack(entry: Any, source: str) -> AttackSpec:
             params[key] = _positive_int(value, f"{kind} {key}", source)
         elif key in ("alpha", "p_init") and value is not None:
             params[key] = _positive_float(value, f"{kind} {key}", source)
+        elif key == "budget" and value is not None:
+            params[key] = _positive_int(value, f"{kind} budget", source)
         elif key == "random_start":
             params[key] = _bool(value, f"{kind} random_start", source)
     if "survivors_only" in entry:
@@ -159,6 +165,13 @@ def _attack(entry: Any, source: str) -> AttackSpec:
         if params["survivors_only"] and kind not in BLACK_BOX:
             # a white-box attack on survivors only would hide the cross-attack flags
             raise UserError(f"suite '{source}': survivors_only is for black-box and random attacks, not '{kind}'")
+    if kind in EVENTS:
+        if "norm" in entry or "eps" in entry:
+            raise UserError(f"suite '{source}': '{kind}' edits whole events within a budget; it takes no norm or eps")
+        estimators = bank.resolve(entry.get("estimators", "paper")) if takes_estimators else ()
+        if not takes_estimators and "estimators" in entry:
+            raise UserError(f"suite '{source}': '{kind}' uses no gradients and takes no estimators")
+        return AttackSpec(kind, str(entry.get("label") or kind), params, estimators, "events", None)
     norm = str(entry.get("norm", "linf"))
     if norm not in ("linf", "l2") or (norm == "l2" and kind not in LIBRARY_NORMS):
         raise UserError(f"suite '{source}': attack '{kind}' supports norm linf"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from spikeguard.errors import UserError
 from spikeguard.evaluation.runner import BROKEN
-from spikeguard.evaluation.suites import Suite
+from spikeguard.evaluation.suites import EVENTS, Suite
 from spikeguard.results import write_text
 
 CSV_FIRST = ["index", "label", "clean_correct", "robust", "broken_by"]
@@ -42,7 +42,9 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, seconds: dict[str, float]) -> dict:
+def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, seconds: dict[str, float],
+              threat=None) -> dict:
+    """``threat`` (a ThreatModel): event attacks' rows carry their event budget instead of an eps."""
     attacks = []
     specs = {s.label: s for s in suite.attacks}
     for label in labels:
@@ -61,6 +63,10 @@ def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, sec
                                        if spec is None or spec.estimators},
             "seconds": round(seconds.get(label, 0.0), 3),
         }
+        if spec is not None and spec.attack in EVENTS:
+            entry["eps"] = None
+            entry["budget"] = spec.params["budget"] if spec.params["budget"] is not None else threat.budget
+            entry["frame_range"] = threat.frame_range
         if entry["estimators"]:
             entry["params"]["per_estimator"] = ("cumulative: worst case over this and the earlier estimators"
                                                 if suite.cascade else "each estimator on every sample")
