@@ -133,13 +133,17 @@ def random_events(rng: np.random.Generator, n: int, duration_us: int = 1_300_000
     return x, y, p, t
 
 
-def make_synthetic_cifar10dvs(root, per_class: int = 4, fmt: str = "aedat", seed: int = 0,
-                              events_per_sample: int = 3000) -> list[tuple[Path, tuple]]:
-    """Write a tiny CIFAR10-DVS copy: `root`/<class>/<class>_<i>.<fmt>, `per_class` recordings per class.
+def write_synthetic_recordings(root, per_class: int = 4, fmt: str = "aedat2", seed: int = 0,
+                               events_per_sample: int = 3000) -> list[tuple[Path, tuple]]:
+    """Write a tiny CIFAR10-DVS copy: `root`/<class>/<class>_<i>.aedat or .aedat4 (fmt "aedat2" or "aedat"
+    for AEDAT 2.0, "aedat4" for AEDAT 4), `per_class` recordings per class.
 
-    Each class puts most of its events in its own quadrant-and-polarity pattern, so a model can learn
+    Each class puts most of its events in its own block-and-polarity pattern, so a model can learn
     something. Returns [(path, (x, y, p, t))] in class order.
     """
+    if fmt not in ("aedat", "aedat2", "aedat4"):
+        raise ValueError(f"fmt must be aedat2 or aedat4, got {fmt!r}")
+    suffix, write = (".aedat4", write_aedat4) if fmt == "aedat4" else (".aedat", write_aedat2)
     rng = np.random.default_rng(seed)
     written = []
     for label, name in enumerate(CLASSES):
@@ -151,7 +155,14 @@ def make_synthetic_cifar10dvs(root, per_class: int = 4, fmt: str = "aedat", seed
             x[focus] = (label % 4) * 32 + x[focus] % 32
             y[focus] = (label // 4) * 32 + y[focus] % 32
             p[focus] = label % 2
-            path = folder / f"{name}_{i}.{fmt}"
-            (write_aedat2 if fmt == "aedat" else write_aedat4)(path, x, y, p, t)
+            path = folder / f"{name}_{i}{suffix}"
+            write(path, x, y, p, t)
             written.append((path, (x, y, p, t)))
     return written
+
+
+def make_synthetic_cifar10dvs(root, per_class: int = 4, fmt: str = "aedat2", seed: int = 0,
+                              events_per_sample: int = 3000) -> Path:
+    """`write_synthetic_recordings`, returning the data directory `root` to pass as --data-dir."""
+    write_synthetic_recordings(root, per_class, fmt, seed, events_per_sample)
+    return Path(root)

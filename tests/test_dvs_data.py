@@ -11,6 +11,7 @@ from dvs_files import (
     random_events,
     write_aedat2,
     write_aedat4,
+    write_synthetic_recordings,
 )
 
 import spikeguard.data.cifar10_dvs as dvs_module
@@ -158,7 +159,7 @@ def synthetic(tmp_path_factory):
     sets = {}
     for fmt in ("aedat", "aedat4"):
         root = tmp_path_factory.mktemp(fmt)
-        sets[fmt] = (root, make_synthetic_cifar10dvs(root, per_class=4, fmt=fmt, seed=7, events_per_sample=2000))
+        sets[fmt] = (root, write_synthetic_recordings(root, per_class=4, fmt=fmt, seed=7, events_per_sample=2000))
     return sets
 
 
