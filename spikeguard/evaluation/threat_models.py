@@ -87,7 +87,8 @@ def make_threat_model(name: str = "linf", *, eps: float | None = None, budget: i
         raise UserError(f"the frame range must be an integer >= 1 (events per bin at value 1.0), got {frame_range!r}")
     if name == "linf":
         if frame_range is not None:
-            raise UserError("a frame range applies to event frames (frames-linf, events-l0), not to linf")
+            raise UserError(f"the data are event frames (frame range R={frame_range}); choose the threat model "
+                            "frames-linf or events-l0, not linf")
         return ThreatModel("linf", eps=eps)
     if frame_range is None:
         raise UserError(f"the {name} threat model needs the data set's frame range R (events per bin at value 1.0)")
