@@ -288,3 +288,24 @@ def test_event_threat_models_refuse_images_and_run_suite_refuses_event_attacks(t
 def test_bad_event_suites_are_refused(bad, message):
     with pytest.raises(UserError, match=message):
         suite_from_dict(bad)
+
+
+class NoisyLogits(torch.nn.Module):
+    """A stochastic frames model: the trained SNN's logits plus Gaussian noise on every pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits = self.model(x)
+        return logits + 0.5 * torch.randn_like(logits)
+
+
+def test_events_l0_attacks_a_stochastic_model_with_eot(trained, test_set):
+    suite = suite_from_dict({**FAST_EVENTS, "attacks": FAST_EVENTS["attacks"][:1]})
+    results, rows = evaluate(NoisyLogits(trained), test_set, suite, 0.0, num_classes=CLASSES, n=8, batch_size=8,
+                             progress=False, threat_model="events-l0", event_budget=24, frame_range=R)
+    assert results["stochastic"] and results["eot_draws"] == 2
+    scores = {r["sparse-events"] for r in rows}
+    assert scores <= {0.0, 0.5, 1.0} and min(scores) < 1.0
