@@ -82,7 +82,8 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
                  "seconds": {k: sum(f["seconds"][k] for _, f in parts) for k in facts["seconds"]}}
     labels = attack_labels(suite, rows)
     rows = finish_rows(rows, labels)
-    results = {"suite": suite.name, "eps": eps, "threat_model": threat.describe(), "seed": seed, "n": len(rows), "batch_size": batch_size,
+    results = {"suite": suite.name, "eps": eps, "threat_model": threat.describe(), "seed": seed, "n": len(rows),
+               "batch_size": batch_size,
                "cascade": suite.cascade, "stochastic": facts["stochastic"], "eot_draws": facts["draws"],
                "ranks": facts.get("ranks", 1),
                **summarize(rows, suite, labels, eps, facts["seconds"], threat)}
