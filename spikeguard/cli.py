@@ -27,7 +27,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its "
                                           "newest valid checkpoint (with --epochs: up to that many epochs)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100"),
+    dataset: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100 | cifar10dvs"),
     model: Optional[str] = typer.Option(None, help="digits_cnn | vgg11 | wrn16_4 (default: the data set's)"),
     defense: Optional[str] = typer.Option(None, help="vanilla | at | rat | gr | sr | sr_star"),
     lamb: Optional[float] = typer.Option(None, help="Penalty weight for sr, sr_star and gr."),
@@ -123,6 +123,12 @@ def evaluate(
                                             "the suite's; 1 disables EoT and raises a flag)."),
     eps_sweep: bool = typer.Option(False, "--eps-sweep", help="Also sweep eps up to 1 and flag accuracy that "
                                    "does not fall toward chance."),
+    threat_model: Optional[str] = typer.Option(None, "--threat-model", help="linf (images), frames-linf (event "
+                                               "frames; eps relative to the frame range) or events-l0 (add or "
+                                               "remove events, --budget per sample; --suite events). Default: "
+                                               "linf for images, frames-linf for event data."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="events-l0: events added plus removed per "
+                                         "sample."),
     verify: Optional[Path] = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
                                           "this results.json and confirm the stored outcomes."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
@@ -140,13 +146,15 @@ def evaluate(
     ctx, target_device = init_distributed(device)
     try:
         _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dataset, model, eot_draws,
-                  eps_sweep, verify, data_dir, download, out, target_device, progress, distributed, ctx.is_main)
+                  eps_sweep, threat_model, budget, verify, data_dir, download, out, target_device, progress,
+                  distributed, ctx.is_main)
     finally:
         close_distributed()
 
 
 def _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dataset, model, eot_draws, eps_sweep,
-              verify, data_dir, download, out, target_device, progress, distributed, main_rank) -> None:
+              threat_model, budget, verify, data_dir, download, out, target_device, progress, distributed,
+              main_rank) -> None:
     if verify is not None:
         from spikeguard.evaluation.verify import verify as run_verify
 
@@ -175,13 +183,20 @@ def _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dat
     eps_value = check_eps(coerce_field("eps", eps, "float")) if eps is not None else None
     target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
     eps_value = eps_value if eps_value is not None else target.eps
+    if threat_model is None:
+        threat_model = "frames-linf" if target.frame_range is not None else "linf"
+    if threat_model != "events-l0" and budget is not None:
+        raise UserError(f"--budget counts events: it applies to --threat-model events-l0, not {threat_model}")
     if eps_value is None:
-        raise UserError("no eps given and the model records none; pass --eps")
+        if threat_model != "events-l0":
+            raise UserError("no eps given and the model records none; pass --eps")
+        eps_value = 0.0  # events-l0 spends a budget of events; eps is unused
     source_model = load_source(source, target) if source else None
     results, rows = run_evaluation(target.model, target.test, chosen, eps_value, num_classes=target.num_classes,
                                    n=n, batch_size=batch_size, seed=seed, device=target_device, draws=eot_draws,
                                    source=source_model, eps_sweep=eps_sweep, progress=progress and main_rank,
-                                   distributed=distributed)
+                                   distributed=distributed, threat_model=threat_model, event_budget=budget,
+                                   frame_range=target.frame_range)
     if not main_rank:
         return
     record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
@@ -197,8 +212,10 @@ def _print_evaluation(record: dict) -> None:
 
     row = {"clean": record["clean_accuracy"], **{a["name"]: a["accuracy"] for a in record["attacks"]},
            "worst case": record["ensemble_accuracy"]}
-    print_table({record["model"]: row}, title=f"{record['model']} on {record['dataset']} test (n {record['n']}), eps "
-                             f"{record['eps']:.4g}, suite {record['suite']}")
+    threat = record.get("threat_model") or {"name": "linf"}
+    radius = f"budget {threat['budget']} events" if threat["name"] == "events-l0" else f"eps {record['eps']:.4g}"
+    print_table({record["model"]: row}, title=f"{record['model']} on {record['dataset']} test (n {record['n']}), "
+                                              f"{threat['name']} {radius}, suite {record['suite']}")
     for flag in record["flags"]:
         typer.echo(f"FLAG {flag['name']}: {flag['detail']}")
     for note in record["notes"]:

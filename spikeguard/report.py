@@ -229,8 +229,8 @@ def _paper_table(inputs: Inputs) -> list[Block]:
     blocks: list[Block] = []
     groups: dict[tuple, list[Item]] = {}
     for item in inputs.results:
-        groups.setdefault((item.data.get("dataset"), item.data.get("eps")), []).append(item)
-    for (dataset, eps), items in groups.items():
+        groups.setdefault((item.data.get("dataset"), _threat_text(item.data)), []).append(item)
+    for (dataset, threat), items in groups.items():
         strong: dict[str, float] = {}
         for item in items:
             if item.data.get("suite") == STRONG_SUITE and item.data.get("ensemble_accuracy") is not None:
@@ -248,14 +248,25 @@ def _paper_table(inputs: Inputs) -> list[Block]:
             rows.append([item.label, str(item.data.get("suite", ABSENT)), str(item.data.get("n", ABSENT)),
                          _pct(item.data.get("clean_accuracy")), *(_pct(cols.get(c)) for c in PAPER_COLUMNS),
                          _pct(item.data.get("ensemble_accuracy")), _pct(strong.get(item.label))])
-        eps_text = ABSENT if eps is None else f"{eps:.4g}"
-        blocks += [("h", 3, f"{dataset}, eps {eps_text}"),
+        blocks += [("h", 3, f"{dataset}, {threat}"),
                    ("table", ["model", "suite", "n", "clean", *PAPER_COLUMNS, "ensemble (suite)",
                               "ensemble (strong suite)"], rows)]
     blocks.append(("p", (f"Accuracy in percent. {ABSENT} = absent: the results hold no such attack or suite. "
                          "Where several entries fit one column the lowest accuracy is shown. The ensemble is the "
                          "per-sample worst case over every attack and estimator of the suite.")))
     return blocks
+
+
+def _threat_text(results: dict) -> str:
+    """The threat model and its radius in a few words: results files of different ones never share a table."""
+    threat = results.get("threat_model") or {"name": "linf"}  # files from before threat models were image l-inf
+    if threat.get("name") == "events-l0":
+        return f"events-l0, budget {threat.get('budget', ABSENT)} events"
+    eps = results.get("eps")
+    radius = ABSENT if eps is None else f"{eps:.4g}"
+    if threat.get("name") == "frames-linf":
+        return f"frames-linf, eps {radius} of the frame range R = {threat.get('frame_range', ABSENT)}"
+    return f"{threat.get('name', 'linf')}, eps {radius}"
 
 
 def _attack_tables(inputs: Inputs) -> list[Block]:
@@ -411,9 +422,10 @@ def _configs(inputs: Inputs) -> list[Block]:
                        else "absent: the run has no config.yaml"))
     for item in inputs.results:
         d = item.data
-        blocks.append(("p", (f"Results {item.path}: suite {d.get('suite', ABSENT)}, eps {d.get('eps', ABSENT)}, "
+        meaning = (d.get("threat_model") or {}).get("meaning")
+        blocks.append(("p", (f"Results {item.path}: suite {d.get('suite', ABSENT)}, {_threat_text(d)}, "
                              f"n {d.get('n', ABSENT)}, seed {d.get('seed', ABSENT)}, per-sample file "
-                             f"{d.get('per_sample', ABSENT)}.")))
+                             f"{d.get('per_sample', ABSENT)}." + (f" Threat model: {meaning}" if meaning else ""))))
     for item in inputs.analyses:
         settings = item.data.get("settings")
         blocks.append(("p", f"Analysis {item.path} of checkpoint {item.data.get('checkpoint', ABSENT)}:"))

@@ -3,7 +3,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeguard.attacks import eval_mode, fgsm, pgd, worst_case_accuracy
-from spikeguard.errors import UserError
 from spikeguard.evaluation.bank import PAPER as PAPER_ESTIMATORS
 
 

@@ -14,6 +14,8 @@ def test_paper_configs_cover_every_setting():
         for model in ("vgg11", "wrn16_4"):
             for defense in ("vanilla", "at", "rat", "gr", "sr", "sr_star"):
                 assert f"{dataset}_{model}_{defense}" in names
+    for defense in ("vanilla", "at", "sr", "sr_star"):  # issue 7: the event-data set, VGG-11 only
+        assert f"cifar10dvs_vgg11_{defense}" in names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -21,7 +23,7 @@ def test_every_config_validates(path):
     cfg = config_from_dict(load_config_file(path)).resolved()
     dataset, _, rest = path.stem.partition("_")
     assert cfg.dataset == dataset and path.stem.endswith(cfg.defense) and cfg.model in path.stem
-    assert cfg.time_steps == 8 and cfg.epochs == 200 and cfg.lr == 0.1
+    assert cfg.time_steps == (10 if dataset == "cifar10dvs" else 8) and cfg.epochs == 200 and cfg.lr == 0.1
     if cfg.defense in ("at", "sr_star"):
         assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(2.55 / 255) and cfg.steps == 7
 

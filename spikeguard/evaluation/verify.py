@@ -14,6 +14,7 @@ from spikeguard.evaluation.runner import run_suite
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.evaluation.summary import attack_labels, finish_rows, read_csv
 from spikeguard.evaluation.targets import load_source, load_target
+from spikeguard.evaluation.threat_models import threat_from_record
 
 
 def read_results(path: Path) -> dict:
@@ -47,9 +48,14 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
     total = math.ceil(results["n"] / results["batch_size"])
     count = max(1, round(total * fraction))
     chosen = sorted(random.Random().sample(range(total), count))  # a fresh choice each time, on purpose
+    threat = threat_from_record(results.get("threat_model"), results["eps"])
+    if threat.frame_range is not None and threat.frame_range != target.frame_range:
+        raise UserError(f"the data set's frame range is now {target.frame_range}, the evaluation used "
+                        f"{threat.frame_range}: the frames differ, so the outcomes cannot be compared")
     rows, _ = run_suite(target.model, target.test, suite, results["eps"], num_classes=target.num_classes,
                         n=results["n"], batch_size=results["batch_size"], seed=results["seed"], device=device,
-                        draws=results["eot_draws"], source=source, batches=chosen, progress=progress)
+                        draws=results["eot_draws"], source=source, batches=chosen, progress=progress,
+                        threat=threat)
     labels = attack_labels(suite, rows)
     for row in finish_rows(rows, labels):
         old = stored.get(row["index"])
