@@ -18,6 +18,8 @@ from spikeguard.errors import UserError
 # On CIFAR10-DVS eps is relative to the frame range (docs/dvs.md), at the image value for lack of a published one.
 DEFAULT_EPS = {"digits": 0.15, "cifar10": 8 / 255, "cifar100": 8 / 255, "cifar10dvs": 8 / 255}
 EVENT_DATASETS = ("cifar10dvs",)
+DEFAULT_TIME_STEPS = 8  # images (METHOD.md)
+DEFAULT_FRAMES = 10  # event data: frames per recording, one per time step (METHOD.md, CIFAR10-DVS)
 
 NAN_POLICIES = ("abort", "skip", "rollback")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
@@ -56,7 +58,7 @@ class TrainConfig:
     steps: int = 7                    # PGD steps for AT / SR*
     attack: str = "pgd"               # example generator for AT / SR*: fgsm or pgd
     beta: float = 0.004               # RAT retraction strength
-    time_steps: int = 8
+    time_steps: int | None = None     # None: 8 for images, the frame count (dvs.frames, default 10) for event data
     tau: float = 1.0
     encoder: str = "direct"           # event data sets: "frames" (set automatically)
     dvs: dict | None = None           # CIFAR10-DVS options (spikeguard.data.cifar10_dvs.DvsOptions); frames = time_steps
@@ -97,6 +99,9 @@ class TrainConfig:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
         if cfg.eps is None:
             cfg.eps = DEFAULT_EPS[cfg.dataset]
+        if cfg.time_steps is None:
+            event_frames = (cfg.dvs or {}).get("frames", DEFAULT_FRAMES)
+            cfg.time_steps = event_frames if cfg.dataset in EVENT_DATASETS else DEFAULT_TIME_STEPS
         if cfg.dataset in EVENT_DATASETS and cfg.encoder == "direct":
             cfg.encoder = "frames"  # event frames carry their own time axis; "direct" is the image default
         if cfg.alpha is None:  # from a bad eps or steps too, so that check() names the field the user gave
@@ -183,7 +188,7 @@ def dvs_options(config: dict[str, Any]) -> dict[str, Any] | None:
     its dvs mapping, with one frame per time step."""
     if config.get("dataset") not in EVENT_DATASETS:
         return None
-    return {**(config.get("dvs") or {}), "frames": config.get("time_steps", TrainConfig.time_steps)}
+    return {**(config.get("dvs") or {}), "frames": config.get("time_steps") or DEFAULT_FRAMES}
 
 
 def coerce_field(name: str, value: Any, annotation: str) -> Any:

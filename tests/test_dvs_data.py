@@ -237,6 +237,20 @@ def test_cache_is_reused_and_a_corrupt_cache_is_rebuilt(synthetic, tmp_path, mon
     load_dataset("cifar10dvs", data_dir=str(root), dvs=opts)  # the rebuilt cache is good again
 
 
+def test_rewritten_recordings_of_the_same_size_are_not_served_from_the_cache(tmp_path):
+    """AEDAT 2.0 sizes depend only on the event count: new recordings with the old names and sizes must
+    still be converted again, not read from the old cache."""
+    root = tmp_path / "data"
+    write_synthetic_recordings(root, per_class=2, fmt="aedat", seed=0, events_per_sample=500)
+    opts = {"frames": 2, "size": 16}
+    first = load_dataset("cifar10dvs", data_dir=str(root), augment=False, dvs=opts)
+    sizes = {p: p.stat().st_size for p in root.rglob("*.aedat")}
+    write_synthetic_recordings(root, per_class=2, fmt="aedat", seed=1, events_per_sample=500)
+    assert {p: p.stat().st_size for p in root.rglob("*.aedat")} == sizes
+    second = load_dataset("cifar10dvs", data_dir=str(root), augment=False, dvs=opts)
+    assert not np.array_equal(first.test.counts, second.test.counts)
+
+
 # ------------------------------------------------------------------ augmentations
 
 def test_augmentations_keep_shape_and_sign_and_flip_roll_keep_the_sum():

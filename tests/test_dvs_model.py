@@ -59,6 +59,12 @@ def test_event_config_uses_the_frames_encoder_and_one_frame_per_step():
     assert dvs_options(TrainConfig(dataset="digits").resolved().to_dict()) is None
 
 
+def test_event_data_default_to_ten_frames_and_dvs_frames_set_the_time_steps():
+    assert TrainConfig(dataset="cifar10dvs").resolved().time_steps == 10
+    assert TrainConfig(dataset="cifar10dvs", dvs={"frames": 6}).resolved().time_steps == 6
+    assert TrainConfig(dataset="digits").resolved().time_steps == 8
+
+
 @pytest.mark.parametrize("values,match", [
     ({"dataset": "cifar10dvs", "time_steps": 10, "dvs": {"frames": 8}}, "must equal time_steps"),
     ({"dataset": "cifar10dvs", "encoder": "poisson"}, "encoder must be 'frames'"),

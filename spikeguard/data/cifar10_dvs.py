@@ -201,9 +201,12 @@ def frame_range(counts: np.ndarray, indices: np.ndarray) -> int:
 # ---------------------------------------------------------------- conversion and cache
 
 def cache_key(root: Path, files: list[Path], options: DvsOptions) -> str:
-    listing = [[p.relative_to(root).as_posix(), p.stat().st_size] for p in files]
-    text = json.dumps({"version": CACHE_VERSION, "frames": options.frames, "split_by": options.split_by,
-                       "size": options.size, "files": listing})
+    """What the cached frames depend on. Size alone cannot tell two recordings with the same event count
+    apart, so each file's modification time is in the key too (as make does; hashing the contents would
+    re-read the whole set on every load), and so is the root, for a cache_dir shared by several copies."""
+    listing = [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    text = json.dumps({"version": CACHE_VERSION, "root": str(root.resolve()), "frames": options.frames,
+                       "split_by": options.split_by, "size": options.size, "files": listing})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
