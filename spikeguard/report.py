@@ -228,9 +228,14 @@ def _paper_table(inputs: Inputs) -> list[Block]:
         return [("p", "Absent: no results files among the inputs (run `spikeguard evaluate`).")]
     blocks: list[Block] = []
     groups: dict[tuple, list[Item]] = {}
-    for item in inputs.results:
-        groups.setdefault((item.data.get("dataset"), _threat_text(item.data)), []).append(item)
-    for (dataset, threat), items in groups.items():
+    for item in inputs.results:  # keyed by exact values: eps 8/255 and 0.03137 print alike but are not alike
+        threat = item.data.get("threat_model") or {}
+        eps = None if threat.get("name") == "events-l0" else item.data.get("eps")  # unused under events-l0
+        key = (item.data.get("dataset"), threat.get("name", "linf"), eps, threat.get("budget"),
+               threat.get("frame_range"))
+        groups.setdefault(key, []).append(item)
+    for (dataset, *_), items in groups.items():
+        threat = _threat_text(items[0].data)
         strong: dict[str, float] = {}
         for item in items:
             if item.data.get("suite") == STRONG_SUITE and item.data.get("ensemble_accuracy") is not None:
@@ -258,7 +263,7 @@ def _paper_table(inputs: Inputs) -> list[Block]:
 
 
 def _threat_text(results: dict) -> str:
-    """The threat model and its radius in a few words: results files of different ones never share a table."""
+    """The threat model and its radius in a few words, for headings."""
     threat = results.get("threat_model") or {"name": "linf"}  # files from before threat models were image l-inf
     if threat.get("name") == "events-l0":
         return f"events-l0, budget {threat.get('budget', ABSENT)} events"

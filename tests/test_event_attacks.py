@@ -263,6 +263,25 @@ def test_mismatched_threat_models_are_one_line_errors(trained, test_set, kwargs,
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("attacks, message", [
+    ([{"attack": "sparse-events", "steps": 2, "estimators": ["triangle:1"], "budget": 9}], "above the threat"),
+    ([{"attack": "sparse-events", "steps": 2, "estimators": ["triangle:1"], "budget": 4},
+      {"attack": "random-events", "draws": 2}], "whole budget"),
+    ([{"attack": "random-events", "draws": 2}], "whole budget"),
+])
+def test_the_recorded_budget_is_the_budget_attacked(trained, test_set, attacks, message):
+    suite = suite_from_dict({"name": "own-budgets", "attacks": attacks})
+    with pytest.raises(UserError, match=message):
+        evaluate(trained, test_set, suite, 0.1, num_classes=CLASSES, n=8, progress=False, threat_model="events-l0",
+                 event_budget=8, frame_range=R)
+    smaller_too = suite_from_dict({"name": "mixed", "attacks": [
+        {"attack": "sparse-events", "steps": 2, "estimators": ["triangle:1"]},
+        {"attack": "sparse-events", "label": "sparse-4", "steps": 2, "estimators": ["triangle:1"], "budget": 4}]})
+    results, _ = evaluate(trained, test_set, smaller_too, 0.1, num_classes=CLASSES, n=8, progress=False,
+                          threat_model="events-l0", event_budget=8, frame_range=R)
+    assert [a["budget"] for a in results["attacks"]] == [8, 4]
+
+
 def test_event_threat_models_refuse_images_and_run_suite_refuses_event_attacks(tiny_model, digits, trained,
                                                                                 test_set):
     for name, extra in (("events-l0", {"event_budget": 8}), ("frames-linf", {})):

@@ -32,17 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeguard.errors import UserError
+from spikeguard.errors import UserError, one_line
 
 SENSOR_SIZE = 128
 EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.int16), ("y", np.int16), ("p", np.int8)])
 AEDAT2_MAGIC = b"#!AER-DAT2.0"
 AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def make_events(t, x, y, p) -> np.ndarray:
@@ -84,7 +79,7 @@ def read_aedat2(path: str | Path) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UserError(f"{path}: cannot read ({_one_line(e)})") from e
+        raise UserError(f"{path}: cannot read ({one_line(e)})") from e
     start = _header_end(data, path)
     body = len(data) - start
     if body % 8:
@@ -118,7 +113,7 @@ def read_aedat4(path: str | Path) -> np.ndarray:
         with open(path, "rb") as f:
             magic = f.read(len(AEDAT4_MAGIC))
     except OSError as e:
-        raise UserError(f"{path}: cannot read ({_one_line(e)})") from e
+        raise UserError(f"{path}: cannot read ({one_line(e)})") from e
     if magic != AEDAT4_MAGIC:
         raise UserError(f"{path}: not an AEDAT 4.0 file (it does not start with '#!AER-DAT4.0')")
     try:
@@ -128,7 +123,7 @@ def read_aedat4(path: str | Path) -> np.ndarray:
     except UserError:
         raise
     except Exception as e:  # the decoder reports damage as various exception types
-        raise UserError(f"{path}: corrupt or truncated AEDAT 4 file ({_one_line(e)})") from e
+        raise UserError(f"{path}: corrupt or truncated AEDAT 4 file ({one_line(e)})") from e
     finally:
         decoder = None  # the decoder holds the file open until collected
     if not parts:

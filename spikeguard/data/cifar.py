@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from spikeguard.data.splits import DataSplits, ImageDataset, check_val_fraction, split_train_val
-from spikeguard.errors import UserError
+from spikeguard.errors import UserError, one_line
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -81,11 +81,6 @@ IMAGE_SIZE = 32
 PIXELS_PER_IMAGE = 3 * IMAGE_SIZE * IMAGE_SIZE
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _latin1_encode(text, encoding="latin1"):
     # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, "latin1").
     # Allow exactly that, not arbitrary codecs.
@@ -128,7 +123,7 @@ def _read_batch(path: Path, spec: _CifarSpec) -> tuple[np.ndarray, np.ndarray]:
     except UserError:
         raise
     except Exception as e:  # any unpickling failure means a damaged file
-        raise UserError(f"cannot read '{path}': corrupt or truncated {spec.title} file ({_one_line(e)})") from e
+        raise UserError(f"cannot read '{path}': corrupt or truncated {spec.title} file ({one_line(e)})") from e
     if not isinstance(batch, dict):
         raise UserError(f"'{path}' is not a {spec.title} file: expected a dict, got {type(batch).__name__}")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -144,7 +139,7 @@ def _read_batch(path: Path, spec: _CifarSpec) -> tuple[np.ndarray, np.ndarray]:
     try:
         labels = np.asarray(batch[spec.label_key])
     except Exception as e:
-        raise UserError(f"'{path}': '{spec.label_key}' is not a list of integers ({_one_line(e)})") from e
+        raise UserError(f"'{path}': '{spec.label_key}' is not a list of integers ({one_line(e)})") from e
     if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
         raise UserError(f"'{path}': '{spec.label_key}' must be a list of integers")
     if len(labels) != len(data):
@@ -180,7 +175,7 @@ def _download(name: str, spec: _CifarSpec, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         dataset_class(root=str(root), train=True, download=True)
     except Exception as e:  # network, disk or checksum trouble: all the user's to fix
-        raise UserError(f"could not download {spec.title} into '{root}': {_one_line(e)}") from e
+        raise UserError(f"could not download {spec.title} into '{root}': {one_line(e)}") from e
 
 
 def _train_augmentation():

@@ -171,7 +171,9 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     Within each class, a seeded permutation ranks the samples; a sample's key is (rank + u) / class size
     (u uniform in [0, 1)), and the lowest keys are held out. Each class so gives up a share of its samples
     in proportion to its size (exactly `fraction` of each class when that is whole), and the result depends
-    only on (labels, fraction, seed). Both parts are sorted.
+    only on (labels, fraction, seed). Both parts are sorted. Written here rather than with scikit-learn's
+    train_test_split(stratify=...) because that refuses a class with a single recording (a subset of the
+    data set) instead of splitting what there is.
     """
     rng = np.random.default_rng(seed)
     n = len(labels)

@@ -31,7 +31,7 @@ from spikeguard.attacks.noise import NOISES
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.stochastic import correct_fraction, is_stochastic
-from spikeguard.evaluation.suites import EVENTS, AttackSpec, Suite
+from spikeguard.evaluation.suites import EVENTS, LIBRARY_NORMS, AttackSpec, Suite
 from spikeguard.evaluation.threat_models import ThreatModel
 from spikeguard.snn import spiking_layers
 
@@ -75,7 +75,7 @@ class FoldedFrames(nn.Module):
         return self.model(x.reshape(x.shape[0], *self.frame_shape))
 
 
-LIBRARY = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack", "square")
+LIBRARY = LIBRARY_NORMS  # AutoAttack's own attacks: they read C, H, W off an image batch
 
 
 def event_budget(spec: AttackSpec, threat: ThreatModel | None) -> int:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spikeguard.errors import UserError
+from spikeguard.evaluation.suites import EVENTS
 
 THREAT_MODELS = ("linf", "frames-linf", "events-l0")
-EVENT_ATTACKS = ("sparse-events", "random-events")  # the attacks of events-l0, and only of it
+EVENT_ATTACKS = EVENTS  # the attacks of events-l0, and only of it
 
 NOT_COVERED = ("event timing within a frame (moving an event inside its time bin changes no frame), events "
                "outside the binning (at coordinates or times the frames do not see), edits to saturated bins, "
@@ -63,6 +64,22 @@ class ThreatModel:
                                 f"threat model, not {self.name}")
         if self.events and transfer:
             raise UserError("--source (a transfer attack) crafts l-inf examples; it does not apply under events-l0")
+        if self.events:
+            self._check_budgets(suite)
+
+    def _check_budgets(self, suite) -> None:
+        """The recorded budget must be what was attacked: no attack may spend more, and a white-box attack
+        must spend all of it (attacks with smaller budgets may join the worst case; they cannot replace it)."""
+        full = False
+        for spec in suite.attacks:
+            own = spec.params.get("budget")
+            if own is not None and own > self.budget:
+                raise UserError(f"attack '{spec.label}' has budget {own}, above the threat model's {self.budget} "
+                                "events; raise --budget or lower the attack's")
+            full |= spec.attack == "sparse-events" and own in (None, self.budget)
+        if not full:
+            raise UserError(f"no sparse-events attack of the suite spends the whole budget of {self.budget} events, "
+                            "so the result would not bound robustness at that budget; drop the attacks' own budgets")
 
     def check_sample(self, sample) -> None:
         """Images (3-D samples) for linf, event frames [T, C, H, W] for the other two."""
