@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from spikeguard.attacks.gradient import draw_logits, input_gradient
+from spikeguard.attacks.gradient import score_iterate
 from spikeguard.errors import UserError
 
 GRID_TOLERANCE = 1e-3  # in events: how far value * R may sit from an integer (float32 rounding)
@@ -84,13 +83,7 @@ def sparse_events(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: in
     for step in range(steps + 1):
         current = _frames(flat[active], counts[active], delta[active], frame_range)
         shaped = current.reshape(-1, *x.shape[1:])
-        if step < steps:  # the pass that gives the next gradient also scores the current iterate
-            grad, logits, every = input_gradient(model, shaped, y[active], draws, per_draw=True)
-        else:
-            every = draw_logits(model, shaped, draws)
-            logits = every.mean(0)
-        loss = F.cross_entropy(logits, y[active], reduction="none")
-        wrong = (every.argmax(-1) != y[active]).all(0)
+        grad, loss, wrong = score_iterate(model, shaped, y[active], draws, gradient=step < steps)
         better = wrong | (loss > best_loss[active])
         best[active[better]] = current[better]
         best_loss[active[better]] = loss[better]

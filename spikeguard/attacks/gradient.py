@@ -56,6 +56,21 @@ def draw_logits(model: nn.Module, x: torch.Tensor, draws: int = 1) -> torch.Tens
     return torch.stack([model(x) for _ in range(draws)])
 
 
+def score_iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int,
+                  gradient: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Score an iterative attack's current iterate in one (EoT) pass: the input gradient for the next step
+    when ``gradient`` (the same forward pass serves both), the per-sample loss, and whether every draw
+    misclassifies the sample. A stochastic model's sample counts as broken (and stops being attacked) only
+    then; for a deterministic model all draws agree, so EoT changes nothing there."""
+    if gradient:
+        grad, logits, every = input_gradient(model, x, y, draws, per_draw=True)
+    else:
+        grad, every = None, draw_logits(model, x, draws)
+        logits = every.mean(0)
+    loss = F.cross_entropy(logits, y, reduction="none")
+    return grad, loss, (every.argmax(-1) != y).all(0)
+
+
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1).detach()
 
@@ -133,15 +148,7 @@ def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
     active = torch.arange(x.shape[0], device=x.device)
     for step in range(steps + 1):
         current = x_adv[active]
-        if step < steps:  # the forward pass that gives the next gradient also scores the current iterate
-            grad, logits, every = input_gradient(model, current, y[active], draws, per_draw=True)
-        else:
-            every = draw_logits(model, current, draws)
-            logits = every.mean(0)
-        loss = F.cross_entropy(logits, y[active], reduction="none")
-        # A stochastic model's sample counts as broken (and stops being attacked) only when every draw
-        # misclassifies it; for a deterministic model all draws agree, so EoT changes nothing there.
-        wrong = (every.argmax(-1) != y[active]).all(0)
+        grad, loss, wrong = score_iterate(model, current, y[active], draws, gradient=step < steps)
         better = wrong | (loss > best_loss[active])
         best[active[better]] = current[better]
         best_loss[active[better]] = loss[better]
