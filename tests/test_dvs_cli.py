@@ -2,6 +2,9 @@
 training epoch, then an evaluation under each event threat model; and the bad data directories."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -79,6 +82,29 @@ def test_event_results_verify_analyze_and_report(trained, tmp_path):
     report = tmp_path / "report.md"
     assert main(["report", str(run), str(results), str(analysis), "--out", str(report)]) == 0
     assert "events-l0" in report.read_text()
+
+
+@pytest.mark.parametrize("trained", ["aedat2"], indirect=True)  # the sharding does not depend on the format
+def test_distributed_event_evaluation_equals_the_single_process_run(trained, tmp_path):
+    """Under torchrun the batches of an events-l0 evaluation are sharded over the ranks; the merged rows
+    must equal a single-process run's (the sparse attack is deterministic, random-events seeded per batch)."""
+    data, run = trained
+
+    def launch(nproc, out):
+        prefix = [sys.executable, "-m", "spikeguard"] if nproc == 1 else \
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+             "spikeguard"]
+        done = subprocess.run([*prefix, "evaluate", str(run), "--suite", "events", "--threat-model", "events-l0",
+                               "--budget", "12", "--num-samples", "10", "--batch-size", "3", "--data-dir", str(data),
+                               "--device", "cpu", "--no-progress", "--out", str(out)],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(out.read_text()), out.with_suffix(".csv").read_text()
+
+    single, single_csv = launch(1, tmp_path / "single.json")
+    merged, merged_csv = launch(2, tmp_path / "merged.json")
+    assert merged["ranks"] == 2 and single["ranks"] == 1 and merged["threat_model"] == single["threat_model"]
+    assert merged_csv == single_csv
 
 
 def test_linf_attack_under_the_event_threat_model_is_refused(trained, tmp_path, capsys):
