@@ -122,7 +122,8 @@ def evaluate(
     eot_draws: Optional[int] = typer.Option(None, "--eot-draws", help="Draws for a stochastic model (default: "
                                             "the suite's; 1 disables EoT and raises a flag)."),
     eps_sweep: bool = typer.Option(False, "--eps-sweep", help="Also sweep eps up to 1 and flag accuracy that "
-                                   "does not fall toward chance."),
+                                   "does not fall toward chance (events-l0: sweep the budget, K/4 to 8K, and "
+                                   "flag accuracy that rises with it)."),
     threat_model: Optional[str] = typer.Option(None, "--threat-model", help="linf (images), frames-linf (event "
                                                "frames; eps relative to the frame range) or events-l0 (add or "
                                                "remove events, --budget per sample; --suite events). Default: "

@@ -204,7 +204,7 @@ def test_events_l0_evaluation_records_the_threat_model_and_budgets(trained, test
     assert attacks["sparse-events"]["accuracy"] < attacks["random-events"]["accuracy"]
     assert results["unbounded_accuracy"] == 0.0 and "no budget" in results["unbounded_check"]["attack"]
     skipped = {f["name"] for f in results["flags_not_applicable"]}
-    assert {"iterative_weaker_than_single_step", "accuracy_rises_with_eps"} <= skipped
+    assert {"iterative_weaker_than_single_step", "accuracy_rises_with_budget"} <= skipped
     assert "black_box_beats_white_box" not in skipped and "zero_gradient" not in skipped
     assert len(rows) == 16 and all("sparse-events|ann" in r for r in rows)
 
@@ -253,14 +253,31 @@ def test_the_shipped_events_suite():
     ({"suite": "quick", "threat_model": "frames-linf", "event_budget": 8, "frame_range": R}, "events-l0 threat model only"),
     ({"suite": "quick"}, "choose the threat model frames-linf"),
     ({"suite": "quick", "threat_model": "l0"}, "unknown threat model"),
-    ({"suite": "events", "threat_model": "events-l0", "event_budget": 8, "frame_range": R, "eps_sweep": True},
-     "--eps-sweep"),
 ])
 def test_mismatched_threat_models_are_one_line_errors(trained, test_set, kwargs, message):
     suite = load_suite(kwargs.pop("suite"))
     with pytest.raises(UserError, match=message) as info:
         evaluate(trained, test_set, suite, 0.1, num_classes=CLASSES, n=8, progress=False, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_budget_sweep_under_events_l0(trained, test_set):
+    results, _ = evaluate(trained, test_set, load_suite("events"), 0.0, num_classes=CLASSES, n=16, progress=False,
+                          threat_model="events-l0", event_budget=8, frame_range=R, eps_sweep=True)
+    sweep = results["budget_sweep"]
+    assert [p["budget"] for p in sweep] == [2, 4, 8, 16, 32, 64] and "eps_sweep" not in results
+    assert "accuracy_rises_with_budget" not in {f["name"] for f in results["flags"]}
+    assert sweep[-1]["accuracy"] < sweep[0]["accuracy"] <= results["clean_accuracy"]
+    names = {f["name"] for f in results["flags_not_applicable"]}
+    assert "accuracy_not_toward_chance" in names and "accuracy_rises_with_budget" not in names
+
+
+def test_accuracy_rising_with_the_budget_is_flagged():
+    from spikeguard.evaluation.flags import sweep_flags
+
+    planted = [{"budget": 4, "accuracy": 0.5}, {"budget": 8, "accuracy": 0.7}]
+    assert [f["name"] for f in sweep_flags(planted, 10, 100, radius="budget")] == ["accuracy_rises_with_budget"]
+    assert sweep_flags(planted[::-1], 10, 100, radius="budget") == []
 
 
 @pytest.mark.parametrize("attacks, message", [

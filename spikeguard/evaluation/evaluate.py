@@ -23,6 +23,7 @@ from spikeguard.evaluation.threat_models import ThreatModel, make_threat_model
 from spikeguard.results import write_json
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
+BUDGET_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def check_eps(eps: float) -> float:
@@ -57,12 +58,10 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
     threat = make_threat_model(threat_model, eps=eps, budget=event_budget, frame_range=frame_range)
     threat.check_sample(dataset[0][0])
     threat.check_suite(suite, transfer=source is not None)
-    if eps_sweep and threat.events:
-        raise UserError("--eps-sweep sweeps an l-inf radius; it does not apply under events-l0")
     if num_classes < 4 and any(s.attack in ("apgd-t", "fab-t", "autoattack") for s in suite.attacks):
         raise UserError(f"suite '{suite.name}' has targeted attacks, which need at least 4 classes; the data set "
                         f"has {num_classes}")
-    if eps_sweep:
+    if eps_sweep and not threat.events:  # (events-l0: check_suite made sure a sparse-events attack is there)
         sweep_attack(suite)  # refuse a suite it cannot sweep before the long work
     start = time.perf_counter()
     if distributed:
@@ -98,7 +97,11 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
     results["unbounded_accuracy"] = unbounded
     results["unbounded_check"] = unbounded_check(suite, threat)
     found += flags.unbounded_flag(unbounded, unbounded_n, results["unbounded_check"]["attack"])
-    if eps_sweep:
+    if eps_sweep and threat.events:
+        results["budget_sweep"] = budget_sweep(model, dataset, suite, threat, num_classes, facts, seed, device,
+                                               progress)
+        found += flags.sweep_flags(results["budget_sweep"], num_classes, min(facts["n"], 200), radius="budget")
+    elif eps_sweep:
         results["eps_sweep"] = sweep(model, dataset, suite, eps, num_classes, facts, seed, device, progress)
         found += flags.sweep_flags(results["eps_sweep"], num_classes, min(facts["n"], 200))
     results["flags"] = found
@@ -181,6 +184,23 @@ def sweep(model, dataset, suite: Suite, eps: float, num_classes: int, facts: dic
                             seed=seed, device=device, draws=facts["draws"], progress=progress)
         rows = finish_rows(rows, [specs[0].label])
         out.append({"eps": point, "attack": specs[0].label, "accuracy": sum(r["robust"] for r in rows) / len(rows)})
+    return out
+
+
+def budget_sweep(model, dataset, suite: Suite, threat: ThreatModel, num_classes: int, facts: dict, seed: int,
+                 device, progress: bool) -> list[dict]:
+    """events-l0: the suite's first sparse-events attack at budgets K/4 .. 8K on up to 200 samples (accuracy
+    must not rise with the budget; the unbounded check is the no-budget end)."""
+    spec = next(s for s in suite.attacks if s.attack == "sparse-events")
+    spec = dataclasses.replace(spec, params={**spec.params, "budget": None})  # each point's budget
+    single = dataclasses.replace(suite, attacks=(spec,))
+    out = []
+    for budget in sorted({max(1, round(threat.budget * f)) for f in BUDGET_FACTORS}):
+        point = make_threat_model("events-l0", budget=budget, frame_range=threat.frame_range)
+        rows, _ = run_suite(model, dataset, single, 0.0, num_classes=num_classes, n=min(facts["n"], 200),
+                            seed=seed, device=device, draws=facts["draws"], progress=progress, threat=point)
+        rows = finish_rows(rows, [spec.label])
+        out.append({"budget": budget, "attack": spec.label, "accuracy": sum(r["robust"] for r in rows) / len(rows)})
     return out
 
 

@@ -79,22 +79,28 @@ def not_applicable(suite: Suite, threat, eps_sweep: bool) -> list[dict]:
                     else "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"})
     if suite.unbounded_n == 0:
         out.append({"name": "unbounded_eps_not_zero", "why": "the suite's checks.unbounded_n is 0"})
+    events = threat is not None and threat.events
     if not eps_sweep:
-        why = ("the eps sweep is an l-inf check; events-l0 has no eps" if threat is not None and threat.events
-               else "run without --eps-sweep")
-        out += [{"name": "accuracy_rises_with_eps", "why": why}, {"name": "accuracy_not_toward_chance", "why": why}]
+        sweep = "accuracy_rises_with_budget" if events else "accuracy_rises_with_eps"
+        out += [{"name": sweep, "why": "run without --eps-sweep"},
+                {"name": "accuracy_not_toward_chance", "why": "run without --eps-sweep"}]
+    elif events:
+        out.append({"name": "accuracy_not_toward_chance",
+                    "why": "under events-l0 the unbounded check (no budget) is the toward-chance check"})
     return out
 
 
-def sweep_flags(sweep: list[dict], num_classes: int, n: int) -> list[dict]:
+def sweep_flags(sweep: list[dict], num_classes: int, n: int, radius: str = "eps") -> list[dict]:
+    """Accuracy must fall as the radius (eps, or the event budget) grows; an eps sweep ends at eps = 1,
+    where it must be near chance (a budget sweep's no-budget end is the unbounded check)."""
     flags = []
     tolerance = 2 / max(n, 1)
     for before, after in zip(sweep, sweep[1:]):
         if after["accuracy"] > before["accuracy"] + tolerance:
-            flags.append({"name": "accuracy_rises_with_eps",
-                          "detail": f"accuracy {before['accuracy']:.1%} at eps {before['eps']:.4g} but "
-                                    f"{after['accuracy']:.1%} at eps {after['eps']:.4g}"})
-    if sweep and sweep[-1]["accuracy"] > 1 / num_classes + tolerance:
+            flags.append({"name": f"accuracy_rises_with_{radius}",
+                          "detail": f"accuracy {before['accuracy']:.1%} at {radius} {before[radius]:.4g} but "
+                                    f"{after['accuracy']:.1%} at {radius} {after[radius]:.4g}"})
+    if radius == "eps" and sweep and sweep[-1]["accuracy"] > 1 / num_classes + tolerance:
         flags.append({"name": "accuracy_not_toward_chance",
                       "detail": f"at eps {sweep[-1]['eps']:.4g} accuracy is {sweep[-1]['accuracy']:.1%}, "
                                 f"above chance ({1 / num_classes:.1%})"})
