@@ -50,7 +50,8 @@ from dvs_files import (
     write_synthetic_recordings,
 )
 
-from spikeguard.attacks import eval_mode, pgd
+from spikeguard.attacks import pgd
+from spikeguard.runtime import eval_mode
 from spikeguard.attacks.events import sparse_events, within_event_budget
 from spikeguard.data.aedat import read_events
 from spikeguard.data.cifar10_dvs import (

@@ -54,8 +54,9 @@ def timed(model, data, estimators, cascade: bool, steps: int, n: int, eps: float
 def textbook(model, data, steps: int, n: int, eps: float) -> dict:
     """One estimator, every sample, every step, last iterate (PGD as ANN libraries run it): the cost most
     published SNN evaluations pay for one estimator."""
-    from spikeguard.attacks import eval_mode, pgd
-    from spikeguard.train import stack
+    from spikeguard.attacks import pgd
+    from spikeguard.runtime import eval_mode
+    from spikeguard.data import stack
 
     x, y = stack(data.test, n)
     start = time.perf_counter()

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode, pick_device
 from spikeguard.errors import UserError
 
 
@@ -84,9 +84,6 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tup
     this process's device: cuda:LOCAL_RANK with NCCL, or the CPU with gloo. Without WORLD_SIZE > 1 it
     only resolves ``device`` and returns the single-process context."""
     if not launched_distributed():
-        # imported here, not at the top: train imports this module
-        from spikeguard.train import pick_device
-
         return DistContext(), pick_device(device)
     rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:

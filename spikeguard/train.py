@@ -30,7 +30,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.checkpoint import (
     latest_resumable,
     read_checkpoint,
@@ -39,7 +39,7 @@ from spikeguard.checkpoint import (
     write_atomic,
 )
 from spikeguard.config import TrainConfig, config_from_dict, dvs_options, load_config_file
-from spikeguard.data import DataSplits, load_dataset
+from spikeguard.data import DataSplits, load_dataset, stack
 from spikeguard.defenses import Defense, create_defense, true_class_probability
 from spikeguard.distributed import (
     all_ranks_true,
@@ -130,18 +130,6 @@ class _Rollback(Exception):
     """A numerical fault under nan_policy rollback; caught by fit(), never seen by a user."""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' requested but no CUDA device is available")
-    return device
-
-
 def prepare_run_dir(out: str | Path) -> Path:
     """Refuse to reuse a run directory (a finished run is never overwritten) or one that cannot be created."""
     if "\0" in str(out):
@@ -162,13 +150,6 @@ def prepare_run_dir(out: str | Path) -> Path:
 def model_spec(cfg: TrainConfig, data: DataSplits) -> ModelSpec:
     return ModelSpec(cfg.model, data.num_classes, data.in_channels, data.image_size, data.mean, data.std,
                      cfg.time_steps, cfg.tau, cfg.encoder)
-
-
-def stack(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` samples of a dataset as two tensors."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    xs, ys = zip(*(dataset[i] for i in range(n)))
-    return torch.stack(xs), torch.as_tensor([int(v) for v in ys])
 
 
 @torch.no_grad()
@@ -284,11 +265,9 @@ def seeded_rngs(seed: int, device: torch.device) -> Iterator[None]:
     """Python's, NumPy's and torch's global generators (and the training GPU's) seeded with ``seed`` for the
     block, and given back as they were afterwards."""
     py_state, np_state = random.getstate(), np.random.get_state()
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    with forked_rng(device, seed=seed):
         random.seed(seed)
         np.random.seed(seed)
-        torch.manual_seed(seed)
         try:
             yield
         finally:

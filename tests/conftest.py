@@ -24,7 +24,7 @@ def digits():
 
 @pytest.fixture(scope="session")
 def digits_tensors(digits):
-    from spikeguard.train import stack
+    from spikeguard.data import stack
 
     return stack(digits.train), stack(digits.test)
 

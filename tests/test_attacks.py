@@ -2,7 +2,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeguard.attacks import eval_mode, fgsm, pgd, worst_case_accuracy
+from spikeguard.attacks import fgsm, pgd, worst_case_accuracy
+from spikeguard.runtime import eval_mode
 from spikeguard.evaluation.bank import PAPER as PAPER_ESTIMATORS
 
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from spikeguard.attacks import eval_mode, pgd, rfgsm
+from spikeguard.attacks import pgd, rfgsm
+from spikeguard.runtime import eval_mode
 from spikeguard.attacks import autoattack_adapter as library
 from spikeguard.attacks.noise import random_signs, uniform_noise
 from spikeguard.cli import main

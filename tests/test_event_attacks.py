@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode
 from spikeguard.attacks.events import random_events, sparse_events, within_event_budget
 from spikeguard.attacks.noise import NOISES
 from spikeguard.errors import UserError

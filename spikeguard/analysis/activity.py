@@ -22,7 +22,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode
 from spikeguard.snn.neuron import IFNeuron
 
 ENERGY_CONSTANTS = {

@@ -36,7 +36,8 @@ from spikeguard.analysis.min_eps import (
     noise_flips,
     summarize_min_eps,
 )
-from spikeguard.attacks import eval_mode, pgd
+from spikeguard.attacks import pgd
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.errors import UserError
 from spikeguard.results import write_json, write_text
 from spikeguard.snn import estimator as use_estimator
@@ -186,7 +187,7 @@ def analyze_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
 def require_deterministic(model: nn.Module, x: torch.Tensor) -> None:
     """Refuse a stochastic model (e.g. Poisson encoding): one draw of f per input would make every drop
     partly noise, and this analysis has no expectation over draws."""
-    with eval_mode(model), torch.random.fork_rng():
+    with eval_mode(model), forked_rng(x.device):
         if not torch.equal(model(x), model(x)):
             raise UserError("the model is stochastic (two forward passes differ); the analysis has no "
                             "expectation over draws, so it refuses")
@@ -312,7 +313,8 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     from spikeguard.config import dvs_options
     from spikeguard.data import load_dataset
     from spikeguard.figures import write_figures
-    from spikeguard.train import pick_device, stack
+    from spikeguard.data import stack
+    from spikeguard.runtime import pick_device
 
     out = prepare_output_dir(out)
     target = pick_device(device)
@@ -335,7 +337,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     attack_at, flip_at, attack_info = suite_attacks(settings.seed)
     say = (lambda msg: print(f"analyze: {msg}", flush=True)) if progress else None
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[target.index or 0] if target.type == "cuda" else []):
+    with forked_rng(target):
         summary, rows = analyze_model(model, x.to(target), y.to(target), settings, attack_at, flip_at, say)
     run = run_directory(checkpoint)
     summary = {

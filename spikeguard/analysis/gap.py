@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode
 from spikeguard.defenses.sparsity import true_class_probability
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode
 from spikeguard.defenses.sparsity import true_class_probability
 
 # An entry counts as "small" when |g_i| <= SMALL_TOLERANCE * max_j |g_j| (relative, so scale-free).

@@ -6,6 +6,6 @@ evaluation attacks with.
 """
 
 from spikeguard.attacks.ensemble import EnsembleResult, worst_case_accuracy
-from spikeguard.attacks.gradient import eval_mode, fgsm, input_gradient, pgd, rfgsm
+from spikeguard.attacks.gradient import fgsm, input_gradient, pgd, rfgsm
 
-__all__ = ["EnsembleResult", "eval_mode", "fgsm", "input_gradient", "pgd", "rfgsm", "worst_case_accuracy"]
+__all__ = ["EnsembleResult", "fgsm", "input_gradient", "pgd", "rfgsm", "worst_case_accuracy"]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
+from spikeguard.runtime import forked_rng
 
 NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -37,13 +38,12 @@ def _library():
 @contextlib.contextmanager
 def _seeded(generator: torch.Generator | None, device: torch.device) -> Iterator[int]:
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    cuda = [device.index or 0] if device.type == "cuda" else []
     quiet = io.StringIO()  # the library prints and logs its own progress and warnings
     logger = logging.getLogger("auto-attack")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with torch.random.fork_rng(devices=cuda), contextlib.redirect_stdout(quiet), \
+        with forked_rng(device), contextlib.redirect_stdout(quiet), \
                 contextlib.redirect_stderr(quiet), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield seed

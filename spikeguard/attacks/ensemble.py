@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from spikeguard.attacks.gradient import eval_mode
+from spikeguard.runtime import eval_mode
 from spikeguard.snn import estimator
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

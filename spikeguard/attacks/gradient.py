@@ -8,25 +8,9 @@ layers' surrogate path active.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """BatchNorm and dropout in eval mode for the block, then every module's own mode restored.
-    The spiking layers' backward estimator is untouched, so gradients still flow through spikes."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from spikeguard.data.cifar import load_cifar
 from spikeguard.data.cifar10_dvs import load_cifar10_dvs
 from spikeguard.data.digits import load_digits
-from spikeguard.data.splits import DataSplits
+from spikeguard.data.splits import DataSplits, stack
 from spikeguard.errors import UserError
 
-__all__ = ["DATASETS", "DataSplits", "load_dataset"]
+__all__ = ["DATASETS", "DataSplits", "load_dataset", "stack"]
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "cifar10dvs")
 

@@ -93,3 +93,10 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tenso
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val], perm[n_val:]
     return train.sort().values, val.sort().values
+
+
+def stack(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` samples of a dataset as two tensors."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    xs, ys = zip(*(dataset[i] for i in range(n)))
+    return torch.stack(xs), torch.as_tensor([int(v) for v in ys])

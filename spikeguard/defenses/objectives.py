@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikeguard.attacks import eval_mode, fgsm, pgd
+from spikeguard.attacks import fgsm, pgd
+from spikeguard.runtime import eval_mode
 from spikeguard.defenses.gradient_norm import gradient_norm_terms
 from spikeguard.defenses.orthogonal import retract_model
 from spikeguard.defenses.sparsity import sparsity_terms

@@ -18,21 +18,19 @@ def strongest_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     """Per sample, the example that lowers the true-class probability f (METHOD.md's two-class form)
     the most over every white-box l-inf (attack, estimator) pair of ``suite``. ``draws`` > 1 averages
     gradients and f over draws (a stochastic model). The global RNG is left as it was."""
-    from spikeguard.attacks import eval_mode
+    from spikeguard.runtime import eval_mode, forked_rng
     from spikeguard.defenses import true_class_probability
     from spikeguard.evaluation import bank
     from spikeguard.evaluation.runner import SuiteRunner, craft, within_budget
 
     suite = load_suite(suite) if not isinstance(suite, Suite) else suite
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
 
     def mean_f(inputs):
         with eval_mode(model), torch.no_grad():
             return sum(true_class_probability(model(inputs), y) for _ in range(draws)) / draws
 
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    with forked_rng(x.device, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator))):
         with eval_mode(model), torch.no_grad():
             num_classes = num_classes or model(x[:1]).shape[1]
         runner = SuiteRunner(model, suite, eps, num_classes, 0, draws)

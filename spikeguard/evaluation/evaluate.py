@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spikeguard.attacks import eval_mode, pgd
+from spikeguard.attacks import pgd
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.attacks.events import sparse_events
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, flags
@@ -90,9 +91,7 @@ def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
     runner = SuiteRunner(model, suite, eps, num_classes, seed, facts["draws"], threat=threat)
-    with torch.random.fork_rng(devices=[torch.device(device).index or 0] if torch.device(device).type == "cuda"
-                               else []):
-        torch.manual_seed(seed)  # a stochastic model's draws: reproducible, and the caller's RNG untouched
+    with forked_rng(device, seed=seed):  # a stochastic model's draws: reproducible, the caller's RNG untouched
         unbounded, unbounded_n = unbounded_accuracy(runner, dataset, suite, facts["n"], device)
     results["unbounded_accuracy"] = unbounded
     results["unbounded_check"] = unbounded_check(suite, threat)

@@ -16,6 +16,7 @@ outcome does not depend on which other batches ran: ``--verify`` and distributed
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -24,7 +25,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spikeguard.attacks import eval_mode, fgsm, input_gradient, pgd, rfgsm
+from spikeguard.attacks import fgsm, input_gradient, pgd, rfgsm
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.attacks import autoattack_adapter as library
 from spikeguard.attacks.events import random_events, sparse_events, within_event_budget
 from spikeguard.attacks.noise import NOISES
@@ -169,8 +171,7 @@ class SuiteRunner:
 
     def run(self, batch: Batch) -> list[dict]:
         x, y = batch.x, batch.y
-        with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda" else []):
-            torch.manual_seed(batch_seed(self.seed, batch.number, 0))  # for stochastic models' own draws
+        with forked_rng(x.device, seed=batch_seed(self.seed, batch.number, 0)):  # stochastic models' own draws
             clean = self.score(x, y)
             rows = [{"index": i, "label": int(t), "clean_correct": float(c)}
                     for i, t, c in zip(batch.indices, y.tolist(), clean.tolist())]
@@ -229,7 +230,7 @@ class SuiteRunner:
             idx = ((standing if self.suite.cascade else clean) > 0).nonzero().squeeze(1)
             scores = clean.clone()
             if idx.numel():
-                context = bank.under(self.model, member, self.twins) if member else _plain(self.model)
+                context = bank.under(self.model, member, self.twins) if member else contextlib.nullcontext(self.model)
                 with eval_mode(self.model), context as target:
                     x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes,
                                   self.threat)
@@ -274,19 +275,6 @@ class SuiteRunner:
             row["zero_gradient"] = " ".join(names)
 
 
-class _plain:
-    """Context yielding the model unchanged (gradient-free attacks)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        return self.model
-
-    def __exit__(self, *exc):
-        return False
-
-
 def run_suite(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
               batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
               source: nn.Module | None = None, batches: Sequence[int] | None = None, progress: bool = True,
@@ -298,8 +286,7 @@ def run_suite(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classe
     device = torch.device(device)
     model = model.to(device)
     probe = torch.stack([dataset[i][0] for i in range(min(n, 32))]).to(device)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with forked_rng(device, seed=seed):
         stochastic = is_stochastic(model, probe)
     used = draws if draws is not None else (suite.eot_draws if stochastic else 1)
     runner = SuiteRunner(model, suite, eps, num_classes, seed, used, source.to(device) if source else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikeguard.attacks import eval_mode
+from spikeguard.runtime import eval_mode
 
 
 @torch.no_grad()

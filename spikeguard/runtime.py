@@ -1,0 +1,62 @@
+"""Where and how code runs: the device, a model's train/eval state, and private random streams.
+
+These helpers are used by training, evaluation and analysis alike, so they live below all three: no module
+reaches into the training loop (or into the attacks) for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from spikeguard.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; UserError for anything else."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' requested but no CUDA device is available")
+    return device
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """BatchNorm and dropout in eval mode for the block, then every module's own mode restored.
+    The spiking layers' backward estimator is untouched, so gradients still flow through spikes."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def cuda_devices(device: torch.device | str | None) -> list[int]:
+    """The CUDA device indices whose generators a fork must cover for work on ``device``."""
+    if device is None:
+        return []
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+@contextlib.contextmanager
+def forked_rng(device: torch.device | str | None = None, seed: int | None = None) -> Iterator[None]:
+    """torch's global generators (CPU, and ``device``'s when it is a GPU) forked for the block, seeded with
+    ``seed`` when given: randomness inside is reproducible and the caller's random state is left as it was.
+    Libraries that reseed the global generator (AutoAttack) and stochastic models draw from it."""
+    with torch.random.fork_rng(devices=cuda_devices(device)):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
