@@ -27,7 +27,7 @@ from spikeguard.checkpoint import load_model
 from spikeguard.data import load_dataset
 from spikeguard.demo import demo_config, demo_selection
 from spikeguard.evaluation import bank
-from spikeguard.evaluation.runner import run_suite
+from spikeguard.evaluation.runner import Plan, run_suite
 from spikeguard.evaluation.summary import finish_rows
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.train import train
@@ -44,7 +44,7 @@ def timed(model, data, estimators, cascade: bool, steps: int, n: int, eps: float
     suite = suite_from_dict({"name": "bench", "cascade": cascade, "checks": {"unbounded_n": 0},
                              "attacks": [{"attack": "pgd", "steps": steps, "estimators": list(estimators)}]})
     start = time.perf_counter()
-    rows, _ = run_suite(model, data.test, suite, eps, num_classes=data.num_classes, n=n, progress=False)
+    rows, _ = run_suite(Plan(model, data.test, suite, eps, data.num_classes, n=n, progress=False))
     seconds = time.perf_counter() - start
     rows = finish_rows(rows, [suite.attacks[0].label])
     return {"estimators": len(estimators), "cascade": cascade, "seconds": round(seconds, 3),

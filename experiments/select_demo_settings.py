@@ -12,7 +12,7 @@ from pathlib import Path
 
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
-from spikeguard.evaluation import evaluate
+from spikeguard.evaluation import EvalConfig, evaluate_model
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.train import train
 
@@ -41,8 +41,8 @@ def main() -> None:
                                                     "estimators": "paper"}]})
 
     def attack(model, eps):
-        results, _ = evaluate(model, val, selection_suite, eps, num_classes=data.num_classes, progress=False)
-        return {"robust_accuracy": {"pgd": results["ensemble_accuracy"]}}
+        record = evaluate_model(model, val, data.num_classes, EvalConfig(suite=selection_suite, eps=eps, progress=False))
+        return {"robust_accuracy": {"pgd": record.results["ensemble_accuracy"]}}
 
     # 1. epochs: the smallest budget whose vanilla validation accuracy is within 1 point of the best.
     vanilla = {e: fit(defense="vanilla", epochs=e) for e in EPOCH_GRID}

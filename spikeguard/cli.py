@@ -5,6 +5,7 @@ Every error a user can cause ends in one line on stderr and exit code 2, never a
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -141,71 +142,50 @@ def evaluate(
 ) -> None:
     """Attack a model with a suite: per-sample worst case over attacks and backward estimators, with
     EoT for stochastic models, black-box and random baselines, and sanity flags."""
-    from spikeguard.distributed import close_distributed, init_distributed, launched_distributed
+    from spikeguard.evaluation.config import EvalConfig
 
-    distributed = launched_distributed()  # under torchrun: shard the batches over the ranks
-    ctx, target_device = init_distributed(device)
+    config = EvalConfig(suite=suite or "quick", eps=eps, n=n, batch_size=batch_size, seed=seed, eot_draws=eot_draws,
+                        eps_sweep=eps_sweep, threat_model=threat_model, budget=budget, source=source, device=device,
+                        progress=progress)
+    if verify is None:
+        if suite is None:
+            raise UserError("evaluate needs --suite (paper, strong, quick or a YAML file)")
+        if out is None:
+            raise UserError("evaluate needs --out results.json")
+        if out.suffix.lower() == ".csv":
+            raise UserError("--out names the results JSON; its per-sample CSV is written beside it, so use .json")
+        if out.exists() or out.with_suffix(".csv").exists():
+            raise UserError(f"output '{out}' (or its .csv) already exists; choose a new --out")
+        config = config.validated()  # every flag checked before PyTorch is imported
+    from spikeguard.distributed import close_distributed, init_distributed
+
+    ctx, target_device = init_distributed(device)  # under torchrun: join the group, shard the batches
     try:
-        _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dataset, model, eot_draws,
-                  eps_sweep, threat_model, budget, verify, data_dir, download, out, target_device, progress,
-                  distributed, ctx.is_main)
+        if verify is not None:
+            _verify(verify, data_dir, target_device, progress)
+            return
+        from spikeguard.evaluation import run_evaluation
+        from spikeguard.evaluation.targets import load_target
+
+        config = dataclasses.replace(config, device=str(target_device), progress=progress and ctx.is_main)
+        target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
+        record = run_evaluation(config, target)
+        if ctx.is_main:
+            csv_path = record.write(out)
+            _print_evaluation(record.results)
+            typer.echo(f"wrote {out} and {csv_path}")
     finally:
         close_distributed()
 
 
-def _evaluate(checkpoint, suite, eps, n, batch_size, seed, source, model_fn, dataset, model, eot_draws, eps_sweep,
-              threat_model, budget, verify, data_dir, download, out, target_device, progress, distributed,
-              main_rank) -> None:
-    if verify is not None:
-        from spikeguard.evaluation.verify import verify as run_verify
+def _verify(path: Path, data_dir, device, progress: bool) -> None:
+    from spikeguard.evaluation.verify import verify as run_verify
 
-        checked, batches, mismatches = run_verify(verify, data_dir=data_dir, device=target_device,
-                                                  progress=progress)
-        if mismatches:
-            print(f"error: verification failed on {len(mismatches)} outcomes; first: {mismatches[0]}",
-                  file=sys.stderr)
-            raise typer.Exit(1)
-        typer.echo(f"verified: {checked} samples in {batches} re-run batches match {verify}")
-        return
-    from spikeguard.config import coerce_field
-    from spikeguard.evaluation import check_eps, evaluate as run_evaluation, load_suite, write_results
-    from spikeguard.evaluation.targets import load_source, load_target
-    from spikeguard.provenance import code_version, library_versions
-
-    if suite is None:
-        raise UserError("evaluate needs --suite (paper, strong, quick or a YAML file)")
-    if out is None:
-        raise UserError("evaluate needs --out results.json")
-    if out.suffix.lower() == ".csv":
-        raise UserError("--out names the results JSON; its per-sample CSV is written beside it, so use .json")
-    if out.exists() or out.with_suffix(".csv").exists():
-        raise UserError(f"output '{out}' (or its .csv) already exists; choose a new --out")
-    chosen = load_suite(suite)
-    eps_value = check_eps(coerce_field("eps", eps, "float")) if eps is not None else None
-    target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
-    eps_value = eps_value if eps_value is not None else target.eps
-    if threat_model is None:
-        threat_model = "frames-linf" if target.frame_range is not None else "linf"
-    if threat_model != "events-l0" and budget is not None:
-        raise UserError(f"--budget counts events: it applies to --threat-model events-l0, not {threat_model}")
-    if eps_value is None:
-        if threat_model != "events-l0":
-            raise UserError("no eps given and the model records none; pass --eps")
-        eps_value = 0.0  # events-l0 spends a budget of events; eps is unused
-    source_model = load_source(source, target) if source else None
-    results, rows = run_evaluation(target.model, target.test, chosen, eps_value, num_classes=target.num_classes,
-                                   n=n, batch_size=batch_size, seed=seed, device=target_device, draws=eot_draws,
-                                   source=source_model, eps_sweep=eps_sweep, progress=progress and main_rank,
-                                   distributed=distributed, threat_model=threat_model, event_budget=budget,
-                                   frame_range=target.frame_range)
-    if not main_rank:
-        return
-    record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
-              "checkpoint_sha256": target.checkpoint_sha256, "model_fn": model_fn, "source": source,
-              **results, "suite_spec": chosen.raw, "code_version": code_version(),
-              "libraries": library_versions(), "device": str(target_device)}
-    write_results(out, record, rows)
-    _print_evaluation(record)
+    checked, batches, mismatches = run_verify(path, data_dir=data_dir, device=device, progress=progress)
+    if mismatches:
+        print(f"error: verification failed on {len(mismatches)} outcomes; first: {mismatches[0]}", file=sys.stderr)
+        raise typer.Exit(1)
+    typer.echo(f"verified: {checked} samples in {batches} re-run batches match {path}")
 
 
 def _print_evaluation(record: dict) -> None:

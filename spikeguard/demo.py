@@ -16,7 +16,8 @@ from pathlib import Path
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
 from spikeguard.errors import UserError
-from spikeguard.evaluation import evaluate, load_suite, write_results
+from spikeguard.evaluation import EvalConfig, Target, load_suite, run_evaluation
+from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
 from spikeguard.results import print_table, write_json, write_text
 from spikeguard.train import prepare_run_dir, train
@@ -54,11 +55,12 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
     for defense in defenses:
         cfg = demo_config(defense, chosen, seed)
         run = train(cfg, out / "runs" / defense, progress=progress, data=data)
-        evaluation, rows = evaluate(run.model, data.test, suite, chosen["eps"], num_classes=data.num_classes, n=n,
-                                    seed=seed, progress=progress)
-        write_results(run.run_dir / "results.json",
-                      {"model": cfg.model or "digits_cnn", "dataset": "digits",
-                       "checkpoint": str(run.run_dir / "best.pt"), **evaluation, "suite_spec": suite.raw}, rows)
+        best_pt = run.run_dir / "best.pt"
+        target = Target(run.model, cfg.model or "digits_cnn", "digits", data.test, data.num_classes, cfg.eps,
+                        str(best_pt), file_sha256(best_pt))
+        record = run_evaluation(EvalConfig(suite=suite, eps=chosen["eps"], n=n, seed=seed, progress=progress), target)
+        record.write(run.run_dir / "results.json")
+        evaluation = record.results
         best = best_epoch_metrics(run.run_dir, run.best_epoch)
         results["models"][defense] = {
             "clean_accuracy": evaluation["clean_accuracy"],

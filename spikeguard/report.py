@@ -24,6 +24,7 @@ from spikeguard.analysis.analyze import (
     read_metrics,
     run_directory,
 )
+from spikeguard.attacks.registry import ATTACKS
 from spikeguard.errors import UserError
 from spikeguard.results import write_text
 
@@ -211,16 +212,19 @@ def _num(v, fmt: str = ".3g") -> str:
 
 def attack_column(attack: dict) -> str | None:
     """The paper-table column an attack entry belongs to: FGSM, PGD-10/30/50, or None (other attacks)."""
-    name = str(attack.get("name", "")).lower()
     kind = str(attack.get("attack", "")).lower()  # the evaluator's attack kind beside a free-form label
-    if name == "fgsm" or kind == "fgsm":
-        return "FGSM"
-    match = re.fullmatch(r"pgd[-_]?(\d*)", name)
-    if match or kind == "pgd":
-        steps = (match.group(1) if match else "") or (attack.get("params") or {}).get("steps")
-        if steps is not None and int(steps) in (10, 30, 50):
-            return f"PGD-{int(steps)}"
-    return None
+    params = dict(attack.get("params") or {})
+    if kind not in ATTACKS:  # a results file without the kind: read it off the label ("pgd-10")
+        match = re.fullmatch(r"([a-z]+)[-_]?(\d*)", str(attack.get("name", "")).lower())
+        kind = match.group(1) if match else ""
+        if match and match.group(2):
+            params["steps"] = int(match.group(2))
+    column = ATTACKS.facts(kind).get("paper_column") if kind in ATTACKS else None
+    try:
+        column = column.format(**params) if column else None
+    except (KeyError, IndexError, ValueError):
+        return None
+    return column if column in PAPER_COLUMNS else None
 
 
 def _paper_table(inputs: Inputs) -> list[Block]:

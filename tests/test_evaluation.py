@@ -15,7 +15,8 @@ from spikeguard.attacks import autoattack_adapter as library
 from spikeguard.attacks.noise import random_signs, uniform_noise
 from spikeguard.cli import main
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, evaluate, load_suite, strongest_examples
+from spikeguard.evaluation import bank, load_suite, strongest_examples
+from evaluation_calls import evaluate
 from spikeguard.evaluation.flags import per_sample_flags
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.snn import PoissonEncoder
@@ -164,7 +165,7 @@ def test_cascade_and_full_runs_agree(tiny_model, digits):
 
 
 def test_a_batch_outcome_does_not_depend_on_the_other_batches(tiny_model, digits):
-    from spikeguard.evaluation.runner import run_suite
+    from evaluation_calls import run_suite
 
     all_rows, _ = run_suite(tiny_model, digits.test, fast_suite(), 0.15, num_classes=10, n=36, batch_size=12,
                             progress=False)

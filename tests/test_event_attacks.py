@@ -13,8 +13,9 @@ from spikeguard.runtime import eval_mode
 from spikeguard.attacks.events import random_events, sparse_events, within_event_budget
 from spikeguard.attacks.noise import NOISES
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, evaluate, load_suite
-from spikeguard.evaluation.runner import craft, run_suite
+from spikeguard.evaluation import bank, load_suite
+from evaluation_calls import evaluate, run_suite
+from spikeguard.evaluation.runner import craft
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.evaluation.threat_models import make_threat_model, threat_from_record
 from spikeguard.models import ModelSpec, create_model

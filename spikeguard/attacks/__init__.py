@@ -1,11 +1,31 @@
-"""Attacks in [0, 1] pixel space: white-box FGSM, R-FGSM and PGD (here), AutoAttack's attacks behind a thin
-adapter, random perturbations, BPDA through the ANN twin, and the estimator ensemble.
+"""Attacks in [0, 1] pixel space: white-box FGSM, R-FGSM and PGD, AutoAttack's attacks behind a thin
+adapter, random perturbations, sparse event edits, BPDA through the ANN twin, and the per-sample worst
+case over an ensemble. ``registry.py`` names every attack kind with its facts.
 
 This layer sits below ``defenses``: adversarial training makes its examples with the same code that
-evaluation attacks with.
+evaluation attacks with. The public names load on first use, so the registry's facts need no PyTorch.
 """
 
-from spikeguard.attacks.ensemble import EnsembleResult, worst_case_accuracy
-from spikeguard.attacks.gradient import fgsm, input_gradient, pgd, rfgsm
+from __future__ import annotations
 
-__all__ = ["EnsembleResult", "fgsm", "input_gradient", "pgd", "rfgsm", "worst_case_accuracy"]
+import importlib
+
+_PUBLIC = {
+    "EnsembleResult": "spikeguard.attacks.ensemble",
+    "WorstCase": "spikeguard.attacks.ensemble",
+    "worst_case_accuracy": "spikeguard.attacks.ensemble",
+    "fgsm": "spikeguard.attacks.gradient",
+    "input_gradient": "spikeguard.attacks.gradient",
+    "pgd": "spikeguard.attacks.gradient",
+    "rfgsm": "spikeguard.attacks.gradient",
+    "AttackCall": "spikeguard.attacks.registry",
+    "register_attack": "spikeguard.attacks.registry",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'spikeguard.attacks' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

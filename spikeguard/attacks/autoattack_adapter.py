@@ -124,3 +124,38 @@ def autoattack_standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
             attack.fab.n_target_classes = target_classes(num_classes)
         x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=max(len(x), 1))
         return x_adv.detach()
+
+
+# Crafting functions of the attack registry (spikeguard/attacks/registry.py): (model, x, y, AttackCall).
+
+def _common(call) -> dict:
+    return {"num_classes": call.num_classes, "generator": call.generator, "norm": call.norm}
+
+
+def craft_apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return apgd(model, x, y, call.eps, loss="ce", steps=call.params["steps"], restarts=call.params["restarts"],
+                draws=call.draws, **_common(call))
+
+
+def craft_apgd_dlr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return apgd(model, x, y, call.eps, loss="dlr", steps=call.params["steps"], restarts=call.params["restarts"],
+                draws=call.draws, **_common(call))
+
+
+def craft_apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return apgd_targeted(model, x, y, call.eps, steps=call.params["steps"], restarts=call.params["restarts"],
+                         draws=call.draws, **_common(call))
+
+
+def craft_fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return fab_targeted(model, x, y, call.eps, steps=call.params["steps"], restarts=call.params["restarts"],
+                        **_common(call))
+
+
+def craft_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return autoattack_standard(model, x, y, call.eps, draws=call.draws, **_common(call))
+
+
+def craft_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return square(model, x, y, call.eps, queries=call.params["queries"], restarts=call.params["restarts"],
+                  p_init=call.params["p_init"], **_common(call))

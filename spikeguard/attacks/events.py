@@ -138,3 +138,13 @@ def within_event_budget(x_adv: torch.Tensor, x: torch.Tensor, budget: int | None
                            "a bug in the attack")
     return _frames(x.reshape(x.shape[0], -1), counts.reshape(x.shape[0], -1), steps.reshape(x.shape[0], -1),
                    frame_range).reshape(x.shape).detach()
+
+
+# Crafting functions of the attack registry: ``call.budget`` and ``call.frame_range`` come from events-l0.
+
+def craft_sparse_events(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return sparse_events(model, x, y, call.budget, call.frame_range, call.params["steps"], call.draws)
+
+
+def craft_random_events(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return random_events(x, call.budget, call.frame_range, call.generator)

@@ -145,3 +145,22 @@ def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
             break
         x_adv[active] = _project(current + alpha * grad.sign(), x[active], eps)
     return best, best_loss, broken
+
+
+# Crafting functions of the attack registry (spikeguard/attacks/registry.py): (model, x, y, AttackCall).
+
+def craft_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return fgsm(model, x, y, call.eps, draws=call.draws)
+
+
+def craft_rfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return rfgsm(model, x, y, call.eps, call.params["alpha"] * call.eps, generator=call.generator, draws=call.draws)
+
+
+def craft_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    """PGD with the suite's steps, restarts and step (a fraction of eps; default 2.5 eps / steps)."""
+    p = call.params
+    steps = p.get("steps", 10)
+    alpha = p["alpha"] * call.eps if p.get("alpha") is not None else 2.5 * call.eps / steps
+    return pgd(model, x, y, call.eps, alpha, steps, random_start=p.get("random_start", True),
+               generator=call.generator, restarts=p.get("restarts", 1), draws=call.draws)

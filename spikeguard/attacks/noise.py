@@ -19,3 +19,13 @@ def random_signs(x: torch.Tensor, eps: float, generator: torch.Generator | None 
 
 
 NOISES = {"random-uniform": uniform_noise, "random-sign": random_signs}
+
+
+# Crafting functions of the attack registry (one random draw each; the model is not used).
+
+def craft_uniform(model, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return uniform_noise(x, call.eps, call.generator)
+
+
+def craft_signs(model, x: torch.Tensor, y: torch.Tensor, call) -> torch.Tensor:
+    return random_signs(x, call.eps, call.generator)

@@ -1,108 +1,129 @@
 """One evaluation end to end: the suite on the chosen samples, the checks that catch a weak evaluation,
-and the results record (results.json plus a per-sample CSV beside it)."""
+and the results record (results.json plus a per-sample CSV beside it).
+
+``run_evaluation(config, target)`` is the one entry point: the command line builds an EvalConfig from its
+flags and a Target from a checkpoint or model function; Python code builds them from a model in memory.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from spikeguard.attacks import pgd
-from spikeguard.runtime import eval_mode, forked_rng
+from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, flags
-from spikeguard.evaluation.runner import BROKEN, SuiteRunner, make_batches, run_suite
+from spikeguard.evaluation.config import EvalConfig
+from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
-from spikeguard.evaluation.suites import ITERATIVE, Suite
+from spikeguard.evaluation.suites import Suite, load_suite
 from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
-from spikeguard.evaluation.threat_models import ThreatModel, make_threat_model
+from spikeguard.evaluation.targets import Target, load_source
+from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_attacks, make_threat_model
 from spikeguard.results import write_json
+from spikeguard.runtime import eval_mode, forked_rng, pick_device
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
 BUDGET_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def check_eps(eps: float) -> float:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise UserError(f"eps must be a non-negative number, got {eps}")
-    return float(eps)
+@dataclass
+class EvalRecord:
+    """What an evaluation found: ``results`` (results.json's content) and one row per sample (the CSV)."""
+
+    results: dict
+    rows: list[dict]
+
+    def write(self, out: str | Path) -> Path:
+        """results.json at ``out`` and the per-sample CSV beside it; returns the CSV's path."""
+        return write_results(Path(out), self.results, self.rows)
 
 
-def evaluate(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
-             batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
-             source: nn.Module | None = None, eps_sweep: bool = False, progress: bool = True,
-             batches=None, distributed: bool = False, threat_model: str = "linf", event_budget: int | None = None,
-             frame_range: int | None = None) -> tuple[dict, list[dict]]:
-    """(results without file names, per-sample rows). See runner.py for how outcomes are scored.
-
-    ``threat_model``: linf (images), frames-linf (event frames, eps relative to ``frame_range`` R) or
-    events-l0 (at most ``event_budget`` whole events changed per sample; the suite's event attacks only).
-    results["threat_model"] says what was allowed (threat_models.py).
-
-    ``distributed``: inside a torch.distributed process group, each rank attacks a contiguous block of
-    the batches and the rows are gathered on every rank. Batches are seeded by their number, so the
-    merged result equals a single-process run."""
-    eps = check_eps(eps)
-    if n is not None and n < 1:
-        raise UserError(f"n must be at least 1, got {n}")
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    if draws is not None and draws < 1:
-        raise UserError(f"EoT draws must be at least 1, got {draws}")
-    if len(dataset) == 0:
+def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalRecord:
+    """Attack ``target`` as ``config`` says. Inside a torch.distributed process group (torchrun) each rank
+    attacks a contiguous block of the batches and the rows are gathered on every rank; batches are seeded
+    by their number, so the merged result equals a single-process run. ``batches``: only these batch
+    numbers (``--verify``)."""
+    config = config.for_target(target)
+    suite = config.suite if isinstance(config.suite, Suite) else load_suite(config.suite)
+    if len(target.test) == 0:
         raise UserError("the evaluation split is empty")
-    threat = make_threat_model(threat_model, eps=eps, budget=event_budget, frame_range=frame_range)
-    threat.check_sample(dataset[0][0])
-    threat.check_suite(suite, transfer=source is not None)
-    if num_classes < 4 and any(s.attack in ("apgd-t", "fab-t", "autoattack") for s in suite.attacks):
-        raise UserError(f"suite '{suite.name}' has targeted attacks, which need at least 4 classes; the data set "
-                        f"has {num_classes}")
-    if eps_sweep and not threat.events:  # (events-l0: check_suite made sure a sparse-events attack is there)
+    threat = make_threat_model(config.threat_model, eps=config.eps, budget=config.budget,
+                               frame_range=target.frame_range)
+    threat.check_sample(target.test[0][0])
+    source = config.source
+    if isinstance(source, (str, Path)):
+        source = load_source(str(source), target)
+    check_suite(suite, threat, transfer=source is not None)
+    device = pick_device(config.device)
+    plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
+                batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
+                source=source, threat=threat, progress=config.progress)
+    results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches)
+    record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
+              "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
+              "source": str(config.source) if isinstance(config.source, (str, Path)) else None,
+              **results, "suite_spec": suite.raw, **provenance(), "device": str(device)}
+    return EvalRecord(record, rows)
+
+
+def provenance() -> dict:
+    from spikeguard.provenance import code_version, library_versions
+
+    return {"code_version": code_version(), "libraries": library_versions()}
+
+
+def assess(plan: Plan, eps_sweep: bool = False, batches=None) -> tuple[dict, list[dict]]:
+    """The suite, the checks and the results of one plan: (results without provenance, per-sample rows)."""
+    from spikeguard.distributed import context, gather_objects, shard_indices
+
+    suite, threat = plan.suite, plan.threat or make_threat_model("linf", eps=plan.eps)
+    needed = max((s.kind.min_classes for s in suite.attacks), default=1)
+    if plan.num_classes < needed:
+        raise UserError(f"suite '{suite.name}' has targeted attacks, which need at least {needed} classes; the "
+                        f"data set has {plan.num_classes}")
+    if eps_sweep and not threat.events:  # (events-l0: check_suite made sure a white-box event attack is there)
         sweep_attack(suite)  # refuse a suite it cannot sweep before the long work
     start = time.perf_counter()
+    distributed = context().distributed
     if distributed:
-        from spikeguard.distributed import shard_indices
-
-        total = math.ceil(min(n or len(dataset), len(dataset)) / batch_size)
-        batches = shard_indices(total)
-    rows, facts = run_suite(model, dataset, suite, eps, num_classes=num_classes, n=n, batch_size=batch_size,
-                            seed=seed, device=device, draws=draws, source=source, batches=batches,
-                            progress=progress, threat=threat)
+        batches = shard_indices(math.ceil(plan.count / plan.batch_size))
+    rows, facts = run_suite(plan, batches)
     if distributed:
-        from spikeguard.distributed import gather_objects
-
         parts = gather_objects((rows, facts))
         rows = [row for part_rows, _ in parts for row in part_rows]
         facts = {**facts, "ranks": len(parts),  # seconds summed over ranks: the compute spent, not wall time
                  "seconds": {k: sum(f["seconds"][k] for _, f in parts) for k in facts["seconds"]}}
     labels = attack_labels(suite, rows)
     rows = finish_rows(rows, labels)
-    results = {"suite": suite.name, "eps": eps, "threat_model": threat.describe(), "seed": seed, "n": len(rows),
-               "batch_size": batch_size,
-               "cascade": suite.cascade, "stochastic": facts["stochastic"], "eot_draws": facts["draws"],
-               "ranks": facts.get("ranks", 1),
-               **summarize(rows, suite, labels, eps, facts["seconds"], threat)}
+    results = {"suite": suite.name, "eps": plan.eps, "threat_model": threat.describe(), "seed": plan.seed,
+               "n": len(rows), "batch_size": plan.batch_size, "cascade": suite.cascade,
+               "stochastic": facts["stochastic"], "eot_draws": facts["draws"], "ranks": facts.get("ranks", 1),
+               **summarize(rows, suite, labels, plan.eps, facts["seconds"], threat)}
     results["gradient_check"] = _gradient_check(rows, facts["gradient_estimators"])
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
-    runner = SuiteRunner(model, suite, eps, num_classes, seed, facts["draws"], threat=threat)
-    with forked_rng(device, seed=seed):  # a stochastic model's draws: reproducible, the caller's RNG untouched
-        unbounded, unbounded_n = unbounded_accuracy(runner, dataset, suite, facts["n"], device)
+    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
+    runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
+    with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, caller's RNG untouched
+        unbounded, unbounded_n = unbounded_accuracy(settled, runner)
     results["unbounded_accuracy"] = unbounded
     results["unbounded_check"] = unbounded_check(suite, threat)
     found += flags.unbounded_flag(unbounded, unbounded_n, results["unbounded_check"]["attack"])
     if eps_sweep and threat.events:
-        results["budget_sweep"] = budget_sweep(model, dataset, suite, threat, num_classes, facts, seed, device,
-                                               progress)
-        found += flags.sweep_flags(results["budget_sweep"], num_classes, min(facts["n"], 200), radius="budget")
+        results["budget_sweep"] = budget_sweep(settled)
+        found += flags.sweep_flags(results["budget_sweep"], plan.num_classes, min(facts["n"], 200), radius="budget")
     elif eps_sweep:
-        results["eps_sweep"] = sweep(model, dataset, suite, eps, num_classes, facts, seed, device, progress)
-        found += flags.sweep_flags(results["eps_sweep"], num_classes, min(facts["n"], 200))
+        results["eps_sweep"] = sweep(settled)
+        found += flags.sweep_flags(results["eps_sweep"], plan.num_classes, min(facts["n"], 200))
     results["flags"] = found
     results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
     notes = [] if runner.native else ["external model: attacked through its own backward pass, so the "
@@ -132,21 +153,20 @@ def unbounded_check(suite: Suite, threat: ThreatModel) -> dict:
     return {"attack": "PGD with eps = 1 (any input in [0, 1] allowed)", "steps": suite.unbounded_steps}
 
 
-def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, device) -> tuple[float | None, int]:
+def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, int]:
     """Accuracy under PGD with eps = 1 (the whole [0, 1] box), or under events-l0 the sparse event attack
-    with no budget: any sound attack reaches 0%."""
-    count = min(suite.unbounded_n, n)
+    with no budget, each estimator attacking what the earlier ones left: any sound attack reaches 0%."""
+    suite, threat = plan.suite, runner.threat
+    count = min(suite.unbounded_n, plan.count)
     if count == 0:
         return None, 0
-    (batch,) = make_batches(dataset, count, count, [0], torch.device(device))
-    threat = runner.threat
+    (batch,) = make_batches(plan.dataset, count, count, [0], torch.device(plan.device))
     events = threat is not None and threat.events
     steps = max(suite.unbounded_steps, threat.frame_range) if events else suite.unbounded_steps
-    members = runner.gradient_estimators or ("triangle:1",)
-    score = correct_fraction(runner.model, batch.x, batch.y, runner.draws)
+    worst = WorstCase(correct_fraction(runner.model, batch.x, batch.y, runner.draws))
     generator = torch.Generator().manual_seed(runner.seed)
-    for member in members:
-        idx = (score > 0).nonzero().squeeze(1)
+    for member in runner.gradient_estimators or ("triangle:1",):
+        idx = worst.standing()
         if idx.numel() == 0:
             break
         with eval_mode(runner.model), bank.under(runner.model, member, runner.twins) as target:
@@ -156,50 +176,49 @@ def unbounded_accuracy(runner: SuiteRunner, dataset, suite: Suite, n: int, devic
             else:
                 x_adv = pgd(target, batch.x[idx], batch.y[idx], 1.0, 2.5 / steps, steps, generator=generator,
                             draws=runner.draws)
-        score[idx] = torch.minimum(score[idx], runner.score(x_adv, batch.y[idx]))
-    return score.mean().item(), count
+        worst.update(member, idx, runner.score(x_adv, batch.y[idx]))
+    return worst.score.mean().item(), count
 
 
 def sweep_attack(suite: Suite):
     """The attack an eps sweep uses: the suite's first iterative l-inf one, else its first white-box l-inf
     one, at the sweep's eps (any radius of its own dropped)."""
-    specs = [s for s in suite.attacks if s.attack in ITERATIVE and s.norm == "linf"] or \
+    specs = [s for s in suite.attacks if s.kind.iterative and s.norm == "linf"] or \
             [s for s in suite.attacks if s.white_box and s.norm == "linf"]
     if not specs:
         raise UserError("--eps-sweep needs a white-box l-inf attack in the suite")
     return dataclasses.replace(specs[0], eps=None)
 
 
-def sweep(model, dataset, suite: Suite, eps: float, num_classes: int, facts: dict, seed: int, device,
-          progress: bool) -> list[dict]:
+def _accuracy_at(plan: Plan, spec, **changes) -> float:
+    """One attack alone on up to 200 samples of the plan, with ``changes`` (eps, threat) applied."""
+    single = dataclasses.replace(plan.suite, attacks=(spec,))
+    point = dataclasses.replace(plan, suite=single, n=min(plan.count, 200), source=None, **changes)
+    rows, _ = run_suite(point)
+    rows = finish_rows(rows, [spec.label])
+    return sum(r["robust"] for r in rows) / len(rows)
+
+
+def sweep(plan: Plan) -> list[dict]:
     """The suite's first iterative attack at growing eps on up to 200 samples (chance should be reached)."""
-    specs = [sweep_attack(suite)]
-    single = dataclasses.replace(suite, attacks=(specs[0],))
-    base = eps if eps > 0 else 1 / 255
+    spec = sweep_attack(plan.suite)
+    base = plan.eps if plan.eps > 0 else 1 / 255
     points = sorted({min(base * f, 1.0) for f in SWEEP_FACTORS} | {0.0, 1.0})
-    out = []
-    for point in points:
-        rows, _ = run_suite(model, dataset, single, point, num_classes=num_classes, n=min(facts["n"], 200),
-                            seed=seed, device=device, draws=facts["draws"], progress=progress)
-        rows = finish_rows(rows, [specs[0].label])
-        out.append({"eps": point, "attack": specs[0].label, "accuracy": sum(r["robust"] for r in rows) / len(rows)})
-    return out
+    return [{"eps": point, "attack": spec.label, "accuracy": _accuracy_at(plan, spec, eps=point)} for point in points]
 
 
-def budget_sweep(model, dataset, suite: Suite, threat: ThreatModel, num_classes: int, facts: dict, seed: int,
-                 device, progress: bool) -> list[dict]:
-    """events-l0: the suite's first sparse-events attack at budgets K/4 .. 8K on up to 200 samples (accuracy
-    must not rise with the budget; the unbounded check is the no-budget end)."""
-    spec = next(s for s in suite.attacks if s.attack == "sparse-events")
+def budget_sweep(plan: Plan) -> list[dict]:
+    """events-l0: the suite's first white-box event attack at budgets K/4 .. 8K on up to 200 samples
+    (accuracy must not rise with the budget; the unbounded check is the no-budget end)."""
+    threat = plan.threat
+    white = event_attacks(gradient=True)
+    spec = next(s for s in plan.suite.attacks if s.attack in white)
     spec = dataclasses.replace(spec, params={**spec.params, "budget": None})  # each point's budget
-    single = dataclasses.replace(suite, attacks=(spec,))
     out = []
     for budget in sorted({max(1, round(threat.budget * f)) for f in BUDGET_FACTORS}):
         point = make_threat_model("events-l0", budget=budget, frame_range=threat.frame_range)
-        rows, _ = run_suite(model, dataset, single, 0.0, num_classes=num_classes, n=min(facts["n"], 200),
-                            seed=seed, device=device, draws=facts["draws"], progress=progress, threat=point)
-        rows = finish_rows(rows, [spec.label])
-        out.append({"budget": budget, "attack": spec.label, "accuracy": sum(r["robust"] for r in rows) / len(rows)})
+        out.append({"budget": budget, "attack": spec.label,
+                    "accuracy": _accuracy_at(plan, spec, eps=0.0, threat=point)})
     return out
 
 
@@ -209,3 +228,11 @@ def write_results(out: Path, results: dict, rows: list[dict]) -> Path:
     write_csv(csv_path, rows)
     write_json(out, {**results, "per_sample": csv_path.name})
     return csv_path
+
+
+def evaluate_model(model: nn.Module, test, num_classes: int, config: EvalConfig | None = None, *,
+                   frame_range: int | None = None, **settings) -> EvalRecord:
+    """Evaluate a model held in memory on ``test`` (a sequence of (input, label)): ``run_evaluation`` with a
+    Target made from the model. ``settings`` are EvalConfig fields (suite, eps, n, ...)."""
+    config = dataclasses.replace(config or EvalConfig(), **settings)
+    return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))

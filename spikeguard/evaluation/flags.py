@@ -3,9 +3,9 @@ broken attack, an unhandled random model). Each is {"name", "detail"}; an empty 
 
 from __future__ import annotations
 
-from spikeguard.evaluation.suites import BLACK_BOX, ITERATIVE, SINGLE_STEP, Suite
-
-BROKEN = 0.5
+from spikeguard.attacks.ensemble import BROKEN
+from spikeguard.attacks.registry import TRANSFER, attack_kind
+from spikeguard.evaluation.suites import Suite
 
 
 def _broken(rows: list[dict], label: str) -> set[int]:
@@ -22,10 +22,10 @@ def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient
                       "detail": f"{len(masked)} of {len(clean)} clean-correct samples have an exactly zero input "
                                 f"gradient under every estimator (e.g. sample {masked[0]}): gradient attacks start "
                                 "blind there; trust the black-box attacks"})
-    kinds = {s.label: s.attack for s in suite.attacks}
-    kinds.setdefault("transfer", "transfer")
-    white = [lab for lab in labels if kinds.get(lab) not in BLACK_BOX]
-    black = [lab for lab in labels if kinds.get(lab) in BLACK_BOX]
+    kinds = {s.label: attack_kind(s.attack) for s in suite.attacks}
+    kinds.setdefault(TRANSFER, attack_kind(TRANSFER))  # the transfer attack's rows carry its label
+    white = [lab for lab in labels if kinds[lab].gradient]
+    black = [lab for lab in labels if not kinds[lab].gradient]
     if white:
         broken_white = set().union(*(_broken(rows, lab) for lab in white))
         for lab in black:
@@ -35,9 +35,9 @@ def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient
                               "detail": f"{lab} broke {len(extra)} samples that no white-box attack broke "
                                         f"(e.g. sample {min(extra)}): the gradients mislead the attacks"})
     estimators = {s.label: set(s.estimators) for s in suite.attacks}
-    for single in (lab for lab in labels if kinds.get(lab) in SINGLE_STEP):
+    for single in (lab for lab in labels if kinds[lab].single_step):
         # compared only where the iterative attack had every estimator the single step had
-        for iterative in (lab for lab in labels if kinds.get(lab) in ITERATIVE
+        for iterative in (lab for lab in labels if kinds[lab].iterative
                           and estimators[single] <= estimators[lab]):
             missed = _broken(rows, single) - _broken(rows, iterative)
             if missed:
@@ -65,15 +65,15 @@ def unbounded_flag(accuracy: float | None, n: int, attack: str = "PGD with eps =
 
 def not_applicable(suite: Suite, threat, eps_sweep: bool) -> list[dict]:
     """The flags that could not fire in this evaluation, and why (so no check is skipped silently)."""
-    kinds = {s.attack for s in suite.attacks}
-    white = any(s.white_box for s in suite.attacks)
+    kinds = [s.kind for s in suite.attacks]
+    white = any(k.gradient for k in kinds)
     out = []
     if not white:
         out.append({"name": "zero_gradient", "why": "the suite has no white-box attack"})
-    if not white or not (kinds & set(BLACK_BOX)):
+    if not white or all(k.gradient for k in kinds):
         out.append({"name": "black_box_beats_white_box",
                     "why": "the suite needs both a white-box and a black-box or random attack"})
-    if not (kinds & set(SINGLE_STEP)) or not (kinds & set(ITERATIVE)):
+    if not any(k.single_step for k in kinds) or not any(k.iterative for k in kinds):
         out.append({"name": "iterative_weaker_than_single_step",
                     "why": "no single-step event attack exists (events-l0)" if threat is not None and threat.events
                     else "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"})

@@ -19,26 +19,48 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from spikeguard.attacks import fgsm, input_gradient, pgd, rfgsm
-from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.attacks import autoattack_adapter as library
-from spikeguard.attacks.events import random_events, sparse_events, within_event_budget
-from spikeguard.attacks.noise import NOISES
-from spikeguard.errors import UserError
+from spikeguard.attacks import input_gradient
+from spikeguard.attacks.ensemble import WorstCase
+from spikeguard.attacks.events import within_event_budget
+from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.stochastic import correct_fraction, is_stochastic
-from spikeguard.evaluation.suites import EVENTS, LIBRARY_NORMS, AttackSpec, Suite
-from spikeguard.evaluation.threat_models import ThreatModel
+from spikeguard.evaluation.suites import AttackSpec, Suite
+from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_budget
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.snn import spiking_layers
 
-BROKEN = 0.5  # a score below this counts as broken (for a stochastic model: wrong on most draws)
 NATIVE = "native"  # the one member of an external model: its own backward pass
+
+
+@dataclass
+class Plan:
+    """One evaluation's resolved settings (spikeguard.evaluation.run_evaluation builds it from an EvalConfig
+    and a Target): what the runner and every check read."""
+
+    model: nn.Module
+    dataset: Any                     # the test split: a sequence of (input, label)
+    suite: Suite
+    eps: float
+    num_classes: int
+    n: int | None = None             # the first n samples; None: all
+    batch_size: int = 256
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    draws: int | None = None         # EoT draws; None: the suite's for a stochastic model, else 1
+    source: nn.Module | None = None  # transfer source
+    threat: ThreatModel | None = None  # None: the l-inf attacks on whatever shape the data have
+    progress: bool = True
+
+    @property
+    def count(self) -> int:
+        return len(self.dataset) if self.n is None else min(self.n, len(self.dataset))
 
 
 @dataclass
@@ -77,55 +99,21 @@ class FoldedFrames(nn.Module):
         return self.model(x.reshape(x.shape[0], *self.frame_shape))
 
 
-LIBRARY = LIBRARY_NORMS  # AutoAttack's own attacks: they read C, H, W off an image batch
-
-
-def event_budget(spec: AttackSpec, threat: ThreatModel | None) -> int:
-    """An event attack's budget: its own, else the evaluation's (events-l0)."""
-    if spec.params.get("budget") is not None:
-        return spec.params["budget"]
-    if threat is None or not threat.events:
-        raise UserError(f"attack '{spec.label}' edits whole events; it needs the events-l0 threat model")
-    return threat.budget
-
-
 def craft(spec: AttackSpec, target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, draws: int,
           generator: torch.Generator, num_classes: int, threat: ThreatModel | None = None) -> torch.Tensor:
-    """Adversarial examples of one white-box or query attack against ``target`` (the model under one
-    estimator). Event attacks need ``threat`` (events-l0: the budget and frame range)."""
-    p = spec.params
-    if spec.attack == "sparse-events":
-        if threat is None or not threat.events:
-            raise UserError(f"attack '{spec.label}' edits whole events; it needs the events-l0 threat model")
-        return sparse_events(target, x, y, event_budget(spec, threat), threat.frame_range, p["steps"], draws)
-    if spec.attack in LIBRARY and x.dim() == 5:  # the one place frames become a 4-D view
+    """Examples of one attack against ``target`` (the model under one estimator), as the attack registry
+    says to make them; one draw for a random attack. Event attacks need ``threat`` (events-l0)."""
+    kind = attack_kind(spec.attack)
+    if kind.library and x.dim() == 5:  # the one place frames become a 4-D view
         folded = craft(spec, FoldedFrames(target, x.shape[1:]), x.flatten(1, 2), y, eps, draws, generator,
                        num_classes, threat)
         return folded.reshape(x.shape)
-    lib = {"num_classes": num_classes, "generator": generator}
-    if spec.attack == "fgsm":
-        return fgsm(target, x, y, eps, draws=draws)
-    if spec.attack == "rfgsm":
-        return rfgsm(target, x, y, eps, p["alpha"] * eps, generator=generator, draws=draws)
-    if spec.attack == "pgd":
-        alpha = p["alpha"] * eps if p["alpha"] is not None else 2.5 * eps / p["steps"]
-        return pgd(target, x, y, eps, alpha, p["steps"], random_start=p["random_start"], generator=generator,
-                   restarts=p["restarts"], draws=draws)
-    if spec.attack in ("apgd-ce", "apgd-dlr"):
-        return library.apgd(target, x, y, eps, loss=spec.attack[5:], steps=p["steps"], restarts=p["restarts"],
-                            norm=spec.norm, draws=draws, **lib)
-    if spec.attack == "apgd-t":
-        return library.apgd_targeted(target, x, y, eps, steps=p["steps"], restarts=p["restarts"], norm=spec.norm,
-                                     draws=draws, **lib)
-    if spec.attack == "fab-t":
-        return library.fab_targeted(target, x, y, eps, steps=p["steps"], restarts=p["restarts"], norm=spec.norm,
-                                    **lib)
-    if spec.attack == "autoattack":
-        return library.autoattack_standard(target, x, y, eps, norm=spec.norm, draws=draws, **lib)
-    if spec.attack == "square":
-        return library.square(target, x, y, eps, queries=p["queries"], restarts=p["restarts"], norm=spec.norm,
-                              p_init=p["p_init"], **lib)
-    raise ValueError(f"craft() does not make '{spec.attack}' examples")
+    budget = frame_range = None
+    if "events" in kind.norms:
+        budget, frame_range = event_budget(spec, threat), threat.frame_range
+    call = AttackCall(eps=eps, params=spec.params, norm=spec.norm, draws=draws, generator=generator,
+                      num_classes=num_classes, budget=budget, frame_range=frame_range)
+    return kind.load()(target, x, y, call)
 
 
 def within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -140,27 +128,30 @@ def within_budget(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -
     return x_adv.clamp(0, 1).detach()
 
 
+def within_threat(spec: AttackSpec, x_adv: torch.Tensor, x: torch.Tensor, eps: float,
+                  threat: ThreatModel | None) -> torch.Tensor:
+    """The guard that fits the attack: the event budget for whole-event edits, else the norm ball."""
+    if spec.norm == "events":
+        return within_event_budget(x_adv, x, event_budget(spec, threat), threat.frame_range)
+    return within_budget(x_adv, x, eps, spec.norm)
+
+
 class SuiteRunner:
     """Holds what every batch shares; ``run(batch)`` returns one row per sample."""
 
-    def __init__(self, model: nn.Module, suite: Suite, eps: float, num_classes: int, seed: int, draws: int,
-                 source: nn.Module | None = None, threat: ThreatModel | None = None):
-        """``threat`` None: the l-inf attacks on whatever input shape the data have (images or frames)."""
-        if threat is not None:
-            threat.check_suite(suite, transfer=source is not None)
-        elif any(s.attack in EVENTS for s in suite.attacks):
-            raise UserError("the suite's event attacks need the events-l0 threat model (a budget and frame range)")
-        self.model, self.suite, self.eps, self.num_classes = model, suite, eps, num_classes
-        self.threat = threat
-        self.seed, self.draws, self.source = seed, draws, source
-        self.seconds: dict[str, float] = {spec.label: 0.0 for spec in suite.attacks}
-        if source is not None:
-            self.seconds["transfer"] = 0.0
+    def __init__(self, plan: Plan, draws: int):
+        check_suite(plan.suite, plan.threat, transfer=plan.source is not None)
+        self.plan, self.model, self.suite, self.eps = plan, plan.model, plan.suite, plan.eps
+        self.num_classes, self.threat, self.seed, self.source = plan.num_classes, plan.threat, plan.seed, plan.source
+        self.draws = draws
+        self.seconds: dict[str, float] = {spec.label: 0.0 for spec in self.suite.attacks}
+        if self.source is not None:
+            self.seconds[TRANSFER] = 0.0
         self.twins: dict = {}  # BPDA wrappers, built once per model
         # A model without spikeguard spiking layers (an external one) has its own backward only: one member
         # stands for all, instead of repeating the same attack under every name.
-        self.native = bool(spiking_layers(model))
-        self.gradient_estimators = tuple(dict.fromkeys(e for s in suite.attacks if s.white_box
+        self.native = bool(spiking_layers(self.model))
+        self.gradient_estimators = tuple(dict.fromkeys(e for s in self.suite.attacks if s.white_box
                                                        for e in self.members(s)))
 
     def members(self, spec: AttackSpec) -> tuple[str, ...]:
@@ -175,7 +166,7 @@ class SuiteRunner:
             clean = self.score(x, y)
             rows = [{"index": i, "label": int(t), "clean_correct": float(c)}
                     for i, t, c in zip(batch.indices, y.tolist(), clean.tolist())]
-            self._zero_gradients(x, y, clean, rows)
+            self._zero_gradients(x, y, rows)
             standing = clean.clone()  # the ensemble so far
             for slot, spec in enumerate(self.suite.attacks, start=1):
                 t0 = time.perf_counter()
@@ -188,80 +179,72 @@ class SuiteRunner:
                 t0 = time.perf_counter()
                 generator = torch.Generator().manual_seed(batch_seed(self.seed, batch.number, 999))
                 self._transfer(x, y, clean, generator, rows)
-                self.seconds["transfer"] += time.perf_counter() - t0
+                self.seconds[TRANSFER] += time.perf_counter() - t0
         return rows
-
-    def _record(self, label: str, members: dict[str, torch.Tensor], order: Sequence[str], clean: torch.Tensor,
-                rows: list[dict]) -> torch.Tensor:
-        """Write an attack's per-estimator scores (cumulative in a cascade) and its worst case into rows."""
-        worst = clean.clone()
-        first_break = [""] * len(rows)
-        for member in order:
-            scores = members[member]
-            for i, (before, now) in enumerate(zip(worst.tolist(), scores.tolist())):
-                if now < before:  # the member that reached the worst case (first, if several did)
-                    first_break[i] = member
-            worst = torch.minimum(worst, scores)
-            for row, value in zip(rows, worst.tolist() if self.suite.cascade else scores.tolist()):
-                row[f"{label}|{member}"] = value
-        for row, value, member in zip(rows, worst.tolist(), first_break):
-            row[label] = value
-            row[f"{label}|broken_by"] = member
-        return worst
 
     def _attack(self, spec: AttackSpec, x, y, clean, generator, rows) -> torch.Tensor:
         """Run one attack from the per-sample scores ``clean``; returns its per-sample worst case."""
         eps = self.eps if spec.eps is None else spec.eps
-        if spec.attack == "random-events":
-            budget = event_budget(spec, self.threat)
-            draws = [self.score(within_event_budget(random_events(x, budget, self.threat.frame_range, generator),
-                                                    x, budget, self.threat.frame_range), y)
-                     for _ in range(spec.params["draws"])]
-            return self._random_draws(spec, draws, clean, rows)
-        if spec.attack in NOISES:
-            draws = [self.score(NOISES[spec.attack](x, eps, generator), y) for _ in range(spec.params["draws"])]
-            return self._random_draws(spec, draws, clean, rows)
-        members = self.members(spec) or ("",)
-        standing = clean.clone()
-        results = {}
-        for member in members:
+        if spec.random:
+            return self._random_draws(spec, x, y, eps, clean, generator, rows)
+        worst = WorstCase(clean)
+        everyone = (clean > 0).nonzero().squeeze(1)
+        for member in self.members(spec) or ("",):
             # every sample with any correct draw left is attacked (for a deterministic model: every
-            # sample still correct)
-            idx = ((standing if self.suite.cascade else clean) > 0).nonzero().squeeze(1)
+            # sample still correct); without a cascade, every clean-correct one
+            idx = worst.standing() if self.suite.cascade else everyone
             scores = clean.clone()
             if idx.numel():
                 context = bank.under(self.model, member, self.twins) if member else contextlib.nullcontext(self.model)
                 with eval_mode(self.model), context as target:
                     x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes,
                                   self.threat)
-                if spec.attack in EVENTS:
-                    x_adv = within_event_budget(x_adv, x[idx], event_budget(spec, self.threat),
-                                                self.threat.frame_range)
-                else:
-                    x_adv = within_budget(x_adv, x[idx], eps, spec.norm)
+                x_adv = within_threat(spec, x_adv, x[idx], eps, self.threat)
                 scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx]))
-            results[member or spec.attack] = scores
-            standing = torch.minimum(standing, scores)
-        return self._record(spec.label, results, list(results), clean, rows)
+            self._member_column(spec.label, member or spec.attack, worst, scores, rows)
+        return self._attack_columns(spec.label, worst, rows)
 
-    def _random_draws(self, spec: AttackSpec, draws: list[torch.Tensor], clean, rows) -> torch.Tensor:
+    def _member_column(self, label: str, member: str, worst: WorstCase, scores: torch.Tensor,
+                       rows: list[dict]) -> None:
+        """Take one member's scores into the attack's worst case, and write its column: cumulative (the worst
+        case over this and the earlier members) in a cascade, its own scores otherwise."""
+        worst.update(member, torch.arange(len(rows)), scores)
+        for row, value in zip(rows, (worst.score if self.suite.cascade else scores).tolist()):
+            row[f"{label}|{member}"] = value
+
+    @staticmethod
+    def _attack_columns(label: str, worst: WorstCase, rows: list[dict]) -> torch.Tensor:
+        for row, value, member in zip(rows, worst.score.tolist(), worst.by):
+            row[label] = value
+            row[f"{label}|broken_by"] = member
+        return worst.score
+
+    def _random_draws(self, spec: AttackSpec, x, y, eps, clean, generator, rows) -> torch.Tensor:
         """A random baseline's worst case over its draws (its accuracy) and their mean (in the rows)."""
+        draws = []
+        for _ in range(spec.params["draws"]):
+            x_rand = craft(spec, self.model, x, y, eps, self.draws, generator, self.num_classes, self.threat)
+            draws.append(self.score(within_threat(spec, x_rand, x, eps, self.threat), y))
         stacked = torch.stack(draws)
-        worst = torch.minimum(clean, stacked.min(0).values)
         for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
             row[f"{spec.label}|mean"] = mean
-        return self._record(spec.label, {"draws": worst}, ["draws"], clean, rows)
+        worst = WorstCase(clean)
+        self._member_column(spec.label, "draws", worst, torch.minimum(clean, stacked.min(0).values), rows)
+        return self._attack_columns(spec.label, worst, rows)
 
     def _transfer(self, x, y, clean, generator, rows) -> None:
-        steps = self.suite.transfer["steps"]
-        results = {}
+        """PGD on the source model under each of the suite's transfer estimators, scored on the target."""
+        spec = AttackSpec(TRANSFER, TRANSFER, {"steps": self.suite.transfer["steps"], "alpha": None,
+                                                   "restarts": 1, "random_start": True}, ())
+        worst = WorstCase(clean)
         for member in self.suite.transfer["estimators"]:
-            with eval_mode(self.source), bank.under(self.source, member, self.twins) as target:
-                x_adv = pgd(target, x, y, self.eps, 2.5 * self.eps / steps, steps, generator=generator)
-            results[member] = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y))
-        self._record("transfer", results, list(results), clean, rows)
+            with eval_mode(self.source), bank.under(self.source, member, self.twins) as source:
+                x_adv = craft(spec, source, x, y, self.eps, 1, generator, self.num_classes)
+            scores = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y))
+            self._member_column(TRANSFER, member, worst, scores, rows)
+        self._attack_columns(TRANSFER, worst, rows)
 
-    def _zero_gradients(self, x, y, clean, rows) -> None:
+    def _zero_gradients(self, x, y, rows) -> None:
         """Per sample, the estimators under which the input gradient at the clean point is exactly zero:
         an attack that starts there sees nothing (masked gradients)."""
         zero = [[] for _ in rows]
@@ -275,29 +258,33 @@ class SuiteRunner:
             row["zero_gradient"] = " ".join(names)
 
 
-def run_suite(model: nn.Module, dataset, suite: Suite, eps: float, *, num_classes: int, n: int | None = None,
-              batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu", draws: int | None = None,
-              source: nn.Module | None = None, batches: Sequence[int] | None = None, progress: bool = True,
-              on_batch: Callable[[list[dict]], None] | None = None,
-              threat: ThreatModel | None = None) -> tuple[list[dict], dict]:
+def detect_draws(plan: Plan) -> tuple[bool, int]:
+    """(whether the model is stochastic, the EoT draws to use): the plan's draws, else the suite's when two
+    forward passes on the same input differ, else 1."""
+    device = torch.device(plan.device)
+    probe = torch.stack([plan.dataset[i][0] for i in range(min(plan.count, 32))]).to(device)
+    with forked_rng(device, seed=plan.seed):
+        stochastic = is_stochastic(plan.model, probe)
+    return stochastic, plan.draws if plan.draws is not None else (plan.suite.eot_draws if stochastic else 1)
+
+
+def run_suite(plan: Plan, batches: Sequence[int] | None = None,
+              on_batch: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], dict]:
     """Rows of per-sample outcomes for the chosen batches (all by default), and run facts: whether the
-    model is stochastic, the draws used, and seconds per attack. ``threat``: see SuiteRunner."""
-    n = len(dataset) if n is None else min(n, len(dataset))
-    device = torch.device(device)
-    model = model.to(device)
-    probe = torch.stack([dataset[i][0] for i in range(min(n, 32))]).to(device)
-    with forked_rng(device, seed=seed):
-        stochastic = is_stochastic(model, probe)
-    used = draws if draws is not None else (suite.eot_draws if stochastic else 1)
-    runner = SuiteRunner(model, suite, eps, num_classes, seed, used, source.to(device) if source else None,
-                         threat=threat)
+    model is stochastic, the draws used, and seconds per attack."""
+    device = torch.device(plan.device)
+    plan.model = plan.model.to(device)
+    if plan.source is not None:
+        plan.source = plan.source.to(device)
+    stochastic, used = detect_draws(plan)
+    runner = SuiteRunner(plan, used)
     rows: list[dict] = []
-    for batch in tqdm(make_batches(dataset, n, batch_size, batches, device), desc=f"suite {suite.name}",
-                      leave=False, disable=None if progress else True):
+    for batch in tqdm(make_batches(plan.dataset, plan.count, plan.batch_size, batches, device),
+                      desc=f"suite {plan.suite.name}", leave=False, disable=None if plan.progress else True):
         batch_rows = runner.run(batch)
         rows.extend(batch_rows)
         if on_batch is not None:
             on_batch(batch_rows)
-    facts = {"n": n, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
+    facts = {"n": plan.count, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
              "gradient_estimators": list(runner.gradient_estimators)}
     return rows, facts

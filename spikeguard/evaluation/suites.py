@@ -23,39 +23,17 @@ from typing import Any
 
 import yaml
 
+from spikeguard.attacks.registry import ATTACKS, TRANSFER, attack_kind
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank
+from spikeguard.evaluation.config import suite_path
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "suites"
-
-# attack -> (its parameters with their defaults, whether it takes backward estimators)
-ATTACKS: dict[str, tuple[dict[str, Any], bool]] = {
-    "fgsm": ({}, True),
-    "rfgsm": ({"alpha": 0.5}, True),                       # alpha as a fraction of eps
-    "pgd": ({"steps": 10, "alpha": None, "restarts": 1, "random_start": True}, True),  # alpha: x eps per step
-    "apgd-ce": ({"steps": 100, "restarts": 1}, True),
-    "apgd-dlr": ({"steps": 100, "restarts": 1}, True),
-    "apgd-t": ({"steps": 100, "restarts": 1}, True),
-    "fab-t": ({"steps": 100, "restarts": 1}, True),
-    "autoattack": ({}, True),
-    "square": ({"queries": 5000, "restarts": 1, "p_init": 0.8}, False),
-    "random-uniform": ({"draws": 10}, False),
-    "random-sign": ({"draws": 10}, False),
-    # events-l0 only (spikeguard/attacks/events.py); budget: events per sample, None = the evaluation's
-    "sparse-events": ({"steps": 20, "budget": None}, True),
-    "random-events": ({"draws": 10, "budget": None}, False),
-}
-SINGLE_STEP = ("fgsm", "rfgsm")
-ITERATIVE = ("pgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack")
-RANDOM = ("random-uniform", "random-sign", "random-events")
-EVENTS = ("sparse-events", "random-events")  # whole-event edits: norm "events", a budget instead of eps
-BLACK_BOX = ("square", "transfer", *RANDOM)
-LIBRARY_NORMS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "autoattack", "square")  # l2 offered there
-# survivors_only: attack only the samples every earlier attack left standing (cheaper; the attack's
-# accuracy is then that of the ensemble up to it, and results say so)
+# keys every suite entry may hold besides its attack's own parameters. survivors_only: attack only the
+# samples every earlier attack left standing (cheaper; the attack's accuracy is then that of the ensemble
+# up to it, and results say so)
 _COMMON = ("attack", "label", "estimators", "norm", "eps", "survivors_only")
 # column names of the per-sample rows that an attack label must not overwrite
-RESERVED_LABELS = ("index", "label", "clean_correct", "robust", "broken_by", "zero_gradient", "transfer")
+RESERVED_LABELS = ("index", "label", "clean_correct", "robust", "broken_by", "zero_gradient", TRANSFER)
 
 
 @dataclass(frozen=True)
@@ -64,12 +42,21 @@ class AttackSpec:
     label: str
     params: dict[str, Any]
     estimators: tuple[str, ...]   # empty for gradient-free attacks
-    norm: str = "linf"
+    norm: str = "linf"            # "events" for whole-event edits (events-l0)
     eps: float | None = None      # an absolute radius for this attack; None: the evaluation's eps
 
     @property
+    def kind(self):
+        """The attack registry's entry: every fact about this attack kind."""
+        return attack_kind(self.attack)
+
+    @property
     def white_box(self) -> bool:
-        return self.attack not in BLACK_BOX
+        return self.kind.gradient
+
+    @property
+    def random(self) -> bool:
+        return self.kind.random
 
 
 @dataclass(frozen=True)
@@ -85,17 +72,9 @@ class Suite:
     raw: dict = field(default_factory=dict, compare=False)  # the mapping it was read from, kept in results
 
 
-def available() -> list[str]:
-    return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
-
-
 def load_suite(name_or_path: str | Path) -> Suite:
     """A shipped suite by name, or a suite YAML file; UserError naming the problem otherwise."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = SUITE_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise UserError(f"unknown suite '{name_or_path}'; choose from {', '.join(available())} or give a YAML file")
+    path = suite_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
@@ -143,52 +122,62 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
 def _attack(entry: Any, source: str) -> AttackSpec:
     if not isinstance(entry, dict) or "attack" not in entry:
         raise UserError(f"suite '{source}': each attack is a mapping with an 'attack' key, got {entry!r}")
-    kind = str(entry["attack"])
-    if kind not in ATTACKS:
-        raise UserError(f"suite '{source}': unknown attack '{kind}'; choose from {', '.join(ATTACKS)}")
-    defaults, takes_estimators = ATTACKS[kind]
+    name = str(entry["attack"])
+    listable = ATTACKS.names(in_suites=True)
+    if name not in listable:
+        raise UserError(f"suite '{source}': unknown attack '{name}'; choose from {', '.join(listable)}")
+    kind = attack_kind(name)
+    defaults = dict(kind.params)
     unknown = sorted(set(entry) - set(defaults) - set(_COMMON))
     if unknown:
-        raise UserError(f"suite '{source}': attack '{kind}' takes no {unknown}; allowed: {sorted(defaults)}")
+        raise UserError(f"suite '{source}': attack '{name}' takes no {unknown}; allowed: {sorted(defaults)}")
     params = {**defaults, **{k: v for k, v in entry.items() if k in defaults}}
     for key, value in params.items():
-        if key in ("steps", "restarts", "queries", "draws"):
-            params[key] = _positive_int(value, f"{kind} {key}", source)
-        elif key in ("alpha", "p_init") and value is not None:
-            params[key] = _positive_float(value, f"{kind} {key}", source)
-        elif key == "budget" and value is not None:
-            params[key] = _positive_int(value, f"{kind} budget", source)
-        elif key == "random_start":
-            params[key] = _bool(value, f"{kind} random_start", source)
+        params[key] = _parameter(name, key, value, defaults[key], source)
     if "survivors_only" in entry:
-        params["survivors_only"] = _bool(entry["survivors_only"], f"{kind} survivors_only", source)
-        if params["survivors_only"] and kind not in BLACK_BOX:
+        params["survivors_only"] = _bool(entry["survivors_only"], f"{name} survivors_only", source)
+        if params["survivors_only"] and kind.gradient:
             # a white-box attack on survivors only would hide the cross-attack flags
-            raise UserError(f"suite '{source}': survivors_only is for black-box and random attacks, not '{kind}'")
-    if kind in EVENTS:
-        if "norm" in entry or "eps" in entry:
-            raise UserError(f"suite '{source}': '{kind}' edits whole events within a budget; it takes no norm or eps")
-        estimators = bank.resolve(entry.get("estimators", "paper")) if takes_estimators else ()
-        if not takes_estimators and "estimators" in entry:
-            raise UserError(f"suite '{source}': '{kind}' uses no gradients and takes no estimators")
-        return AttackSpec(kind, str(entry.get("label") or kind), params, estimators, "events", None)
-    norm = str(entry.get("norm", "linf"))
-    if norm not in ("linf", "l2") or (norm == "l2" and kind not in LIBRARY_NORMS):
-        raise UserError(f"suite '{source}': attack '{kind}' supports norm linf"
-                        + (" or l2" if kind in LIBRARY_NORMS else "") + f", not '{norm}'")
-    eps = entry.get("eps")
-    if eps is not None:
-        eps = _positive_float(eps, f"{kind} eps", source, allow_zero=True)
-    if norm == "l2" and eps is None:
-        raise UserError(f"suite '{source}': an l2 attack needs its own 'eps' (the evaluation's eps is l-inf)")
-    if takes_estimators:
+            raise UserError(f"suite '{source}': survivors_only is for black-box and random attacks, not '{name}'")
+    if kind.estimators:
         estimators = bank.resolve(entry.get("estimators", "paper"))
     elif "estimators" in entry:
-        raise UserError(f"suite '{source}': '{kind}' uses no gradients and takes no estimators")
+        raise UserError(f"suite '{source}': '{name}' uses no gradients and takes no estimators")
     else:
         estimators = ()
-    label = str(entry.get("label") or (f"{kind}-{params['steps']}" if kind == "pgd" else kind))
-    return AttackSpec(kind, label, params, estimators, norm, eps)
+    label = str(entry.get("label") or kind.label.format(**params))
+    if "events" in kind.norms:
+        if "norm" in entry or "eps" in entry:
+            raise UserError(f"suite '{source}': '{name}' edits whole events within a budget; it takes no norm or eps")
+        return AttackSpec(name, label, params, estimators, "events", None)
+    norm = str(entry.get("norm", "linf"))
+    if norm not in kind.norms:
+        raise UserError(f"suite '{source}': attack '{name}' supports norm {' or '.join(kind.norms)}, not '{norm}'")
+    eps = entry.get("eps")
+    if eps is not None:
+        eps = _positive_float(eps, f"{name} eps", source, allow_zero=True)
+    if norm != "linf" and eps is None:
+        raise UserError(f"suite '{source}': an {norm} attack needs its own 'eps' (the evaluation's eps is l-inf)")
+    return AttackSpec(name, label, params, estimators, norm, eps)
+
+
+# Parameters whose meaning is shared by every attack that takes them.
+_COUNTS = ("steps", "restarts", "queries", "draws")   # integers >= 1
+_FRACTIONS = ("alpha", "p_init")                       # positive numbers (alpha: a fraction of eps)
+
+
+def _parameter(attack: str, key: str, value: Any, default: Any, source: str) -> Any:
+    """One parameter checked by its name (the shared ones) or else by its default's type."""
+    what = f"{attack} {key}"
+    if value is None and default is None:
+        return None
+    if key in _COUNTS or key == "budget" or (isinstance(default, int) and not isinstance(default, bool)):
+        return _positive_int(value, what, source)
+    if key in _FRACTIONS or isinstance(default, float):
+        return _positive_float(value, what, source)
+    if isinstance(default, bool):
+        return _bool(value, what, source)
+    return value
 
 
 def _positive_int(value: Any, what: str, source: str, allow_zero: bool = False) -> int:

@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 
 from spikeguard.errors import UserError
-from spikeguard.evaluation.runner import BROKEN
-from spikeguard.evaluation.suites import EVENTS, Suite
+from spikeguard.attacks.ensemble import BROKEN
+from spikeguard.attacks.registry import TRANSFER
+from spikeguard.evaluation.suites import Suite
 from spikeguard.results import write_text
 
 CSV_FIRST = ["index", "label", "clean_correct", "robust", "broken_by"]
@@ -17,8 +18,8 @@ CSV_FIRST = ["index", "label", "clean_correct", "robust", "broken_by"]
 
 def attack_labels(suite: Suite, rows: list[dict]) -> list[str]:
     labels = [s.label for s in suite.attacks]
-    if rows and "transfer" in rows[0]:
-        labels.append("transfer")
+    if rows and TRANSFER in rows[0]:
+        labels.append(TRANSFER)
     return labels
 
 
@@ -53,7 +54,7 @@ def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, sec
                    and k.split("|", 1)[1] not in ("broken_by", "mean")] if rows else []
         entry = {
             "name": label,
-            "attack": spec.attack if spec else "transfer",
+            "attack": spec.attack if spec else TRANSFER,
             "norm": spec.norm if spec else "linf",
             "eps": (spec.eps if spec and spec.eps is not None else eps),
             "params": dict(spec.params) if spec else dict(suite.transfer),
@@ -63,7 +64,7 @@ def summarize(rows: list[dict], suite: Suite, labels: list[str], eps: float, sec
                                        if spec is None or spec.estimators},
             "seconds": round(seconds.get(label, 0.0), 3),
         }
-        if spec is not None and spec.attack in EVENTS:
+        if spec is not None and spec.norm == "events":
             entry["eps"] = None
             entry["budget"] = spec.params["budget"] if spec.params["budget"] is not None else threat.budget
             entry["frame_range"] = threat.frame_range

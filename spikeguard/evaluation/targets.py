@@ -23,6 +23,15 @@ class Target:
     checkpoint: str      # path or model function
     checkpoint_sha256: str | None
     frame_range: int | None = None  # event data: the events per bin that a frame value of 1 stands for
+    model_fn: str | None = None     # an external model: the "package.module:function" that built it
+
+    @classmethod
+    def of(cls, model: nn.Module, test, num_classes: int, *, name: str = "model", dataset: str = "custom",
+           eps: float | None = None, frame_range: int | None = None) -> Target:
+        """A model held in memory and its test data (any sequence of (input, label)): the Python API's way
+        to evaluate without a checkpoint file."""
+        return cls(model, name, dataset, test, num_classes, eps, f"<in-memory {type(model).__name__}>", None,
+                   frame_range)
 
 
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
@@ -42,7 +51,8 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
         data = load_dataset(dataset, data_dir, download, augment=False)
         model = load_external(model_fn)
         _check_outputs(model, data, f"the model of {model_fn}")
-        return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None, data.frame_range)
+        return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None, data.frame_range,
+                      model_fn)
     net, ckpt = load_model(checkpoint, expect_model=expect_model, expect_dataset=dataset)
     cfg = ckpt.get("config", {})
     data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spikeguard.attacks.registry import ATTACKS, is_event_attack
 from spikeguard.errors import UserError
-from spikeguard.evaluation.suites import EVENTS
-
-THREAT_MODELS = ("linf", "frames-linf", "events-l0")
-EVENT_ATTACKS = EVENTS  # the attacks of events-l0, and only of it
+from spikeguard.evaluation.config import THREAT_MODELS
 
 NOT_COVERED = ("event timing within a frame (moving an event inside its time bin changes no frame), events "
                "outside the binning (at coordinates or times the frames do not see), edits to saturated bins, "
@@ -53,20 +51,6 @@ class ThreatModel:
                            "evaluation's eps is not used",
                 "not_covered": NOT_COVERED}
 
-    def check_suite(self, suite, transfer: bool = False) -> None:
-        """Event attacks only under events-l0, and only event attacks there (one-line UserError)."""
-        for spec in suite.attacks:
-            if self.events and spec.attack not in EVENT_ATTACKS:
-                raise UserError(f"attack '{spec.label}' ({spec.attack}) is an l-inf attack; the events-l0 threat "
-                                f"model takes only {', '.join(EVENT_ATTACKS)} (suite 'events')")
-            if not self.events and spec.attack in EVENT_ATTACKS:
-                raise UserError(f"attack '{spec.label}' ({spec.attack}) edits whole events; it needs the events-l0 "
-                                f"threat model, not {self.name}")
-        if self.events and transfer:
-            raise UserError("--source (a transfer attack) crafts l-inf examples; it does not apply under events-l0")
-        if self.events:
-            self._check_budgets(suite)
-
     def _check_budgets(self, suite) -> None:
         """The recorded budget must be what was attacked: no attack may spend more, and a white-box attack
         must spend all of it (attacks with smaller budgets may join the worst case; they cannot replace it)."""
@@ -76,10 +60,11 @@ class ThreatModel:
             if own is not None and own > self.budget:
                 raise UserError(f"attack '{spec.label}' has budget {own}, above the threat model's {self.budget} "
                                 "events; raise --budget or lower the attack's")
-            full |= spec.attack == "sparse-events" and own in (None, self.budget)
+            full |= spec.white_box and own in (None, self.budget)
         if not full:
-            raise UserError(f"no sparse-events attack of the suite spends the whole budget of {self.budget} events, "
-                            "so the result would not bound robustness at that budget; drop the attacks' own budgets")
+            raise UserError(f"no white-box event attack of the suite ({', '.join(event_attacks(gradient=True))}) "
+                            f"spends the whole budget of {self.budget} events, so the result would not bound "
+                            "robustness at that budget; drop the attacks' own budgets")
 
     def check_sample(self, sample) -> None:
         """Images (3-D samples) for linf, event frames [T, C, H, W] for the other two."""
@@ -90,6 +75,37 @@ class ThreatModel:
         if self.name != "linf" and not frames:
             raise UserError(f"the {self.name} threat model needs event frames [T, 2, S, S] per sample; the data "
                             f"are {sample.dim()}-D images {tuple(sample.shape)}")
+
+
+def event_attacks(**where) -> tuple[str, ...]:
+    """The attack kinds of events-l0 (whole-event edits), and only of it."""
+    return tuple(name for name in ATTACKS.names(**where) if is_event_attack(name))
+
+
+def check_suite(suite, threat: ThreatModel | None, transfer: bool = False) -> None:
+    """Event attacks only under events-l0, and only event attacks there; their budgets fit the threat
+    model's (one-line UserError). ``threat`` None: l-inf attacks on whatever shape the data have."""
+    events = threat is not None and threat.events
+    name = threat.name if threat is not None else "linf"
+    for spec in suite.attacks:
+        if events and not is_event_attack(spec.attack):
+            raise UserError(f"attack '{spec.label}' ({spec.attack}) is an l-inf attack; the events-l0 threat "
+                            f"model takes only {', '.join(event_attacks())} (suite 'events')")
+        if not events and is_event_attack(spec.attack):
+            raise UserError(f"attack '{spec.label}' ({spec.attack}) edits whole events; it needs the events-l0 "
+                            f"threat model, not {name}")
+    if events and transfer:
+        raise UserError("--source (a transfer attack) crafts l-inf examples; it does not apply under events-l0")
+    if events:
+        threat._check_budgets(suite)
+
+
+def event_budget(spec, threat: ThreatModel | None) -> int:
+    """An event attack's budget: its own, else the evaluation's (events-l0)."""
+    if threat is None or not threat.events:
+        raise UserError(f"attack '{spec.label}' edits whole events; it needs the events-l0 threat model")
+    own = spec.params.get("budget")
+    return own if own is not None else threat.budget
 
 
 def make_threat_model(name: str = "linf", *, eps: float | None = None, budget: int | None = None,

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 from spikeguard.errors import UserError
-from spikeguard.evaluation.runner import run_suite
+from spikeguard.evaluation.runner import Plan, run_suite
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.evaluation.summary import attack_labels, finish_rows, read_csv
 from spikeguard.evaluation.targets import load_source, load_target
@@ -52,10 +52,10 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
     if threat.frame_range is not None and threat.frame_range != target.frame_range:
         raise UserError(f"the data set's frame range is now {target.frame_range}, the evaluation used "
                         f"{threat.frame_range}: the frames differ, so the outcomes cannot be compared")
-    rows, _ = run_suite(target.model, target.test, suite, results["eps"], num_classes=target.num_classes,
-                        n=results["n"], batch_size=results["batch_size"], seed=results["seed"], device=device,
-                        draws=results["eot_draws"], source=source, batches=chosen, progress=progress,
-                        threat=threat)
+    plan = Plan(target.model, target.test, suite, results["eps"], target.num_classes, n=results["n"],
+                batch_size=results["batch_size"], seed=results["seed"], device=device, draws=results["eot_draws"],
+                source=source, threat=threat, progress=progress)
+    rows, _ = run_suite(plan, batches=chosen)
     labels = attack_labels(suite, rows)
     for row in finish_rows(rows, labels):
         old = stored.get(row["index"])
