@@ -1,0 +1,96 @@
+"""The package's shape, checked on its source: no import cycle, nothing below the entry points imports the
+training loop, and no module outside the attack registry tells attack kinds apart by string literals."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "spikeguard"
+LOWER_LAYERS = ("snn", "models", "data", "defenses", "attacks", "evaluation", "analysis", "distributed.py")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, ast.Module]:
+    return {module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
+
+
+def imports(tree: ast.Module, top_level_only: bool) -> set[str]:
+    """spikeguard modules a module imports (with top_level_only: at import time, not inside functions)."""
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("spikeguard")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("spikeguard"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_no_import_cycle_among_the_packages_modules():
+    trees = modules()
+    graph = {name: {m for m in imports(tree, top_level_only=False) if m in trees and m != name}
+             for name, tree in trees.items()}
+    # a package's __init__ that loads its names lazily is not an import of its submodules
+    state, cycle = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue  # a package and its own submodules
+            if state.get(nxt) == "open":
+                cycle.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycle, f"import cycle: {' -> '.join(cycle[0])}"
+
+
+def test_only_entry_points_import_the_training_loop():
+    offenders = []
+    for name, tree in modules().items():
+        relative = name.removeprefix("spikeguard.").replace(".", "/")
+        if any(relative == layer.removesuffix(".py") or relative.startswith(layer + "/") for layer in LOWER_LAYERS):
+            if any(m == "spikeguard.train" or m.startswith("spikeguard.train.") for m in imports(tree, False)):
+                offenders.append(name)
+    assert offenders == []
+
+
+def test_attack_kinds_are_told_apart_by_the_registry_only():
+    from spikeguard.attacks.registry import ATTACKS
+
+    names = set(ATTACKS)
+    offenders = []
+    for name, tree in modules().items():
+        if name == "spikeguard.attacks.registry":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    values = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+                    hits = [v.value for v in values if isinstance(v, ast.Constant) and v.value in names]
+                    if hits:
+                        offenders.append(f"{name}:{node.lineno} compares with {hits}")
+    # the training example generator (fgsm | pgd) is a defense setting, not an evaluation attack kind
+    offenders = [o for o in offenders if not o.startswith("spikeguard.defenses.")]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("module", ["spikeguard.cli", "spikeguard.config", "spikeguard.evaluation.config",
+                                    "spikeguard.attacks.registry"])
+def test_the_command_line_and_the_registries_load_without_pytorch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", f"importing {module} imported torch"
