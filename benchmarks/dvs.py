@@ -55,7 +55,6 @@ from spikeguard.runtime import eval_mode
 from spikeguard.attacks.events import sparse_events, within_event_budget
 from spikeguard.data.aedat import read_events
 from spikeguard.data.cifar10_dvs import (
-    DvsOptions,
     convert,
     find_class_root,
     frame_range,
@@ -63,6 +62,7 @@ from spikeguard.data.cifar10_dvs import (
     load_cifar10_dvs,
     load_frames,
 )
+from spikeguard.data.dvs_options import DvsOptions
 from spikeguard.data.event_frames import events_to_frames
 from spikeguard.models import ModelSpec, create_model
 from spikeguard.snn.control import estimator

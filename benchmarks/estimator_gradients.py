@@ -38,7 +38,7 @@ def model_grads(family: str, device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def surrogate_grad(family: str, device: torch.device) -> torch.Tensor | None:
-    if family in ("bptr", "hart", "pdsg"):  # defined on the whole layer, covered by model_grads
+    if parse_estimator(family).kind != "surrogate":  # defined on the whole layer, covered by model_grads
         return None
     v = torch.linspace(-3, 3, 601, dtype=torch.float64, device=device).requires_grad_(True)
     (grad,) = torch.autograd.grad(spike(v, parse_estimator(family)).sum(), v)

@@ -32,13 +32,22 @@ from common import (
     set_threads,
 )
 
+from spikeguard.errors import UserError
 from spikeguard.speed import SpeedOptions
+
+
+def _allowed(options: SpeedOptions, defense: str) -> bool:
+    """Whether SpeedOptions.check accepts the options for this defense."""
+    try:
+        options.check(defense=defense)
+    except UserError:
+        return False
+    return True
 
 
 def bench_model(name: str, args, device: torch.device, options: SpeedOptions) -> dict:
     model, forward = prepared(name, args.time_steps, device, options)
-    defenses = [d for d in args.defenses if not (options.compile != "none" and d == "gr")
-                and not (options.bf16 and d in ("sr", "sr_star"))]  # what SpeedOptions.check refuses
+    defenses = [d for d in args.defenses if _allowed(options, d)]
     steppers = {d: Stepper(model, d, options, forward) for d in defenses}
     x, y = cifar_batch(args.batch, device)
     start = time.perf_counter()

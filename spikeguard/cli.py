@@ -12,10 +12,46 @@ from typing import Optional
 
 import typer
 
+from spikeguard.data.registry import DATASET_REGISTRY
+from spikeguard.defenses.registry import ATTACKS, DEFENSES
 from spikeguard.errors import UserError
+from spikeguard.models.registry import MODELS
+from spikeguard.snn.registry import ENCODERS, ESTIMATORS
+from spikeguard.speed import COMPILE_CHOICES
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Train adversarially robust spiking neural networks and evaluate them honestly.")
+
+
+def _choices(names) -> str:
+    return " | ".join(names)
+
+
+def _defenses_with(fact: str) -> str:
+    """The defenses whose ``fact`` is set, as "a, b and c"."""
+    names = [n for n in DEFENSES if DEFENSES.facts(n)[fact]]
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+
+def _encoder_help() -> str:
+    notes = [f"{n} is stochastic: evaluation needs EoT" for n in ENCODERS if ENCODERS.facts(n)["stochastic"]]
+    events = [n for n in ENCODERS if ENCODERS.facts(n)["inputs"] == "event"]
+    notes += [f"{n}: event data, set automatically" for n in events]
+    return f"{_choices(ENCODERS)} ({'; '.join(notes)})." if notes else _choices(ENCODERS)
+
+
+# Help lists built from the registries, so they name every registered choice.
+DATASET_HELP = _choices(DATASET_REGISTRY)
+MODEL_HELP = f"{_choices(MODELS)} (default: the data set's)"
+DEFENSE_HELP = _choices(DEFENSES)
+LAMB_HELP = f"Penalty weight for {_defenses_with('needs_lamb')}."
+ATTACK_HELP = f"Example generator for AT / SR*: {_choices(ATTACKS)}."
+SYNC_BN_HELP = f"Under torchrun on GPUs: BatchNorm statistics over all processes (not for {_defenses_with('refuses_sync_bn')})."
+BF16_HELP = f"bf16 autocast (not for {_defenses_with('refuses_bf16')})."
+COMPILE_HELP = (f"torch.compile: {_choices(COMPILE_CHOICES)} (neurons: the spiking layers' time loops; not for "
+                f"{_defenses_with('refuses_compile')}).")
+ESTIMATOR_HELP = (f"Backward estimator for the gradient: {_choices(ESTIMATORS)}, optionally family:width (default: "
+                  "the model's training estimator).")
 
 
 def _overrides(**flags) -> dict:
@@ -28,21 +64,21 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its "
                                           "newest valid checkpoint (with --epochs: up to that many epochs)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100 | cifar10dvs"),
-    model: Optional[str] = typer.Option(None, help="digits_cnn | vgg11 | wrn16_4 (default: the data set's)"),
-    defense: Optional[str] = typer.Option(None, help="vanilla | at | rat | gr | sr | sr_star"),
-    lamb: Optional[float] = typer.Option(None, help="Penalty weight for sr, sr_star and gr."),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    defense: Optional[str] = typer.Option(None, help=DEFENSE_HELP),
+    lamb: Optional[float] = typer.Option(None, help=LAMB_HELP),
     h: Optional[float] = typer.Option(None, help="SR finite-difference step (> 0)."),
     eps: Optional[str] = typer.Option(None, help="Adversarial-training radius in pixel scale, e.g. 0.03 or 8/255."),
     alpha: Optional[str] = typer.Option(None, help="PGD step size for AT / SR*."),
     steps: Optional[int] = typer.Option(None, help="PGD steps for AT / SR*."),
-    attack: Optional[str] = typer.Option(None, help="Example generator for AT / SR*: fgsm | pgd."),
+    attack: Optional[str] = typer.Option(None, help=ATTACK_HELP),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None),
     time_steps: Optional[int] = typer.Option(None, "--time-steps", help="Simulation time steps T."),
     tau: Optional[float] = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire."),
-    encoder: Optional[str] = typer.Option(None, help="direct | poisson (stochastic: evaluation needs EoT)."),
+    encoder: Optional[str] = typer.Option(None, help=_encoder_help()),
     seed: Optional[int] = typer.Option(None),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: Optional[bool] = typer.Option(None, "--download/--no-download"),
@@ -51,13 +87,11 @@ def train(
                                                    help="Also checkpoint every N steps within an epoch (0: off)."),
     keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept."),
     nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback."),
-    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm "
-                                           "statistics over all processes."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (not for sr, sr_star)."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help=SYNC_BN_HELP),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
                                                  help="channels_last memory layout."),
-    compile_: Optional[str] = typer.Option(None, "--compile", help="torch.compile: none | model | neurons "
-                                          "(the spiking layers' time loops; not for gr)."),
+    compile_: Optional[str] = typer.Option(None, "--compile", help=COMPILE_HELP),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 on CUDA (off by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -226,8 +260,7 @@ def analyze(
     eps: Optional[list[str]] = typer.Option(None, "--eps", help="Radius, pixel scale; repeat or comma-separate "
                                             "(default: the training eps)."),
     n: int = typer.Option(100, help="Analyse the first N test samples."),
-    estimator: Optional[str] = typer.Option(None, help="Backward estimator for the gradient (default: the "
-                                            "model's training estimator)."),
+    estimator: Optional[str] = typer.Option(None, help=ESTIMATOR_HELP),
     draws: int = typer.Option(20, help="Random directions per sample (uniform and signs)."),
     seed: int = typer.Option(0),
     eps_max: float = typer.Option(1.0, "--eps-max", help="Bisection range of the minimal flipping eps, noise."),

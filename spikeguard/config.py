@@ -11,15 +11,14 @@ from typing import Any
 
 import yaml
 
+from spikeguard.data.registry import DATASET_REGISTRY
+from spikeguard.defenses.registry import ATTACKS, DEFENSES
 from spikeguard.errors import UserError
+from spikeguard.models.registry import MODELS
+from spikeguard.snn.registry import ENCODERS
 
-# eps used when neither flag nor config gives one: the paper's 8/255 on CIFAR; the digits value is the
-# demo's, chosen on the validation split (spikeguard/demo_selection.json; a test keeps them equal).
-# On CIFAR10-DVS eps is relative to the frame range (docs/dvs.md), at the image value for lack of a published one.
-DEFAULT_EPS = {"digits": 0.15, "cifar10": 8 / 255, "cifar100": 8 / 255, "cifar10dvs": 8 / 255}
-EVENT_DATASETS = ("cifar10dvs",)
-DEFAULT_TIME_STEPS = 8  # images (METHOD.md)
-DEFAULT_FRAMES = 10  # event data: frames per recording, one per time step (METHOD.md, CIFAR10-DVS)
+# The data sets' defaults (model, eps, time steps, image or event) are their registered facts
+# (spikeguard/data/registry.py); the defenses' rules theirs (spikeguard/defenses/registry.py).
 
 NAN_POLICIES = ("abort", "skip", "rollback")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
@@ -53,7 +52,7 @@ class TrainConfig:
     defense: str = "vanilla"
     lamb: float = 0.0                 # weight of the SR or GR penalty
     h: float = 0.01                   # SR finite-difference step
-    eps: float | None = None          # adversarial-training radius (pixel scale); None: DEFAULT_EPS
+    eps: float | None = None          # adversarial-training radius (pixel scale); None: the data set's default_eps
     alpha: float | None = None        # PGD step; None: 2.5 * eps / steps
     steps: int = 7                    # PGD steps for AT / SR*
     attack: str = "pgd"               # example generator for AT / SR*: fgsm or pgd
@@ -61,7 +60,7 @@ class TrainConfig:
     time_steps: int | None = None     # None: 8 for images, the frame count (dvs.frames, default 10) for event data
     tau: float = 1.0
     encoder: str = "direct"           # event data sets: "frames" (set automatically)
-    dvs: dict | None = None           # CIFAR10-DVS options (spikeguard.data.cifar10_dvs.DvsOptions); frames = time_steps
+    dvs: dict | None = None           # CIFAR10-DVS options (spikeguard.data.dvs_options.DvsOptions); frames = time_steps
     epochs: int = 200
     batch_size: int = 64
     lr: float = 0.1
@@ -87,22 +86,18 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the data-set defaults filled in and every field checked."""
-        from spikeguard.data import DATASETS
-        from spikeguard.models import DEFAULT_MODEL
-
         cfg = dataclasses.replace(self)
         for f in fields(cfg):  # types first: a TrainConfig built in Python gets the same checks as YAML
             setattr(cfg, f.name, coerce_field(f.name, getattr(cfg, f.name), str(f.type)))
-        if cfg.dataset not in DATASETS:
-            raise UserError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
+        data = DATASET_REGISTRY.get(cfg.dataset)
         if cfg.model is None:
-            cfg.model = DEFAULT_MODEL[cfg.dataset]
+            cfg.model = data.default_model
         if cfg.eps is None:
-            cfg.eps = DEFAULT_EPS[cfg.dataset]
-        if cfg.time_steps is None:
-            event_frames = (cfg.dvs or {}).get("frames", DEFAULT_FRAMES)
-            cfg.time_steps = event_frames if cfg.dataset in EVENT_DATASETS else DEFAULT_TIME_STEPS
-        if cfg.dataset in EVENT_DATASETS and cfg.encoder == "direct":
+            cfg.eps = data.default_eps
+        event = data.kind == "event"
+        if cfg.time_steps is None:  # event data: one frame per step, dvs.frames if given
+            cfg.time_steps = (cfg.dvs or {}).get("frames", data.time_steps) if event else data.time_steps
+        if event and cfg.encoder == "direct":
             cfg.encoder = "frames"  # event frames carry their own time axis; "direct" is the image default
         if cfg.alpha is None:  # from a bad eps or steps too, so that check() names the field the user gave
             cfg.alpha = 2.5 * cfg.eps / cfg.steps if cfg.steps > 0 and 0 <= cfg.eps <= 1 else cfg.eps
@@ -112,13 +107,7 @@ class TrainConfig:
     def check(self) -> None:
         """Every field's range and name (types are checked by resolved()), so a run never starts on a value
         it would fail on later."""
-        from spikeguard.data import DATASETS
-        from spikeguard.defenses import DEFENSES
-        from spikeguard.defenses.registry import ATTACKS
-        from spikeguard.models import MODELS
-        from spikeguard.snn import ENCODERS
-
-        for name, value, allowed in (("dataset", self.dataset, DATASETS), ("model", self.model, MODELS),
+        for name, value, allowed in (("dataset", self.dataset, DATASET_REGISTRY), ("model", self.model, MODELS),
                                      ("defense", self.defense, DEFENSES), ("encoder", self.encoder, ENCODERS),
                                      ("attack", self.attack, ATTACKS), ("nan_policy", self.nan_policy, NAN_POLICIES)):
             if value is not None and value not in allowed:
@@ -142,7 +131,8 @@ class TrainConfig:
                 raise UserError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
         if not self.momentum < 1:
             raise UserError(f"momentum must be below 1, got {self.momentum}")
-        if self.defense in ("sr", "sr_star", "gr") and self.lamb == 0:
+        defense = DEFENSES.get(self.defense)
+        if defense.needs_lamb and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight)")
         self._check_event_data()
         if not DEVICE.fullmatch(self.device):
@@ -150,28 +140,27 @@ class TrainConfig:
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
             raise UserError(f"data_dir must be a path, got {self.data_dir!r}")
         self.speed_options().check(defense=self.defense)
-        if self.sync_bn and self.defense == "gr":  # its backward kernels have no derivative formula in PyTorch
-            raise UserError("--sync-bn cannot be used with defense 'gr': SyncBatchNorm's backward cannot be "
-                            "differentiated again, which GR's double backprop needs")
+        if self.sync_bn and defense.refuses_sync_bn:
+            raise UserError(f"--sync-bn cannot be used with defense '{self.defense}': {defense.refuses_sync_bn}")
 
     def _check_event_data(self) -> None:
         """Event data sets need the frames encoder and a frame per time step; image data sets neither."""
-        if self.dataset in EVENT_DATASETS:
+        if DATASET_REGISTRY.facts(self.dataset)["kind"] == "event":
             if self.encoder != "frames":
                 raise UserError(f"dataset {self.dataset!r} feeds event frames one per time step: encoder must be "
                                 f"'frames', got {self.encoder!r}")
             frames = (self.dvs or {}).get("frames", self.time_steps)
             if frames != self.time_steps:
                 raise UserError(f"dvs.frames ({frames}) must equal time_steps ({self.time_steps}): one frame per step")
-            from spikeguard.data.cifar10_dvs import DvsOptions
+            from spikeguard.data.dvs_options import DvsOptions
 
             DvsOptions.from_dict(dvs_options(self.to_dict()))
         else:
             if self.encoder == "frames":
-                raise UserError(f"encoder 'frames' is for event data sets ({', '.join(EVENT_DATASETS)}), "
+                raise UserError(f"encoder 'frames' is for event data sets ({', '.join(_event_datasets())}), "
                                 f"not {self.dataset!r}")
             if self.dvs:
-                raise UserError(f"the dvs options apply to {', '.join(EVENT_DATASETS)} only, not {self.dataset!r}")
+                raise UserError(f"the dvs options apply to {', '.join(_event_datasets())} only, not {self.dataset!r}")
 
     def speed_options(self):
         """The one-device speed settings (spikeguard.speed.SpeedOptions)."""
@@ -186,9 +175,15 @@ class TrainConfig:
 def dvs_options(config: dict[str, Any]) -> dict[str, Any] | None:
     """The event-data options a stored or live config gives load_dataset (None for image data sets):
     its dvs mapping, with one frame per time step."""
-    if config.get("dataset") not in EVENT_DATASETS:
+    dataset = config.get("dataset")
+    if dataset not in _event_datasets():
         return None
-    return {**(config.get("dvs") or {}), "frames": config.get("time_steps") or DEFAULT_FRAMES}
+    frames = config.get("time_steps") or DATASET_REGISTRY.facts(dataset)["time_steps"]
+    return {**(config.get("dvs") or {}), "frames": frames}
+
+
+def _event_datasets() -> tuple[str, ...]:
+    return DATASET_REGISTRY.names(kind="event")
 
 
 def coerce_field(name: str, value: Any, annotation: str) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
+from spikeguard.defenses.registry import DEFENSES
 from spikeguard.errors import UserError
 from spikeguard.evaluation import EvalConfig, Target, load_suite, run_evaluation
 from spikeguard.provenance import file_sha256
@@ -31,8 +32,8 @@ def demo_selection() -> dict:
 
 
 def demo_config(defense: str, chosen: dict, seed: int) -> TrainConfig:
-    penalised = defense in ("sr", "sr_star", "gr")
-    lamb = (chosen["lamb_gr"] if defense == "gr" else chosen["lamb"]) if penalised else 0.0
+    # the selection holds one lamb for the SR family (reused for SR*) and lamb_<name> for any other
+    lamb = chosen.get(f"lamb_{defense}", chosen["lamb"]) if DEFENSES.get(defense).needs_lamb else 0.0
     return TrainConfig(dataset="digits", defense=defense, lamb=lamb, eps=chosen["eps"], epochs=chosen["epochs"],
                        lr=chosen["lr"], batch_size=chosen["batch_size"], steps=chosen["train_pgd_steps"], seed=seed)
 

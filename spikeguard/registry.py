@@ -78,6 +78,9 @@ class Registry:
     def load(self, name: str) -> Any:
         return self.get(name).load()
 
+    def __getitem__(self, name: str) -> Any:  # dict-style lookup of the implementation
+        return self.load(name)
+
     def facts(self, name: str) -> Mapping[str, Any]:
         return self.get(name).facts
 

@@ -13,9 +13,13 @@ model or of its spiking layers only. tests/test_speed.py bounds what each may ch
   (1e-5 already gives 0.26: flipped spikes cascade through the deep layers; benchmarks/precision.py).
   Whether bf16 training reaches float32's accuracy is not measured. SR's finite difference is
   not reproduced: with h = 0.01 the input step moves the currents about as much as bf16 rounds them, and
-  the penalty was off by up to 90 % per batch, so bf16 is refused for sr and sr_star.
+  the penalty was off by up to 90 % per batch, so bf16 is refused for sr and sr_star (their registered
+  ``refuses_bf16``, spikeguard/defenses/registry.py).
 * TF32 (CUDA convolutions and matmuls with a 10-bit mantissa) is off unless asked for, for the same reason:
   PyTorch's default lets cuDNN convolutions use it.
+
+SpeedOptions and its checks load without PyTorch (the configuration checks them before the heavy import);
+the functions that apply the options import it.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from __future__ import annotations
 import contextlib
 import types
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
+from spikeguard.defenses.registry import DEFENSES
 from spikeguard.errors import UserError
-from spikeguard.snn import IFNeuron
-from spikeguard.snn.control import spiking_layers
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from spikeguard.snn import IFNeuron
 
 COMPILE_CHOICES = ("none", "model", "neurons")
 
@@ -43,21 +50,26 @@ class SpeedOptions:
 
     def check(self, device: torch.device | None = None, defense: str | None = None) -> None:
         """UserError for a choice that cannot run or would change results beyond speed.py's tolerances;
-        without ``device`` only the device-independent checks."""
+        without ``device`` only the device-independent checks. What a defense refuses is its registered
+        facts (spikeguard/defenses/registry.py)."""
         if self.compile not in COMPILE_CHOICES:
             raise UserError(f"unknown compile choice '{self.compile}'; choose from {', '.join(COMPILE_CHOICES)}")
-        if self.compile != "none" and defense == "gr":
-            # aot_autograd graphs have no double backward, which GR's penalty needs
-            raise UserError("--compile cannot be used with defense 'gr' (compiled graphs have no double backward)")
-        if self.bf16 and defense in ("sr", "sr_star"):
-            raise UserError(f"--bf16 cannot be used with defense '{defense}': bf16 rounds the currents as much as "
-                            "the SR finite-difference step moves them")
-        if self.bf16 and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError("--bf16 needs a GPU with bfloat16 support")
+        rules = DEFENSES.get(defense) if defense is not None and defense in DEFENSES else None
+        if self.compile != "none" and rules is not None and rules.refuses_compile:
+            raise UserError(f"--compile cannot be used with defense '{defense}' ({rules.refuses_compile})")
+        if self.bf16 and rules is not None and rules.refuses_bf16:
+            raise UserError(f"--bf16 cannot be used with defense '{defense}': {rules.refuses_bf16}")
+        if self.bf16 and device is not None and device.type == "cuda":
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                raise UserError("--bf16 needs a GPU with bfloat16 support")
 
 
 def configure_backends(options: SpeedOptions) -> None:
     """Process-wide float32 precision on CUDA: IEEE float32 unless ``options.tf32``."""
+    import torch
+
     torch.backends.cuda.matmul.allow_tf32 = options.tf32
     torch.backends.cudnn.allow_tf32 = options.tf32
 
@@ -66,6 +78,8 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     """bf16 autocast on ``device`` when enabled, else a no-op context."""
     if not enabled:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -74,6 +88,10 @@ def prepare_model(model: nn.Module, options: SpeedOptions, **compile_kwargs) -> 
     compile="model"). Parameters, state-dict keys and the model object stay the same, so checkpoints and
     the defenses' weight updates are unaffected; run the forward under :func:`autocast` for bf16.
     ``compile_kwargs`` go to torch.compile (e.g. backend="aot_eager" to trace without code generation)."""
+    import torch
+
+    from spikeguard.snn.control import spiking_layers
+
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
     if options.bf16:
@@ -89,6 +107,8 @@ def prepare_model(model: nn.Module, options: SpeedOptions, **compile_kwargs) -> 
 
 def to_memory_format(x: torch.Tensor, options: SpeedOptions) -> torch.Tensor:
     """An image batch in the layout the model was prepared for."""
+    import torch
+
     if options.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
@@ -97,6 +117,8 @@ def to_memory_format(x: torch.Tensor, options: SpeedOptions) -> torch.Tensor:
 def compile_neurons(model: nn.Module, **compile_kwargs) -> int:
     """torch.compile every spiking layer's forward (its Python loop over time becomes fused kernels);
     returns how many layers were compiled."""
+    from spikeguard.snn.control import spiking_layers
+
     layers = spiking_layers(model)
     for layer in layers:
         layer.compile(**compile_kwargs)
@@ -111,6 +133,8 @@ def _float32_currents(module: IFNeuron, args: tuple) -> tuple:
 def keep_float32_ends(model: nn.Module) -> list[nn.Module]:
     """Run the first conv / linear layer and the last linear layer (the classifier head) in float32
     under autocast. Done by a per-instance forward, not a wrapper module, so state-dict keys stay."""
+    from torch import nn
+
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     ends = [layers[0], layers[-1]] if layers else []
     for layer in dict.fromkeys(ends):  # one layer can be both ends
@@ -119,6 +143,8 @@ def keep_float32_ends(model: nn.Module) -> list[nn.Module]:
 
 
 def _float32_forward(forward):
+    import torch
+
     def run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return forward(self, x.float())

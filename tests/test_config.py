@@ -43,7 +43,7 @@ def test_bad_values_are_rejected(values):
 
 
 def test_digits_default_eps_is_the_demo_eps():
-    from spikeguard.config import DEFAULT_EPS
+    from spikeguard.data.registry import DEFAULT_EPS
     from spikeguard.demo import demo_selection
 
     assert DEFAULT_EPS["digits"] == demo_selection()["chosen"]["eps"]

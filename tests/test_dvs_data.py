@@ -21,10 +21,10 @@ from spikeguard.data.aedat import make_events, read_events
 from spikeguard.data.cifar10_dvs import (
     CLASSES,
     SPLIT_SEED,
-    DvsOptions,
     frame_range,
     stratified_split,
 )
+from spikeguard.data.dvs_options import DvsOptions
 from spikeguard.data.dvs_augment import DvsAugment
 from spikeguard.data.event_frames import events_to_frames
 from spikeguard.errors import UserError

@@ -192,3 +192,102 @@ def test_new_families_select_by_name(tiny_model):
         assert est == Estimator("hart", 0.25) and est.name == "hart:0.25"
     assert set_estimator(tiny_model, "pdsg").name == "pdsg"
     assert all(layer.estimator.name == "pdsg" for layer in spiking_layers(tiny_model))
+
+
+# ---------------------------------------------------------------- adding an estimator from outside the package
+
+def raised_cosine(v, width):
+    """(1 + cos(pi v / width)) / (2 width) on |v| < width, else 0: unit area (the new surrogate shape)."""
+    inside = (v.abs() < width).to(v.dtype)
+    return inside * (1 + torch.cos(math.pi * v / width)) / (2 * width)
+
+
+def raised_cosine_step(v, width):
+    """The smooth step whose derivative raised_cosine is: 0, a half-cosine ramp on [-width, width], 1."""
+    u = v.clamp(-width, width)
+    return 0.5 + 0.5 * (u / width + torch.sin(math.pi * u / width) / math.pi)
+
+
+@pytest.fixture
+def cosine():
+    from spikeguard.snn import register_estimator, unregister_estimator
+
+    register_estimator("cosine", derivative=raised_cosine, default_width=1.0, description="raised cosine")
+    try:
+        yield
+    finally:
+        unregister_estimator("cosine")
+
+
+def test_registered_surrogate_shape_matches_autograd_of_its_step(cosine, tiny_model, digits_batch):
+    from spikeguard.snn import ESTIMATOR_FAMILIES, SURROGATES
+
+    est = parse_estimator("cosine:2")
+    assert est == Estimator("cosine", 2.0) and est.name == "cosine:2" and parse_estimator("cosine").width == 1.0
+    assert "cosine" in ESTIMATOR_FAMILIES and SURROGATES["cosine"] == (raised_cosine, 1.0)
+    # the hand-written backward against autograd of the smooth function it differentiates
+    # (SpikingJelly's check_manual_grad idea), at several widths, on both sides of the support
+    for width in (0.5, 1.0, 2.0):
+        v = torch.linspace(-3, 3, 601, dtype=torch.float64, requires_grad=True)
+        (manual,) = torch.autograd.grad(spike(v, parse_estimator("cosine", width)).sum(), v)
+        (smooth,) = torch.autograd.grad(raised_cosine_step(v, width).sum(), v)
+        torch.testing.assert_close(manual, smooth)
+        assert manual.abs().sum() > 0
+    # a model under it: same forward, a finite gradient that differs from the triangle's
+    x, y = digits_batch
+    tiny_model.eval()
+    grads = {}
+    for name in ("triangle", "cosine"):
+        with estimator(tiny_model, name, width=2) as chosen:
+            assert all(layer.estimator == chosen for layer in spiking_layers(tiny_model))
+            xi = x.clone().requires_grad_(True)
+            out = tiny_model(xi)
+            (grads[name],) = torch.autograd.grad(torch.nn.functional.cross_entropy(out, y), xi)
+            grads[name + " forward"] = out.detach()
+    assert torch.equal(grads["cosine forward"], grads["triangle forward"])
+    assert torch.isfinite(grads["cosine"]).all() and grads["cosine"].abs().sum() > 0
+    assert not torch.allclose(grads["cosine"], grads["triangle"])
+
+
+def test_unregistered_estimator_is_unknown_again(cosine):
+    from spikeguard.snn import unregister_estimator
+
+    unregister_estimator("cosine")
+    with pytest.raises(UserError, match="unknown estimator 'cosine:2'"):
+        parse_estimator("cosine:2")
+
+
+def test_a_new_rule_with_its_own_fire_runs_through_the_neuron():
+    from spikeguard.snn import register_estimator, unregister_estimator
+
+    @register_estimator("identity_ste", kind="rate", description="d spike_t / d I_t := 1 (test rule)")
+    class IdentityStraightThrough:
+        """Spikes forward; backward, each step's current gets its own spike's gradient unchanged."""
+
+        calls = 0
+
+        def fire(self, est, neuron, currents):
+            IdentityStraightThrough.calls += 1
+            with torch.no_grad():
+                spikes, _ = neuron.integrate(currents, est)
+            return spikes + (currents - currents.detach())
+
+        def derivative(self, est, v, sigma=None):
+            return torch.ones_like(v)
+
+    try:
+        est = parse_estimator("identity_ste")
+        assert est.name == "identity_ste" and est.kind == "rate" and est.is_rate
+        with pytest.raises(UserError, match="takes no width"):
+            parse_estimator("identity_ste:1")
+        T, n = 4, 50
+        g = torch.Generator().manual_seed(4)
+        currents = (torch.rand(T, n, generator=g, dtype=torch.float64) * 1.5).requires_grad_(True)
+        weights = torch.randn(T, n, generator=g, dtype=torch.float64)
+        out = IFNeuron(estimator=est, time_steps=T)(currents.reshape(T * n)).reshape(T, n)
+        reference = IFNeuron(estimator="triangle", time_steps=T)(currents.detach().reshape(T * n)).reshape(T, n)
+        assert torch.equal(out.detach(), reference) and IdentityStraightThrough.calls == 1
+        (grad,) = torch.autograd.grad((weights * out).sum(), currents)
+        torch.testing.assert_close(grad, weights)
+    finally:
+        unregister_estimator("identity_ste")

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
-from spikeguard.models import DEFAULT_MODEL, ModelSpec, ann_twin, create_model
+from spikeguard.data.registry import DEFAULT_MODEL
+from spikeguard.models import ModelSpec, ann_twin, create_model
 from spikeguard.models.wrn import MixedResidualBlock
 from spikeguard.snn import IFNeuron, spiking_layers
 

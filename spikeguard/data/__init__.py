@@ -2,20 +2,21 @@
 
 Images are float32 C x H x W tensors in [0, 1]; the model normalises them with
 the `mean`/`std` carried in `DataSplits`. See `digits.py` and `cifar.py` for
-where each data set comes from and exactly how it is split.
+where each data set comes from and exactly how it is split; `registry.py` for
+each data set's facts (kind, classes, default model, eps and time steps).
+Names load on first use (PEP 562): the registry needs no PyTorch.
 """
 
 from __future__ import annotations
 
-from spikeguard.data.cifar import load_cifar
-from spikeguard.data.cifar10_dvs import load_cifar10_dvs
-from spikeguard.data.digits import load_digits
-from spikeguard.data.splits import DataSplits, stack
-from spikeguard.errors import UserError
+import importlib
+from typing import Any
+
+from spikeguard.data.registry import DATASET_REGISTRY
 
 __all__ = ["DATASETS", "DataSplits", "load_dataset", "stack"]
 
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "cifar10dvs")
+_EXPORTS = {"DataSplits": "spikeguard.data.splits", "stack": "spikeguard.data.splits"}
 
 
 def load_dataset(
@@ -26,8 +27,8 @@ def load_dataset(
     seed: int = 0,
     augment: bool = True,
     dvs: dict | None = None,
-) -> DataSplits:
-    """Load data set `name` split into train / val / test.
+):
+    """Load data set `name` split into train / val / test (a DataSplits).
 
     `data_dir` (default "./data"), `download`, `val_fraction` and `augment`
     apply to CIFAR only: digits ships with scikit-learn, has a fixed
@@ -35,12 +36,20 @@ def load_dataset(
     "cifar10dvs" (event frames, see cifar10_dvs.py) also takes `dvs`, the
     config's `dvs:` mapping of frame and augmentation options.
     """
-    if name == "digits":
-        return load_digits(seed=seed)
-    if name in ("cifar10", "cifar100"):
-        return load_cifar(
-            name, data_dir=data_dir, download=download, val_fraction=val_fraction, seed=seed, augment=augment
-        )
-    if name == "cifar10dvs":
-        return load_cifar10_dvs(data_dir=data_dir, val_fraction=val_fraction, seed=seed, augment=augment, dvs=dvs)
-    raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    entry = DATASET_REGISTRY.get(name)
+    given = dict(name=name, data_dir=data_dir, download=download, val_fraction=val_fraction, seed=seed,
+                 augment=augment, dvs=dvs)
+    return entry.load()(**{key: given[key] for key in entry.loader_options})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DATASETS":  # the registered names, in registration order
+        return DATASET_REGISTRY.names()
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(_EXPORTS[name]), name)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | {"DATASETS"})

@@ -1,44 +1,74 @@
-"""Build a defense by name from the training configuration's fields."""
+"""Defense registry, readable without PyTorch: each defense's name, its rules and its factory.
+
+Facts of every defense:
+
+* ``needs_lamb``: it refuses lamb = 0 (lamb weighs its penalty);
+* ``penalised``: its penalty must not be identically zero over an epoch (else the run trains as vanilla);
+* ``makes_examples``: it trains on adversarial examples it generates;
+* ``refuses_bf16``, ``refuses_compile``, ``refuses_sync_bn``: None, or why it cannot run with that option;
+* ``description``: one line.
+
+The factory ("spikeguard.defenses.factories:...") builds the objective; :func:`create_defense` checks the
+settings and calls it.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-
-from spikeguard.defenses.objectives import (
-    AdversarialExamples,
-    AdversarialTraining,
-    Defense,
-    GradientRegularization,
-    RobustAdversarialTraining,
-    SparsityRegularization,
-)
 from spikeguard.errors import UserError
+from spikeguard.registry import Registry
 
-DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")
-ATTACKS = ("fgsm", "pgd")
-RAT_EPS = 2 / 255  # RAT's published FGSM radius
+if TYPE_CHECKING:
+    from spikeguard.defenses.objectives import Defense
+
+DEFENSES = Registry("defense")
+ATTACKS = ("fgsm", "pgd")  # the adversarial-example generators AT and SR* train with
+
+_FACTORIES = "spikeguard.defenses.factories"
+_NO_SR_BF16 = "bf16 rounds the currents as much as the SR finite-difference step moves them"
+
+
+def register_defense(name: str, target, *, description: str, needs_lamb: bool = False, penalised: bool = False,
+                     makes_examples: bool = False, refuses_bf16: str | None = None,
+                     refuses_compile: str | None = None, refuses_sync_bn: str | None = None):
+    """Register a defense with every fact set (so ``DEFENSES.get(name).refuses_bf16`` always reads)."""
+    return DEFENSES.register(name, target, description=description, needs_lamb=needs_lamb, penalised=penalised,
+                             makes_examples=makes_examples, refuses_bf16=refuses_bf16,
+                             refuses_compile=refuses_compile, refuses_sync_bn=refuses_sync_bn)
+
+
+register_defense("vanilla", f"{_FACTORIES}:vanilla", description="cross-entropy on clean inputs")
+register_defense("at", f"{_FACTORIES}:adversarial_training", makes_examples=True,
+                 description="adversarial training: cross-entropy on FGSM or PGD examples (Madry et al.)")
+register_defense("rat", f"{_FACTORIES}:robust_adversarial_training", makes_examples=True,
+                 description="FGSM training at 2/255 plus an orthogonality retraction after each step")
+register_defense("gr", f"{_FACTORIES}:gradient_regularization", needs_lamb=True, penalised=True,
+                 description="gradient regularisation: + lamb ||d CE / d x||^2 by double backprop",
+                 # aot_autograd graphs and SyncBatchNorm's backward kernels have no double backward
+                 refuses_compile="compiled graphs have no double backward",
+                 refuses_sync_bn="SyncBatchNorm's backward cannot be differentiated again, which GR's double "
+                                 "backprop needs")
+register_defense("sr", f"{_FACTORIES}:sparsity_regularization", needs_lamb=True, penalised=True,
+                 refuses_bf16=_NO_SR_BF16,
+                 description="sparsity regularisation: + lamb x the finite-difference SR penalty (step h)")
+register_defense("sr_star", f"{_FACTORIES}:adversarial_sparsity_regularization", needs_lamb=True,
+                 penalised=True, makes_examples=True, refuses_bf16=_NO_SR_BF16,
+                 description="SR computed on adversarial examples")
 
 
 def create_defense(name: str, *, lamb: float = 0.0, h: float = 0.01, eps: float = 8 / 255,
                    alpha: float = 2.55 / 255, steps: int = 7, attack: str = "pgd", beta: float = 0.004,
                    seed: int = 0) -> Defense:
-    if name not in DEFENSES:
-        raise UserError(f"unknown defense '{name}'; choose from {', '.join(DEFENSES)}")
+    entry = DEFENSES.get(name)
     check_defense_params(lamb=lamb, h=h, eps=eps, alpha=alpha, steps=steps, attack=attack, beta=beta)
+    import torch
+
+    from spikeguard.defenses.objectives import AdversarialExamples
+
     examples = AdversarialExamples(attack, eps, alpha, steps, torch.Generator().manual_seed(seed))
-    if name == "vanilla":
-        return Defense()
-    if name == "at":
-        return AdversarialTraining(examples)
-    if name == "rat":
-        return RobustAdversarialTraining(AdversarialExamples("fgsm", RAT_EPS), beta, seed)
-    if name == "gr":
-        return GradientRegularization(lamb)
-    if name == "sr":
-        return SparsityRegularization(lamb, h)
-    return SparsityRegularization(lamb, h, examples)
+    return entry.load()(lamb=lamb, h=h, examples=examples, beta=beta, seed=seed)
 
 
 def check_defense_params(*, lamb, h, eps, alpha, steps, attack, beta) -> None:

@@ -1,29 +1,30 @@
-"""Model registry: every model is built the same way, from a dict that a checkpoint can store."""
+"""Model registry: every model is built the same way, from a dict that a checkpoint can store.
+
+A model name maps to its facts (which inputs it takes, a one-line description) and to its body factory
+("module:function", imported on first use), so names and facts load without PyTorch."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from spikeguard.errors import UserError
-from spikeguard.models.base import SpikingNet, neuron_factory
-from spikeguard.models.digits_cnn import digits_cnn_body
-from spikeguard.models.dvs_cnn import dvs_cnn_body
-from spikeguard.models.vgg import vgg11_body
-from spikeguard.models.wrn import wrn_body
-from spikeguard.snn import ENCODERS, parse_estimator
+from spikeguard.registry import Registry
+from spikeguard.snn.registry import ENCODERS, parse_estimator
 
-BodyFactory = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from spikeguard.models.base import SpikingNet
 
-MODELS: dict[str, BodyFactory] = {
-    "digits_cnn": digits_cnn_body,
-    "dvs_cnn": dvs_cnn_body,
-    "vgg11": vgg11_body,
-    "wrn16_4": wrn_body,
-}
-DEFAULT_MODEL = {"digits": "digits_cnn", "cifar10": "vgg11", "cifar100": "vgg11", "cifar10dvs": "vgg11"}
+# A body factory is body(neuron, num_classes, in_channels, image_size) -> nn.Module on time-folded input.
+MODELS = Registry("model")
+MODELS.register("digits_cnn", "spikeguard.models.digits_cnn:digits_cnn_body", inputs=("image",),
+                description="small CNN for the embedded 8x8 digits, trains in seconds on a CPU")
+MODELS.register("dvs_cnn", "spikeguard.models.dvs_cnn:dvs_cnn_body", inputs=("event",),
+                description="small CNN for event frames (tests and quick CIFAR10-DVS runs)")
+MODELS.register("vgg11", "spikeguard.models.vgg:vgg11_body", inputs=("image", "event"),
+                description="VGG-11, the paper's CIFAR and CIFAR10-DVS model")
+MODELS.register("wrn16_4", "spikeguard.models.wrn:wrn_body", inputs=("image",),
+                description="wide ResNet-16-4")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ModelSpec:
 
 
 def create_model(spec: ModelSpec) -> SpikingNet:
+    from spikeguard.models.base import SpikingNet, neuron_factory
+
     if spec.name not in MODELS:
         raise UserError(f"unknown model '{spec.name}'; choose from {', '.join(MODELS)}")
     if spec.encoder not in ENCODERS:
@@ -63,5 +66,5 @@ def create_model(spec: ModelSpec) -> SpikingNet:
         raise UserError(f"time steps must be at least 1, got {spec.time_steps}")
     estimator = parse_estimator(spec.estimator)
     neuron = neuron_factory(spec.time_steps, spec.tau, estimator)
-    body = MODELS[spec.name](neuron, spec.num_classes, spec.in_channels, spec.image_size)
+    body = MODELS.load(spec.name)(neuron, spec.num_classes, spec.in_channels, spec.image_size)
     return SpikingNet(body, spec.time_steps, spec.mean, spec.std, spec.encoder)

@@ -1,21 +1,35 @@
-"""Spiking core: neurons, encoders and the backward estimators every spiking layer reads."""
+"""Spiking core: neurons, encoders and the backward estimators every spiking layer reads.
 
-from spikeguard.snn.control import ann_twin, estimator, set_estimator, spiking_layers
-from spikeguard.snn.encoders import ENCODERS, DirectEncoder, FramesEncoder, PoissonEncoder
-from spikeguard.snn.estimators import (
-    ESTIMATOR_FAMILIES,
-    PDSG_SIGMA_FLOOR,
-    SURROGATES,
-    Estimator,
-    membrane_sigma,
-    parse_estimator,
-    rate_slope,
-    spike,
-)
-from spikeguard.snn.neuron import IFNeuron
+The public names load on first use (PEP 562), so ``spikeguard.snn.registry`` (names, widths and kinds of
+estimators and encoders) is importable without PyTorch."""
 
-__all__ = [
-    "ENCODERS", "ESTIMATOR_FAMILIES", "PDSG_SIGMA_FLOOR", "SURROGATES", "DirectEncoder", "Estimator",
-    "FramesEncoder", "IFNeuron", "PoissonEncoder", "ann_twin", "estimator", "membrane_sigma", "parse_estimator", "rate_slope",
-    "set_estimator", "spike", "spiking_layers",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ann_twin": "control", "estimator": "control", "set_estimator": "control", "spiking_layers": "control",
+    "DirectEncoder": "encoders", "FramesEncoder": "encoders", "PoissonEncoder": "encoders",
+    "ENCODERS": "registry", "ESTIMATORS": "registry", "ESTIMATOR_FAMILIES": "registry", "Estimator": "registry",
+    "parse_estimator": "registry", "register_estimator": "registry", "unregister_estimator": "registry",
+    "PDSG_SIGMA_FLOOR": "estimators", "SURROGATES": "estimators", "membrane_sigma": "estimators",
+    "rate_slope": "estimators", "spike": "estimators",
+    "IFNeuron": "neuron",
+}
+_DYNAMIC = {"ESTIMATOR_FAMILIES", "SURROGATES"}  # follow registrations: looked up afresh every time
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if name not in _DYNAMIC:
+        globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -10,7 +10,7 @@ from torch import nn
 
 from spikeguard.errors import UserError
 from spikeguard.snn.encoders import FramesEncoder
-from spikeguard.snn.estimators import Estimator, parse_estimator
+from spikeguard.snn.registry import Estimator, parse_estimator
 from spikeguard.snn.neuron import IFNeuron
 
 _WIDTH_KEYWORDS = ("width", "gamma", "alpha")

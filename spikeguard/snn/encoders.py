@@ -1,7 +1,8 @@
 """Encoders turn an input batch into the time-folded input [T * N, C, H, W] the spiking body runs on.
 
 Images [N, C, H, W] in [0, 1] go through the direct or Poisson encoder; event frames [N, T, C, H, W]
-(CIFAR10-DVS, spikeguard.data.cifar10_dvs) through the frames encoder, which feeds frame t at step t."""
+(CIFAR10-DVS, spikeguard.data.cifar10_dvs) through the frames encoder, which feeds frame t at step t. Their names and facts are registered in
+spikeguard/snn/registry.py (ENCODERS)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,3 @@ class FramesEncoder(nn.Module):
                              f"got {tuple(x.shape)}")
         x = (x - self.mean) / self.std
         return x.transpose(0, 1).reshape(-1, *x.shape[2:])
-
-
-ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder, "frames": FramesEncoder}

@@ -12,18 +12,20 @@ Four kinds of choice live here:
   potential measured in the forward pass (see ``membrane_sigma``).
 
 Each estimator has a stable name, ``family`` or ``family:width`` (``triangle:1.0``, ``sigmoid:4``,
-``bptr``, ``hart:0.5``, ``pdsg``), parsed by :func:`parse_estimator`. docs/estimators.md states the rules.
+``bptr``, ``hart:0.5``, ``pdsg``), parsed by ``parse_estimator``. The names, widths and kinds are registered
+in spikeguard/snn/registry.py (readable without PyTorch); the rules, what each family does in a layer's
+forward and backward pass, are here. docs/estimators.md states the rules.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from spikeguard.errors import UserError
+from spikeguard.snn.registry import ESTIMATORS, Estimator
 
 Derivative = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -59,24 +61,6 @@ def straight_through(v: torch.Tensor, width: float) -> torch.Tensor:
     return torch.ones_like(v)
 
 
-# family -> (derivative, default width). Widths are the conventional ones: METHOD.md's ensemble uses
-# triangle 1.0, sigmoid 4.0, atan 2.0.
-SURROGATES: dict[str, tuple[Derivative, float]] = {
-    "triangle": (triangle, 1.0),
-    "sigmoid": (sigmoid, 4.0),
-    "atan": (atan, 2.0),
-    "rectangular": (rectangular, 1.0),
-    "exponential": (exponential, 0.5),
-    "straight_through": (straight_through, 1.0),
-}
-RATE_ESTIMATORS = ("bptr",)
-# Backward rules that are not one fixed bump per step; the neuron implements them (spikeguard/snn/neuron.py).
-HART_DEFAULT_GAMMA = 0.5
-ADAPTIVE_ESTIMATORS = ("pdsg",)
-ESTIMATOR_FAMILIES = tuple(SURROGATES) + RATE_ESTIMATORS + ("hart",) + ADAPTIVE_ESTIMATORS
-_WIDTHLESS = RATE_ESTIMATORS + ADAPTIVE_ESTIMATORS
-_DEFAULT_WIDTH = {**{family: default for family, (_, default) in SURROGATES.items()}, "hart": HART_DEFAULT_GAMMA}
-
 # PDSG's sigma never drops below this (in units of the membrane potential): a channel whose membrane is
 # constant would otherwise get a zero-width Gaussian, i.e. an infinite or vanishing gradient.
 PDSG_SIGMA_FLOOR = 1e-2
@@ -101,60 +85,6 @@ def membrane_sigma(membranes: torch.Tensor) -> torch.Tensor:
     per_channel = membranes.transpose(0, 2).reshape(membranes.shape[2], -1)
     sigma = per_channel.std(dim=1, correction=0).clamp(min=PDSG_SIGMA_FLOOR)
     return sigma.reshape(-1, *([1] * (membranes.dim() - 3)))
-
-
-@dataclass(frozen=True)
-class Estimator:
-    """A named backward estimator. ``width`` is the family's shape parameter (gamma or alpha)."""
-
-    family: str
-    width: float = 0.0
-
-    @property
-    def name(self) -> str:
-        if self.family in _WIDTHLESS or self.family == "straight_through":
-            return self.family
-        return f"{self.family}:{self.width:g}"
-
-    @property
-    def is_rate(self) -> bool:
-        return self.family in RATE_ESTIMATORS
-
-    def derivative(self, v: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """d spike / d v at v = u - threshold. ``hart`` uses the triangle of its width; ``pdsg`` needs the
-        ``sigma`` its layer measured in the forward pass (``membrane_sigma``)."""
-        if self.family == "pdsg":
-            if sigma is None:
-                raise ValueError("the pdsg derivative needs the layer's membrane sigma")
-            return gaussian(v, sigma)
-        if self.family == "hart":
-            return triangle(v, self.width)
-        return SURROGATES[self.family][0](v, self.width)
-
-
-def parse_estimator(spec: str | Estimator, width: float | None = None) -> Estimator:
-    """``"triangle"``, ``"triangle:0.5"`` or ``("triangle", width=0.5)`` -> Estimator; UserError otherwise."""
-    if isinstance(spec, Estimator):
-        return spec
-    family, _, text = str(spec).partition(":")
-    if family not in ESTIMATOR_FAMILIES:
-        raise UserError(f"unknown estimator '{spec}'; choose from {', '.join(ESTIMATOR_FAMILIES)}")
-    if text:
-        if width is not None:
-            raise UserError(f"estimator '{spec}' gives its width twice")
-        try:
-            width = float(text)
-        except ValueError:
-            raise UserError(f"estimator '{spec}': width '{text}' is not a number") from None
-    if family in _WIDTHLESS:
-        if width is not None:
-            raise UserError(f"estimator '{family}' takes no width")
-        return Estimator(family)
-    if width is None:
-        width = _DEFAULT_WIDTH[family]
-    if not math.isfinite(width) or width <= 0:
-        raise UserError(f"estimator '{spec}': width must be a positive number, got {width}")
-    return Estimator(family, float(width))
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -189,3 +119,109 @@ def rate_slope(mean_input: torch.Tensor, tau: float, threshold: float) -> torch.
     onset = (1.0 - tau) * threshold / 2
     inside = (mean_input >= onset) & (mean_input <= onset + 2 * threshold)
     return inside.to(mean_input.dtype) / (2 * threshold)
+
+
+class _TimeMeanGradient(torch.autograd.Function):
+    """Spikes forward; backward, every step's input current gets the same time-mean gradient
+    dL/dI_t = mean_t' slope_t' * dL/ds_t'.
+
+    Two estimators are this rule with different slopes, both written out in docs/estimators.md:
+    BPTR / RGA (slope = phi'(mean_t I_t), the same at every step, so dL/dI_t = phi'(m) * mean_t' dL/ds_t':
+    the spiking network differentiates like the rate network it approximates) and HART (slope_t = the
+    triangle surrogate at step t's membrane, with no gradient through the membrane from step to step).
+    """
+
+    @staticmethod
+    def forward(ctx, currents: torch.Tensor, spikes: torch.Tensor, slope: torch.Tensor):
+        ctx.save_for_backward(slope)
+        return spikes.clone()
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):
+        (slope,) = ctx.saved_tensors
+        grad_currents = (slope * grad_spikes).mean(0).expand_as(grad_spikes)
+        return grad_currents, None, None
+
+
+# ---------------------------------------------------------------- the rules (see spikeguard/snn/registry.py)
+
+class Surrogate:
+    """A fixed bump ``shape(v, width)`` as d spike / d v at every step, the gradient flowing through the
+    membrane and the reset across steps (BPTT)."""
+
+    def __init__(self, shape: Derivative):
+        self.shape = shape
+
+    def derivative(self, estimator: Estimator, v: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        return self.shape(v, estimator.width)
+
+    def fire(self, estimator: Estimator, neuron, currents: torch.Tensor) -> torch.Tensor:
+        spikes, _ = neuron.integrate(currents, estimator)
+        return spikes
+
+
+TRIANGLE = Surrogate(triangle)
+SIGMOID = Surrogate(sigmoid)
+ATAN = Surrogate(atan)
+RECTANGULAR = Surrogate(rectangular)
+EXPONENTIAL = Surrogate(exponential)
+STRAIGHT_THROUGH = Surrogate(straight_through)
+
+
+class RateEstimator:
+    """BPTR / RGA: every step's current gets rate_slope(mean current) times the time-mean output gradient."""
+
+    def derivative(self, estimator: Estimator, v: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        raise ValueError(f"estimator '{estimator.name}' has no per-step derivative (it is a rate rule)")
+
+    def fire(self, estimator: Estimator, neuron, currents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            spikes, _ = neuron.integrate(currents, estimator)
+            slope = rate_slope(currents.mean(0), neuron.tau, neuron.threshold)
+        return _TimeMeanGradient.apply(currents, spikes, slope)
+
+
+class Hart:
+    """HART: the membrane detached between steps, so d s_t / d I_t = sg(u_t - thr) with the triangle of the
+    estimator's width; every step's current gets the time mean of those per-step gradients."""
+
+    def derivative(self, estimator: Estimator, v: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        return triangle(v, estimator.width)
+
+    def fire(self, estimator: Estimator, neuron, currents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            spikes, membranes = neuron.integrate(currents, estimator, record=True)
+            slope = estimator.derivative(membranes - neuron.threshold)
+        return _TimeMeanGradient.apply(currents, spikes, slope)
+
+
+class Pdsg:
+    """PDSG: a Gaussian surrogate whose width is the layer's per-channel membrane std (membrane_sigma)."""
+
+    def derivative(self, estimator: Estimator, v: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        if sigma is None:
+            raise ValueError("the pdsg derivative needs the layer's membrane sigma")
+        return gaussian(v, sigma)
+
+    def fire(self, estimator: Estimator, neuron, currents: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and currents.requires_grad):
+            spikes, _ = neuron.integrate(currents, estimator)
+            return spikes
+        # sigma needs the membrane of every step before the first surrogate is used, so a first pass
+        # measures it and a second, identical forward pass carries the gradient.
+        with torch.no_grad():
+            _, membranes = neuron.integrate(currents, estimator, record=True)
+        spikes, _ = neuron.integrate(currents, estimator, sigma=membrane_sigma(membranes))
+        return spikes
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SURROGATES":  # family -> (derivative, default width) of every registered surrogate shape
+        surrogates = {}
+        for family in ESTIMATORS.names(kind="surrogate"):
+            rule = Estimator(family).rule
+            shape = getattr(rule, "shape", None)
+            if shape is not None:
+                surrogates[family] = (shape, ESTIMATORS.facts(family)["default_width"])
+        return surrogates
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,35 +13,8 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
-from spikeguard.snn.estimators import (
-    Estimator,
-    membrane_sigma,
-    parse_estimator,
-    rate_slope,
-    spike,
-)
-
-
-class _TimeMeanGradient(torch.autograd.Function):
-    """Spikes forward; backward, every step's input current gets the same time-mean gradient
-    dL/dI_t = mean_t' slope_t' * dL/ds_t'.
-
-    Two estimators are this rule with different slopes, both written out in docs/estimators.md:
-    BPTR / RGA (slope = phi'(mean_t I_t), the same at every step, so dL/dI_t = phi'(m) * mean_t' dL/ds_t':
-    the spiking network differentiates like the rate network it approximates) and HART (slope_t = the
-    triangle surrogate at step t's membrane, with no gradient through the membrane from step to step).
-    """
-
-    @staticmethod
-    def forward(ctx, currents: torch.Tensor, spikes: torch.Tensor, slope: torch.Tensor):
-        ctx.save_for_backward(slope)
-        return spikes.clone()
-
-    @staticmethod
-    def backward(ctx, grad_spikes: torch.Tensor):
-        (slope,) = ctx.saved_tensors
-        grad_currents = (slope * grad_spikes).mean(0).expand_as(grad_spikes)
-        return grad_currents, None, None
+from spikeguard.snn.estimators import spike
+from spikeguard.snn.registry import Estimator, parse_estimator
 
 
 class IFNeuron(nn.Module):
@@ -61,10 +34,21 @@ class IFNeuron(nn.Module):
             raise UserError(f"threshold must be positive, got {threshold}")
         self.tau = float(tau)
         self.threshold = float(threshold)
-        self.estimator = parse_estimator(estimator)
+        self.estimator = estimator
         self.time_steps = int(time_steps)
         self.detach_reset = detach_reset
         self.spiking = True
+
+    @property
+    def estimator(self) -> Estimator:
+        """The backward estimator; its ``fire`` makes this layer's spikes."""
+        return self._estimator
+
+    @estimator.setter
+    def estimator(self, spec: str | Estimator) -> None:
+        est = parse_estimator(spec)
+        est.rule  # loaded now, not inside a forward pass that torch.compile traces
+        self._estimator = est
 
     def extra_repr(self) -> str:
         mode = f"estimator={self.estimator.name}" if self.spiking else "ann=True"
@@ -75,28 +59,13 @@ class IFNeuron(nn.Module):
             return torch.relu(x)
         T = self.time_steps
         currents = x.reshape(T, x.shape[0] // T, *x.shape[1:])
-        family = self.estimator.family
-        if family == "bptr" or family == "hart":
-            with torch.no_grad():
-                spikes, membranes = self._integrate(currents, self.estimator, record=family == "hart")
-                if family == "bptr":
-                    slope = rate_slope(currents.mean(0), self.tau, self.threshold)
-                else:  # hart: u_t = tau * u_{t-1}.detach() + I_t leaves d s_t / d I_t = sg(u_t - thr)
-                    slope = self.estimator.derivative(membranes - self.threshold)
-            spikes = _TimeMeanGradient.apply(currents, spikes, slope)
-        elif family == "pdsg" and torch.is_grad_enabled() and currents.requires_grad:
-            # sigma needs the membrane of every step before the first surrogate is used, so a first pass
-            # measures it and a second, identical forward pass carries the gradient.
-            with torch.no_grad():
-                _, membranes = self._integrate(currents, self.estimator, record=True)
-            spikes, _ = self._integrate(currents, self.estimator, sigma=membrane_sigma(membranes))
-        else:
-            spikes, _ = self._integrate(currents, self.estimator)
+        spikes = self.estimator.fire(self, currents)
         return spikes.reshape(x.shape)
 
-    def _integrate(self, currents: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None,
-                   record: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Spikes [T, N, ...] and, with ``record``, the membrane u_t of every step before reset."""
+    def integrate(self, currents: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None,
+                  record: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The membrane loop: spikes [T, N, ...] (each through ``spike(u - threshold, estimator, sigma)``)
+        and, with ``record``, the membrane u_t of every step before reset. Estimators' ``fire`` calls it."""
         u = torch.zeros_like(currents[0])
         out, membranes = [], []
         for current in currents:

@@ -1,0 +1,42 @@
+"""Each defense's factory: the registered target of its name (spikeguard/defenses/registry.py).
+
+A factory takes the checked settings as keywords (``lamb``, ``h``, ``examples``, the training-attack
+generator built from eps/alpha/steps/attack/seed, ``beta``, ``seed``) and uses those it needs."""
+
+from __future__ import annotations
+
+from spikeguard.defenses.objectives import (
+    AdversarialExamples,
+    AdversarialTraining,
+    Defense,
+    GradientRegularization,
+    RobustAdversarialTraining,
+    SparsityRegularization,
+)
+
+RAT_EPS = 2 / 255  # RAT's published FGSM radius
+
+
+def vanilla(**settings) -> Defense:
+    return Defense()
+
+
+def adversarial_training(*, examples: AdversarialExamples, **settings) -> Defense:
+    return AdversarialTraining(examples)
+
+
+def robust_adversarial_training(*, beta: float, seed: int, **settings) -> Defense:
+    return RobustAdversarialTraining(AdversarialExamples("fgsm", RAT_EPS), beta, seed)
+
+
+def gradient_regularization(*, lamb: float, **settings) -> Defense:
+    return GradientRegularization(lamb)
+
+
+def sparsity_regularization(*, lamb: float, h: float, **settings) -> Defense:
+    return SparsityRegularization(lamb, h)
+
+
+def adversarial_sparsity_regularization(*, lamb: float, h: float, examples: AdversarialExamples,
+                                        **settings) -> Defense:
+    return SparsityRegularization(lamb, h, examples)
