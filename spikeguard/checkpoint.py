@@ -14,8 +14,9 @@ still carries it, and no crash can leave a file and its sidecar disagreeing. It 
 canonical walk of the payload (keys, primitive values, each tensor's dtype, shape and bytes), so it
 checks the content that is used, whatever the zip container around it.
 
-Written atomically: a temporary file in the same directory, fsync, rename, fsync of the directory, so a
-crash or a full disk mid-write leaves the previous file intact.
+Written atomically by spikeguard.files (temporary file, fsync, rename, fsync of the directory), so a crash
+or a full disk mid-write leaves the previous file intact; a rotation renames the older files only once the
+new one is complete.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from spikeguard.errors import UserError
+from spikeguard.files import replace, write_temporary
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 
 FORMAT = "spikeguard-checkpoint"
@@ -82,62 +82,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     body = {"format": FORMAT, "version": VERSION, **payload}
     body["sha256"] = payload_digest(body)
-    _replace(_write_temporary(path, lambda f: torch.save(body, f)), path)
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` durably: a crash leaves the old content or the new, never a mix."""
-    path = Path(path)
-    _replace(_write_temporary(path, lambda f: f.write(data)), path)
-
-
-def _write_temporary(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """A fsynced temporary file beside ``path`` filled by ``write``; a failed write removes it and is a
-    UserError (a full disk among them)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        cause = _os_error(e)
-        if cause is None:
-            raise
-        raise UserError(f"could not write '{path}' ({cause.strerror or cause}); "
-                        "the previous file there is intact") from None
-    return tmp
-
-
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind ``e``: torch.save reports a failed write as a RuntimeError caused by it."""
-    while e is not None:
-        if isinstance(e, OSError):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable: without it a power cut can undo the rename."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename itself is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    replace(write_temporary(path, lambda f: torch.save(body, f)), path)
 
 
 def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
@@ -148,7 +93,7 @@ def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
     newest = run_dir / LAST
     body = {"format": FORMAT, "version": VERSION, **payload}
     body["sha256"] = payload_digest(body)
-    tmp = _write_temporary(newest, lambda f: torch.save(body, f))
+    tmp = write_temporary(newest, lambda f: torch.save(body, f))
     for i in range(keep - 1, 0, -1):
         older = run_dir / (LAST if i == 1 else f"last.{i - 1}.pt")
         if older.exists():
@@ -156,7 +101,7 @@ def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
     for stale in _rotated(run_dir):  # left by a larger keep_checkpoints
         if _rotation_index(stale) >= keep:
             stale.unlink()
-    _replace(tmp, newest)
+    replace(tmp, newest)
     return newest
 
 

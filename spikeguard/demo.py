@@ -17,8 +17,9 @@ from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
 from spikeguard.errors import UserError
 from spikeguard.evaluation import evaluate, load_suite, write_results
+from spikeguard.files import write_json, write_text
 from spikeguard.report import write_report
-from spikeguard.results import print_table, write_json, write_text
+from spikeguard.results import print_table
 from spikeguard.train import prepare_run_dir, train
 
 DEMO_DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")

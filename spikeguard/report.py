@@ -25,7 +25,7 @@ from spikeguard.analysis.analyze import (
     run_directory,
 )
 from spikeguard.errors import UserError
-from spikeguard.results import write_text
+from spikeguard.files import write_text
 
 PAPER_COLUMNS = ("FGSM", "PGD-10", "PGD-30", "PGD-50")
 STRONG_SUITE = "strong"

@@ -36,7 +36,6 @@ from spikeguard.checkpoint import (
     read_checkpoint,
     save_checkpoint,
     save_rotating,
-    write_atomic,
 )
 from spikeguard.config import TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset, stack
@@ -57,6 +56,7 @@ from spikeguard.distributed import (
     wrap_objective,
 )
 from spikeguard.errors import UserError
+from spikeguard.files import append_line, write_bytes
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 from spikeguard.provenance import code_version
 from spikeguard.speed import (
@@ -194,7 +194,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
 def start_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, cfg)
-    write_atomic(run_dir / "metrics.jsonl", b"")
+    write_bytes(run_dir / "metrics.jsonl", b"")
 
 
 def load_data(cfg: TrainConfig) -> DataSplits:
@@ -294,7 +294,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
 
 
 def fit(state: RunState, progress: bool) -> TrainResult:
@@ -605,10 +605,7 @@ def checkpoint(state: RunState) -> None:
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one epoch's line durably. A line cut short by a crash is dropped on resume."""
     try:
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(run_dir / "metrics.jsonl", json.dumps(record))
     except OSError as e:
         raise UserError(f"could not write '{run_dir / 'metrics.jsonl'}' ({e.strerror}); after freeing space: "
                         f"spikeguard train --resume {run_dir}") from None
@@ -626,4 +623,4 @@ def keep_metrics_up_to(run_dir: Path, epoch: int) -> None:
             continue
         if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epoch:
             kept.append(line + "\n")
-    write_atomic(path, "".join(kept).encode())
+    write_bytes(path, "".join(kept).encode())

@@ -39,7 +39,7 @@ from spikeguard.analysis.min_eps import (
 from spikeguard.attacks import pgd
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.errors import UserError
-from spikeguard.results import write_json, write_text
+from spikeguard.files import write_json, write_text
 from spikeguard.snn import estimator as use_estimator
 from spikeguard.snn import spiking_layers
 

@@ -21,7 +21,7 @@ from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import ITERATIVE, Suite
 from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
 from spikeguard.evaluation.threat_models import ThreatModel, make_threat_model
-from spikeguard.results import write_json
+from spikeguard.files import write_json
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
 BUDGET_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 from spikeguard.errors import UserError
 from spikeguard.evaluation.runner import BROKEN
 from spikeguard.evaluation.suites import EVENTS, Suite
-from spikeguard.results import write_text
+from spikeguard.files import write_text
 
 CSV_FIRST = ["index", "label", "clean_correct", "robust", "broken_by"]
 
