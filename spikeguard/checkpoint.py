@@ -35,11 +35,11 @@ import torch
 from spikeguard.errors import UserError
 from spikeguard.files import replace, write_temporary
 from spikeguard.models import ModelSpec, SpikingNet, create_model
+from spikeguard.rundir import BEST, LAST
 
 FORMAT = "spikeguard-checkpoint"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
-LAST = "last.pt"
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def read_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     """The checkpoint dict, or a UserError saying in one line why it is not one."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.pt"
+        path = path / BEST
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
     try:

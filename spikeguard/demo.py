@@ -20,7 +20,8 @@ from spikeguard.evaluation import evaluate, load_suite, write_results
 from spikeguard.files import write_json, write_text
 from spikeguard.report import write_report
 from spikeguard.results import print_table
-from spikeguard.train import prepare_run_dir, train
+from spikeguard.rundir import prepare_run_dir
+from spikeguard.train import train
 
 DEMO_DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")
 DEMO_SUITE = "quick"

@@ -18,14 +18,9 @@ from pathlib import Path
 import yaml
 
 from spikeguard.analysis.analyze import FORMAT as ANALYSIS_FORMAT
-from spikeguard.analysis.analyze import (
-    label_for,
-    read_config,
-    read_metrics,
-    run_directory,
-)
 from spikeguard.errors import UserError
 from spikeguard.files import write_text
+from spikeguard.rundir import label_for, read_config, read_metrics, run_directory
 
 PAPER_COLUMNS = ("FGSM", "PGD-10", "PGD-30", "PGD-50")
 STRONG_SUITE = "strong"

@@ -12,10 +12,8 @@ checkpoint) so that distributed training and mixed precision can be added to eac
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -26,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -56,9 +53,19 @@ from spikeguard.distributed import (
     wrap_objective,
 )
 from spikeguard.errors import UserError
-from spikeguard.files import append_line, write_bytes
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 from spikeguard.provenance import code_version
+from spikeguard.rundir import (
+    BEST,
+    CONFIG,
+    append_metrics,
+    existing_run_dir,
+    keep_metrics_up_to,
+    prepare_run_dir,
+    remove_stale_temporaries,
+    start_run_dir,
+    write_config,
+)
 from spikeguard.speed import (
     SpeedOptions,
     autocast,
@@ -130,23 +137,6 @@ class _Rollback(Exception):
     """A numerical fault under nan_policy rollback; caught by fit(), never seen by a user."""
 
 
-def prepare_run_dir(out: str | Path) -> Path:
-    """Refuse to reuse a run directory (a finished run is never overwritten) or one that cannot be created."""
-    if "\0" in str(out):
-        raise UserError("output path contains a NUL character")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"output '{out}' already exists and is not an empty directory; choose a new --out")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"cannot create '{out}': '{parent}' is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create '{out}': '{parent}' is not writable")
-    return out
-
-
 def model_spec(cfg: TrainConfig, data: DataSplits) -> ModelSpec:
     return ModelSpec(cfg.model, data.num_classes, data.in_channels, data.image_size, data.mean, data.std,
                      cfg.time_steps, cfg.tau, cfg.encoder)
@@ -191,12 +181,6 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
         return fit(state, progress)
 
 
-def start_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
-    write_bytes(run_dir / "metrics.jsonl", b"")
-
-
 def load_data(cfg: TrainConfig) -> DataSplits:
     """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
     args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
@@ -212,20 +196,11 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
 
     A different ``epochs`` stretches the cosine schedule: from the resumed epoch on, the learning rate is the
     one an ``epochs``-epoch schedule has there (so only the same ``epochs`` repeats an uninterrupted run)."""
-    if "\0" in str(run_dir):
-        raise UserError("run directory path contains a NUL character")
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"'{run_dir}' is not a run directory (it has no config.yaml)")
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise UserError(f"run directory '{run_dir}' is not writable")
-    cfg = config_from_dict(load_config_file(run_dir / "config.yaml")).resolved()
+    run_dir = existing_run_dir(run_dir)
+    cfg = config_from_dict(load_config_file(run_dir / CONFIG)).resolved()
     path, ckpt = latest_resumable(run_dir)
-    # Under torchrun every rank gets here before any can pass init_distributed below, so none is writing yet;
-    # missing_ok: another rank may have removed the file first.
-    for stale in run_dir.glob(".*.tmp"):  # half-written files of the killed process (see checkpoint.py)
-        if stale.name.split(".")[1] in ("last", "best", "metrics", "config"):
-            stale.unlink(missing_ok=True)
+    # Under torchrun every rank gets here before any can pass init_distributed below, so none is writing yet.
+    remove_stale_temporaries(run_dir)  # half-written files of the killed process
     saved = ckpt.get("config", {})
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint was written had its default then
     differ = sorted(k for k, v in cfg.to_dict().items()
@@ -293,10 +268,6 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
                     shuffle=torch.Generator().manual_seed(cfg.seed), objective=objective, options=options)
 
 
-def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-
-
 def fit(state: RunState, progress: bool) -> TrainResult:
     """Train until ``cfg.epochs`` epochs are done; the returned model holds the best-on-validation weights."""
     cfg, device = state.cfg, state.device
@@ -312,7 +283,7 @@ def fit(state: RunState, progress: bool) -> TrainResult:
         end_epoch(state, stats_x, stats_y)
     barrier()
     if is_main():  # the other ranks return their last weights (best.pt may live on rank 0's node only)
-        state.model.load_state_dict(read_checkpoint(state.run_dir / "best.pt")["model"])
+        state.model.load_state_dict(read_checkpoint(state.run_dir / BEST)["model"])
     state.model.eval()
     return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
 
@@ -474,7 +445,7 @@ def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> 
     on_main(append_metrics, state.run_dir, record)
     if val_acc > state.best_acc:  # best.pt before last.pt: a crash between them replays this epoch
         state.best_acc, state.best_epoch = val_acc, epoch
-        on_main(save_checkpoint, state.run_dir / "best.pt", {**describe(state), "model": state.model.state_dict()})
+        on_main(save_checkpoint, state.run_dir / BEST, {**describe(state), "model": state.model.state_dict()})
     checkpoint(state)
     if collapsed:
         raise UserError(collapsed)
@@ -598,29 +569,3 @@ def checkpoint(state: RunState) -> None:
         on_main(lambda: save_rotating(state.run_dir, capture(state), state.cfg.keep_checkpoints))
     except UserError as e:
         raise UserError(f"{e}; after freeing space: spikeguard train --resume {state.run_dir}") from None
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one epoch's line durably. A line cut short by a crash is dropped on resume."""
-    try:
-        append_line(run_dir / "metrics.jsonl", json.dumps(record))
-    except OSError as e:
-        raise UserError(f"could not write '{run_dir / 'metrics.jsonl'}' ({e.strerror}); after freeing space: "
-                        f"spikeguard train --resume {run_dir}") from None
-
-
-def keep_metrics_up_to(run_dir: Path, epoch: int) -> None:
-    """Drop the metrics.jsonl lines of epochs after ``epoch`` (and a line a crash cut short), so a replayed
-    epoch is logged once."""
-    path = run_dir / "metrics.jsonl"
-    kept = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epoch:
-            kept.append(line + "\n")
-    write_bytes(path, "".join(kept).encode())
