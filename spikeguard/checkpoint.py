@@ -4,10 +4,11 @@ Layout (version 2): {"format": "spikeguard-checkpoint", "version": 2, "sha256": 
 entry, "arch": ModelSpec dict, "dataset": str, "config": TrainConfig dict, "model": state_dict,
 "epoch": completed epochs, "val_accuracy": float or None, "code_version": str}, and in the training
 checkpoints (last.pt, last.1.pt, ...) also "step" (batches done in epoch "epoch" + 1), "order" (that
-epoch's data order, or None), "optimizer", "scheduler", "scaler" (None without mixed precision), "rng"
-(Python, NumPy, torch CPU and CUDA states), "generators" (the data-order and defense generators) and
-"progress" (metric sums, best accuracy, counters); see spikeguard/train.py. Version 1 files (no checksum,
-no resume state) are still read for evaluation.
+epoch's data order, or None), "optimizer", "scheduler", "rng" (Python, NumPy, torch CPU and CUDA
+states), "generators" (the data-order generator "shuffle" and the defense's, "defense.<its name>") and
+"progress" (metric sums, best accuracy, counters); spikeguard/training_state.py builds and restores them.
+Older training checkpoints also hold "scaler" (always None), which is ignored. Version 1 files
+(no checksum, no resume state) are still read for evaluation.
 
 The checksum is stored inside the file rather than in a sidecar: a checkpoint copied or downloaded alone
 still carries it, and no crash can leave a file and its sidecar disagreeing. It is a sha256 over a
