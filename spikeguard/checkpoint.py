@@ -4,18 +4,20 @@ Layout (version 2): {"format": "spikeguard-checkpoint", "version": 2, "sha256": 
 entry, "arch": ModelSpec dict, "dataset": str, "config": TrainConfig dict, "model": state_dict,
 "epoch": completed epochs, "val_accuracy": float or None, "code_version": str}, and in the training
 checkpoints (last.pt, last.1.pt, ...) also "step" (batches done in epoch "epoch" + 1), "order" (that
-epoch's data order, or None), "optimizer", "scheduler", "scaler" (None without mixed precision), "rng"
-(Python, NumPy, torch CPU and CUDA states), "generators" (the data-order and defense generators) and
-"progress" (metric sums, best accuracy, counters); see spikeguard/train.py. Version 1 files (no checksum,
-no resume state) are still read for evaluation.
+epoch's data order, or None), "optimizer", "scheduler", "rng" (Python, NumPy, torch CPU and CUDA
+states), "generators" (the data-order generator "shuffle" and the defense's, "defense.<its name>") and
+"progress" (metric sums, best accuracy, counters); spikeguard/training_state.py builds and restores them.
+Older training checkpoints also hold "scaler" (always None), which is ignored. Version 1 files
+(no checksum, no resume state) are still read for evaluation.
 
 The checksum is stored inside the file rather than in a sidecar: a checkpoint copied or downloaded alone
 still carries it, and no crash can leave a file and its sidecar disagreeing. It is a sha256 over a
 canonical walk of the payload (keys, primitive values, each tensor's dtype, shape and bytes), so it
 checks the content that is used, whatever the zip container around it.
 
-Written atomically: a temporary file in the same directory, fsync, rename, fsync of the directory, so a
-crash or a full disk mid-write leaves the previous file intact.
+Written atomically by spikeguard.files (temporary file, fsync, rename, fsync of the directory), so a crash
+or a full disk mid-write leaves the previous file intact; a rotation renames the older files only once the
+new one is complete.
 """
 
 from __future__ import annotations
@@ -25,21 +27,20 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from spikeguard.errors import UserError
+from spikeguard.files import replace, write_temporary
 from spikeguard.models import ModelSpec, SpikingNet, create_model
+from spikeguard.rundir import BEST, LAST
 
 FORMAT = "spikeguard-checkpoint"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
-LAST = "last.pt"
 
 log = logging.getLogger(__name__)
 
@@ -82,62 +83,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     body = {"format": FORMAT, "version": VERSION, **payload}
     body["sha256"] = payload_digest(body)
-    _replace(_write_temporary(path, lambda f: torch.save(body, f)), path)
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` durably: a crash leaves the old content or the new, never a mix."""
-    path = Path(path)
-    _replace(_write_temporary(path, lambda f: f.write(data)), path)
-
-
-def _write_temporary(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """A fsynced temporary file beside ``path`` filled by ``write``; a failed write removes it and is a
-    UserError (a full disk among them)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        cause = _os_error(e)
-        if cause is None:
-            raise
-        raise UserError(f"could not write '{path}' ({cause.strerror or cause}); "
-                        "the previous file there is intact") from None
-    return tmp
-
-
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind ``e``: torch.save reports a failed write as a RuntimeError caused by it."""
-    while e is not None:
-        if isinstance(e, OSError):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable: without it a power cut can undo the rename."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename itself is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    replace(write_temporary(path, lambda f: torch.save(body, f)), path)
 
 
 def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
@@ -148,7 +94,7 @@ def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
     newest = run_dir / LAST
     body = {"format": FORMAT, "version": VERSION, **payload}
     body["sha256"] = payload_digest(body)
-    tmp = _write_temporary(newest, lambda f: torch.save(body, f))
+    tmp = write_temporary(newest, lambda f: torch.save(body, f))
     for i in range(keep - 1, 0, -1):
         older = run_dir / (LAST if i == 1 else f"last.{i - 1}.pt")
         if older.exists():
@@ -156,7 +102,7 @@ def save_rotating(run_dir: Path, payload: dict[str, Any], keep: int) -> Path:
     for stale in _rotated(run_dir):  # left by a larger keep_checkpoints
         if _rotation_index(stale) >= keep:
             stale.unlink()
-    _replace(tmp, newest)
+    replace(tmp, newest)
     return newest
 
 
@@ -202,7 +148,7 @@ def read_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
     """The checkpoint dict, or a UserError saying in one line why it is not one."""
     path = Path(path)
     if path.is_dir():
-        path = path / "best.pt"
+        path = path / BEST
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
     try:

@@ -99,7 +99,8 @@ def train(
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
     from spikeguard.config import config_from_dict, load_config_file
     from spikeguard.distributed import close_distributed, is_main
-    from spikeguard.train import prepare_run_dir, resume as resume_training, train as run_training
+    from spikeguard.rundir import prepare_run_dir
+    from spikeguard.train import resume as resume_training, train as run_training
 
     kept = _overrides(device=device, data_dir=data_dir, download=download, nan_policy=nan_policy,
                       checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,

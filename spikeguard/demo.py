@@ -18,10 +18,12 @@ from spikeguard.data import load_dataset
 from spikeguard.defenses.registry import DEFENSES
 from spikeguard.errors import UserError
 from spikeguard.evaluation import EvalConfig, Target, load_suite, run_evaluation
+from spikeguard.files import write_json, write_text
 from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
-from spikeguard.results import print_table, write_json, write_text
-from spikeguard.train import prepare_run_dir, train
+from spikeguard.results import print_table
+from spikeguard.rundir import BEST, METRICS, prepare_run_dir
+from spikeguard.train import train
 
 DEMO_DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")
 DEMO_SUITE = "quick"
@@ -56,7 +58,7 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
     for defense in defenses:
         cfg = demo_config(defense, chosen, seed)
         run = train(cfg, out / "runs" / defense, progress=progress, data=data)
-        best_pt = run.run_dir / "best.pt"
+        best_pt = run.run_dir / BEST
         target = Target(run.model, cfg.model or "digits_cnn", "digits", data.test, data.num_classes, cfg.eps,
                         str(best_pt), file_sha256(best_pt))
         record = run_evaluation(EvalConfig(suite=suite, eps=chosen["eps"], n=n, seed=seed, progress=progress), target)
@@ -91,7 +93,7 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
 
 
 def best_epoch_metrics(run_dir: Path, epoch: int) -> dict:
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in (run_dir / METRICS).read_text().splitlines():
         record = json.loads(line)
         if record["epoch"] == epoch:
             return record

@@ -230,9 +230,7 @@ def decorrelate_ranks(defense, seed: int) -> None:
     random.seed(local)
     np.random.seed(local % 2**32)
     torch.manual_seed(local)
-    examples = getattr(defense, "examples", None)
-    if examples is not None and getattr(examples, "generator", None) is not None:
-        examples.generator.manual_seed(local)
+    defense.reseed_examples(local)
 
 
 def on_main(fn: Callable[..., Any], *args, **kwargs) -> Any:

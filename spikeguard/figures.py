@@ -8,12 +8,12 @@ figure it has data for and returns their paths.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from spikeguard.files import write_bytes
 
 FIGURE_FILES = {
     "accuracy_vs_eps": "accuracy_vs_eps.png",
@@ -37,18 +37,10 @@ def _legend(ax, fontsize: int = 7) -> None:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """PNG via a temporary file and a rename, so a crash never leaves a half-written image."""
+    """The PNG, rendered in memory first and then written atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, buf.getvalue())
     return path
 
 

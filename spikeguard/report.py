@@ -18,21 +18,16 @@ from pathlib import Path
 import yaml
 
 from spikeguard.analysis.analyze import FORMAT as ANALYSIS_FORMAT
-from spikeguard.analysis.analyze import (
-    label_for,
-    read_config,
-    read_metrics,
-    run_directory,
-)
 from spikeguard.attacks.registry import ATTACKS
 from spikeguard.errors import UserError
-from spikeguard.results import write_text
+from spikeguard.files import write_text
+from spikeguard.rundir import BEST, CONFIG, LAST, METRICS, label_for, read_config, read_metrics, run_directory
 
 PAPER_COLUMNS = ("FGSM", "PGD-10", "PGD-30", "PGD-50")
 STRONG_SUITE = "strong"
 ABSENT = "—"
 MAX_DEPTH = 3
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt")
+RUN_MARKERS = (CONFIG, METRICS, BEST, LAST)
 
 
 # ---- collecting the inputs ---------------------------------------------------------------------------
@@ -91,7 +86,7 @@ def _run_for(path: Path, inputs: Inputs) -> Run | None:
         if candidate.is_dir() and _is_run(candidate):
             key = candidate.resolve()
             if key not in inputs.runs:
-                inputs.runs[key] = Run(candidate, read_config(candidate), read_metrics(candidate / "metrics.jsonl"))
+                inputs.runs[key] = Run(candidate, read_config(candidate), read_metrics(candidate / METRICS))
             return inputs.runs[key]
     return None
 

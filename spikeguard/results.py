@@ -1,34 +1,11 @@
-"""Results are data: JSON written atomically, and a rich table for the terminal."""
+"""A rich table of results for the terminal (results files are written by spikeguard.files)."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def print_table(rows: dict[str, dict[str, float]], title: str) -> None:

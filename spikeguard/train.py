@@ -5,28 +5,24 @@ Checkpoints are selected on the validation split (held out of the training set),
 A training checkpoint holds every source of randomness and the data order, so on CPU a run killed at any
 point and resumed ends with the same weights, bit for bit, as one never interrupted (docs/reliability.md).
 
-The loop is split into small steps (build the run, one epoch, one step, the end of an epoch, a
-checkpoint) so that distributed training and mixed precision can be added to each without a rewrite.
+The file reads top to bottom: the entry points, building a run, the loop, the fault policy, the end of an
+epoch. What a checkpoint holds and how a run is restored from one lives in spikeguard.training_state; the
+files of a run directory in spikeguard.rundir.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import math
-import os
 import random
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -36,11 +32,10 @@ from spikeguard.checkpoint import (
     read_checkpoint,
     save_checkpoint,
     save_rotating,
-    write_atomic,
 )
 from spikeguard.config import TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset, stack
-from spikeguard.defenses import DEFENSES, Defense, create_defense, true_class_probability
+from spikeguard.defenses import DEFENSES, create_defense, true_class_probability
 from spikeguard.distributed import (
     all_ranks_true,
     all_reduce_sum,
@@ -58,14 +53,24 @@ from spikeguard.distributed import (
 )
 from spikeguard.errors import UserError
 from spikeguard.models import ModelSpec, SpikingNet, create_model
-from spikeguard.provenance import code_version
+from spikeguard.rundir import (
+    BEST,
+    CONFIG,
+    append_metrics,
+    existing_run_dir,
+    keep_metrics_up_to,
+    prepare_run_dir,
+    remove_stale_temporaries,
+    start_run_dir,
+    write_config,
+)
 from spikeguard.speed import (
-    SpeedOptions,
     autocast,
     configure_backends,
     prepare_model,
     to_memory_format,
 )
+from spikeguard.training_state import RunState, capture, describe, drop_last, restore, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -86,94 +91,11 @@ class TrainResult:
     seconds: float
 
 
-@dataclass
-class RunState:
-    """A run's live objects and where it stands: what a training checkpoint saves and restores."""
-
-    cfg: TrainConfig
-    run_dir: Path
-    device: torch.device
-    data: DataSplits
-    spec: ModelSpec
-    model: SpikingNet
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    defense: Defense
-    shuffle: torch.Generator                # draws each epoch's data order
-    scaler: Any = None                      # a GradScaler under mixed precision; none exists yet
-    epoch: int = 0                          # completed epochs
-    step: int = 0                           # batches done in epoch `epoch + 1`, skipped ones included
-    order: torch.Tensor | None = None       # the data order of epoch `epoch + 1`, once drawn
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # metric sums of this epoch, on the device
-    taken: int = 0                          # optimiser steps taken this epoch
-    skipped: int = 0                        # steps skipped this epoch (nan_policy skip)
-    skips_in_a_row: int = 0
-    rollbacks: int = 0
-    val_accuracy: float | None = None       # of the last completed epoch
-    best_acc: float = -1.0
-    best_epoch: int = -1
-    seconds: float = 0.0                    # training time spent before this process took over
-    clock: float = field(default_factory=time.perf_counter)  # perf_counter() when this process took over
-    # loss(x, y) of the defense on the model as the speed options prepared it, inside DDP under torchrun
-    objective: torch.nn.Module | None = None
-    options: SpeedOptions = field(default_factory=SpeedOptions)
-
-    def elapsed(self) -> float:
-        return self.seconds + time.perf_counter() - self.clock
-
-    def steps_per_epoch(self) -> int:
-        n, b = len(self.data.train), self.cfg.batch_size
-        return n // b if drop_last(n, b) else math.ceil(n / b)
-
-
 class _Rollback(Exception):
     """A numerical fault under nan_policy rollback; caught by fit(), never seen by a user."""
 
 
-def prepare_run_dir(out: str | Path) -> Path:
-    """Refuse to reuse a run directory (a finished run is never overwritten) or one that cannot be created."""
-    if "\0" in str(out):
-        raise UserError("output path contains a NUL character")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"output '{out}' already exists and is not an empty directory; choose a new --out")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"cannot create '{out}': '{parent}' is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create '{out}': '{parent}' is not writable")
-    return out
-
-
-def model_spec(cfg: TrainConfig, data: DataSplits) -> ModelSpec:
-    return ModelSpec(cfg.model, data.num_classes, data.in_channels, data.image_size, data.mean, data.std,
-                     cfg.time_steps, cfg.tau, cfg.encoder)
-
-
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, dataset, batch_size: int, device: torch.device) -> float:
-    correct = total = 0
-    with eval_mode(model):
-        for x, y in DataLoader(dataset, batch_size=batch_size):
-            x, y = x.to(device), y.to(device)
-            correct += (model(x).argmax(1) == y).sum().item()
-            total += y.numel()
-    return correct / max(total, 1)
-
-
-def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Mean l1 norm and fraction of exact zeros of d f / d x (f: METHOD.md's true-class probability),
-    under the training estimator, in eval mode."""
-    with eval_mode(model), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        f = true_class_probability(model(x), y)
-        (g,) = torch.autograd.grad(f.sum(), x)
-    return {"grad_l1": g.flatten(1).abs().sum(1).mean().item(), "grad_zero_fraction": (g == 0).float().mean().item()}
-
-
-# ----------------------------------------------------------------------------------------------- entry points
+# ---- entry points: a new run, or a resumed one
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSplits | None = None) -> TrainResult:
     """Train one model as ``cfg`` says into the new run directory ``out``. Python's, NumPy's and torch's
@@ -191,20 +113,6 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
         return fit(state, progress)
 
 
-def start_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
-    write_atomic(run_dir / "metrics.jsonl", b"")
-
-
-def load_data(cfg: TrainConfig) -> DataSplits:
-    """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
-    args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
-    options = {"dvs": dvs_options(cfg.to_dict())}
-    data = on_main(load_dataset, *args, **options)
-    return data if data is not None else load_dataset(*args, **options)
-
-
 def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
            **changes: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its newest valid training checkpoint, up to ``epochs`` epochs
@@ -212,20 +120,11 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
 
     A different ``epochs`` stretches the cosine schedule: from the resumed epoch on, the learning rate is the
     one an ``epochs``-epoch schedule has there (so only the same ``epochs`` repeats an uninterrupted run)."""
-    if "\0" in str(run_dir):
-        raise UserError("run directory path contains a NUL character")
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"'{run_dir}' is not a run directory (it has no config.yaml)")
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise UserError(f"run directory '{run_dir}' is not writable")
-    cfg = config_from_dict(load_config_file(run_dir / "config.yaml")).resolved()
+    run_dir = existing_run_dir(run_dir)
+    cfg = config_from_dict(load_config_file(run_dir / CONFIG)).resolved()
     path, ckpt = latest_resumable(run_dir)
-    # Under torchrun every rank gets here before any can pass init_distributed below, so none is writing yet;
-    # missing_ok: another rank may have removed the file first.
-    for stale in run_dir.glob(".*.tmp"):  # half-written files of the killed process (see checkpoint.py)
-        if stale.name.split(".")[1] in ("last", "best", "metrics", "config"):
-            stale.unlink(missing_ok=True)
+    # Under torchrun every rank gets here before any can pass init_distributed below, so none is writing yet.
+    remove_stale_temporaries(run_dir)  # half-written files of the killed process
     saved = ckpt.get("config", {})
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint was written had its default then
     differ = sorted(k for k, v in cfg.to_dict().items()
@@ -258,7 +157,15 @@ def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True
         return fit(state, progress)
 
 
-# ------------------------------------------------------------------------------------------------ the run
+def load_data(cfg: TrainConfig) -> DataSplits:
+    """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
+    args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
+    options = {"dvs": dvs_options(cfg.to_dict())}
+    data = on_main(load_dataset, *args, **options)
+    return data if data is not None else load_dataset(*args, **options)
+
+
+# ---- building a run: seeded global generators, the model, optimiser, schedule and defense
 
 @contextmanager
 def seeded_rngs(seed: int, device: torch.device) -> Iterator[None]:
@@ -273,6 +180,11 @@ def seeded_rngs(seed: int, device: torch.device) -> Iterator[None]:
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+def model_spec(cfg: TrainConfig, data: DataSplits) -> ModelSpec:
+    return ModelSpec(cfg.model, data.num_classes, data.in_channels, data.image_size, data.mean, data.std,
+                     cfg.time_steps, cfg.tau, cfg.encoder)
 
 
 def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits) -> RunState:
@@ -293,32 +205,34 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
                     shuffle=torch.Generator().manual_seed(cfg.seed), objective=objective, options=options)
 
 
-def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+def stretch_schedule(state: RunState) -> None:
+    """Put the learning rate where a cosine schedule over ``cfg.epochs`` epochs has it now."""
+    sched = state.scheduler
+    sched.T_max = state.cfg.epochs
+    for group, base in zip(state.optimizer.param_groups, sched.base_lrs):
+        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * state.epoch / sched.T_max)) / 2
 
+
+# ---- the loop: epochs of steps in a stored data order; a rollback restarts from the newest checkpoint
 
 def fit(state: RunState, progress: bool) -> TrainResult:
     """Train until ``cfg.epochs`` epochs are done; the returned model holds the best-on-validation weights."""
     cfg, device = state.cfg, state.device
     stats_x, stats_y = (t.to(device) for t in stack(state.data.val, cfg.grad_stats_batch))
     # The target of a rollback before the first checkpoint exists: the run as it started, on the CPU.
-    start = _cpu_copy(capture(state)) if cfg.nan_policy == "rollback" else None
+    start = snapshot(state) if cfg.nan_policy == "rollback" else None
     while state.epoch < cfg.epochs:
-        try:
+        try:  # the steps of this epoch not done yet
             run_epoch(state, progress)
-        except _Rollback as fault:
+        except _Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
             roll_back(state, str(fault), start)
             continue
-        end_epoch(state, stats_x, stats_y)
+        end_epoch(state, stats_x, stats_y)  # validate, log, best.pt, last.pt
     barrier()
     if is_main():  # the other ranks return their last weights (best.pt may live on rank 0's node only)
-        state.model.load_state_dict(read_checkpoint(state.run_dir / "best.pt")["model"])
+        state.model.load_state_dict(read_checkpoint(state.run_dir / BEST)["model"])
     state.model.eval()
     return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
-
-
-def drop_last(n: int, batch_size: int) -> bool:
-    return n > batch_size
 
 
 def epoch_order(generator: torch.Generator, n: int) -> torch.Tensor:
@@ -382,6 +296,8 @@ def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
         state.sums[key] = state.sums.get(key, 0.0) + value  # summed on the device: no host sync per step
 
 
+# ---- the fault policy: NaN or inf in a step is skipped, rolled back or fatal (nan_policy)
+
 def numerical_fault(loss: torch.Tensor, x: torch.Tensor, model: torch.nn.Module) -> str | None:
     """None if the input, the loss and every gradient are finite, else what is not. One host sync per step.
     The input is checked because spikes turn NaN into silence (NaN >= threshold is false), so a NaN image
@@ -444,13 +360,7 @@ def roll_back(state: RunState, fault: str, start: dict[str, Any] | None) -> None
                 done, cfg.max_rollbacks, fault, source, state.epoch, state.step, state.optimizer.param_groups[0]["lr"])
 
 
-def stretch_schedule(state: RunState) -> None:
-    """Put the learning rate where a cosine schedule over ``cfg.epochs`` epochs has it now."""
-    sched = state.scheduler
-    sched.T_max = state.cfg.epochs
-    for group, base in zip(state.optimizer.param_groups, sched.base_lrs):
-        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * state.epoch / sched.T_max)) / 2
-
+# ---- the end of an epoch: validate, log, best.pt, checkpoint; a collapsed run stops
 
 def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> None:
     """Validate, log the epoch, update best.pt, checkpoint; abort a collapsed run once that is on disk."""
@@ -474,10 +384,31 @@ def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> 
     on_main(append_metrics, state.run_dir, record)
     if val_acc > state.best_acc:  # best.pt before last.pt: a crash between them replays this epoch
         state.best_acc, state.best_epoch = val_acc, epoch
-        on_main(save_checkpoint, state.run_dir / "best.pt", {**describe(state), "model": state.model.state_dict()})
+        on_main(save_checkpoint, state.run_dir / BEST, {**describe(state), "model": state.model.state_dict()})
     checkpoint(state)
     if collapsed:
         raise UserError(collapsed)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, dataset, batch_size: int, device: torch.device) -> float:
+    correct = total = 0
+    with eval_mode(model):
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            x, y = x.to(device), y.to(device)
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += y.numel()
+    return correct / max(total, 1)
+
+
+def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Mean l1 norm and fraction of exact zeros of d f / d x (f: METHOD.md's true-class probability),
+    under the training estimator, in eval mode."""
+    with eval_mode(model), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        f = true_class_probability(model(x), y)
+        (g,) = torch.autograd.grad(f.sum(), x)
+    return {"grad_l1": g.flatten(1).abs().sum(1).mean().item(), "grad_zero_fraction": (g == 0).float().mean().item()}
 
 
 def collapse(state: RunState, record: dict[str, float]) -> str | None:
@@ -502,128 +433,8 @@ def collapse(state: RunState, record: dict[str, float]) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------- checkpoint content
-
-def describe(state: RunState) -> dict[str, Any]:
-    """What every checkpoint of the run carries besides its weights."""
-    return {"arch": state.spec.to_dict(), "dataset": state.cfg.dataset, "config": state.cfg.to_dict(),
-            "epoch": state.epoch, "val_accuracy": state.val_accuracy, "code_version": code_version()}
-
-
-def capture(state: RunState) -> dict[str, Any]:
-    """The training checkpoint payload: everything restore() needs to continue bit for bit."""
-    return {**describe(state), "model": state.model.state_dict(), "step": state.step, "order": state.order,
-            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
-            "rng": rng_states(state.device),
-            "generators": {name: g.get_state() for name, g in generators(state).items()},
-            "progress": {"sums": {k: v.detach().to("cpu") for k, v in state.sums.items()}, "taken": state.taken,
-                         "skipped": state.skipped, "skips_in_a_row": state.skips_in_a_row,
-                         "rollbacks": state.rollbacks, "best_val_accuracy": state.best_acc,
-                         "best_epoch": state.best_epoch, "seconds": state.elapsed(),
-                         "threads": torch.get_num_threads()}}
-
-
-def restore(state: RunState, ckpt: dict[str, Any]) -> None:
-    """Load a training checkpoint (from capture()) into a freshly built run."""
-    state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.scheduler.load_state_dict(ckpt["scheduler"])
-    if state.scaler is not None and ckpt.get("scaler") is not None:
-        state.scaler.load_state_dict(ckpt["scaler"])
-    set_rng_states(ckpt["rng"], state.device)
-    for name, generator in generators(state).items():
-        if name not in ckpt["generators"]:
-            raise UserError(f"the checkpoint lacks the state of the '{name}' generator; it belongs to another defense")
-        generator.set_state(ckpt["generators"][name])
-    state.epoch, state.step, state.order = ckpt["epoch"], ckpt["step"], ckpt["order"]
-    state.val_accuracy = ckpt["val_accuracy"]
-    p = ckpt["progress"]
-    state.sums = {k: v.to(state.device) for k, v in p["sums"].items()}
-    state.taken, state.skipped, state.skips_in_a_row = p["taken"], p["skipped"], p["skips_in_a_row"]
-    state.rollbacks, state.best_acc, state.best_epoch = p["rollbacks"], p["best_val_accuracy"], p["best_epoch"]
-    state.seconds, state.clock = p["seconds"], time.perf_counter()
-    if p["threads"] != torch.get_num_threads():
-        log.warning("the run used %d threads and this process %d: the result will not be bitwise the same as an "
-                    "uninterrupted run (torch.set_num_threads)", p["threads"], torch.get_num_threads())
-
-
-def generators(state: RunState) -> dict[str, torch.Generator]:
-    """The run's private generators: data order, and those a defense holds (PGD random starts, RAT's rows).
-    A defense's are found by walking its attributes, so a new defense's generators are saved without
-    being registered anywhere."""
-    found = {"shuffle": state.shuffle}
-    for name, value in sorted(vars(state.defense).items()):
-        if isinstance(value, torch.Generator):
-            found[f"defense.{name}"] = value
-        elif hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
-            for inner, item in sorted(vars(value).items()):
-                if isinstance(item, torch.Generator):
-                    found[f"defense.{name}.{inner}"] = item
-    return found
-
-
-def rng_states(device: torch.device) -> dict[str, Any]:
-    """The global generators as tensors and plain data (loadable with weights_only)."""
-    np_state = np.random.get_state(legacy=False)
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                      "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                      "gauss": float(np_state["gauss"])},
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(states["torch"])
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if device.type == "cuda" and states["cuda"] is not None:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def _cpu_copy(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return copy.copy(obj)
-
-
 def checkpoint(state: RunState) -> None:
     try:
         on_main(lambda: save_rotating(state.run_dir, capture(state), state.cfg.keep_checkpoints))
     except UserError as e:
         raise UserError(f"{e}; after freeing space: spikeguard train --resume {state.run_dir}") from None
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one epoch's line durably. A line cut short by a crash is dropped on resume."""
-    try:
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise UserError(f"could not write '{run_dir / 'metrics.jsonl'}' ({e.strerror}); after freeing space: "
-                        f"spikeguard train --resume {run_dir}") from None
-
-
-def keep_metrics_up_to(run_dir: Path, epoch: int) -> None:
-    """Drop the metrics.jsonl lines of epochs after ``epoch`` (and a line a crash cut short), so a replayed
-    epoch is logged once."""
-    path = run_dir / "metrics.jsonl"
-    kept = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epoch:
-            kept.append(line + "\n")
-    write_atomic(path, "".join(kept).encode())

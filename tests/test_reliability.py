@@ -19,8 +19,8 @@ import pytest
 import torch
 from conftest import tiny_spec
 
-import spikeguard.checkpoint as checkpoint_module
 import spikeguard.config as config_module
+import spikeguard.files as files_module
 import spikeguard.train as train_module
 from spikeguard.checkpoint import (
     latest_resumable,
@@ -169,7 +169,7 @@ def test_a_full_disk_fails_cleanly_and_keeps_the_previous_checkpoint(tmp_path, m
     model = create_model(tiny_spec())
     first = {"arch": tiny_spec().to_dict(), "dataset": "digits", "model": model.state_dict(), "epoch": 1, "step": 0}
     save_rotating(tmp_path, first, keep=2)
-    monkeypatch.setattr(checkpoint_module, "open", _full_disk(4096), raising=False)
+    monkeypatch.setattr(files_module, "open", _full_disk(4096), raising=False)
     with pytest.raises(UserError) as err:
         save_rotating(tmp_path, {**first, "epoch": 2}, keep=2)
     assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
@@ -193,7 +193,7 @@ def test_a_full_disk_mid_training_stops_with_one_line_and_the_run_resumes(tmp_pa
                 return full_disk(path, mode)
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "open", second_checkpoint_fails, raising=False)
+    monkeypatch.setattr(files_module, "open", second_checkpoint_fails, raising=False)
     run = tmp_path / "run"
     err = one_line_error(capsys, ["train", *flags, "--out", str(run)])
     assert "No space left on device" in err and f"--resume {run}" in err
@@ -226,6 +226,7 @@ def test_resume_takes_the_newest_checkpoint_that_verifies(tmp_path, caplog):
 KILLED_MID_WRITE = """
 import io, os, signal, sys, torch
 import spikeguard.checkpoint as c
+import spikeguard.files as files
 run = sys.argv[1]
 def payload(i):
     return {"arch": {}, "dataset": "digits", "model": {"w": torch.full((1 << 20,), float(i))}, "epoch": i, "step": 0}
@@ -237,7 +238,7 @@ class Dies(io.FileIO):
         if Dies.written > (1 << 20):  # a quarter of the 4 MiB tensor is on disk
             os.kill(os.getpid(), signal.SIGKILL)
         return super().write(data)
-c.open = lambda path, mode="r", *a, **k: Dies(path, "w") if "w" in mode else open(path, mode, *a, **k)
+files.open = lambda path, mode="r", *a, **k: Dies(path, "w") if "w" in mode else open(path, mode, *a, **k)
 c.save_rotating(run, payload(2), keep=1)
 """
 

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from spikeguard.analysis.activity import ENERGY_CONSTANTS, measure_activity
@@ -39,7 +38,8 @@ from spikeguard.analysis.min_eps import (
 from spikeguard.attacks import pgd
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.errors import UserError
-from spikeguard.results import write_json, write_text
+from spikeguard.files import write_json, write_text
+from spikeguard.rundir import BEST, CONFIG, LAST, METRICS, label_for, load_splits, read_metrics, run_directory
 from spikeguard.snn import estimator as use_estimator
 from spikeguard.snn import spiking_layers
 
@@ -267,11 +267,6 @@ def prepare_output_dir(out: str | Path) -> Path:
     return out
 
 
-def run_directory(checkpoint: str | Path) -> Path:
-    path = Path(checkpoint)
-    return path if path.is_dir() else path.parent
-
-
 def check_results_match(results_path: str | Path, checkpoint: str | Path, arch_name: str, dataset: str) -> dict:
     """The results file as a dict, after checking it describes this checkpoint's model; UserError else."""
     path = Path(results_path)
@@ -292,7 +287,7 @@ def check_results_match(results_path: str | Path, checkpoint: str | Path, arch_n
     if recorded and run_directory(recorded).resolve() != run:
         raise UserError(f"results file '{path}' was computed on checkpoint '{recorded}', not '{checkpoint}'")
     home = path.parent.resolve()
-    if home != run and any((home / name).exists() for name in ("config.yaml", "best.pt", "last.pt")):
+    if home != run and any((home / name).exists() for name in (CONFIG, BEST, LAST)):
         raise UserError(f"results file '{path}' sits in another run directory ('{home}') than the checkpoint "
                         f"('{run}')")
     return results
@@ -310,8 +305,6 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     """Analyse a checkpoint (or a run directory's best.pt) on the first n test samples; write
     out/analysis.json, out/per_sample.csv and out/figures/*.png. ``settings.eps`` empty: the training eps."""
     from spikeguard.checkpoint import load_model
-    from spikeguard.config import dvs_options
-    from spikeguard.data import load_dataset
     from spikeguard.figures import write_figures
     from spikeguard.data import stack
     from spikeguard.runtime import pick_device
@@ -329,9 +322,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     evaluation = None
     if results is not None:
         evaluation = evaluation_record(check_results_match(results, checkpoint, arch, dataset), Path(results))
-    data = load_dataset(dataset, data_dir if data_dir is not None else cfg.get("data_dir"), False,
-                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False,
-                        dvs=dvs_options({**cfg, "dataset": dataset}))
+    data = load_splits(ckpt, data_dir)
     x, y = stack(data.test, settings.n)
     model = model.to(target)
     attack_at, flip_at, attack_info = suite_attacks(settings.seed)
@@ -350,43 +341,9 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "per_sample.csv", rows_to_csv(rows))
     write_json(out / "analysis.json", summary)
-    metrics = read_metrics(run / "metrics.jsonl")
+    metrics = read_metrics(run / METRICS)
     figures = write_figures({summary["label"]: summary}, {summary["label"]: rows},
                             {summary["label"]: metrics} if metrics else {}, out / "figures")
     summary["figures"] = {k: str(p.relative_to(out)) for k, p in figures.items()}
     write_json(out / "analysis.json", summary)
     return summary
-
-
-def label_for(cfg: dict, run: Path) -> str:
-    """A short name for a model in tables and legends: its defense (and lambda), else its run directory."""
-    defense = cfg.get("defense")
-    if not defense:
-        return run.name or str(run)
-    lamb = cfg.get("lamb") or 0
-    return f"{defense} (lambda {lamb:g})" if lamb else str(defense)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl records, or [] if there is no such file; a malformed line is a UserError."""
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise UserError(f"'{path}' line {number} is not JSON") from None
-    return records
-
-
-def read_config(run: Path) -> dict:
-    path = run / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    return data if isinstance(data, dict) else {}

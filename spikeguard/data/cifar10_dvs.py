@@ -182,13 +182,13 @@ def _read_cache(path: Path, key: str, labels: np.ndarray, options: DvsOptions) -
 
 
 def _write_cache(path: Path, key: str, counts: np.ndarray, labels: np.ndarray, r: int) -> None:
-    from spikeguard.checkpoint import write_atomic
+    from spikeguard.files import write_bytes
 
     buffer = io.BytesIO()
     np.savez_compressed(buffer, key=np.array(key), counts=counts, labels=labels, frame_range=np.array(r))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buffer.getvalue())
+        write_bytes(path, buffer.getvalue())
     except (OSError, UserError) as e:  # a read-only data dir costs a re-conversion next time, nothing else
         warnings.warn(f"could not write the CIFAR10-DVS frame cache '{path}' ({e}); it will be rebuilt next time",
                       stacklevel=3)

@@ -1,5 +1,8 @@
 """Training objectives. Each is ``loss(model, x, y) -> (loss, parts)``; ``parts`` holds detached scalars
-for logging ("ce", and "penalty" where there is one). ``after_step`` runs after every optimiser step."""
+for logging ("ce", and "penalty" where there is one). ``after_step`` runs after every optimiser step.
+``generators`` names the private random generators a defense draws from (a training checkpoint stores their
+states under these names), and ``reseed_examples`` gives its adversarial examples a stream of their own (one
+per process under torchrun)."""
 
 from __future__ import annotations
 
@@ -35,9 +38,24 @@ class AdversarialExamples:
             return pgd(model, x, y, self.eps, self.alpha, self.steps, random_start=True,
                        generator=self.generator, keep_best=False)
 
+    def reseed(self, seed: int) -> None:
+        if self.generator is not None:
+            self.generator.manual_seed(seed)
+
 
 class Defense:
     name = "vanilla"
+    examples: AdversarialExamples | None = None  # a defense training on adversarial examples sets its own
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """This defense's private generators by name. The names are part of the checkpoint format: keep them."""
+        generator = self.examples.generator if self.examples is not None else None
+        return {"examples.generator": generator} if generator is not None else {}
+
+    def reseed_examples(self, seed: int) -> None:
+        """Reseed the generator of the adversarial examples' random starts (none without examples)."""
+        if self.examples is not None:
+            self.examples.reseed(seed)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Parts]:
         ce = F.cross_entropy(model(x), y)
@@ -68,6 +86,9 @@ class RobustAdversarialTraining(AdversarialTraining):
         super().__init__(examples)
         self.beta = beta
         self.rows = torch.Generator().manual_seed(seed)
+
+    def generators(self):
+        return {**super().generators(), "rows": self.rows}
 
     def after_step(self, model):
         retract_model(model, self.beta, generator=self.rows)

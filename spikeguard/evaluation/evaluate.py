@@ -28,7 +28,7 @@ from spikeguard.evaluation.suites import Suite, load_suite
 from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
 from spikeguard.evaluation.targets import Target, load_source
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_attacks, make_threat_model
-from spikeguard.results import write_json
+from spikeguard.files import write_json
 from spikeguard.runtime import eval_mode, forked_rng, pick_device
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)

@@ -11,7 +11,7 @@ from spikeguard.errors import UserError
 from spikeguard.attacks.ensemble import BROKEN
 from spikeguard.attacks.registry import TRANSFER
 from spikeguard.evaluation.suites import Suite
-from spikeguard.results import write_text
+from spikeguard.files import write_text
 
 CSV_FIRST = ["index", "label", "clean_correct", "robust", "broken_by"]
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
+from spikeguard.rundir import BEST
 
 
 @dataclass
@@ -37,9 +38,9 @@ class Target:
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
                 data_dir: str | None, download: bool) -> Target:
     from spikeguard.checkpoint import load_model
-    from spikeguard.config import dvs_options
     from spikeguard.data import DATASETS, load_dataset
     from spikeguard.provenance import file_sha256
+    from spikeguard.rundir import load_splits
 
     if (checkpoint is None) == (model_fn is None):
         raise UserError("give either a run directory / checkpoint or --model-fn package.module:function")
@@ -55,10 +56,8 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
                       model_fn)
     net, ckpt = load_model(checkpoint, expect_model=expect_model, expect_dataset=dataset)
     cfg = ckpt.get("config", {})
-    data = load_dataset(ckpt["dataset"], data_dir if data_dir is not None else cfg.get("data_dir"), download,
-                        cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False,
-                        dvs=dvs_options({**cfg, "dataset": ckpt["dataset"]}))
-    path = Path(checkpoint) / "best.pt" if Path(checkpoint).is_dir() else Path(checkpoint)
+    data = load_splits(ckpt, data_dir, download)
+    path = Path(checkpoint) / BEST if Path(checkpoint).is_dir() else Path(checkpoint)
     return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
                   str(path), file_sha256(path), data.frame_range)
 
