@@ -402,7 +402,7 @@ def accuracy(model: torch.nn.Module, dataset, batch_size: int, device: torch.dev
 
 
 def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Mean l1 norm and fraction of exact zeros of d f / d x (f: METHOD.md's true-class probability),
+    """Mean l1 norm and fraction of exact zeros of d f / d x (f: docs/method.md's true-class probability),
     under the training estimator, in eval mode."""
     with eval_mode(model), torch.enable_grad():
         x = x.detach().requires_grad_(True)

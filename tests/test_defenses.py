@@ -10,7 +10,7 @@ from spikeguard.errors import UserError
 
 
 def slow_sparsity_penalty(model, x, y, h):
-    """METHOD.md's SR penalty, one sample at a time, with the two-class probability written out."""
+    """docs/method.md's SR penalty, one sample at a time, with the two-class probability written out."""
     terms = []
     for i in range(x.shape[0]):
         xi = x[i:i + 1].clone().requires_grad_(True)

@@ -1,6 +1,6 @@
 """The input gradient g = df/dx of the true-class probability and the norms the theory compares.
 
-f is METHOD.md's two-class probability sigmoid(z_y - z_k). The derivation of every quantity computed here
+f is docs/method.md's two-class probability sigmoid(z_y - z_k). The derivation of every quantity computed here
 is in docs/theory.md.
 """
 

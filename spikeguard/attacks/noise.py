@@ -1,5 +1,5 @@
 """Random perturbations of the same size as the attacks: the baseline that adversarial robustness is
-compared with (METHOD.md's rho_rand), and a sanity check (noise must never beat a white-box attack)."""
+compared with (docs/method.md's rho_rand), and a sanity check (noise must never beat a white-box attack)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ DATASET_REGISTRY = Registry("dataset")
 _ALL_OPTIONS = ("data_dir", "download", "val_fraction", "seed", "augment")
 # eps: the paper's 8/255 on CIFAR; the digits value is the demo's, chosen on the validation split
 # (spikeguard/demo_selection.json; a test keeps them equal). On CIFAR10-DVS eps is relative to the frame
-# range (docs/dvs.md), at the image value for lack of a published one. T: METHOD.md (images 8; CIFAR10-DVS
+# range (docs/dvs.md), at the image value for lack of a published one. T: docs/method.md (images 8; CIFAR10-DVS
 # 10 frames per recording, one per time step).
 DATASET_REGISTRY.register("digits", "spikeguard.data.digits:load_digits", kind="image", num_classes=10,
                           default_model="digits_cnn", default_eps=0.15, time_steps=8, loader_options=("seed",),

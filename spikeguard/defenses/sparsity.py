@@ -1,4 +1,4 @@
-"""Gradient-sparsity regularisation (SR, Liu et al., ICML 2024), as restated in docs/METHOD.md.
+"""Gradient-sparsity regularisation (SR, Liu et al., ICML 2024), as restated in docs/method.md.
 
 f(x) = sigmoid(z_y - z_k): the probability of the true class y against its strongest rival k (fixed on
 the clean pass). The penalty is a finite-difference estimate of the input gradient's l1 norm along its own

@@ -17,10 +17,10 @@ from spikeguard.snn import estimator, parse_estimator, spiking_layers
 
 ANN = "ann"
 
-# METHOD.md's published ensemble.
+# docs/method.md's published ensemble.
 PAPER = ("triangle:1", "sigmoid:4", "atan:2", "bptr")
 
-# The estimators later work found stronger against SNNs (METHOD.md, "known weaknesses"): width grids of
+# The estimators later work found stronger against SNNs (docs/method.md, "known weaknesses"): width grids of
 # every surrogate shape, straight-through, rate-based, temporal (HART), adaptive (PDSG) and BPDA.
 BANK = (
     "triangle:0.25", "triangle:0.5", "triangle:1", "triangle:2", "triangle:3",

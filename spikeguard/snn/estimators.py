@@ -109,7 +109,7 @@ def spike(v: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = No
 def rate_slope(mean_input: torch.Tensor, tau: float, threshold: float) -> torch.Tensor:
     """Slope of firing rate against mean input current, the rate estimator's local derivative.
 
-    For tau = 1 the published protocol (METHOD.md) uses 0.5 where the mean input lies in [0, 2] and 0
+    For tau = 1 the published protocol (docs/method.md) uses 0.5 where the mean input lies in [0, 2] and 0
     elsewhere, i.e. the ramp rate = clamp(m / (2 * thr), 0, 1) for threshold thr = 1.
     Leaky case (tau < 1), derived in docs/estimators.md: at firing rate r a neuron whose membrane ramps
     from 0 to thr between spikes sits on average at thr / 2 and so leaks (1 - tau) * thr / 2 per step.

@@ -85,7 +85,7 @@ class _SurrogateShape:
         return self._load().derivative(estimator, v, sigma)
 
 
-# Built-in families, in the order every listing shows them. Widths are the conventional ones: METHOD.md's
+# Built-in families, in the order every listing shows them. Widths are the conventional ones: docs/method.md's
 # ensemble uses triangle 1.0, sigmoid 4.0, atan 2.0. Implementations: spikeguard/snn/estimators.py.
 register_estimator("triangle", f"{_IMPL}:TRIANGLE", default_width=1.0,
                    description="max(0, gamma - |v|) / gamma^2 (the training surrogate)")
