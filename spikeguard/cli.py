@@ -168,6 +168,7 @@ def evaluate(
                                          "sample."),
     verify: Optional[Path] = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
                                           "this results.json and confirm the stored outcomes."),
+    verify_all: bool = typer.Option(False, "--all", help="With --verify: re-run every batch (slow, complete)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download/--no-download"),
     out: Optional[Path] = typer.Option(None, "--out", help="results.json to write (a new file; the per-sample "
@@ -182,6 +183,8 @@ def evaluate(
     config = EvalConfig(suite=suite or "quick", eps=eps, n=n, batch_size=batch_size, seed=seed, eot_draws=eot_draws,
                         eps_sweep=eps_sweep, threat_model=threat_model, budget=budget, source=source, device=device,
                         progress=progress)
+    if verify_all and verify is None:
+        raise UserError("--all re-runs every batch of a results file: it goes with --verify RESULTS.json")
     if verify is None:
         if suite is None:
             raise UserError("evaluate needs --suite (paper, strong, quick or a YAML file)")
@@ -197,7 +200,7 @@ def evaluate(
     ctx, target_device = init_distributed(device)  # under torchrun: join the group, shard the batches
     try:
         if verify is not None:
-            _verify(verify, data_dir, target_device, progress)
+            _verify(verify, data_dir, target_device, progress, verify_all)
             return
         from spikeguard.evaluation import run_evaluation
         from spikeguard.evaluation.targets import load_target
@@ -213,25 +216,32 @@ def evaluate(
         close_distributed()
 
 
-def _verify(path: Path, data_dir, device, progress: bool) -> None:
+def _verify(path: Path, data_dir, device, progress: bool, everything: bool) -> None:
     from spikeguard.evaluation.verify import verify as run_verify
 
-    checked, batches, mismatches = run_verify(path, data_dir=data_dir, device=device, progress=progress)
+    checked, batches, total, mismatches = run_verify(path, fraction=1.0 if everything else 0.1, data_dir=data_dir,
+                                                     device=device, progress=progress)
     if mismatches:
         print(f"error: verification failed on {len(mismatches)} outcomes; first: {mismatches[0]}", file=sys.stderr)
         raise typer.Exit(1)
-    typer.echo(f"verified: {checked} samples in {batches} re-run batches match {path}")
+    which = "every batch" if batches == total else "a random sample; --all re-runs every batch"
+    typer.echo(f"verified: {checked} samples in {batches} of {total} batches ({which}) match {path}")
 
 
 def _print_evaluation(record: dict) -> None:
     from spikeguard.results import print_table
 
-    row = {"clean": record["clean_accuracy"], **{a["name"]: a["accuracy"] for a in record["attacks"]},
+    attacks = record["attacks"] + (record.get("escalation") or {}).get("results", [])
+    row = {"clean": record["clean_accuracy"], **{a["name"]: a["accuracy"] for a in attacks},
            "worst case": record["ensemble_accuracy"]}
     threat = record.get("threat_model") or {"name": "linf"}
     radius = f"budget {threat['budget']} events" if threat["name"] == "events-l0" else f"eps {record['eps']:.4g}"
     print_table({record["model"]: row}, title=f"{record['model']} on {record['dataset']} test (n {record['n']}), "
                                               f"{threat['name']} {radius}, suite {record['suite']}")
+    headline = record.get("headline")
+    if headline and not headline["is_bound"]:
+        typer.echo(f"NOT A BOUND: the worst case {100 * headline['accuracy']:.1f}% overstates robustness by an unknown "
+                   f"amount ({'; '.join(w.split(':')[0] for w in headline['why'])}); tried: {'; '.join(headline['tried'])}")
     for flag in record["flags"]:
         typer.echo(f"FLAG {flag['name']}: {flag['detail']}")
     for note in record["notes"]:

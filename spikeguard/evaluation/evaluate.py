@@ -20,7 +20,7 @@ from spikeguard.attacks import pgd
 from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, flags
+from spikeguard.evaluation import bank, escalation, flags
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
@@ -66,7 +66,7 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalR
     device = pick_device(config.device)
     plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
-                source=source, threat=threat, progress=config.progress)
+                source=source, threat=threat, progress=config.progress, train=target.train)
     results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches)
     record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
@@ -124,6 +124,18 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None) -> tuple[dict, lis
     elif eps_sweep:
         results["eps_sweep"] = sweep(settled)
         found += flags.sweep_flags(results["eps_sweep"], plan.num_classes, min(facts["n"], 200))
+    found += flags.grad_mode_flag(facts["grad_mode_dependent"])
+    why = escalation.untrusted(found)
+    record = None
+    if why and suite.escalation["enabled"] and not threat.events:
+        record = escalation.escalate(settled, runner, rows, plan.train, why)
+        labels += list(escalation.LABELS)
+        rows = finish_rows(rows, labels)
+        record["results"] = escalation.attack_entries(rows, record, plan.eps)
+        results["escalation"] = record
+        results["ensemble_accuracy_before_escalation"] = results["ensemble_accuracy"]
+        results["ensemble_accuracy"] = sum(r["robust"] for r in rows) / len(rows)
+    results["headline"] = escalation.headline(results, why, record, threat.events)
     results["flags"] = found
     results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
     notes = [] if runner.native else ["external model: attacked through its own backward pass, so the "

@@ -47,6 +47,15 @@ def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient
     return flags
 
 
+def grad_mode_flag(members: list[str]) -> list[dict]:
+    if members:
+        return [{"name": "grad_mode_dependence",
+                 "detail": f"the model's outputs change when the input requires a gradient (under "
+                           f"{', '.join(members)}): the gradient belongs to another function than the one that is "
+                           "scored, so gradient attacks are misled; trust the transfer and black-box attacks"}]
+    return []
+
+
 def stochastic_flag(stochastic: bool, draws: int) -> list[dict]:
     if stochastic and draws <= 1:
         return [{"name": "stochastic_without_eot",

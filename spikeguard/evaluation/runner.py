@@ -30,7 +30,12 @@ from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.attacks.events import within_event_budget
 from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind
 from spikeguard.evaluation import bank
-from spikeguard.evaluation.stochastic import correct_fraction, is_stochastic
+from spikeguard.evaluation.stochastic import (
+    check_state_carry,
+    correct_fraction,
+    grad_mode_dependent,
+    is_stochastic,
+)
 from spikeguard.evaluation.suites import AttackSpec, Suite
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_budget
 from spikeguard.runtime import eval_mode, forked_rng
@@ -55,6 +60,7 @@ class Plan:
     device: torch.device | str = "cpu"
     draws: int | None = None         # EoT draws; None: the suite's for a stochastic model, else 1
     source: nn.Module | None = None  # transfer source
+    train: Any = None                # the training split (the escalation's substitute learns on it)
     threat: ThreatModel | None = None  # None: the l-inf attacks on whatever shape the data have
     progress: bool = True
 
@@ -244,6 +250,17 @@ class SuiteRunner:
             self._member_column(TRANSFER, member, worst, scores, rows)
         self._attack_columns(TRANSFER, worst, rows)
 
+    def grad_mode_members(self, x: torch.Tensor) -> list[str]:
+        """The gradient members under which the model's output changes when the input requires a gradient
+        (every member of a spikeguard model: pdsg, for one, runs another path then)."""
+        found = []
+        for member in self.gradient_estimators or (NATIVE,):
+            native = member == NATIVE
+            with contextlib.nullcontext(self.model) if native else bank.under(self.model, member, self.twins) as target:
+                if grad_mode_dependent(target, x, self.seed):
+                    found.append(member)
+        return found
+
     def _zero_gradients(self, x, y, rows) -> None:
         """Per sample, the estimators under which the input gradient at the clean point is exactly zero:
         an attack that starts there sees nothing (masked gradients)."""
@@ -258,12 +275,16 @@ class SuiteRunner:
             row["zero_gradient"] = " ".join(names)
 
 
-def detect_draws(plan: Plan) -> tuple[bool, int]:
-    """(whether the model is stochastic, the EoT draws to use): the plan's draws, else the suite's when two
-    forward passes on the same input differ, else 1."""
-    device = torch.device(plan.device)
-    probe = torch.stack([plan.dataset[i][0] for i in range(min(plan.count, 32))]).to(device)
-    with forked_rng(device, seed=plan.seed):
+def probe_batch(plan: Plan) -> torch.Tensor:
+    """The first (up to) 32 samples: what the probes of stochastic.py look at."""
+    return torch.stack([plan.dataset[i][0] for i in range(min(plan.count, 32))]).to(torch.device(plan.device))
+
+
+def detect_draws(plan: Plan, probe: torch.Tensor) -> tuple[bool, int]:
+    """(whether the model is stochastic, the EoT draws to use): the plan's draws, else the suite's when
+    calls on the same input differ, else 1. A model whose state carries between calls is refused first."""
+    with forked_rng(plan.device, seed=plan.seed):
+        check_state_carry(plan.model, probe, plan.seed)
         stochastic = is_stochastic(plan.model, probe)
     return stochastic, plan.draws if plan.draws is not None else (plan.suite.eot_draws if stochastic else 1)
 
@@ -276,8 +297,10 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     plan.model = plan.model.to(device)
     if plan.source is not None:
         plan.source = plan.source.to(device)
-    stochastic, used = detect_draws(plan)
+    probe = probe_batch(plan)
+    stochastic, used = detect_draws(plan, probe)
     runner = SuiteRunner(plan, used)
+    grad_mode = runner.grad_mode_members(probe)
     rows: list[dict] = []
     for batch in tqdm(make_batches(plan.dataset, plan.count, plan.batch_size, batches, device),
                       desc=f"suite {plan.suite.name}", leave=False, disable=None if plan.progress else True):
@@ -286,5 +309,6 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
         if on_batch is not None:
             on_batch(batch_rows)
     facts = {"n": plan.count, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
+             "grad_mode_dependent": grad_mode,
              "gradient_estimators": list(runner.gradient_estimators)}
     return rows, facts

@@ -11,6 +11,8 @@ a mapping:
       - {attack: pgd, steps: 20, restarts: 1, estimators: quick}
       - {attack: square, queries: 300}
     transfer: {steps: 20, estimators: [triangle:1]}   # used with --source
+    escalation: {substitute_epochs: 5, substitute_queries: 1000, transfer_steps: 20,
+                 square_queries: 1000, square_restarts: 2}   # when a flag says the gradient cannot be trusted
     checks: {unbounded_n: 64, unbounded_steps: 20}
 """
 
@@ -68,8 +70,17 @@ class Suite:
     transfer: dict[str, Any] = field(default_factory=lambda: {"steps": 20, "estimators": ("triangle:1",)})
     unbounded_n: int = 64
     unbounded_steps: int = 20
+    escalation: dict[str, Any] = field(default_factory=lambda: dict(ESCALATION_DEFAULTS))
     source: str = ""
     raw: dict = field(default_factory=dict, compare=False)  # the mapping it was read from, kept in results
+
+
+# What the evaluator adds when a flag says the gradient cannot be trusted (spikeguard/evaluation/escalation.py):
+# a substitute trained for substitute_epochs on substitute_queries training inputs labelled by the target,
+# attacked with PGD and APGD-CE of transfer_steps, and Square with square_queries x square_restarts on the
+# survivors. enabled: false turns it off (the headline is then still marked "not a bound").
+ESCALATION_DEFAULTS = {"enabled": True, "substitute_epochs": 10, "substitute_queries": 5000, "transfer_steps": 50,
+                       "square_queries": 5000, "square_restarts": 2}
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -85,7 +96,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
 def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
     if not isinstance(data, dict):
         raise UserError(f"suite '{source}' is not a mapping")
-    known = {"name", "description", "cascade", "eot_draws", "attacks", "transfer", "checks"}
+    known = {"name", "description", "cascade", "eot_draws", "attacks", "transfer", "checks", "escalation"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserError(f"suite '{source}': unknown key(s) {unknown}; allowed: {sorted(known)}")
@@ -105,6 +116,13 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
     transfer = data.get("transfer") or {}
     if not isinstance(transfer, dict) or set(transfer) - {"steps", "estimators"}:
         raise UserError(f"suite '{source}': transfer takes steps and estimators only")
+    escalation = data.get("escalation") or {}
+    if not isinstance(escalation, dict) or set(escalation) - set(ESCALATION_DEFAULTS):
+        raise UserError(f"suite '{source}': escalation takes {', '.join(ESCALATION_DEFAULTS)} only")
+    escalation = {**ESCALATION_DEFAULTS, **escalation}
+    for key, value in escalation.items():
+        escalation[key] = (_bool(value, f"escalation {key}", source) if key == "enabled"
+                           else _positive_int(value, f"escalation {key}", source))
     return Suite(
         name=str(data.get("name") or Path(source).stem),
         attacks=attacks,
@@ -114,6 +132,7 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
                   "estimators": bank.resolve(transfer.get("estimators", ["triangle:1"]))},
         unbounded_n=_positive_int(checks.get("unbounded_n", 64), "unbounded_n", source, allow_zero=True),
         unbounded_steps=_positive_int(checks.get("unbounded_steps", 20), "unbounded_steps", source),
+        escalation=escalation,
         source=source,
         raw=data,
     )

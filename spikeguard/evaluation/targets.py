@@ -25,14 +25,15 @@ class Target:
     checkpoint_sha256: str | None
     frame_range: int | None = None  # event data: the events per bin that a frame value of 1 stands for
     model_fn: str | None = None     # an external model: the "package.module:function" that built it
+    train: object = None            # the training split: the escalation trains its substitute on it
 
     @classmethod
     def of(cls, model: nn.Module, test, num_classes: int, *, name: str = "model", dataset: str = "custom",
-           eps: float | None = None, frame_range: int | None = None) -> Target:
+           eps: float | None = None, frame_range: int | None = None, train=None) -> Target:
         """A model held in memory and its test data (any sequence of (input, label)): the Python API's way
         to evaluate without a checkpoint file."""
         return cls(model, name, dataset, test, num_classes, eps, f"<in-memory {type(model).__name__}>", None,
-                   frame_range)
+                   frame_range, train=train)
 
 
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
@@ -53,13 +54,13 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
         model = load_external(model_fn)
         _check_outputs(model, data, f"the model of {model_fn}")
         return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None, data.frame_range,
-                      model_fn)
+                      model_fn, data.train)
     net, ckpt = load_model(checkpoint, expect_model=expect_model, expect_dataset=dataset)
     cfg = ckpt.get("config", {})
     data = load_splits(ckpt, data_dir, download)
     path = Path(checkpoint) / BEST if Path(checkpoint).is_dir() else Path(checkpoint)
     return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
-                  str(path), file_sha256(path), data.frame_range)
+                  str(path), file_sha256(path), data.frame_range, train=data.train)
 
 
 def load_source(source: str, target: Target) -> nn.Module:

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 from spikeguard.errors import UserError
+from spikeguard.evaluation.escalation import LABELS as ESCALATION_LABELS
 from spikeguard.evaluation.runner import Plan, run_suite
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.evaluation.summary import attack_labels, finish_rows, read_csv
@@ -32,8 +33,8 @@ def read_results(path: Path) -> dict:
 
 
 def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, device="cpu",
-           progress: bool = True) -> tuple[int, int, list[str]]:
-    """(samples checked, batches re-run, mismatch descriptions)."""
+           progress: bool = True) -> tuple[int, int, int, list[str]]:
+    """(samples checked, batches re-run, batches in all, mismatch descriptions). ``fraction`` 1: every batch."""
     results = read_results(path)
     stored_rows = read_csv(Path(path).parent / str(results["per_sample"]))
     stored = {r["index"]: r for r in stored_rows}
@@ -57,6 +58,13 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
                 source=source, threat=threat, progress=progress)
     rows, _ = run_suite(plan, batches=chosen)
     labels = attack_labels(suite, rows)
+    if results.get("escalation"):  # not re-run (its substitute is trained on the whole run): taken as stored
+        labels += list(ESCALATION_LABELS)
+        for row in rows:
+            old = stored.get(row["index"], {})
+            for label in ESCALATION_LABELS:
+                for key in (label, f"{label}|broken_by"):
+                    row[key] = old.get(key, row.get("robust", 0.0) if key == label else "")
     for row in finish_rows(rows, labels):
         old = stored.get(row["index"])
         if old is None:
@@ -70,7 +78,7 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
                 mismatches.append(f"sample {row['index']}: stored {key} = {before}, re-run gives {value}")
     if mismatches and results.get("device") and str(device) != results["device"]:
         mismatches[0] += f" (stored on {results['device']}, re-run on {device}: kernels may differ)"
-    return len(rows), count, mismatches
+    return len(rows), count, total, mismatches
 
 
 def _summary_mismatches(results: dict, rows: list[dict]) -> list[str]:
