@@ -93,6 +93,10 @@ register_attack("random-uniform", "spikeguard.attacks.noise:craft_uniform", grad
                 params={"draws": 10})
 register_attack("random-sign", "spikeguard.attacks.noise:craft_signs", gradient=False, random=True,
                 params={"draws": 10})
+# PGD on a gradient estimated from outputs alone (spikeguard/attacks/estimated_gradient.py): sigma and alpha
+# are fractions of eps; 2 x directions queries per step
+register_attack("nes-pgd", "spikeguard.attacks.estimated_gradient:craft_nes_pgd", gradient=False, iterative=True,
+                params={"steps": 20, "directions": 50, "sigma": 0.1}, label="nes-pgd-{steps}")
 # events-l0 only (spikeguard/attacks/events.py); budget: events per sample, None = the evaluation's
 register_attack("sparse-events", "spikeguard.attacks.events:craft_sparse_events", norms=("events",),
                 params={"steps": 20, "budget": None})

@@ -8,7 +8,8 @@ Two attacks do not ask the target for a gradient:
 1. transfer from a substitute: a model trained on the target's own predictions for the training split (a
    copy of the ANN twin for spikeguard models, else a small CNN for the input's shape), or the --source
    model; PGD and APGD-CE against it, examples scored on the target;
-2. Square with restarts and a larger query budget.
+2. PGD on a gradient estimated from the target's outputs (spikeguard/attacks/estimated_gradient.py);
+3. Square with restarts and a larger query budget.
 
 Both attack only the samples every earlier attack left standing. The settings come from the suite file's
 ``escalation:`` block (spikeguard/evaluation/suites.py). docs/evaluation.md ("Escalation") has the rules.
@@ -33,10 +34,11 @@ from spikeguard.snn import ann_twin, spiking_layers
 # The flags after which the gradient cannot be trusted; each starts the escalation.
 UNTRUSTED = ("zero_gradient", "black_box_beats_white_box", "unbounded_eps_not_zero", "grad_mode_dependence")
 TRANSFER_LABEL = "escalation-transfer"
+ESTIMATE_LABEL = "escalation-estimated-gradient"
 SQUARE_LABEL = "escalation-square"
-LABELS = (TRANSFER_LABEL, SQUARE_LABEL)
+LABELS = (TRANSFER_LABEL, ESTIMATE_LABEL, SQUARE_LABEL)
 SUBSTITUTE_BATCH = 64
-SUBSTITUTE_LR = 1e-3
+SUBSTITUTE_LR = 3e-3
 
 
 def untrusted(flags: list[dict]) -> list[dict]:
@@ -67,19 +69,21 @@ def build_substitute(model: nn.Module, sample_shape: torch.Size, num_classes: in
 
 
 @torch.no_grad()
-def target_labels(model: nn.Module, x: torch.Tensor, draws: int) -> torch.Tensor:
-    """The target's predictions (for a stochastic model, of its logits averaged over draws): one query each."""
+def target_probabilities(model: nn.Module, x: torch.Tensor, draws: int) -> torch.Tensor:
+    """The target's class probabilities (for a stochastic model, of its logits averaged over draws): the
+    answers to ``draws`` queries per input. Soft answers teach the substitute the target's margins, not only
+    its decisions, which is what makes its adversarial examples transfer."""
     with eval_mode(model):
-        return (sum(model(x) for _ in range(draws)) / draws).argmax(1)
+        return torch.softmax(sum(model(x) for _ in range(draws)) / draws, dim=1)
 
 
 def train_substitute(plan: Plan, train, draws: int, settings: dict) -> tuple[nn.Module, dict]:
-    """A substitute trained on the target's predictions for up to ``substitute_queries`` training inputs."""
+    """A substitute distilled from the target's answers for up to ``substitute_queries`` training inputs."""
     start = time.perf_counter()
     device = torch.device(plan.device)
     count = min(len(train), settings["substitute_queries"])
     (batch,) = make_batches(train, count, count, [0], device)
-    labels = torch.cat([target_labels(plan.model, batch.x[i:i + 256], draws) for i in range(0, count, 256)])
+    answers = torch.cat([target_probabilities(plan.model, batch.x[i:i + 256], draws) for i in range(0, count, 256)])
     substitute, architecture = build_substitute(plan.model, batch.x.shape[1:], plan.num_classes)
     substitute = substitute.to(device)
     optimizer = torch.optim.Adam(substitute.parameters(), lr=SUBSTITUTE_LR)
@@ -89,15 +93,16 @@ def train_substitute(plan: Plan, train, draws: int, settings: dict) -> tuple[nn.
         for _ in range(settings["substitute_epochs"]):
             for idx in torch.randperm(count, generator=order).split(SUBSTITUTE_BATCH):
                 idx = idx.to(device)
-                loss = F.cross_entropy(substitute(batch.x[idx]), labels[idx])
+                loss = F.cross_entropy(substitute(batch.x[idx]), answers[idx])  # soft targets: distillation
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         substitute.eval()
         with torch.no_grad():
-            agreement = (substitute(batch.x).argmax(1) == labels).float().mean().item()
-    return substitute, {"architecture": architecture, "trained_on": "training split, labelled by the target",
-                        "queries": count * draws, "inputs": count, "epochs": settings["substitute_epochs"],
+            agreement = (substitute(batch.x).argmax(1) == answers.argmax(1)).float().mean().item()
+    return substitute, {"architecture": architecture, "trained_on": "training split, the target's class "
+                        "probabilities as soft labels", "queries": count * draws, "inputs": count,
+                        "epochs": settings["substitute_epochs"],
                         "agreement_on_its_training_inputs": round(agreement, 4),
                         "seconds": round(time.perf_counter() - start, 3)}
 
@@ -124,6 +129,8 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list
     steps = settings["transfer_steps"]
     transfer = [AttackSpec("pgd", "pgd", {"steps": steps, "alpha": None, "restarts": 1, "random_start": True}, ()),
                 AttackSpec("apgd-ce", "apgd-ce", {"steps": steps, "restarts": 1}, ())]
+    estimate = AttackSpec("nes-pgd", "nes-pgd", {"steps": settings["estimate_steps"],
+                                                 "directions": settings["estimate_directions"], "sigma": 0.1}, ())
     square = AttackSpec("square", "square", {"queries": settings["square_queries"],
                                              "restarts": settings["square_restarts"], "p_init": 0.8}, ())
     subset = [plan.dataset[i] for i in standing]
@@ -136,11 +143,15 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list
             for slot, spec in enumerate(transfer):
                 _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + slot)
             _write(rows, order, indices, worst, TRANSFER_LABEL)
+        _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050)
+        _write(rows, order, indices, worst, ESTIMATE_LABEL)
         _attack(square, runner.model, runner, batch, worst, plan, number, 3100, survivors=True)
         _write(rows, order, indices, worst, SQUARE_LABEL)
     record["attacks"] = [
         {"name": TRANSFER_LABEL, "what": f"PGD-{steps} and APGD-CE-{steps} on the substitute, scored on the target",
          "ran": substitute is not None},
+        {"name": ESTIMATE_LABEL, "what": f"PGD-{settings['estimate_steps']} on gradients estimated from outputs "
+                                        f"({2 * settings['estimate_directions']} queries a step)", "ran": True},
         {"name": SQUARE_LABEL, "what": f"Square, {settings['square_queries']} queries x "
                                       f"{settings['square_restarts']} restarts, on the survivors", "ran": True}]
     record["attacked_samples"] = len(standing)
@@ -174,7 +185,7 @@ def headline(results: dict, why: list[dict], record: dict | None, events: bool) 
             tried.append(f"transfer from a substitute: {substitute['architecture']}"
                          + (f", {substitute['epochs']} epochs on {substitute['inputs']} training inputs labelled "
                             f"by the target ({substitute['queries']} queries)" if "epochs" in substitute else ""))
-        tried.append(record["attacks"][1]["what"])
+        tried += [a["what"] for a in record["attacks"][1:]]
     elif events:
         tried.append("none: the escalation's attacks are l-inf; none exists for events-l0")
     else:

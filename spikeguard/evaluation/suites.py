@@ -11,8 +11,9 @@ a mapping:
       - {attack: pgd, steps: 20, restarts: 1, estimators: quick}
       - {attack: square, queries: 300}
     transfer: {steps: 20, estimators: [triangle:1]}   # used with --source
-    escalation: {substitute_epochs: 5, substitute_queries: 1000, transfer_steps: 20,
-                 square_queries: 1000, square_restarts: 2}   # when a flag says the gradient cannot be trusted
+    escalation: {substitute_epochs: 5, substitute_queries: 1000, transfer_steps: 20, estimate_steps: 20,
+                 estimate_directions: 25, square_queries: 1000, square_restarts: 2}   # when a flag says
+                 # the gradient cannot be trusted
     checks: {unbounded_n: 64, unbounded_steps: 20}
 """
 
@@ -76,11 +77,13 @@ class Suite:
 
 
 # What the evaluator adds when a flag says the gradient cannot be trusted (spikeguard/evaluation/escalation.py):
-# a substitute trained for substitute_epochs on substitute_queries training inputs labelled by the target,
-# attacked with PGD and APGD-CE of transfer_steps, and Square with square_queries x square_restarts on the
-# survivors. enabled: false turns it off (the headline is then still marked "not a bound").
-ESCALATION_DEFAULTS = {"enabled": True, "substitute_epochs": 10, "substitute_queries": 5000, "transfer_steps": 50,
-                       "square_queries": 5000, "square_restarts": 2}
+# a substitute distilled for substitute_epochs from the target's answers on substitute_queries training
+# inputs, attacked with PGD and APGD-CE of transfer_steps; PGD on a gradient estimated from outputs
+# (estimate_steps, 2 x estimate_directions queries a step); Square with square_queries x square_restarts;
+# each on the samples still standing. enabled: false turns it off (the headline is still "not a bound").
+ESCALATION_DEFAULTS = {"enabled": True, "substitute_epochs": 30, "substitute_queries": 5000, "transfer_steps": 50,
+                       "estimate_steps": 50, "estimate_directions": 50, "square_queries": 5000,
+                       "square_restarts": 2}
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
