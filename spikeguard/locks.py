@@ -111,11 +111,11 @@ def _claim(target: Path, directory: bool, take_over: bool, other_host: bool,
     if "\0" in str(target):
         raise UserError("output path contains a NUL character")
     lock = lock_path(target, directory)
-    made_dir = None
+    made_dir = None  # a directory new to this claim (made by it or a racing one) goes again with the claim
     if directory and not target.exists():
+        made_dir = target
         try:
             target.mkdir(parents=True)
-            made_dir = target
         except FileExistsError:  # a racing run made it: the lock decides
             pass
         except OSError as e:
@@ -140,12 +140,7 @@ def _claim(target: Path, directory: bool, take_over: bool, other_host: bool,
         if check is not None:
             check()
     except BaseException:
-        held.release()
-        if made_dir is not None:
-            try:
-                made_dir.rmdir()
-            except OSError:
-                pass
+        held.release()  # not a directory a racing winner is about to lock, unless this claim held it
         raise
     return held
 
