@@ -120,6 +120,11 @@ def _claim(target: Path, directory: bool, take_over: bool, other_host: bool,
             pass
         except OSError as e:
             raise UserError(f"cannot create '{target}' ({e.strerror or e})") from None
+    elif not directory:
+        try:  # a results file may go into a folder yet to be made, as its writer allows
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create '{target.parent}' ({e.strerror or e})") from None
     record = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": shlex.join(sys.argv), "token": secrets.token_hex(8)}

@@ -75,6 +75,8 @@ def test_a_held_output_refuses_a_second_claim_until_released(tmp_path):
     with claim(out):  # free again
         pass
     assert list(tmp_path.iterdir()) == []
+    with claim(tmp_path / "new" / "folder" / "r.json"):  # as the results writer, into a folder yet to be made
+        assert (tmp_path / "new" / "folder" / ".r.json.lock").is_file()
 
 
 def test_the_lock_is_released_on_errors_and_interrupts_and_a_failed_check(tmp_path):
