@@ -15,6 +15,7 @@ import typer
 from spikeguard.data.registry import DATASET_REGISTRY
 from spikeguard.defenses.registry import ATTACKS, DEFENSES
 from spikeguard.errors import UserError
+from spikeguard.locks import TAKE_OVER_HELP, Claim, claim
 from spikeguard.models.registry import MODELS
 from spikeguard.snn.registry import ENCODERS, ESTIMATORS
 from spikeguard.speed import COMPILE_CHOICES
@@ -94,6 +95,7 @@ def train(
     compile_: Optional[str] = typer.Option(None, "--compile", help=COMPILE_HELP),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 on CUDA (off by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    take_over_lock: bool = typer.Option(False, "--take-over-lock", help=TAKE_OVER_HELP),
 ) -> None:
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
@@ -116,7 +118,7 @@ def train(
                             "--epochs, --device, --data-dir, --download, --nan-policy, --checkpoint-every, "
                             "--keep-checkpoints, --channels-last, --compile)")
         try:
-            result = resume_training(resume, epochs=epochs, progress=progress, **kept)
+            result = resume_training(resume, epochs=epochs, progress=progress, take_over_lock=take_over_lock, **kept)
         finally:
             close_distributed()
     else:
@@ -130,7 +132,7 @@ def train(
                                  bf16=bf16, tf32=tf32, **kept))
         cfg = config_from_dict(values).resolved()
         try:
-            result = run_training(cfg, out, progress=progress)
+            result = run_training(cfg, out, progress=progress, take_over_lock=take_over_lock)
         finally:
             close_distributed()
     if is_main():
@@ -175,6 +177,7 @@ def evaluate(
                                        "CSV goes beside it)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    take_over_lock: bool = typer.Option(False, "--take-over-lock", help=TAKE_OVER_HELP),
 ) -> None:
     """Attack a model with a suite: per-sample worst case over attacks and backward estimators, with
     EoT for stochastic models, black-box and random baselines, and sanity flags."""
@@ -198,10 +201,12 @@ def evaluate(
     from spikeguard.distributed import close_distributed, init_distributed
 
     ctx, target_device = init_distributed(device)  # under torchrun: join the group, shard the batches
+    held = Claim()
     try:
         if verify is not None:
             _verify(verify, data_dir, target_device, progress, verify_all)
             return
+        held = claim(out, other_host=take_over_lock, check=lambda: _refuse_existing_results(out))  # one writer
         from spikeguard.evaluation import run_evaluation
         from spikeguard.evaluation.targets import load_target
 
@@ -213,7 +218,14 @@ def evaluate(
             _print_evaluation(record.results)
             typer.echo(f"wrote {out} and {csv_path}")
     finally:
+        held.release()
         close_distributed()
+
+
+def _refuse_existing_results(out: Path) -> None:
+    """Checked again once --out is claimed: a run that held it before may have written it."""
+    if out.exists() or out.with_suffix(".csv").exists():
+        raise UserError(f"output '{out}' (or its .csv) already exists; choose a new --out")
 
 
 def _verify(path: Path, data_dir, device, progress: bool, everything: bool) -> None:
@@ -283,6 +295,7 @@ def analyze(
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    take_over_lock: bool = typer.Option(False, "--take-over-lock", help=TAKE_OVER_HELP),
 ) -> None:
     """Measure the theory on one model: the adversarial-vs-random gap, input-gradient sparsity, the minimal
     flipping eps, firing rates, synaptic operations and energy."""
@@ -299,8 +312,9 @@ def analyze(
         from spikeguard.snn import parse_estimator
 
         parse_estimator(estimator)
-    summary = analyze_checkpoint(checkpoint, settings, out, results=results, device=device, data_dir=data_dir,
-                                 progress=progress)
+    with claim(out, directory=True, other_host=take_over_lock, check=lambda: prepare_output_dir(out)):
+        summary = analyze_checkpoint(checkpoint, settings, out, results=results, device=device, data_dir=data_dir,
+                                     progress=progress)
     for row in summary["per_eps"]:
         ratio = "undefined" if row["ratio_abs"] is None else f"{row['ratio_abs']:.3g}"
         typer.echo(f"eps {row['eps']:g}: rho_adv {row['rho_adv']:.4f}, rho_rand {row['rho_rand']:.4f} "

@@ -7,7 +7,8 @@ A run directory, as `spikeguard train --out` makes it, holds:
   epochs it replays;
 - best.pt: the best-on-validation checkpoint; last.pt, last.1.pt, ...: the rotating training checkpoints
   (spikeguard.checkpoint);
-- while a write is under way, its temporary file .NAME.XXXXXXXX.tmp (spikeguard.files).
+- while a write is under way, its temporary file .NAME.XXXXXXXX.tmp (spikeguard.files);
+- while a process writes it, its lock .spikeguard.lock (spikeguard.locks).
 
 This module imports neither torch nor the training loop; loading a checkpoint's data set does so lazily.
 """
@@ -23,6 +24,7 @@ import yaml
 
 from spikeguard.errors import UserError
 from spikeguard.files import append_line, write_bytes
+from spikeguard.locks import is_lock_file
 
 if TYPE_CHECKING:
     from spikeguard.config import TrainConfig
@@ -42,7 +44,7 @@ def prepare_run_dir(out: str | Path) -> Path:
     if "\0" in str(out):
         raise UserError("output path contains a NUL character")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(not is_lock_file(p.name) for p in out.iterdir())):
         raise UserError(f"output '{out}' already exists and is not an empty directory; choose a new --out")
     parent = out
     while not parent.exists() and parent != parent.parent:

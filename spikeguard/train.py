@@ -52,6 +52,7 @@ from spikeguard.distributed import (
     wrap_objective,
 )
 from spikeguard.errors import UserError
+from spikeguard.locks import claim
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 from spikeguard.rundir import (
     BEST,
@@ -97,24 +98,36 @@ class _Rollback(Exception):
 
 # ---- entry points: a new run, or a resumed one
 
-def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSplits | None = None) -> TrainResult:
+def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSplits | None = None,
+          take_over_lock: bool = False) -> TrainResult:
     """Train one model as ``cfg`` says into the new run directory ``out``. Python's, NumPy's and torch's
-    global random states are seeded with ``cfg.seed`` inside a fork, so the caller's are unchanged."""
+    global random states are seeded with ``cfg.seed`` inside a fork, so the caller's are unchanged.
+    ``out`` is claimed for this run (spikeguard.locks); ``take_over_lock``: also from a run on another host."""
     cfg = cfg.resolved()
     _, device = init_distributed(cfg.device)  # under torchrun: join the group; rank 0 alone writes files
     run_dir = Path(out)
     on_main(prepare_run_dir, out)
-    if data is None:
-        data = load_data(cfg)
-    with seeded_rngs(cfg.seed, device):
-        state = build_run(cfg, run_dir, device, data)
-        decorrelate_ranks(state.defense, cfg.seed)
-        on_main(start_run_dir, run_dir, cfg)
-        return fit(state, progress)
+    with claim(run_dir, directory=True, other_host=take_over_lock, check=lambda: prepare_run_dir(out)):
+        if data is None:
+            data = load_data(cfg)
+        with seeded_rngs(cfg.seed, device):
+            state = build_run(cfg, run_dir, device, data)
+            decorrelate_ranks(state.defense, cfg.seed)
+            on_main(start_run_dir, run_dir, cfg)
+            return fit(state, progress)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
-           **changes: Any) -> TrainResult:
+           take_over_lock: bool = False, **changes: Any) -> TrainResult:
+    """``_resume`` holding the run directory's lock (spikeguard.locks), taken over from a killed run on this
+    host, or with ``take_over_lock`` from one on another host; taken before any file there is touched."""
+    run_dir = existing_run_dir(run_dir)
+    with claim(run_dir, directory=True, take_over=True, other_host=take_over_lock):
+        return _resume(run_dir, epochs, progress, data, **changes)
+
+
+def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
+            **changes: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its newest valid training checkpoint, up to ``epochs`` epochs
     (default: its config's). ``changes`` may set the RESUME_FIELDS, e.g. device="cpu" or nan_policy="skip".
 

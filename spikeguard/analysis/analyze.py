@@ -39,6 +39,7 @@ from spikeguard.attacks import pgd
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.errors import UserError
 from spikeguard.files import write_json, write_text
+from spikeguard.locks import is_lock_file
 from spikeguard.rundir import BEST, CONFIG, LAST, METRICS, label_for, load_splits, read_metrics, run_directory
 from spikeguard.snn import estimator as use_estimator
 from spikeguard.snn import spiking_layers
@@ -262,7 +263,7 @@ def rows_to_csv(rows: list[dict]) -> str:
 
 def prepare_output_dir(out: str | Path) -> Path:
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(not is_lock_file(p.name) for p in out.iterdir())):
         raise UserError(f"output '{out}' already exists and is not an empty directory; choose a new --out")
     return out
 
