@@ -80,10 +80,12 @@ def check_state_carry(model: nn.Module, x: torch.Tensor, seed: int) -> None:
 @torch.no_grad()
 def is_stochastic(model: nn.Module, x: torch.Tensor, calls: int = RANDOM_PROBE_CALLS) -> bool:
     """True when calls on the same input differ: ``calls`` unseeded calls, the second half with autograd
-    on (the global generator runs on between them)."""
+    on (the global generator runs on between them). Calls are compared within one mode: a difference
+    between the modes is grad-mode dependence, not randomness."""
     with eval_mode(model):
-        outputs = [_call(model, x, None, grad=i >= calls // 2) for i in range(calls)]
-    return any(_differ(outputs[0], out) for out in outputs[1:])
+        plain = [_call(model, x, None, grad=False) for _ in range(calls - calls // 2)]
+        traced = [_call(model, x, None, grad=True) for _ in range(calls // 2)]
+    return any(_differ(group[0], out) for group in (plain, traced) for out in group[1:])
 
 
 def grad_mode_dependent(model: nn.Module, x: torch.Tensor, seed: int) -> bool:
