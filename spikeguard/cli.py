@@ -171,6 +171,8 @@ def evaluate(
     verify: Optional[Path] = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
                                           "this results.json and confirm the stored outcomes."),
     verify_all: bool = typer.Option(False, "--all", help="With --verify: re-run every batch (slow, complete)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed evaluation into the same --out with "
+                                "the same flags: its finished batches are kept, the rest is run."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download/--no-download"),
     out: Optional[Path] = typer.Option(None, "--out", help="results.json to write (a new file; the per-sample "
@@ -196,7 +198,8 @@ def evaluate(
         if out.suffix.lower() == ".csv":
             raise UserError("--out names the results JSON; its per-sample CSV is written beside it, so use .json")
         if out.exists() or out.with_suffix(".csv").exists():
-            raise UserError(f"output '{out}' (or its .csv) already exists; choose a new --out")
+            raise UserError(f"output '{out}' (or its .csv) already exists"
+                            + ("; that evaluation finished, nothing to resume" if resume else "; choose a new --out"))
         config = config.validated()  # every flag checked before PyTorch is imported
     from spikeguard.distributed import close_distributed, init_distributed
 
@@ -206,13 +209,14 @@ def evaluate(
         if verify is not None:
             _verify(verify, data_dir, target_device, progress, verify_all)
             return
-        held = claim(out, other_host=take_over_lock, check=lambda: _refuse_existing_results(out))  # one writer
+        held = claim(out, take_over=resume, other_host=take_over_lock,  # one writer per --out
+                     check=lambda: _refuse_existing_results(out))
         from spikeguard.evaluation import run_evaluation
         from spikeguard.evaluation.targets import load_target
 
         config = dataclasses.replace(config, device=str(target_device), progress=progress and ctx.is_main)
         target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
-        record = run_evaluation(config, target)
+        record = run_evaluation(config, target, keep_batches=out, resume=resume)
         if ctx.is_main:
             csv_path = record.write(out)
             _print_evaluation(record.results)

@@ -21,6 +21,7 @@ from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags
+from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
@@ -41,17 +42,23 @@ class EvalRecord:
 
     results: dict
     rows: list[dict]
+    kept: BatchStore | None = None  # finished batches kept for --resume; removed once the results are written
 
     def write(self, out: str | Path) -> Path:
         """results.json at ``out`` and the per-sample CSV beside it; returns the CSV's path."""
-        return write_results(Path(out), self.results, self.rows)
+        csv_path = write_results(Path(out), self.results, self.rows)
+        if self.kept is not None:
+            self.kept.remove()
+        return csv_path
 
 
-def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalRecord:
+def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_batches: Path | None = None,
+                   resume: bool = False) -> EvalRecord:
     """Attack ``target`` as ``config`` says. Inside a torch.distributed process group (torchrun) each rank
     attacks a contiguous block of the batches and the rows are gathered on every rank; batches are seeded
     by their number, so the merged result equals a single-process run. ``batches``: only these batch
-    numbers (``--verify``)."""
+    numbers (``--verify``). ``keep_batches``: the results path beside which finished batches are kept as
+    they finish (batch_store.py); ``resume`` runs only the batches missing there."""
     config = config.for_target(target)
     suite = config.suite if isinstance(config.suite, Suite) else load_suite(config.suite)
     if len(target.test) == 0:
@@ -67,12 +74,23 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalR
     plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
                 source=source, threat=threat, progress=config.progress, train=target.train)
-    results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches)
+    store = None
+    if keep_batches is not None:
+        from spikeguard.distributed import barrier, context
+
+        identity = {"checkpoint": target.checkpoint, "checkpoint_sha256": target.checkpoint_sha256,
+                    "model_fn": target.model_fn, "suite_spec": suite.raw, "eps": config.eps, "n": plan.count,
+                    "batch_size": config.batch_size, "seed": config.seed, "eot_draws": config.eot_draws,
+                    "threat_model": threat.describe(), "eps_sweep": config.eps_sweep,
+                    "source": str(config.source) if config.source is not None else None}
+        store = BatchStore(Path(keep_batches), identity, resume, writer=context().is_main)
+        barrier()  # identity.json is on disk before any rank saves a batch
+    results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches, store=store)
     record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
               "source": str(config.source) if isinstance(config.source, (str, Path)) else None,
               **results, "suite_spec": suite.raw, **provenance(), "device": str(device)}
-    return EvalRecord(record, rows)
+    return EvalRecord(record, rows, store)
 
 
 def provenance() -> dict:
@@ -81,8 +99,10 @@ def provenance() -> dict:
     return {"code_version": code_version(), "libraries": library_versions()}
 
 
-def assess(plan: Plan, eps_sweep: bool = False, batches=None) -> tuple[dict, list[dict]]:
-    """The suite, the checks and the results of one plan: (results without provenance, per-sample rows)."""
+def assess(plan: Plan, eps_sweep: bool = False, batches=None,
+           store: BatchStore | None = None) -> tuple[dict, list[dict]]:
+    """The suite, the checks and the results of one plan: (results without provenance, per-sample rows).
+    With ``store``, batches already finished there are taken as stored and each new one is saved."""
     from spikeguard.distributed import context, gather_objects, shard_indices
 
     suite, threat = plan.suite, plan.threat or make_threat_model("linf", eps=plan.eps)
@@ -96,7 +116,12 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None) -> tuple[dict, lis
     distributed = context().distributed
     if distributed:
         batches = shard_indices(math.ceil(plan.count / plan.batch_size))
-    rows, facts = run_suite(plan, batches)
+    done = store.finished() if store is not None else {}
+    wanted = list(range(math.ceil(plan.count / plan.batch_size))) if batches is None else list(batches)
+    rows, facts = run_suite(plan, [b for b in wanted if b not in done], on_batch=store.save if store else None)
+    for number in (b for b in wanted if b in done):  # finished before a kill: as stored
+        rows += done[number]["rows"]
+        facts["seconds"] = {k: v + done[number]["seconds"].get(k, 0.0) for k, v in facts["seconds"].items()}
     if distributed:
         parts = gather_objects((rows, facts))
         rows = [row for part_rows, _ in parts for row in part_rows]

@@ -290,9 +290,10 @@ def detect_draws(plan: Plan, probe: torch.Tensor) -> tuple[bool, int]:
 
 
 def run_suite(plan: Plan, batches: Sequence[int] | None = None,
-              on_batch: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], dict]:
+              on_batch: Callable[[int, list[dict], dict[str, float]], None] | None = None) -> tuple[list[dict], dict]:
     """Rows of per-sample outcomes for the chosen batches (all by default), and run facts: whether the
-    model is stochastic, the draws used, and seconds per attack."""
+    model is stochastic, the draws used, and seconds per attack. ``on_batch(number, rows, seconds)`` is
+    called as each batch finishes (seconds: per attack, of that batch)."""
     device = torch.device(plan.device)
     plan.model = plan.model.to(device)
     if plan.source is not None:
@@ -304,10 +305,11 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     rows: list[dict] = []
     for batch in tqdm(make_batches(plan.dataset, plan.count, plan.batch_size, batches, device),
                       desc=f"suite {plan.suite.name}", leave=False, disable=None if plan.progress else True):
+        before = dict(runner.seconds)
         batch_rows = runner.run(batch)
         rows.extend(batch_rows)
         if on_batch is not None:
-            on_batch(batch_rows)
+            on_batch(batch.number, batch_rows, {k: v - before[k] for k, v in runner.seconds.items()})
     facts = {"n": plan.count, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
              "grad_mode_dependent": grad_mode,
              "gradient_estimators": list(runner.gradient_estimators)}

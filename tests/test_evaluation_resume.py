@@ -1,0 +1,71 @@
+"""evaluate --resume: a run killed with SIGKILL keeps its finished batches, and resuming it gives the
+results of a run never interrupted (timings aside)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spikeguard.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = ("name: slowish\ncascade: true\nchecks: {unbounded_n: 8, unbounded_steps: 5}\nattacks:\n"
+         "  - {attack: pgd, steps: 30, estimators: [triangle:1, atan:2]}\n  - {attack: random-sign, draws: 2}\n")
+TIMING = ("seconds",)
+
+
+def evaluate_argv(run, suite, out, *extra):
+    return ["evaluate", str(run), "--suite", str(suite), "--n", "48", "--batch-size", "4", "--eps", "0.1",
+            "--out", str(out), "--no-progress", *extra]
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING and k != "per_sample"}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--time-steps", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_a_killed_evaluation_resumes_to_the_uninterrupted_result(run, tmp_path, capsys):
+    suite = tmp_path / "slowish.yaml"
+    suite.write_text(SUITE)
+    whole, resumed = tmp_path / "whole.json", tmp_path / "resumed.json"
+    assert main(evaluate_argv(run, suite, whole)) == 0
+    kept = tmp_path / ".resumed.json.batches"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "spikeguard", *evaluate_argv(run, suite, resumed)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(kept.glob("batch-*.json"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(kept.glob("batch-*.json")))
+    assert 3 <= finished < 12 and not resumed.exists(), f"killed too late or too early ({finished} batches)"
+    capsys.readouterr()
+    # without --resume nothing already done is thrown away, and the user is told how to go on
+    assert main(evaluate_argv(run, suite, resumed)) == 2
+    assert "--resume" in capsys.readouterr().err
+    # other settings cannot resume it
+    assert main(evaluate_argv(run, suite, resumed, "--seed", "3", "--resume")) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(evaluate_argv(run, suite, resumed, "--resume")) == 0
+    assert not kept.exists()
+    assert resumed.with_suffix(".csv").read_text() == whole.with_suffix(".csv").read_text()
+    assert without_timings(json.loads(resumed.read_text())) == without_timings(json.loads(whole.read_text()))
+    assert main(evaluate_argv(run, suite, resumed, "--resume")) == 2  # finished: nothing to resume
+    assert "nothing to resume" in capsys.readouterr().err
