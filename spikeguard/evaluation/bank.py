@@ -56,10 +56,18 @@ def resolve(names: str | Sequence[str]) -> tuple[str, ...]:
 def under(model: nn.Module, name: str, cache: dict | None = None) -> Iterator[nn.Module]:
     """The model to attack with member ``name``: the model itself with every spiking layer switched (and
     restored afterwards), or its BPDA wrapper for ``ann`` (kept in ``cache`` when given: building the twin
-    copies the model). A model without spiking layers (an external model) has one gradient only: every
-    member yields the model unchanged."""
+    copies the model). SpikingJelly and snnTorch neurons are driven by spikeguard.adapters (their surrogate
+    attribute or forward switched, restored on exit). A model without any spiking layers has one gradient
+    only: every member yields the model unchanged."""
     if not spiking_layers(model):
-        yield model
+        from spikeguard.adapters import has_external_neurons
+        from spikeguard.adapters import under as external_under
+
+        if name and name != "native" and has_external_neurons(model):
+            with external_under(model, name) as target:
+                yield target
+        else:
+            yield model
     elif name == ANN:
         if cache is None:
             yield BPDAModel(model)

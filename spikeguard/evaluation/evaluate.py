@@ -72,6 +72,11 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalR
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
               "source": str(config.source) if isinstance(config.source, (str, Path)) else None,
               **results, "suite_spec": suite.raw, **provenance(), "device": str(device)}
+    from spikeguard.adapters import library_facts
+
+    external = library_facts(target.model)
+    if external is not None:  # an external model: its SNN library, version and weights
+        record["external_model"] = external
     return EvalRecord(record, rows)
 
 
@@ -126,8 +131,16 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None) -> tuple[dict, lis
         found += flags.sweep_flags(results["eps_sweep"], plan.num_classes, min(facts["n"], 200))
     results["flags"] = found
     results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
-    notes = [] if runner.native else ["external model: attacked through its own backward pass, so the "
-                                      "estimator bank does not apply (one member stands for all)"]
+    notes = [] if runner.native else ["model without spiking layers spikeguard can drive: attacked through its "
+                                      "own backward pass, so the estimator bank does not apply (one member "
+                                      "stands for all)"]
+    from spikeguard.adapters import coverage, has_external_neurons
+
+    if has_external_neurons(plan.model):  # per member: whether it drove every SpikingJelly / snnTorch neuron
+        results["estimator_bank"] = coverage(plan.model, facts["gradient_estimators"])
+        partial = [m for m, c in results["estimator_bank"].items() if not c["applied"]]
+        if partial:
+            notes.append(f"bank members not applied to every neuron (see estimator_bank): {', '.join(partial)}")
     if facts["stochastic"]:
         notes.append(f"stochastic model: gradients averaged over {facts['draws']} draws (EoT) and accuracy "
                      f"averaged over {facts['draws']} draws")
