@@ -31,8 +31,11 @@ class Target:
            eps: float | None = None, frame_range: int | None = None) -> Target:
         """A model held in memory and its test data (any sequence of (input, label)): the Python API's way
         to evaluate without a checkpoint file."""
-        return cls(model, name, dataset, test, num_classes, eps, f"<in-memory {type(model).__name__}>", None,
-                   frame_range)
+        from spikeguard.external import wrap_external
+
+        # SpikingJelly / snnTorch models: neuron state reset before every forward pass
+        return cls(wrap_external(model), name, dataset, test, num_classes, eps,
+                   f"<in-memory {type(model).__name__}>", None, frame_range)
 
 
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
