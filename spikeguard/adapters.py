@@ -471,3 +471,19 @@ def weights_sha256(model: nn.Module) -> str:
         digest.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- snnTorch output
+
+def snntorch_logits(spk_rec: torch.Tensor, mem_rec: torch.Tensor | None = None, use: str = "spikes") -> torch.Tensor:
+    """Logits [N, classes] from snnTorch's recorded output (``spk_rec``, ``mem_rec``: [T, N, classes], the
+    time-major stacks its tutorials return): the spike count over time (``use="spikes"``, what their
+    rate-coded accuracy reads) or the time mean of the output membrane (``use="membrane"``, what a
+    membrane-based loss reads). Put it at the end of ``forward`` so spikeguard gets logits."""
+    if use == "spikes":
+        return spk_rec.sum(0)
+    if use == "membrane":
+        if mem_rec is None:
+            raise ValueError("use='membrane' needs mem_rec")
+        return mem_rec.mean(0)
+    raise ValueError(f"use must be 'spikes' or 'membrane', got {use!r}")

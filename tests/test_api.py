@@ -22,7 +22,8 @@ SMALL = {"name": "small", "cascade": True, "attacks": [
 
 
 def test_import_spikeguard_does_not_import_torch():
-    code = "import sys, spikeguard; assert 'torch' not in sys.modules; spikeguard.evaluate; assert 'torch' in sys.modules"
+    code = ("import sys, spikeguard; assert 'torch' not in sys.modules; spikeguard.evaluate; assert 'torch' in sys.modules;"
+            "import spikeguard.data, spikeguard.cli, spikeguard.evaluation.evaluate; assert 'sklearn' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -177,3 +177,9 @@ def test_sr_training_steps_equal_hand_written_steps_with_resets(data):
         torch.testing.assert_close(loss, loss_b)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_snntorch_logits_helper():
+    spk, mem = torch.rand(4, 3, 10).round(), torch.randn(4, 3, 10)
+    torch.testing.assert_close(adapters.snntorch_logits(spk, mem), spk.sum(0))
+    torch.testing.assert_close(adapters.snntorch_logits(spk, mem, use="membrane"), mem.mean(0))
