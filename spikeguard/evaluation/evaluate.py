@@ -77,6 +77,9 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalR
     external = library_facts(target.model)
     if external is not None:  # an external model: its SNN library, version and weights
         record["external_model"] = external
+    if target.imported:  # a published checkpoint: where it came from and that its authors chose it on test
+        record["imported_checkpoint"] = target.imported
+        record.setdefault("notes", []).append(f"imported checkpoint {target.imported['selection']}")
     return EvalRecord(record, rows)
 
 

@@ -25,6 +25,7 @@ class Target:
     checkpoint_sha256: str | None
     frame_range: int | None = None  # event data: the events per bin that a frame value of 1 stands for
     model_fn: str | None = None     # an external model: the "package.module:function" that built it
+    imported: dict | None = None    # an imported published checkpoint: its origin and how it was selected
 
     @classmethod
     def of(cls, model: nn.Module, test, num_classes: int, *, name: str = "model", dataset: str = "custom",
@@ -62,7 +63,7 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
     data = load_splits(ckpt, data_dir, download)
     path = Path(checkpoint) / BEST if Path(checkpoint).is_dir() else Path(checkpoint)
     return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
-                  str(path), file_sha256(path), data.frame_range)
+                  str(path), file_sha256(path), data.frame_range, imported=cfg.get("imported"))
 
 
 def load_source(source: str, target: Target) -> nn.Module:
