@@ -183,3 +183,13 @@ def test_snntorch_logits_helper():
     spk, mem = torch.rand(4, 3, 10).round(), torch.randn(4, 3, 10)
     torch.testing.assert_close(adapters.snntorch_logits(spk, mem), spk.sum(0))
     torch.testing.assert_close(adapters.snntorch_logits(spk, mem, use="membrane"), mem.mean(0))
+
+
+def test_rat_beta_renamed_and_old_configs_still_load():
+    from spikeguard.config import config_from_dict
+    from spikeguard.errors import UserError
+
+    assert config_from_dict({"defense": "rat", "beta": 0.01}).rat_beta == 0.01  # an old config.yaml
+    assert config_from_dict({"defense": "rat", "rat_beta": 0.02}).rat_beta == 0.02
+    with pytest.raises(UserError, match="old name"):
+        config_from_dict({"beta": 0.01, "rat_beta": 0.02})
