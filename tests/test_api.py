@@ -75,14 +75,22 @@ def test_cli_and_api_agree_per_sample(builder, tmp_path, monkeypatch):
 def test_tensor_pair_and_adversarial_examples(digits_tensors):
     import torch
 
-    from ecosystem_models import TorchCSNN
+    from ecosystem_models import TorchCSNN, reset
 
     _, (x, y) = digits_tensors
     torch.manual_seed(0)
-    result = spikeguard.evaluate(TorchCSNN().eval(), (x[:8], y[:8]), suite=SMALL_PATH(), eps=0.1,
-                                 return_adversarial=True)
+    model = TorchCSNN().eval()
+    result = spikeguard.evaluate(model, (x[:8], y[:8]), suite=SMALL_PATH(), eps=0.1, return_adversarial=True)
     assert result.adversarial.shape == x[:8].shape
     assert (result.adversarial - x[:8]).abs().max() <= 0.1 + 1e-6
+    reset(model)
+    with torch.no_grad():
+        wrong = model(result.adversarial).argmax(1) != y[:8]
+        clean_wrong = model(x[:8]).argmax(1) != y[:8]
+    # every example is misclassified where the sample is broken or was never right, else it is the clean
+    # image or a lower-margin one: here at least as many wrong as the evaluation's non-robust samples
+    assert bool(wrong[clean_wrong].all())
+    assert int(wrong.sum()) >= round(8 * (1 - result.robust_accuracy)) - 1
 
 
 def SMALL_PATH():
