@@ -82,14 +82,18 @@ def evaluate(model: nn.Module, data, suite: str = "quick", eps: float | str | No
             num_classes = int(model(pairs[0][0][None].to(device)).shape[1])
     config = EvalConfig(suite=suite, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
                         progress=progress)
-    record = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
+    from spikeguard.adapters import preserved_state
+
+    with preserved_state(model):  # SpikingJelly / snnTorch state: reset before every pass, as found afterwards
+        record = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
     r = record.results
     adversarial = None
     if return_adversarial:
         count = len(record.rows)
         x = torch.stack([pairs[i][0] for i in range(count)]).to(device)
         y = torch.as_tensor([int(pairs[i][1]) for i in range(count)], device=device)
-        adversarial = worst_examples(model, x, y, float(r["eps"]), suite, num_classes, seed)
+        with preserved_state(model):
+            adversarial = worst_examples(model, x, y, float(r["eps"]), suite, num_classes, seed)
     accuracies = {label: a["accuracy"] for label, a in r.get("attacks", {}).items()} \
         if isinstance(r.get("attacks"), dict) else {}
     return Result(r["clean_accuracy"], r["ensemble_accuracy"], accuracies, r["flags"], record.rows, r, adversarial)

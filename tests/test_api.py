@@ -106,3 +106,19 @@ def test_load_names_a_missing_checkpoint_in_one_line(tmp_path):
 
     with pytest.raises(UserError):
         spikeguard.load(tmp_path / "nope.pt")
+
+
+def test_evaluate_leaves_the_neuron_state_as_found(digits_tensors):
+    import torch
+
+    from ecosystem_models import JellyCSNN
+
+    _, (x, y) = digits_tensors
+    torch.manual_seed(0)
+    model = JellyCSNN().eval()
+    with torch.no_grad():
+        model(x[:3])  # state left behind by the user's own call
+    before = [{k: v for k, v in m._memories.items()} for m in model.modules() if hasattr(m, "_memories")]
+    spikeguard.evaluate(model, (x[:4], y[:4]), suite=SMALL_PATH(), eps=0.1)
+    after = [{k: v for k, v in m._memories.items()} for m in model.modules() if hasattr(m, "_memories")]
+    assert all(a.keys() == b.keys() and all(a[k] is b[k] for k in a) for a, b in zip(before, after))

@@ -61,6 +61,7 @@ def test_surrogates_match_spikingjelly(ours, theirs):
 @pytest.mark.parametrize("ours,theirs", [
     ("atan:2", lambda: snn_surrogate.atan(alpha=2.0)), ("sigmoid:25", lambda: snn_surrogate.sigmoid(slope=25)),
     ("straight_through", lambda: snn_surrogate.straight_through_estimator()),
+    ("fast_sigmoid:25", lambda: snn_surrogate.fast_sigmoid(slope=25)),
 ])
 def test_surrogates_match_snntorch(ours, theirs):
     v = torch.linspace(-2.3, 2.3, 461)

@@ -250,5 +250,8 @@ def evaluate_model(model: nn.Module, test, num_classes: int, config: EvalConfig 
                    frame_range: int | None = None, **settings) -> EvalRecord:
     """Evaluate a model held in memory on ``test`` (a sequence of (input, label)): ``run_evaluation`` with a
     Target made from the model. ``settings`` are EvalConfig fields (suite, eps, n, ...)."""
+    from spikeguard.adapters import preserved_state
+
     config = dataclasses.replace(config or EvalConfig(), **settings)
-    return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))
+    with preserved_state(model):  # SpikingJelly / snnTorch neuron state as found, after every reset
+        return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))
