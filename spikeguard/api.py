@@ -68,12 +68,26 @@ def evaluate(model: nn.Module, data, suite: str = "quick", eps: float | str | No
              progress: bool = False) -> Result:
     """Attack ``model`` on ``data`` with ``suite`` at radius ``eps``; the first ``n`` samples (all: None).
     ``return_adversarial``: also one example per sample (see ``worst_examples``)."""
-    from spikeguard.evaluation import EvalConfig, Target, run_evaluation
-    from spikeguard.external import wrap_external
-
     pairs, known_classes, name = _as_pairs(data, data_dir, download)
     if not pairs:
         raise UserError("the data hold no samples")
+    from spikeguard.adapters import preserved_state
+
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with preserved_state(model):  # SpikingJelly / snnTorch state: reset before every pass, as found after
+            return _evaluate(model, pairs, known_classes, name, suite, eps, n, return_adversarial, num_classes,
+                             batch_size, seed, device, progress)
+    finally:
+        for module, training in modes:  # train/eval mode as found
+            module.training = training
+
+
+def _evaluate(model, pairs, known_classes, name, suite, eps, n, return_adversarial, num_classes, batch_size, seed,
+              device, progress) -> Result:
+    from spikeguard.evaluation import EvalConfig, Target, run_evaluation
+    from spikeguard.external import wrap_external
+
     model = wrap_external(model).eval()
     if num_classes is None:
         num_classes = known_classes
@@ -82,18 +96,14 @@ def evaluate(model: nn.Module, data, suite: str = "quick", eps: float | str | No
             num_classes = int(model(pairs[0][0][None].to(device)).shape[1])
     config = EvalConfig(suite=suite, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
                         progress=progress)
-    from spikeguard.adapters import preserved_state
-
-    with preserved_state(model):  # SpikingJelly / snnTorch state: reset before every pass, as found afterwards
-        record = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
+    record = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
     r = record.results
     adversarial = None
     if return_adversarial:
         count = len(record.rows)
         x = torch.stack([pairs[i][0] for i in range(count)]).to(device)
         y = torch.as_tensor([int(pairs[i][1]) for i in range(count)], device=device)
-        with preserved_state(model):
-            adversarial = worst_examples(model, x, y, float(r["eps"]), suite, num_classes, seed)
+        adversarial = worst_examples(model, x, y, float(r["eps"]), suite, num_classes, seed)
     accuracies = {label: a["accuracy"] for label, a in r.get("attacks", {}).items()} \
         if isinstance(r.get("attacks"), dict) else {}
     return Result(r["clean_accuracy"], r["ensemble_accuracy"], accuracies, r["flags"], record.rows, r, adversarial)
