@@ -444,7 +444,6 @@ def under(model: nn.Module, member: str) -> Iterator[nn.Module]:
 def library_facts(model: nn.Module) -> dict | None:
     """The SNN libraries an external model uses (name and version), its neuron classes and a sha256 of its
     weights (every state_dict tensor, in key order); None for a model without library modules."""
-    import hashlib
     from importlib.metadata import PackageNotFoundError, version
 
     used = sorted({lib for m in model.modules() if (lib := _library(m))})
