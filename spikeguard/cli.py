@@ -347,6 +347,23 @@ def report(
     typer.echo(f"wrote {path}")
 
 
+@app.command(name="import")
+def import_checkpoint(
+    source: Path = typer.Argument(..., help="The published .pth file (a state dict)."),
+    fmt: str = typer.Option(..., "--format", help="The file's origin: sr-release (the SR paper's authors)."),
+    model: str = typer.Option(..., "--model", help="vgg11 | wrn16_4"),
+    dataset: str = typer.Option(..., "--dataset", help="cifar10 | cifar100"),
+    out: Path = typer.Option(..., "--out", help="The spikeguard checkpoint to write (CKPT.pt)."),
+) -> None:
+    """Turn a published checkpoint into a spikeguard checkpoint that evaluate, analyze and report accept."""
+    if fmt != "sr-release":
+        raise UserError(f"unknown --format '{fmt}'; choose from sr-release")
+    from spikeguard.release import SELECTION, import_release
+
+    path = import_release(source, model, dataset, out)
+    typer.echo(f"wrote {path} ({model}, {dataset}); note: {SELECTION}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:

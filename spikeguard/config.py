@@ -30,7 +30,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "lamb": (0.0, LAMB_MAX, "; larger weights swamp the cross-entropy (docs/reliability.md)"),
     "eps": (0.0, 1.0, " (pixel scale)"),
     "alpha": (0.0, 1.0, " (pixel scale)"),
-    "beta": (0.0, 1.0, ""),
+    "rat_beta": (0.0, 1.0, ""),
     "lr": (0.0, 10.0, ""),
     "weight_decay": (0.0, 1.0, ""),
     "steps": (1, 1000, ""),
@@ -56,7 +56,7 @@ class TrainConfig:
     alpha: float | None = None        # PGD step; None: 2.5 * eps / steps
     steps: int = 7                    # PGD steps for AT / SR*
     attack: str = "pgd"               # example generator for AT / SR*: fgsm or pgd
-    beta: float = 0.004               # RAT retraction strength
+    rat_beta: float = 0.004           # RAT retraction strength (was "beta"; snnTorch's beta is a leak)
     time_steps: int | None = None     # None: 8 for images, the frame count (dvs.frames, default 10) for event data
     tau: float = 1.0
     encoder: str = "direct"           # event data sets: "frames" (set automatically)
@@ -112,7 +112,7 @@ class TrainConfig:
                                      ("attack", self.attack, ATTACKS), ("nan_policy", self.nan_policy, NAN_POLICIES)):
             if value is not None and value not in allowed:
                 raise UserError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
-        for name in ("lamb", "eps", "beta", "weight_decay", "momentum"):
+        for name in ("lamb", "eps", "rat_beta", "weight_decay", "momentum"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name} must be a non-negative number, got {value}")
@@ -225,6 +225,7 @@ def coerce_field(name: str, value: Any, annotation: str) -> Any:
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """Fields from ``values`` over ``base``; unknown keys and wrong types are UserErrors."""
     known = {f.name: f.type for f in fields(TrainConfig)}
+    values = renamed_keys(values)
     unknown = sorted(k if isinstance(k, str) and k.isprintable() else repr(k) for k in values if k not in known)
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
@@ -232,6 +233,22 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) ->
     for key, value in values.items():
         setattr(cfg, key, coerce_field(key, value, str(known[key])))
     return cfg
+
+
+# Keys renamed since configs were first written: old config.yaml files, --config files and checkpoints'
+# stored configs still load. RAT's "beta" became "rat_beta" (snnTorch's beta is a membrane leak).
+RENAMED = {"beta": "rat_beta"}
+
+
+def renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with old key names replaced by the current ones; both at once is a UserError."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise UserError(f"config key '{old}' is the old name of '{new}'; give only '{new}'")
+            out[new] = out.pop(old)
+    return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -138,7 +138,15 @@ def analyze_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: 
                   attack_at: Callable[[float], Attack], flip_attack_at: Callable[[float], Attack] | None = None,
                   progress: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
     """(aggregate, per-sample rows) for the samples x, y. ``attack_at(eps)`` returns the attack whose drop
-    of f is rho_adv; ``flip_attack_at`` (default: the same) is bisected for the minimal eps."""
+    of f is rho_adv; ``flip_attack_at`` (default: the same) is bisected for the minimal eps. SpikingJelly /
+    snnTorch neuron state is reset before every forward pass and restored afterwards."""
+    from spikeguard.adapters import stateless
+
+    with stateless(model) as fresh:
+        return _analyze_model(fresh, x, y, settings, attack_at, flip_attack_at, progress)
+
+
+def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -> tuple[dict, list[dict]]:
     s = settings.resolved()
     require_deterministic(model, x[: s.batch_size])
     flip_attack_at = flip_attack_at or attack_at

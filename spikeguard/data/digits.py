@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as _sklearn_load_digits
-from sklearn.model_selection import train_test_split
 
 from spikeguard.data.splits import DataSplits, ImageDataset
 
@@ -32,6 +30,10 @@ TEST_SEED = 0  # fixed: the test set never changes between runs
 
 def load_digits(seed: int = 0) -> DataSplits:
     """Load digits split 60/20/20 (train/val/test) as described in the module docstring."""
+    # scikit-learn only here: it is needed only when the digits data set is used
+    from sklearn.datasets import load_digits as _sklearn_load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = _sklearn_load_digits()
     images = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)  # N x 1 x 8 x 8
     labels = torch.from_numpy(bunch.target.astype(np.int64))

@@ -16,6 +16,7 @@ from spikeguard.attacks import fgsm, pgd
 from spikeguard.runtime import eval_mode
 from spikeguard.defenses.gradient_norm import gradient_norm_terms
 from spikeguard.defenses.orthogonal import retract_model
+from spikeguard.adapters import stateless
 from spikeguard.defenses.sparsity import sparsity_terms
 
 Parts = dict[str, torch.Tensor]
@@ -32,6 +33,10 @@ class AdversarialExamples:
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with stateless(model) as model:
+            return self._make(model, x, y)
+
+    def _make(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with eval_mode(model):
             if self.attack == "fgsm":
                 return fgsm(model, x, y, self.eps)
@@ -58,7 +63,8 @@ class Defense:
             self.examples.reseed(seed)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Parts]:
-        ce = F.cross_entropy(model(x), y)
+        with stateless(model) as model:  # SpikingJelly / snnTorch state reset before the pass, restored after
+            ce = F.cross_entropy(model(x), y)
         return ce, {"ce": ce.detach()}
 
     def after_step(self, model: nn.Module) -> None:

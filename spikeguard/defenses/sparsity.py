@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spikeguard.adapters import stateless
 from spikeguard.errors import UserError
 
 
@@ -34,6 +35,11 @@ def sparsity_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: float 
     cross-entropy without a third forward pass."""
     if not h > 0:
         raise UserError(f"h must be positive, got {h}")
+    with stateless(model) as model:  # each pass from a clean SpikingJelly / snnTorch state; restored after
+        return _sparsity_terms(model, x, y, h)
+
+
+def _sparsity_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach().requires_grad_(True)
     logits = model(x)
     rival = strongest_rival(logits, y)

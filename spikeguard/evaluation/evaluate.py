@@ -90,6 +90,14 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_bat
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
               "source": str(config.source) if isinstance(config.source, (str, Path)) else None,
               **results, "suite_spec": suite.raw, **provenance(), "device": str(device)}
+    from spikeguard.adapters import library_facts
+
+    external = library_facts(target.model)
+    if external is not None:  # an external model: its SNN library, version and weights
+        record["external_model"] = external
+    if target.imported:  # a published checkpoint: where it came from and that its authors chose it on test
+        record["imported_checkpoint"] = target.imported
+        record.setdefault("notes", []).append(f"imported checkpoint {target.imported['selection']}")
     return EvalRecord(record, rows, store)
 
 
@@ -163,8 +171,16 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     results["headline"] = escalation.headline(results, why, record, threat.events)
     results["flags"] = found
     results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
-    notes = [] if runner.native else ["external model: attacked through its own backward pass, so the "
-                                      "estimator bank does not apply (one member stands for all)"]
+    notes = [] if runner.native else ["model without spiking layers spikeguard can drive: attacked through its "
+                                      "own backward pass, so the estimator bank does not apply (one member "
+                                      "stands for all)"]
+    from spikeguard.adapters import coverage, has_external_neurons
+
+    if has_external_neurons(plan.model):  # per member: whether it drove every SpikingJelly / snnTorch neuron
+        results["estimator_bank"] = coverage(plan.model, facts["gradient_estimators"])
+        partial = [m for m, c in results["estimator_bank"].items() if not c["applied"]]
+        if partial:
+            notes.append(f"bank members not applied to every neuron (see estimator_bank): {', '.join(partial)}")
     if facts["stochastic"]:
         notes.append(f"stochastic model: gradients averaged over {facts['draws']} draws (EoT) and accuracy "
                      f"averaged over {facts['draws']} draws")
@@ -271,5 +287,8 @@ def evaluate_model(model: nn.Module, test, num_classes: int, config: EvalConfig 
                    frame_range: int | None = None, **settings) -> EvalRecord:
     """Evaluate a model held in memory on ``test`` (a sequence of (input, label)): ``run_evaluation`` with a
     Target made from the model. ``settings`` are EvalConfig fields (suite, eps, n, ...)."""
+    from spikeguard.adapters import preserved_state
+
     config = dataclasses.replace(config or EvalConfig(), **settings)
-    return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))
+    with preserved_state(model):  # SpikingJelly / snnTorch neuron state as found, after every reset
+        return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))

@@ -154,9 +154,11 @@ class SuiteRunner:
         if self.source is not None:
             self.seconds[TRANSFER] = 0.0
         self.twins: dict = {}  # BPDA wrappers, built once per model
-        # A model without spikeguard spiking layers (an external one) has its own backward only: one member
-        # stands for all, instead of repeating the same attack under every name.
-        self.native = bool(spiking_layers(self.model))
+        # A model without spikeguard, SpikingJelly or snnTorch spiking layers has its own backward only: one
+        # member stands for all, instead of repeating the same attack under every name.
+        from spikeguard.adapters import has_external_neurons
+
+        self.native = bool(spiking_layers(self.model)) or has_external_neurons(self.model)
         self.gradient_estimators = tuple(dict.fromkeys(e for s in self.suite.attacks if s.white_box
                                                        for e in self.members(s)))
 

@@ -26,14 +26,18 @@ class Target:
     frame_range: int | None = None  # event data: the events per bin that a frame value of 1 stands for
     model_fn: str | None = None     # an external model: the "package.module:function" that built it
     train: object = None            # the training split: the escalation trains its substitute on it
+    imported: dict | None = None    # an imported published checkpoint: its origin and how it was selected
 
     @classmethod
     def of(cls, model: nn.Module, test, num_classes: int, *, name: str = "model", dataset: str = "custom",
            eps: float | None = None, frame_range: int | None = None, train=None) -> Target:
         """A model held in memory and its test data (any sequence of (input, label)): the Python API's way
         to evaluate without a checkpoint file."""
-        return cls(model, name, dataset, test, num_classes, eps, f"<in-memory {type(model).__name__}>", None,
-                   frame_range, train=train)
+        from spikeguard.external import wrap_external
+
+        # SpikingJelly / snnTorch models: neuron state reset before every forward pass
+        return cls(wrap_external(model), name, dataset, test, num_classes, eps,
+                   f"<in-memory {type(model).__name__}>", None, frame_range, train=train)
 
 
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
@@ -60,7 +64,7 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
     data = load_splits(ckpt, data_dir, download)
     path = Path(checkpoint) / BEST if Path(checkpoint).is_dir() else Path(checkpoint)
     return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
-                  str(path), file_sha256(path), data.frame_range, train=data.train)
+                  str(path), file_sha256(path), data.frame_range, train=data.train, imported=cfg.get("imported"))
 
 
 def load_source(source: str, target: Target) -> nn.Module:

@@ -25,6 +25,9 @@ MODELS.register("vgg11", "spikeguard.models.vgg:vgg11_body", inputs=("image", "e
                 description="VGG-11, the paper's CIFAR and CIFAR10-DVS model")
 MODELS.register("wrn16_4", "spikeguard.models.wrn:wrn_body", inputs=("image",),
                 description="wide ResNet-16-4")
+MODELS.register("wrn16_4_release", "spikeguard.models.wrn:wrn_release_body", inputs=("image",),
+                description="wide ResNet-16-4 with the SR release's two free mixing weights per block "
+                            "(imported published checkpoints)")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,12 @@ def exponential(v: torch.Tensor, width: float) -> torch.Tensor:
     return torch.exp(-v.abs() / width) / (2 * width)
 
 
+def fast_sigmoid(v: torch.Tensor, slope: float) -> torch.Tensor:
+    """1 / (slope |v| + 1)^2: snnTorch's fast_sigmoid surrogate (the derivative of SuperSpike's fast
+    sigmoid); not normalised, its area is 2 / slope."""
+    return 1.0 / (slope * v.abs() + 1.0) ** 2
+
+
 def straight_through(v: torch.Tensor, width: float) -> torch.Tensor:
     """dH/dv := 1 everywhere (the width is ignored)."""
     return torch.ones_like(v)
@@ -165,6 +171,7 @@ SIGMOID = Surrogate(sigmoid)
 ATAN = Surrogate(atan)
 RECTANGULAR = Surrogate(rectangular)
 EXPONENTIAL = Surrogate(exponential)
+FAST_SIGMOID = Surrogate(fast_sigmoid)
 STRAIGHT_THROUGH = Surrogate(straight_through)
 
 

@@ -96,6 +96,8 @@ register_estimator("rectangular", f"{_IMPL}:RECTANGULAR", default_width=1.0,
                    description="1/width inside |v| < width/2")
 register_estimator("exponential", f"{_IMPL}:EXPONENTIAL", default_width=0.5,
                    description="exp(-|v| / width) / (2 width), a Laplace bump")
+register_estimator("fast_sigmoid", f"{_IMPL}:FAST_SIGMOID", default_width=25.0,
+                   description="1 / (k |v| + 1)^2, snnTorch's fast_sigmoid(slope=k) (area 2/k)")
 register_estimator("straight_through", f"{_IMPL}:STRAIGHT_THROUGH", default_width=1.0, named_width=False,
                    description="d spike / dv := 1")
 register_estimator("bptr", f"{_IMPL}:RateEstimator", kind="rate",
