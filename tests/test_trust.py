@@ -186,3 +186,23 @@ def one_line(capsys, argv):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     return err
+
+
+@pytest.mark.parametrize("library", ["spikingjelly", "snntorch"])
+def test_library_snns_keep_the_probes_quiet_and_unwrapped_state_is_caught(library, digits, digits_tensors):
+    from ecosystem_models import JellyCSNN, TorchCSNN, train
+
+    from spikeguard.external import wrap_external
+
+    (x, y), (xt, _) = digits_tensors
+    torch.manual_seed(0)
+    raw = train(JellyCSNN() if library == "spikingjelly" else TorchCSNN(), x[:256], y[:256], epochs=1)
+    model = wrap_external(raw)  # what every spikeguard entry point does: state reset before each pass
+    plan = runner.Plan(model, digits.test, load_suite("quick"), EPS, 10, n=16)
+    probe = runner.probe_batch(plan)
+    check_state_carry(model, probe, seed=0)
+    assert not is_stochastic(model, probe)
+    assert runner.SuiteRunner(plan, 1).grad_mode_members(probe) == []
+    if library == "spikingjelly":  # its multi-step neurons keep v between calls unless reset: caught
+        with pytest.raises(UserError, match="state carries over"):
+            check_state_carry(raw, xt[:16], seed=0)
