@@ -29,6 +29,7 @@ from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize,
 from spikeguard.evaluation.targets import Target, load_source
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_attacks, make_threat_model
 from spikeguard.files import write_json
+from spikeguard.progress import reporter_for
 from spikeguard.runtime import eval_mode, forked_rng, pick_device
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -66,7 +67,7 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None) -> EvalR
     device = pick_device(config.device)
     plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
-                source=source, threat=threat, progress=config.progress)
+                source=source, threat=threat, progress=reporter_for(config.progress))
     results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches)
     record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
@@ -113,6 +114,7 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None) -> tuple[dict, lis
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
     runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
+    reporter_for(plan.progress).line(f"unbounded check: {unbounded_check(suite, threat)['attack']}")
     with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, caller's RNG untouched
         unbounded, unbounded_n = unbounded_accuracy(settled, runner)
     results["unbounded_accuracy"] = unbounded
