@@ -132,9 +132,7 @@ def train(
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
     from spikeguard.config import config_from_dict, load_config_file
-    from spikeguard.distributed import close_distributed, is_main
     from spikeguard.rundir import prepare_run_dir
-    from spikeguard.train import resume as resume_training, train as run_training
 
     progress = progress and not quiet
 
@@ -151,6 +149,9 @@ def train(
             raise UserError(f"--resume continues a run with its own settings; --{flag} cannot be changed (allowed: "
                             "--epochs, --device, --data-dir, --download, --nan-policy, --checkpoint-every, "
                             "--keep-checkpoints, --channels-last, --compile)")
+        from spikeguard.distributed import close_distributed
+        from spikeguard.train import resume as resume_training
+
         try:
             result = resume_training(resume, epochs=epochs, progress=progress, **kept)
         finally:
@@ -167,11 +168,16 @@ def train(
         chosen = config_from_dict(values)
         if "lamb" not in values and validated_lamb(chosen.dataset, chosen.defense) is not None:
             values["lamb"] = validated_lamb(chosen.dataset, chosen.defense)  # the documented default
-        cfg = config_from_dict(values).resolved()
+        cfg = config_from_dict(values).resolved()  # every flag checked before PyTorch is imported
+        from spikeguard.distributed import close_distributed
+        from spikeguard.train import train as run_training
+
         try:
             result = run_training(cfg, out, progress=progress)
         finally:
             close_distributed()
+    from spikeguard.distributed import is_main
+
     if is_main():
         typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
                    f"run in {result.run_dir}")
@@ -367,7 +373,8 @@ def report(
     out: Path = typer.Option(..., "--out", help="The report file to write (markdown, or HTML with --html)."),
     html: bool = typer.Option(False, "--html/--markdown", help="Self-contained HTML with embedded figures."),
 ) -> None:
-    """Tables (clean, FGSM, PGD-10/30/50, ensembles), flags, theory measurements, figures and configs."""
+    """A verdict per model and a comparison chart, then tables (clean and the attacks the suites ran,
+    ensembles), flags, theory measurements, figures and configs."""
     from spikeguard.report import write_report
 
     path = write_report(inputs, out, html=html)

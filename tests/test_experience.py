@@ -158,3 +158,18 @@ def test_the_printed_table_says_which_columns_are_cumulative(capsys):
     _print_evaluation(record)
     out = capsys.readouterr().out
     assert "apgd-ce (alone)" in out and "square (cumulative)" in out and "headline" not in out
+
+
+def test_bad_flags_are_refused_before_pytorch_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom spikeguard.cli import main\n"
+            f"for argv in (['train', '--out', {str(tmp_path / 'a')!r}, '--eps', '8'],\n"
+            f"             ['train', '--out', {str(tmp_path / 'b')!r}, '--dataset', 'cifar10', '--defense', 'sr'],\n"
+            f"             ['evaluate', 'run', '--suite', 'quick', '--eps', '8', '--out', {str(tmp_path / 'r.json')!r}]):\n"
+            "    assert main(argv) == 2\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+    assert "did you mean 8/255" in done.stderr and "none has been validated for cifar10, so give --lamb" in done.stderr
