@@ -165,6 +165,12 @@ def firing_rates(analyses: dict[str, dict], path: Path) -> Path:
 
 def training_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     """Validation accuracy, training loss, and the input gradient's l1 norm and zero fraction per epoch."""
+    return _save(training_figure(metrics), path)
+
+
+def training_figure(metrics: dict[str, list[dict]]) -> Figure:
+    """The training-curves figure: whole-number epoch ticks; a panel that is zero throughout says so on a
+    0-to-1 axis instead of drawing a flat line on a +-0.04 one."""
     fig, axes = _new(ncols=2, nrows=2, size=(9, 6))
     panels = (("val_accuracy", "validation accuracy"), ("loss", "training loss"),
               ("grad_l1", "mean ||df/dx||_1 (validation batch)"), ("grad_zero_fraction", "zero fraction of df/dx"))
@@ -182,7 +188,7 @@ def training_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
         _legend(ax)
-    return _save(fig, path)
+    return fig
 
 
 def comparison(models: dict[str, dict[str, float]], path: Path) -> Path:

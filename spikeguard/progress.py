@@ -57,8 +57,9 @@ class Reporter:
         if not self.enabled:
             return
         if self.live:
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            # counts and times first, the unit's name last: a narrow terminal cuts the name, not the numbers
+            self._bar = Progress(BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
                                  console=Console(file=self.stream), transient=True)
             self._bar.start()
             self._task = self._bar.add_task(title, total=total)
@@ -67,7 +68,7 @@ class Reporter:
     def unit(self, name: str) -> None:
         """The unit ``name`` starts now."""
         if self._bar is not None:
-            self._bar.update(self._task, description=f"{self._title}: {name}")
+            self._bar.update(self._task, description=name)
 
     def advance(self, units: int = 1) -> None:
         """``units`` units are done."""

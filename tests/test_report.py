@@ -257,3 +257,18 @@ def test_a_headline_that_is_not_a_bound_is_shown_as_such(tmp_path, capsys):
     assert "not a bound" not in write_report([path], tmp_path / "r2.md").read_text()
     assert "not a bound" not in demo_report({"models": {"vanilla": model}, "n_test": 10, "eps": 0.15,
                                              "suite": "quick"}, demo_selection())
+
+
+def test_training_curves_have_whole_epochs_and_no_flat_zero_panel():
+    from spikeguard.figures import training_figure
+
+    records = [{"epoch": e, "loss": 1 / e, "val_accuracy": 0.5 + e / 10, "grad_l1": 1.0, "grad_zero_fraction": 0.0}
+               for e in (1, 2, 3)]
+    fig = training_figure({"vanilla": records})
+    fig.canvas.draw()
+    axes = fig.axes
+    for ax in axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    zero = axes[3]
+    assert zero.get_ylim()[1] >= 1 and any("0 at every epoch" in t.get_text() for t in zero.texts)
