@@ -151,6 +151,11 @@ def read_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
         path = path / BEST
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if not (start.startswith(b"PK\x03\x04") or start[:1] == b"\x80"):  # torch.save: a zip archive or a raw pickle
+        raise UserError(f"'{path}' is not a checkpoint (a PyTorch .pt file such as a run's best.pt); give a run "
+                        "directory or its best.pt")
     try:
         # weights_only: the unpickler builds tensors and plain containers only; any other global (a class,
         # a function such as os.system) is refused before it can run.
@@ -159,6 +164,8 @@ def read_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None and "global" not in str(e).lower():  # damaged, not dangerous
+            raise UserError(f"'{path}' is not a loadable spikeguard checkpoint, perhaps truncated or damaged") from None
         what = f" (it references {found.group(1)})" if found else ""
         raise UserError(f"refusing to load '{path}': it holds pickled objects other than tensors and plain "
                         f"data{what}, which could run code") from None

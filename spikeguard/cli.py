@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from spikeguard.config import TrainConfig, validated_lamb
 from spikeguard.data.registry import DATASET_REGISTRY
 from spikeguard.defenses.registry import ATTACKS, DEFENSES
 from spikeguard.errors import UserError
@@ -21,7 +22,9 @@ from spikeguard.snn.registry import ENCODERS, ESTIMATORS
 from spikeguard.speed import COMPILE_CHOICES
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"show_default": True},  # --help shows every default
                   help="Train adversarially robust spiking neural networks and evaluate them honestly.")
+_TRAIN_DEFAULTS = TrainConfig()
 
 
 def _choices(names) -> str:
@@ -41,16 +44,37 @@ def _encoder_help() -> str:
     return f"{_choices(ENCODERS)} ({'; '.join(notes)})." if notes else _choices(ENCODERS)
 
 
+def _default(name: str) -> str:
+    """" (default: X)" for a training field whose flag defaults to None (None: take the config's value)."""
+    return f" (default: {getattr(_TRAIN_DEFAULTS, name)})"
+
+
+def _lamb_help() -> str:
+    needing = [n for n in DEFENSES if DEFENSES.facts(n)["needs_lamb"]]
+    validated = [f"{d} {validated_lamb(data, d):g}" for data in DATASET_REGISTRY for d in needing
+                 if validated_lamb(data, d) is not None]
+    others = [d for d in DATASET_REGISTRY if all(validated_lamb(d, n) is None for n in needing)]
+    return (f"Penalty weight; required for {_defenses_with('needs_lamb')}. Default on digits, validated for the "
+            f"demo: {', '.join(validated)}; on {', '.join(others)} none was validated, so give it.")
+
+
+def _eps_help() -> str:
+    defaults = ", ".join(f"{n} {DATASET_REGISTRY.facts(n)['default_eps']:.4g}" for n in DATASET_REGISTRY)
+    return f"Adversarial-training radius in pixel scale, at most 1, e.g. 0.03 or 8/255 (default: {defaults})."
+
+
 # Help lists built from the registries, so they name every registered choice.
-DATASET_HELP = _choices(DATASET_REGISTRY)
+DATASET_HELP = f"{_choices(DATASET_REGISTRY)} (default: {_TRAIN_DEFAULTS.dataset})"
 MODEL_HELP = f"{_choices(MODELS)} (default: the data set's)"
-DEFENSE_HELP = _choices(DEFENSES)
-LAMB_HELP = f"Penalty weight for {_defenses_with('needs_lamb')}."
+DEFENSE_HELP = f"{_choices(DEFENSES)} (default: {_TRAIN_DEFAULTS.defense})"
+LAMB_HELP = _lamb_help()
+QUIET_HELP = "No progress news on stderr (--no-progress says the same)."
 ATTACK_HELP = f"Example generator for AT / SR*: {_choices(ATTACKS)}."
-SYNC_BN_HELP = f"Under torchrun on GPUs: BatchNorm statistics over all processes (not for {_defenses_with('refuses_sync_bn')})."
-BF16_HELP = f"bf16 autocast (not for {_defenses_with('refuses_bf16')})."
+SYNC_BN_HELP = (f"Under torchrun on GPUs: BatchNorm statistics over all processes (not for "
+                f"{_defenses_with('refuses_sync_bn')}; default: off).")
+BF16_HELP = f"bf16 autocast (not for {_defenses_with('refuses_bf16')}; default: off)."
 COMPILE_HELP = (f"torch.compile: {_choices(COMPILE_CHOICES)} (neurons: the spiking layers' time loops; not for "
-                f"{_defenses_with('refuses_compile')}).")
+                f"{_defenses_with('refuses_compile')}; default: {_TRAIN_DEFAULTS.compile}).")
 ESTIMATOR_HELP = (f"Backward estimator for the gradient: {_choices(ESTIMATORS)}, optionally family:width (default: "
                   "the model's training estimator).")
 
@@ -69,40 +93,50 @@ def train(
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
     defense: Optional[str] = typer.Option(None, help=DEFENSE_HELP),
     lamb: Optional[float] = typer.Option(None, help=LAMB_HELP),
-    h: Optional[float] = typer.Option(None, help="SR finite-difference step (> 0)."),
-    eps: Optional[str] = typer.Option(None, help="Adversarial-training radius in pixel scale, e.g. 0.03 or 8/255."),
-    alpha: Optional[str] = typer.Option(None, help="PGD step size for AT / SR*."),
-    steps: Optional[int] = typer.Option(None, help="PGD steps for AT / SR*."),
-    attack: Optional[str] = typer.Option(None, help=ATTACK_HELP),
-    epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None),
-    time_steps: Optional[int] = typer.Option(None, "--time-steps", help="Simulation time steps T."),
-    tau: Optional[float] = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire."),
-    encoder: Optional[str] = typer.Option(None, help=_encoder_help()),
-    seed: Optional[int] = typer.Option(None),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    h: Optional[float] = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
+    eps: Optional[str] = typer.Option(None, help=_eps_help()),
+    alpha: Optional[str] = typer.Option(None, help="PGD step size for AT / SR* (default: 2.5 x eps / steps)."),
+    steps: Optional[int] = typer.Option(None, help="PGD steps for AT / SR*" + _default("steps") + "."),
+    attack: Optional[str] = typer.Option(None, help=ATTACK_HELP[:-1] + _default("attack") + "."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs" + _default("epochs") + "."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size" + _default("batch_size")
+                                             + "."),
+    lr: Optional[float] = typer.Option(None, help="SGD learning rate, cosine schedule" + _default("lr") + "."),
+    time_steps: Optional[int] = typer.Option(None, "--time-steps", help="Simulation time steps T (default: the "
+                                             "data set's: 8 for images, the frame count for event data)."),
+    tau: Optional[float] = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire"
+                                        + _default("tau") + "."),
+    encoder: Optional[str] = typer.Option(None, help=_encoder_help()[:-1] + _default("encoder") + "."),
+    seed: Optional[int] = typer.Option(None, help="Random seed" + _default("seed") + "."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits is "
+                                           "embedded and needs none)."),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Fetch a missing data set"
+                                            + _default("download") + "."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N" + _default("device") + "."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
-                                                   help="Also checkpoint every N steps within an epoch (0: off)."),
-    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept."),
-    nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback."),
+                                                   help="Also checkpoint every N steps within an epoch (0: off)"
+                                                   + _default("checkpoint_every") + "."),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept"
+                                                   + _default("keep_checkpoints") + "."),
+    nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback"
+                                             + _default("nan_policy") + "."),
     sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help=SYNC_BN_HELP),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
-                                                 help="channels_last memory layout."),
+                                                 help="channels_last memory layout (default: off)."),
     compile_: Optional[str] = typer.Option(None, "--compile", help=COMPILE_HELP),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 on CUDA (off by default)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A line per epoch and a bar per epoch "
+                                  "on a terminal, on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     take_over_lock: bool = typer.Option(False, "--take-over-lock", help=TAKE_OVER_HELP),
 ) -> None:
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
     from spikeguard.config import config_from_dict, load_config_file
-    from spikeguard.distributed import close_distributed, is_main
     from spikeguard.rundir import prepare_run_dir
-    from spikeguard.train import resume as resume_training, train as run_training
+
+    progress = progress and not quiet
 
     kept = _overrides(device=device, data_dir=data_dir, download=download, nan_policy=nan_policy,
                       checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -117,6 +151,9 @@ def train(
             raise UserError(f"--resume continues a run with its own settings; --{flag} cannot be changed (allowed: "
                             "--epochs, --device, --data-dir, --download, --nan-policy, --checkpoint-every, "
                             "--keep-checkpoints, --channels-last, --compile)")
+        from spikeguard.distributed import close_distributed
+        from spikeguard.train import resume as resume_training
+
         try:
             result = resume_training(resume, epochs=epochs, progress=progress, take_over_lock=take_over_lock, **kept)
         finally:
@@ -130,11 +167,19 @@ def train(
                                  steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
                                  time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, sync_bn=sync_bn,
                                  bf16=bf16, tf32=tf32, **kept))
-        cfg = config_from_dict(values).resolved()
+        chosen = config_from_dict(values)
+        if "lamb" not in values and validated_lamb(chosen.dataset, chosen.defense) is not None:
+            values["lamb"] = validated_lamb(chosen.dataset, chosen.defense)  # the documented default
+        cfg = config_from_dict(values).resolved()  # every flag checked before PyTorch is imported
+        from spikeguard.distributed import close_distributed
+        from spikeguard.train import train as run_training
+
         try:
             result = run_training(cfg, out, progress=progress, take_over_lock=take_over_lock)
         finally:
             close_distributed()
+    from spikeguard.distributed import is_main
+
     if is_main():
         typer.echo(f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
                    f"run in {result.run_dir}")
@@ -144,8 +189,8 @@ def train(
 def evaluate(
     checkpoint: Optional[Path] = typer.Argument(None, help="A run directory (its best.pt) or a checkpoint file."),
     suite: Optional[str] = typer.Option(None, "--suite", help="paper | strong | quick, or a suite YAML file."),
-    eps: Optional[str] = typer.Option(None, help="l-inf radius in pixel scale, e.g. 0.03 or 8/255 (default: the "
-                                      "training eps)."),
+    eps: Optional[str] = typer.Option(None, help="l-inf radius in pixel scale, at most 1, e.g. 0.03 or 8/255 "
+                                      "(default: the training eps)."),
     n: Optional[int] = typer.Option(None, "--n", "--num-samples", help="Evaluate the first N test samples "
                                     "(default: all). Under torchrun write --num-samples: torchrun reads --n."),
     batch_size: int = typer.Option(256, "--batch-size"),
@@ -178,13 +223,16 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="results.json to write (a new file; the per-sample "
                                        "CSV goes beside it)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A bar of (attack, estimator, batch) "
+                                  "units on a terminal, else a line per attack and batch, on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     take_over_lock: bool = typer.Option(False, "--take-over-lock", help=TAKE_OVER_HELP),
 ) -> None:
     """Attack a model with a suite: per-sample worst case over attacks and backward estimators, with
     EoT for stochastic models, black-box and random baselines, and sanity flags."""
     from spikeguard.evaluation.config import EvalConfig
 
+    progress = progress and not quiet
     config = EvalConfig(suite=suite or "quick", eps=eps, n=n, batch_size=batch_size, seed=seed, eot_draws=eot_draws,
                         eps_sweep=eps_sweep, threat_model=threat_model, budget=budget, source=source, device=device,
                         progress=progress)
@@ -245,19 +293,20 @@ def _verify(path: Path, data_dir, device, progress: bool, everything: bool) -> N
 
 
 def _print_evaluation(record: dict) -> None:
-    from spikeguard.results import print_table
+    from spikeguard.results import column_label, headline_text, print_table
 
-    attacks = record["attacks"] + (record.get("escalation") or {}).get("results", [])
-    row = {"clean": record["clean_accuracy"], **{a["name"]: a["accuracy"] for a in attacks},
+    escalated = [{**a, "params": {**a["params"], "survivors_only": True}}  # cumulative, like survivors_only
+                 for a in (record.get("escalation") or {}).get("results", [])]
+    row = {"clean": record["clean_accuracy"], **{column_label(a): a["accuracy"] for a in record["attacks"] + escalated},
            "worst case": record["ensemble_accuracy"]}
     threat = record.get("threat_model") or {"name": "linf"}
     radius = f"budget {threat['budget']} events" if threat["name"] == "events-l0" else f"eps {record['eps']:.4g}"
     print_table({record["model"]: row}, title=f"{record['model']} on {record['dataset']} test (n {record['n']}), "
                                               f"{threat['name']} {radius}, suite {record['suite']}")
-    headline = record.get("headline")
-    if headline and not headline["is_bound"]:
-        typer.echo(f"NOT A BOUND: the worst case {100 * headline['accuracy']:.1f}% overstates robustness by an unknown "
-                   f"amount ({'; '.join(w.split(':')[0] for w in headline['why'])}); tried: {'; '.join(headline['tried'])}")
+    typer.echo("alone: the attack ran on every clean-correct sample; cumulative: only on what the earlier attacks "
+               "left, so its accuracy is the worst case up to it. Each is the worst case over its estimators.")
+    if headline_text(record):
+        typer.echo(headline_text(record))
     for flag in record["flags"]:
         typer.echo(f"FLAG {flag['name']}: {flag['detail']}")
     for note in record["notes"]:
@@ -271,13 +320,15 @@ def demo(
     epochs: Optional[int] = typer.Option(None, help="Override the demo's epochs (for a quick look)."),
     seed: int = typer.Option(0),
     n: Optional[int] = typer.Option(None, help="Attack only the first N test images (default: all 360)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="News of each model, epoch and attack "
+                                  "on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Train small SNNs on the embedded digits data with each defense, attack them with the quick suite,
     write a report."""
     from spikeguard.demo import run_demo
 
-    run_demo(out, defenses.split(",") if defenses else None, epochs, seed, progress, n=n)
+    run_demo(out, defenses.split(",") if defenses else None, epochs, seed, progress and not quiet, n=n)
 
 
 @app.command()
@@ -297,12 +348,19 @@ def analyze(
     batch_size: int = typer.Option(100, "--batch-size"),
     results: Optional[Path] = typer.Option(None, "--results", help="A results.json of this model to include."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     take_over_lock: bool = typer.Option(False, "--take-over-lock", help=TAKE_OVER_HELP),
 ) -> None:
     """Measure the theory on one model: the adversarial-vs-random gap, input-gradient sparsity, the minimal
     flipping eps, firing rates, synaptic operations and energy."""
+    from spikeguard.config import check_linf_eps, coerce_field
+
+    progress = progress and not quiet
+    for item in (part.strip() for value in eps or [] for part in str(value).split(",")):
+        if item:  # l-inf radii above 1 refused before PyTorch is imported; the rest is checked below
+            check_linf_eps(coerce_field("eps", item, "float"))
     from spikeguard.analysis.analyze import AnalysisSettings, analyze_checkpoint, parse_eps_list, prepare_output_dir
 
     prepare_output_dir(out)
@@ -340,7 +398,8 @@ def report(
     out: Path = typer.Option(..., "--out", help="The report file to write (markdown, or HTML with --html)."),
     html: bool = typer.Option(False, "--html/--markdown", help="Self-contained HTML with embedded figures."),
 ) -> None:
-    """Tables (clean, FGSM, PGD-10/30/50, ensembles), flags, theory measurements, figures and configs."""
+    """A verdict per model and a comparison chart, then tables (clean and the attacks the suites ran,
+    ensembles), flags, theory measurements, figures and configs."""
     from spikeguard.report import write_report
 
     path = write_report(inputs, out, html=html)

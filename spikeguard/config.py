@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from spikeguard.data.registry import DATASET_REGISTRY
-from spikeguard.defenses.registry import ATTACKS, DEFENSES
+from spikeguard.defenses.registry import ATTACKS, DEFENSE_SETTINGS, DEFENSES
 from spikeguard.errors import UserError
 from spikeguard.models.registry import MODELS
 from spikeguard.snn.registry import ENCODERS
@@ -21,6 +21,7 @@ from spikeguard.snn.registry import ENCODERS
 # (spikeguard/data/registry.py); the defenses' rules theirs (spikeguard/defenses/registry.py).
 
 NAN_POLICIES = ("abort", "skip", "rollback")
+DATA_OPTIONS = ("data_dir", "download", "val_fraction", "augment", "dvs")  # apply where the loader takes them
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 H_MIN = 1e-3
 LAMB_MAX = 100.0
@@ -120,6 +121,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise UserError(f"{name} must be a positive number, got {value}")
+        for name in ("eps", "alpha"):
+            check_linf_eps(getattr(self, name), name)
         for name, (low, high, why) in RANGES.items():
             value = getattr(self, name)
             if value is not None and not (low <= value <= high and (isinstance(value, int) or math.isfinite(value))):
@@ -133,7 +136,8 @@ class TrainConfig:
             raise UserError(f"momentum must be below 1, got {self.momentum}")
         defense = DEFENSES.get(self.defense)
         if defense.needs_lamb and self.lamb == 0:
-            raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight)")
+            raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight); none has been "
+                            f"validated for {self.dataset}, so give --lamb")
         self._check_event_data()
         if not DEVICE.fullmatch(self.device):
             raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -170,6 +174,48 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def applies(self, name: str) -> bool:
+        """Whether field ``name`` means anything for this run: a defense-specific setting only for the
+        defenses that read it, a data-loading option only for the data sets whose loader takes it (the
+        registries' facts)."""
+        if name in DEFENSE_SETTINGS:
+            used = DEFENSES.facts(self.defense).get("settings")
+            return used is None or name in used
+        if name in DATA_OPTIONS:
+            return name in DATASET_REGISTRY.facts(self.dataset)["loader_options"]
+        return True
+
+    def to_record(self) -> dict[str, Any]:
+        """What config.yaml holds: the fields that apply to this run (the others take their defaults on
+        load, which is all they could be)."""
+        return {k: v for k, v in self.to_dict().items() if self.applies(k)}
+
+
+def eps_hint(value: float) -> str:
+    """"; did you mean 8/255?" for a radius that reads like a count of grey levels, else ""."""
+    return f"; did you mean {value:g}/255 (= {value / 255:.4g})?" if 1 < value <= 255 else ""
+
+
+def check_linf_eps(value: Any, name: str = "eps") -> Any:
+    """An l-inf radius (or step) above 1 on inputs in [0, 1] (or eps relative to a frame range) covers the
+    whole input range: refused with the likely meant value. l2 radii do not come here."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1:
+        raise UserError(f"{name} {value:g} is above 1, but l-inf radii are in pixel scale: inputs lie in [0, 1] "
+                        f"(event frames: relative to the frame range){eps_hint(value)}")
+    return value
+
+
+def validated_lamb(dataset: str, defense: str) -> float | None:
+    """The penalty weight validated for ``defense`` on ``dataset``, where one was (digits: the demo's
+    selection on the validation split, spikeguard/demo_selection.json); None elsewhere."""
+    if dataset != "digits" or not DEFENSES.facts(defense)["needs_lamb"]:
+        return None
+    import json
+    from importlib import resources
+
+    chosen = json.loads(resources.files("spikeguard").joinpath("demo_selection.json").read_text())["chosen"]
+    return float(chosen.get(f"lamb_{defense}", chosen["lamb"]))
 
 
 def dvs_options(config: dict[str, Any]) -> dict[str, Any] | None:

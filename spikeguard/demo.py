@@ -21,7 +21,8 @@ from spikeguard.evaluation import EvalConfig, Target, load_suite, run_evaluation
 from spikeguard.files import write_json, write_text
 from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
-from spikeguard.results import print_table
+from spikeguard.progress import Reporter
+from spikeguard.results import column_label, headline, headline_text, print_table
 from spikeguard.rundir import BEST, METRICS, prepare_run_dir
 from spikeguard.train import train
 
@@ -55,8 +56,13 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
     data = load_dataset("digits", seed=seed)
     results = {"dataset": "digits", "eps": chosen["eps"], "suite": suite.name, "n_test": len(data.test),
                "seed": seed, "models": {}}
-    for defense in defenses:
+    news, table = Reporter(enabled=progress), {}
+    news.line(f"demo: {len(defenses)} models ({', '.join(defenses)}), {chosen['epochs']} epochs each, attacked with "
+              f"the {suite.name} suite at eps {chosen['eps']:g} on {n or len(data.test)} test images; writing {out}")
+    for number, defense in enumerate(defenses, start=1):
         cfg = demo_config(defense, chosen, seed)
+        news.line(f"demo: model {number} of {len(defenses)}: {defense}"
+                  + (f" (lambda {cfg.lamb:g})" if cfg.lamb else "") + ": training, then the attacks")
         run = train(cfg, out / "runs" / defense, progress=progress, data=data)
         best_pt = run.run_dir / BEST
         target = Target(run.model, cfg.model or "digits_cnn", "digits", data.test, data.num_classes, cfg.eps,
@@ -76,16 +82,20 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
             "val_accuracy": run.best_val_accuracy,
             "lamb": cfg.lamb,
             "input_gradient": {"l1": best["grad_l1"], "zero_fraction": best["grad_zero_fraction"]},
+            **({"headline": headline(evaluation)} if headline(evaluation) else {}),
         }
         results["n_test"] = evaluation["n"]
-        write_json(out / "results.json", results)  # after every model, so an interrupted demo keeps its work
+        # after every model, so an interrupted demo keeps its work and its readable summary
+        write_json(out / "results.json", results)
+        write_text(out / "summary.md", demo_report(results, selection))
+        write_report([out / "runs"], out / "report.md")
         print(f"{defense}: clean {evaluation['clean_accuracy']:.3f}, worst case over the {suite.name} suite "
               f"{evaluation['ensemble_accuracy']:.3f} (trained in {run.seconds:.0f}s, attacked in "
-              f"{evaluation['seconds']:.0f}s)", flush=True)
-    write_text(out / "summary.md", demo_report(results, selection))
-    write_report([out / "runs"], out / "report.md")  # tables, flags, figures and configs of every run
-    table = {name: {"clean": m["clean_accuracy"], **m["attacks"], "worst case": m["ensemble_accuracy"]}
-             for name, m in results["models"].items()}
+              f"{evaluation['seconds']:.0f}s)" + (f"; {headline_text(evaluation)}" if headline_text(evaluation) else ""),
+              flush=True)
+        table[defense] = {"clean": evaluation["clean_accuracy"],
+                          **{column_label(a): a["accuracy"] for a in evaluation["attacks"]},
+                          "worst case": evaluation["ensemble_accuracy"]}
     print_table(table, title=f"digits test split (n={results['n_test']}), eps {chosen['eps']:g}, suite {suite.name}")
     print(f"Does SR beat vanilla under attack? {_verdict(results['models'], results['n_test'])}")
     print(f"wrote {out / 'results.json'}, {out / 'summary.md'} and {out / 'report.md'}")
@@ -130,6 +140,11 @@ def demo_report(results: dict, selection: dict) -> str:
         lines.append(f"| {name} | {m['lamb']:g} | {_pct(m['clean_accuracy'])} | {cells} | "
                      f"{_pct(m['ensemble_accuracy'])} | {m['best_epoch']} | {m['train_seconds']:.0f} | "
                      f"{g['l1']:.3g} | {_pct(g['zero_fraction'])}% |")
+    not_bounds = [f"- {name}: {headline_text({'headline': m['headline']})}" for name, m in models.items()
+                  if m.get("headline") and not m["headline"].get("is_bound", True)]
+    if not_bounds:
+        lines += ["", "Worst-case numbers that are not a bound (the evaluation could not trust a gradient it "
+                      "needed; do not claim them as robust accuracy):", "", *not_bounds]
     lines += ["", "## Does SR beat vanilla under attack?", "", _verdict(models, n), ""]
     lines += ["## Sanity flags", ""]
     flagged = [(name, f) for name, m in models.items() for f in m["flags"]]

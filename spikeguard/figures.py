@@ -12,10 +12,12 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from spikeguard.files import write_bytes
 
 FIGURE_FILES = {
+    "comparison": "comparison.png",
     "accuracy_vs_eps": "accuracy_vs_eps.png",
     "gradient_sparsity": "gradient_sparsity.png",
     "ratio_vs_sparsity": "ratio_vs_sparsity.png",
@@ -110,28 +112,34 @@ def gradient_sparsity(per_sample: dict[str, list[dict]], path: Path, tolerance: 
 def ratio_vs_sparsity(analyses: dict[str, dict], path: Path) -> Path:
     """Measured rho_adv / mean |change| under uniform noise against the input gradient's effective support
     (||g||_1 / ||g||_2)^2 (its l0 count for analyses without it), one point per (model, eps), with the
-    first-order bracket of the same ratio (docs/theory.md, 5) as a vertical bar."""
+    first-order bracket of the same ratio (docs/theory.md, 5) as a capped vertical line. The x axis starts
+    at 0, so one model is a point in a readable range, not one bar filling the plot."""
     fig, axes = _new()
     ax = axes[0][0]
+    supports = []
     for i, (label, a) in enumerate(analyses.items()):
         grad = a.get("gradient", {})
         support = grad.get("effective_support", grad.get("l0"))
         if support is None:
             continue
+        supports.append(support)
         colour = f"C{i % 10}"
         bracket = grad.get("first_order_ratio_abs")
         if bracket:
-            ax.vlines(support, bracket[0], bracket[1], color=colour, alpha=0.5, linewidth=6,
-                      label=f"{label}: first-order bracket")
+            ax.plot([support, support], bracket, "-_", color=colour, alpha=0.6, linewidth=2, markersize=14,
+                    markeredgewidth=2, label=f"{label}: first-order bracket")
         for r in a.get("per_eps", []):
             if r.get("ratio_abs") is not None:
-                ax.plot([support], [r["ratio_abs"]], "o", color=colour)
-                ax.annotate(f"{label}, eps {r['eps']:g}", (support, r["ratio_abs"]), fontsize=6,
-                            xytext=(4, 2), textcoords="offset points")
+                ax.plot([support], [r["ratio_abs"]], "o", color=colour, markersize=7)
+                ax.annotate(f"{label}, eps {r['eps']:g}", (support, r["ratio_abs"]), fontsize=8,
+                            xytext=(6, 2), textcoords="offset points")
+    if supports:
+        ax.set_xlim(0, max(supports) * 1.4 or 1.0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("effective support (||g||_1 / ||g||_2)^2 of df/dx, mean over samples")
     ax.set_ylabel("rho_adv / mean |change| under uniform noise")
     ax.set_title("Adversarial-to-random ratio against gradient sparsity")
-    _legend(ax)
+    _legend(ax, 8)
     return _save(fig, path)
 
 
@@ -157,26 +165,60 @@ def firing_rates(analyses: dict[str, dict], path: Path) -> Path:
 
 def training_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     """Validation accuracy, training loss, and the input gradient's l1 norm and zero fraction per epoch."""
+    return _save(training_figure(metrics), path)
+
+
+def training_figure(metrics: dict[str, list[dict]]) -> Figure:
+    """The training-curves figure: whole-number epoch ticks; a panel that is zero throughout says so on a
+    0-to-1 axis instead of drawing a flat line on a +-0.04 one."""
     fig, axes = _new(ncols=2, nrows=2, size=(9, 6))
     panels = (("val_accuracy", "validation accuracy"), ("loss", "training loss"),
               ("grad_l1", "mean ||df/dx||_1 (validation batch)"), ("grad_zero_fraction", "zero fraction of df/dx"))
     for ax, (key, title) in zip([a for row in axes for a in row], panels):
+        values: list[float] = []
         for i, (label, records) in enumerate(metrics.items()):
             points = [(r["epoch"], r[key]) for r in records if key in r]
             if points:
-                ax.plot(*zip(*points), "-", color=f"C{i % 10}", label=label)
+                ax.plot(*zip(*points), "-o", markersize=3, color=f"C{i % 10}", label=label)
+                values += [v for _, v in points]
+        if values and all(v == 0 for v in values):  # not a flat line on a +-0.04 axis: say it is zero
+            ax.set_ylim(-0.05, 1.0)
+            ax.text(0.5, 0.5, "0 at every epoch", transform=ax.transAxes, ha="center", color="0.4")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
         _legend(ax)
+    return fig
+
+
+def comparison(models: dict[str, dict[str, float]], path: Path) -> Path:
+    """Clean and worst-case accuracy per model (label -> {"clean": a, "worst case": b}), side by side."""
+    labels = list(models)
+    fig, axes = _new(size=(7, 1.2 + 0.55 * len(labels)))
+    ax = axes[0][0]
+    rows = range(len(labels))
+    for offset, key, colour in ((-0.2, "clean", "0.7"), (0.2, "worst case", "C3")):
+        values = [100 * models[m][key] for m in labels]
+        bars = ax.barh([r + offset for r in rows], values, 0.4, color=colour, label=key)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+    ax.set_yticks(list(rows), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 112)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title("Clean and worst-case accuracy")
+    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
 def write_figures(analyses: dict[str, dict], per_sample: dict[str, list[dict]], metrics: dict[str, list[dict]],
-                  folder: Path, evaluator_points: dict[str, list[tuple[float, float, str]]] | None = None
-                  ) -> dict[str, Path]:
-    """Every figure there is data for, into ``folder``; {figure name: path}."""
+                  folder: Path, evaluator_points: dict[str, list[tuple[float, float, str]]] | None = None,
+                  compared: dict[str, dict[str, float]] | None = None) -> dict[str, Path]:
+    """Every figure there is data for, into ``folder``; {figure name: path}. ``compared``: clean and worst
+    case per model, for the comparison chart."""
     folder = Path(folder)
     paths: dict[str, Path] = {}
+    if compared:
+        paths["comparison"] = comparison(compared, folder / FIGURE_FILES["comparison"])
     if any(a.get("per_eps") for a in analyses.values()) or evaluator_points:
         paths["accuracy_vs_eps"] = accuracy_vs_eps(analyses, folder / FIGURE_FILES["accuracy_vs_eps"],
                                                    evaluator_points)

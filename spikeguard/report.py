@@ -21,6 +21,7 @@ from spikeguard.analysis.analyze import FORMAT as ANALYSIS_FORMAT
 from spikeguard.attacks.registry import ATTACKS
 from spikeguard.errors import UserError
 from spikeguard.files import write_text
+from spikeguard.results import column_label, headline
 from spikeguard.rundir import BEST, CONFIG, LAST, METRICS, label_for, read_config, read_metrics, run_directory
 
 PAPER_COLUMNS = ("FGSM", "PGD-10", "PGD-30", "PGD-50")
@@ -162,7 +163,8 @@ def _scan_dir(root: Path, inputs: Inputs, seen: set[Path]) -> bool:
             if not name.endswith(".json"):
                 continue
             path = here / name
-            if path.resolve() in seen:
+            if path.resolve() in seen:  # already taken in through another input (a run holds its analysis)
+                found = True
                 continue
             data = _load_json(path)
             kind = _kind(data)
@@ -222,6 +224,25 @@ def attack_column(attack: dict) -> str | None:
     return column if column in PAPER_COLUMNS else None
 
 
+def table_column(attack: dict) -> str | None:
+    """The main table's column of an attack entry: the published protocol's (FGSM, PGD-10/30/50), else the
+    attack's name marked cumulative or alone; None for a random baseline (listed under Attacks)."""
+    column = attack_column(attack)
+    if column:
+        return column
+    kind = str(attack.get("attack", attack.get("name", ""))).lower()
+    if kind in ATTACKS and ATTACKS.facts(kind).get("random"):
+        return None
+    if "name" not in attack:
+        return None
+    return column_label(attack)
+
+
+def _column_order(column: str) -> tuple:
+    match = re.fullmatch(r"PGD-(\d+)", column)
+    return (0, 0) if column == "FGSM" else (1, int(match.group(1))) if match else (2, 0)
+
+
 def _paper_table(inputs: Inputs) -> list[Block]:
     if not inputs.results:
         return [("p", "Absent: no results files among the inputs (run `spikeguard evaluate`).")]
@@ -240,23 +261,28 @@ def _paper_table(inputs: Inputs) -> list[Block]:
             if item.data.get("suite") == STRONG_SUITE and item.data.get("ensemble_accuracy") is not None:
                 strong[item.label] = min(strong.get(item.label, 1.0), item.data["ensemble_accuracy"])
         labels_with_other = {i.label for i in items if i.data.get("suite") != STRONG_SUITE}
-        rows = []
-        for item in items:
-            if item.data.get("suite") == STRONG_SUITE and item.label in labels_with_other:
-                continue  # shown in the strong column of that model's other rows
-            cols = {}
+        shown = [i for i in items if not (i.data.get("suite") == STRONG_SUITE and i.label in labels_with_other)]
+        per_item = []
+        for item in shown:
+            cols: dict[str, float] = {}
             for attack in item.data.get("attacks", []):
-                col = attack_column(attack)
+                col = table_column(attack)
                 if col and attack.get("accuracy") is not None:
                     cols[col] = min(cols.get(col, 1.0), attack["accuracy"])
+            per_item.append(cols)
+        columns = sorted(dict.fromkeys(c for cols in per_item for c in cols), key=_column_order)
+        rows = []
+        for item, cols in zip(shown, per_item):
             rows.append([item.label, str(item.data.get("suite", ABSENT)), str(item.data.get("n", ABSENT)),
-                         _pct(item.data.get("clean_accuracy")), *(_pct(cols.get(c)) for c in PAPER_COLUMNS),
+                         _pct(item.data.get("clean_accuracy")), *(_pct(cols.get(c)) for c in columns),
                          _pct(item.data.get("ensemble_accuracy")), _pct(strong.get(item.label))])
         blocks += [("h", 3, f"{dataset}, {threat}"),
-                   ("table", ["model", "suite", "n", "clean", *PAPER_COLUMNS, "ensemble (suite)",
+                   ("table", ["model", "suite", "n", "clean", *columns, "ensemble (suite)",
                               "ensemble (strong suite)"], rows)]
     blocks.append(("p", (f"Accuracy in percent. {ABSENT} = absent: the results hold no such attack or suite. "
-                         "Where several entries fit one column the lowest accuracy is shown. The ensemble is the "
+                         "Where several entries fit one column the lowest accuracy is shown. Each attack's accuracy "
+                         "is the worst case over its estimators; 'cumulative' columns attacked only what the "
+                         "earlier attacks left, the others every clean-correct sample. The ensemble is the "
                          "per-sample worst case over every attack and estimator of the suite.")))
     return blocks
 
@@ -282,7 +308,7 @@ def _attack_tables(inputs: Inputs) -> list[Block]:
         attacks = d.get("attacks", [])
         blocks.append(("h", 3, f"{item.label}: suite {d.get('suite', ABSENT)} ({item.path})"))
         rows = [[str(a.get("name", ABSENT)), str(a.get("norm", ABSENT)), _num(a.get("eps"), ".4g"),
-                 ", ".join(a.get("estimators") or []) or ABSENT, json.dumps(a.get("params", {}), sort_keys=True),
+                 ", ".join(a.get("estimators") or []) or ABSENT, params_text(a.get("params") or {}),
                  _pct(a.get("accuracy")), _num(a.get("seconds"), ".1f")] for a in attacks]
         blocks.append(("table", ["attack", "norm", "eps", "estimators", "params", "accuracy", "seconds"], rows)
                       if rows else ("p", "Absent: the results list no attacks."))
@@ -297,6 +323,77 @@ def _attack_tables(inputs: Inputs) -> list[Block]:
                            "columns to its left" if cumulative else "") + "):"),
                        ("table", ["attack", *estimators], rows)]
     return blocks
+
+
+EXPLANATIONS = ("per_estimator", "accuracy_is")  # sentences stored beside the numbers; the tables say them
+
+
+def params_text(params: dict) -> str:
+    """An attack's parameters for people: "steps 30, alpha 0.319, random start yes"."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(value, v))
+        return str(v)
+
+    parts = [f"{k.replace('_', ' ')} {value(v)}" for k, v in params.items() if k not in EXPLANATIONS and v is not None]
+    return ", ".join(parts) or ABSENT
+
+
+def _broke_most(results: dict) -> str:
+    """The attack with the lowest accuracy (random baselines aside), and within it the estimator that broke
+    the most samples: in a cascade the one whose cumulative accuracy fell most, else the lowest."""
+    attacks = [a for a in results.get("attacks", []) if a.get("accuracy") is not None
+               and not (a.get("attack") in ATTACKS and ATTACKS.facts(a["attack"]).get("random"))]
+    if not attacks:
+        return ABSENT
+    worst = min(attacks, key=lambda a: a["accuracy"])
+    per = worst.get("accuracy_per_estimator") or {}
+    if not per:
+        return str(worst.get("name", ABSENT))
+    cumulative = "cumulative" in str((worst.get("params") or {}).get("per_estimator", ""))
+    previous, drops = results.get("clean_accuracy") or 1.0, {}
+    for estimator, accuracy in per.items():
+        if accuracy is None:
+            continue
+        drops[estimator] = previous - accuracy
+        previous = accuracy if cumulative else previous
+    best = max(drops, key=drops.get) if drops else None
+    return f"{worst.get('name')} / {best}" if best else str(worst.get("name"))
+
+
+def headline_mark(results: dict) -> str:
+    """"bound", or "not a bound: why" for a headline that is not one; absent without a headline."""
+    found = headline(results)
+    if found is None:
+        return ABSENT
+    if found.get("is_bound", True):
+        return str(found.get("label") or "bound")
+    why = "; ".join(found.get("why") or []) or "no reason recorded"
+    return f"{found.get('label') or 'not a bound'}: {why}"
+
+
+def _verdict(inputs: Inputs) -> list[Block]:
+    if not inputs.results:
+        return [("p", "Absent: no results files among the inputs (run `spikeguard evaluate`).")]
+    marked = any(headline(item.data) for item in inputs.results)  # results files from before headlines: no column
+    rows = []
+    for item in inputs.results:
+        d = item.data
+        flags = d.get("flags")
+        rows.append([item.label, f"{d.get('suite', ABSENT)}, {_threat_text(d)}", str(d.get("n", ABSENT)),
+                     _pct(d.get("clean_accuracy")), _pct(d.get("ensemble_accuracy")),
+                     *([headline_mark(d)] if marked else []), _broke_most(d), ABSENT if flags is None else
+                     (", ".join(str(f.get("name", "?")) for f in flags) or "none")])
+    header = ["model", "suite and threat", "n", "clean", "worst case", *(["headline"] if marked else []),
+              "broke most (attack / estimator)", "flags"]
+    note = ("Accuracy in percent; worst case: per sample over every attack and estimator of the suite. "
+            + ("A headline that is 'not a bound' cannot be claimed as robust accuracy: the reason follows it. "
+               if marked else "") + "Details, per attack and estimator, in the sections below.")
+    return [("table", header, rows), ("p", note)]
 
 
 def _flags(inputs: Inputs) -> list[Block]:
@@ -401,8 +498,14 @@ def _figures(inputs: Inputs, folder: Path) -> list[Block]:
         if item.data.get("eps") is not None and item.data.get("ensemble_accuracy") is not None:
             points.setdefault(item.label, []).append((item.data["eps"], item.data["ensemble_accuracy"],
                                                       item.data.get("suite", "?")))
-    paths = write_figures(analyses, rows, metrics, folder, points)
+    compared = {item.label if item.label not in {i.label for i in inputs.results if i is not item}
+                else f"{item.label} ({item.data.get('suite', '?')})":
+                {"clean": item.data["clean_accuracy"], "worst case": item.data["ensemble_accuracy"]}
+                for item in inputs.results
+                if item.data.get("clean_accuracy") is not None and item.data.get("ensemble_accuracy") is not None}
+    paths = write_figures(analyses, rows, metrics, folder, points, compared)
     captions = {
+        "comparison": "Clean and worst-case accuracy per model",
         "accuracy_vs_eps": "Accuracy against eps under the analysis attack and random noise; crosses: the "
                            "evaluator's ensemble accuracy",
         "gradient_sparsity": "Per-sample sparsity of the input gradient of f",
@@ -439,13 +542,16 @@ def _configs(inputs: Inputs) -> list[Block]:
     return blocks or [("p", "Absent: no run configuration among the inputs.")]
 
 
-SECTIONS = ("Robust accuracy", "Attacks and estimators", "Sanity flags", "Theory: the adversarial-random gap",
+SECTIONS = ("Verdict", "Robust accuracy", "Attacks and estimators", "Sanity flags", "Theory: the adversarial-random gap",
             "Activity and energy", "Figures", "Configurations")
 
 
 def build_document(inputs: Inputs, figure_folder: Path) -> list[Block]:
-    builders = (_paper_table(inputs), _attack_tables(inputs), _flags(inputs), _theory(inputs), _activity(inputs),
-                _figures(inputs, figure_folder), _configs(inputs))
+    figures = _figures(inputs, figure_folder)
+    chart = [b for b in figures if b[0] == "img" and Path(b[1]).name == "comparison.png"]
+    figures = [b for b in figures if b not in chart]
+    builders = (_verdict(inputs) + chart, _paper_table(inputs), _attack_tables(inputs), _flags(inputs), _theory(inputs), _activity(inputs),
+                figures, _configs(inputs))
     blocks: list[Block] = [("h", 1, "spikeguard report"),
                            ("p", (f"{len(inputs.results)} results file(s), {len(inputs.analyses)} analysis(es), "
                                   f"{len(inputs.runs)} run(s)."))]
@@ -484,12 +590,42 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
     return "\n".join(out)
 
 
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d232a;background:#f6f7f9;margin:0}
+main{max-width:62em;margin:0 auto;padding:1.5em 1.2em 4em}
+h1{font-size:1.7em;margin:.2em 0}h2{font-size:1.25em;margin:0;display:inline}h3{font-size:1.05em;margin:1.2em 0 .4em}
+section.verdict{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:.8em 1.2em;margin:1em 0}
+section.verdict h2{display:block;margin-bottom:.4em}
+details{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:.6em 1.2em;margin:.8em 0}
+summary{cursor:pointer;padding:.2em 0}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em;font-variant-numeric:tabular-nums}
+td,th{border-bottom:1px solid #e4e7eb;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#eef1f4;text-align:right}td:first-child,th:first-child{text-align:left}
+td.bad{color:#a4161a;font-weight:600}
+pre{background:#f1f3f5;padding:.6em;overflow-x:auto;font-size:.85em}
+p,li{overflow-wrap:anywhere}
+img{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+"""
+
+
 def render_html(blocks: list[Block]) -> str:
+    """The document as one self-contained page: the first section (the verdict) open, every later
+    section folded into a <details>."""
     esc = html_lib.escape
     body: list[str] = []
+    open_section = ""
     for block in blocks:
         kind = block[0]
-        if kind == "h":
+        if kind == "h" and block[1] == 2:
+            body.append(open_section)
+            if block[2] == SECTIONS[0]:
+                body.append(f'<section class="verdict"><h2>{esc(block[2])}</h2>')
+                open_section = "</section>"
+            else:
+                body.append(f"<details><summary><h2>{esc(block[2])}</h2></summary>")
+                open_section = "</details>"
+        elif kind == "h":
             body.append(f"<h{block[1]}>{esc(block[2])}</h{block[1]}>")
         elif kind == "p":
             body.append(f"<p>{esc(block[1])}</p>")
@@ -503,12 +639,20 @@ def render_html(blocks: list[Block]) -> str:
                         f"<figcaption>{esc(block[2])}</figcaption></figure>")
         elif kind == "table":
             head = "".join(f"<th>{esc(str(h))}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    style = ("body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>spikeguard report</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in block[2])
+            body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+                        "</div>")
+    body.append(open_section)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>spikeguard report</title><style>{STYLE}</style></head><body><main>\n" + "\n".join(body)
+            + "\n</main></body></html>\n")
+
+
+def _html_cell(cell) -> str:
+    text = str(cell)
+    marked = ' class="bad"' if text.startswith("not a bound") else ""
+    return f"<td{marked}>{html_lib.escape(text)}</td>"
 
 
 def write_report(inputs: list[Path], out: Path, html: bool = False) -> Path:

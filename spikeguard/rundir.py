@@ -86,7 +86,8 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 # ---- config.yaml ------------------------------------------------------------------------------------
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    write_bytes(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    """config.yaml: the fields that apply to the run (TrainConfig.to_record); omitted ones load as defaults."""
+    write_bytes(run_dir / CONFIG, yaml.safe_dump(cfg.to_record(), sort_keys=False).encode())
 
 
 def read_config(run: Path) -> dict:

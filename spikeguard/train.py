@@ -54,6 +54,7 @@ from spikeguard.distributed import (
 from spikeguard.errors import UserError
 from spikeguard.locks import claim
 from spikeguard.models import ModelSpec, SpikingNet, create_model
+from spikeguard.progress import Reporter
 from spikeguard.rundir import (
     BEST,
     CONFIG,
@@ -140,8 +141,8 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
     remove_stale_temporaries(run_dir)  # half-written files of the killed process
     saved = ckpt.get("config", {})
     defaults = TrainConfig().to_dict()  # a field added since the checkpoint was written had its default then
-    differ = sorted(k for k, v in cfg.to_dict().items()
-                    if k not in RESUME_FIELDS and saved.get(k, defaults[k]) != v)
+    differ = sorted(k for k, v in cfg.to_dict().items()  # a field that does not apply is not recorded: any is fine
+                    if k not in RESUME_FIELDS and cfg.applies(k) and saved.get(k, defaults[k]) != v)
     if differ:
         raise UserError(f"config.yaml in '{run_dir}' differs from its checkpoint in {', '.join(differ)}; "
                         "a resumed run keeps the settings it was started with")
@@ -234,18 +235,31 @@ def fit(state: RunState, progress: bool) -> TrainResult:
     stats_x, stats_y = (t.to(device) for t in stack(state.data.val, cfg.grad_stats_batch))
     # The target of a rollback before the first checkpoint exists: the run as it started, on the CPU.
     start = snapshot(state) if cfg.nan_policy == "rollback" else None
+    news = Reporter(enabled=bool(progress) and is_main())
+    news.line(f"training {cfg.model} with {cfg.defense} on {cfg.dataset}: epochs {state.epoch + 1} to {cfg.epochs} of "
+              f"{state.steps_per_epoch()} steps, into {state.run_dir}")
     while state.epoch < cfg.epochs:
+        began = state.elapsed()
         try:  # the steps of this epoch not done yet
             run_epoch(state, progress)
         except _Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
             roll_back(state, str(fault), start)
             continue
-        end_epoch(state, stats_x, stats_y)  # validate, log, best.pt, last.pt
+        record = end_epoch(state, stats_x, stats_y)  # validate, log, best.pt, last.pt
+        news.line(epoch_line(cfg, record, record["seconds"] - began))
     barrier()
     if is_main():  # the other ranks return their last weights (best.pt may live on rank 0's node only)
         state.model.load_state_dict(read_checkpoint(state.run_dir / BEST)["model"])
     state.model.eval()
     return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
+
+
+def epoch_line(cfg: TrainConfig, record: dict[str, Any], seconds: float) -> str:
+    """One epoch in words: what metrics.jsonl records, for the terminal or a log file."""
+    penalty = f", penalty {record['penalty']:.4g}" if DEFENSES.get(cfg.defense).needs_lamb else ""
+    return (f"{cfg.defense} epoch {record['epoch']}/{cfg.epochs}: loss {record.get('loss', float('nan')):.4f}"
+            f"{penalty}, validation accuracy {record['val_accuracy']:.4f}, {seconds:.1f}s "
+            f"(total {record['seconds']:.0f}s)")
 
 
 def epoch_order(generator: torch.Generator, n: int) -> torch.Tensor:
@@ -375,7 +389,7 @@ def roll_back(state: RunState, fault: str, start: dict[str, Any] | None) -> None
 
 # ---- the end of an epoch: validate, log, best.pt, checkpoint; a collapsed run stops
 
-def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> None:
+def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> dict[str, Any]:
     """Validate, log the epoch, update best.pt, checkpoint; abort a collapsed run once that is on disk."""
     epoch = state.epoch + 1
     if state.taken == 0:
@@ -401,6 +415,7 @@ def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> 
     checkpoint(state)
     if collapsed:
         raise UserError(collapsed)
+    return record
 
 
 @torch.no_grad()

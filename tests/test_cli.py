@@ -75,7 +75,7 @@ def one_line_error(capsys, argv):
     (["train", "--eps", "-0.1"], "eps"),
     (["train", "--defense", "sr", "--lamb", "0.1", "--h", "0"], "h must be a positive"),
     (["train", "--defense", "sr", "--lamb", "0.1", "--h", "-1"], "h must be a positive"),
-    (["train", "--defense", "sr"], "needs a positive lamb"),
+    (["train", "--dataset", "cifar10", "--defense", "sr"], "needs a positive lamb"),  # digits has a default
     (["train", "--epochs", "zero"], "epochs"),
     (["train", "--tau", "1.5"], "tau"),
     (["train", "--encoder", "rate"], "unknown encoder"),
@@ -113,7 +113,7 @@ def test_bad_checkpoints_are_refused(capsys, run_dir, tmp_path):
     assert "does not exist" in one_line_error_eval(capsys, ["evaluate", str(tmp_path / "missing.pt")])
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
-    assert "not a loadable" in one_line_error_eval(capsys, ["evaluate", str(junk)])
+    assert "is not a checkpoint" in one_line_error_eval(capsys, ["evaluate", str(junk)])
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((run_dir / "best.pt").read_bytes()[:2000])
     assert "not a loadable" in one_line_error_eval(capsys, ["evaluate", str(truncated)])

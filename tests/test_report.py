@@ -72,9 +72,10 @@ def test_markdown_report_has_every_section_and_the_numbers(runs, tmp_path):
     for title in SECTIONS:
         assert f"\n## {title}\n" in text
     # vanilla: FGSM 50, PGD-10 the lower of two entries (20), PGD-30 15, PGD-50 10, ensemble 5, strong 2
-    assert "| vanilla | quick | 100 | 98.0 | 50.0 | 20.0 | 15.0 | 10.0 | 5.0 | 2.0 |" in text
-    # sr: no PGD-30/50 and no strong suite: absent, not invented
-    assert "| sr (lambda 0.03) | quick | 100 | 94.0 | 50.0 | 20.0 | — | — | 30.0 | — |" in text
+    # (and APGD-CE 8, a column because a suite ran it)
+    assert "| vanilla | quick | 100 | 98.0 | 50.0 | 20.0 | 15.0 | 10.0 | 8.0 | 5.0 | 2.0 |" in text
+    # sr: no PGD-30/50, APGD or strong suite: absent, not invented
+    assert "| sr (lambda 0.03) | quick | 100 | 94.0 | 50.0 | 20.0 | — | — | — | 30.0 | — |" in text
     assert "noise-beats-attack: 3 samples broken only by noise" in text and "no flag raised" in text
     assert "| apgd-ce | linf | 0.15 | triangle:1, bptr |" in text  # other attacks listed with params
     assert "Horowitz" in text and "| sr (lambda 0.03) | body.2 |" in text  # activity of the analysed model
@@ -150,9 +151,124 @@ def test_every_figure_is_written_and_non_empty(runs, tmp_path):
         rows = list(csv.DictReader(f))
     metrics = [json.loads(line) for line in (runs / "sr" / "metrics.jsonl").read_text().splitlines()]
     paths = write_figures({"a": analysis, "b": analysis}, {"a": rows}, {"a": metrics, "b": metrics}, tmp_path / "f",
-                          {"a": [(0.15, 0.3, "quick")]})
+                          {"a": [(0.15, 0.3, "quick")]}, {"a": {"clean": 0.9, "worst case": 0.3}})
     assert set(paths) == set(FIGURE_FILES)
     for path in paths.values():
         data = path.read_bytes()
         assert data.startswith(PNG) and len(data) > 1000
     assert write_figures({}, {}, {}, tmp_path / "none") == {}
+
+
+# ---- issue 15: readable reports -------------------------------------------------------------------------
+
+CHECK_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });
+  const out = document.createElement("pre");
+  out.id = "layout-check";
+  out.textContent = JSON.stringify({scroll: document.documentElement.scrollWidth, view: window.innerWidth,
+    images: Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0),
+    details: document.querySelectorAll("details").length, verdict: !!document.querySelector("section.verdict")});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium():
+    import os
+    import shutil
+
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set and Chromium is missing: the README's test command installs it (apt-get install "
+                        "chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def test_html_report_renders_in_a_real_browser(runs, tmp_path):
+    """Headless Chromium loads the page: the verdict first, details folded, nothing wider than the window,
+    every figure decoded."""
+    import re
+    import subprocess
+
+    browser = _chromium()
+    page = write_report([runs], tmp_path / "report.html", html=True).read_text()
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=800,900",
+                           "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="layout-check">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stderr[-2000:]
+    layout = json.loads(found.group(1).replace("&quot;", '"'))
+    assert layout["verdict"] and layout["details"] >= 5
+    assert layout["scroll"] <= layout["view"], layout  # no horizontal overflow at 800 px
+    assert len(layout["images"]) == len(FIGURE_FILES) and all(w > 0 for w in layout["images"]), layout
+
+
+def test_report_of_a_run_and_its_analysis_directory(runs, tmp_path):
+    """The run already takes in its analysis; naming the analysis directory too is not an error."""
+    text = write_report([runs / "sr", runs / "sr" / "analysis"], tmp_path / "r.md").read_text()
+    assert "1 results file(s), 1 analysis(es), 1 run(s)" in text
+    assert "Absent" not in text.split("## Theory")[1].split("## Activity")[0]
+
+
+def test_report_shows_the_columns_the_suite_ran(tmp_path):
+    run = make_run(tmp_path, "van", "vanilla", 0.0, {"results.json": results("quick", 0.9, 0.1, [
+        attack("fgsm", 0.5), attack("pgd", 0.2, steps=30), attack("apgd-ce", 0.15, steps=30),
+        {**attack("square", 0.12, queries=300, survivors_only=True), "estimators": []},
+        {**attack("random-sign", 0.8, draws=5), "attack": "random-sign"}])})
+    text = write_report([run], tmp_path / "r.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| model | suite | n | clean"))
+    assert header == ("| model | suite | n | clean | FGSM | PGD-30 | apgd-ce (alone) | square (cumulative) | "
+                      "ensemble (suite) | ensemble (strong suite) |")
+    assert "steps 30" in text and '{"steps"' not in text  # parameters for people, not JSON
+
+
+HEADLINE = {"accuracy": 0.31, "is_bound": False, "label": "not a bound",
+            "why": ["zero gradients under every estimator on 12 samples"], "tried": ["triangle:1", "bpda"]}
+
+
+def test_a_headline_that_is_not_a_bound_is_shown_as_such(tmp_path, capsys):
+    from spikeguard.cli import _print_evaluation
+    from spikeguard.demo import demo_report, demo_selection
+
+    data = results("quick", 0.9, 0.31, [attack("fgsm", 0.5)]) | {"headline": HEADLINE, "notes": []}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    md = write_report([path], tmp_path / "r.md").read_text()
+    verdict = md.split("## Verdict")[1].split("## Robust accuracy")[0]
+    assert "not a bound: zero gradients under every estimator on 12 samples" in verdict
+    page = write_report([path], tmp_path / "r.html", html=True).read_text()
+    assert '<td class="bad">not a bound: zero gradients' in page
+    _print_evaluation(data)
+    assert "headline 31.0%: not a bound (zero gradients under every estimator on 12 samples); tried: " \
+           "triangle:1, bpda" in capsys.readouterr().out
+    model = {"clean_accuracy": 0.9, "attacks": {"fgsm": 0.5}, "ensemble_accuracy": 0.31, "flags": [],
+             "train_seconds": 1, "best_epoch": 1, "lamb": 0.0, "input_gradient": {"l1": 1.0, "zero_fraction": 0.1}}
+    summary = demo_report({"models": {"vanilla": model | {"headline": HEADLINE}}, "n_test": 10, "eps": 0.15,
+                           "suite": "quick"}, demo_selection())
+    assert "- vanilla: headline 31.0%: not a bound" in summary
+    # without the key: as before, no headline anywhere
+    del data["headline"]
+    path.write_text(json.dumps(data))
+    assert "not a bound" not in write_report([path], tmp_path / "r2.md").read_text()
+    assert "not a bound" not in demo_report({"models": {"vanilla": model}, "n_test": 10, "eps": 0.15,
+                                             "suite": "quick"}, demo_selection())
+
+
+def test_training_curves_have_whole_epochs_and_no_flat_zero_panel():
+    from spikeguard.figures import training_figure
+
+    records = [{"epoch": e, "loss": 1 / e, "val_accuracy": 0.5 + e / 10, "grad_l1": 1.0, "grad_zero_fraction": 0.0}
+               for e in (1, 2, 3)]
+    fig = training_figure({"vanilla": records})
+    fig.canvas.draw()
+    axes = fig.axes
+    for ax in axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    zero = axes[3]
+    assert zero.get_ylim()[1] >= 1 and any("0 at every epoch" in t.get_text() for t in zero.texts)

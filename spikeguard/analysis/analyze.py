@@ -68,6 +68,10 @@ class AnalysisSettings:
         bad = [e for e in eps if not (math.isfinite(e) and e > 0)]
         if bad:
             raise UserError(f"every eps must be a positive number, got {bad[0]}")
+        from spikeguard.config import check_linf_eps
+
+        for e in eps:
+            check_linf_eps(e)
         for name in ("n", "draws", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")

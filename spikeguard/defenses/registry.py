@@ -6,6 +6,8 @@ Facts of every defense:
 * ``penalised``: its penalty must not be identically zero over an epoch (else the run trains as vanilla);
 * ``makes_examples``: it trains on adversarial examples it generates;
 * ``refuses_bf16``, ``refuses_compile``, ``refuses_sync_bn``: None, or why it cannot run with that option;
+* ``settings``: the defense-specific training fields it reads (of DEFENSE_SETTINGS; config.yaml records only
+  these), or None for all of them;
 * ``description``: one line.
 
 The factory ("spikeguard.defenses.factories:...") builds the objective; :func:`create_defense` checks the
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 DEFENSES = Registry("defense")
 ATTACKS = ("fgsm", "pgd")  # the adversarial-example generators AT and SR* train with
+# training fields only some defenses read (eps is not among them: it is also the evaluation's default radius)
+DEFENSE_SETTINGS = ("lamb", "h", "alpha", "steps", "attack", "beta")
+_EXAMPLES = ("alpha", "steps", "attack")
 
 _FACTORIES = "spikeguard.defenses.factories"
 _NO_SR_BF16 = "bf16 rounds the currents as much as the SR finite-difference step moves them"
@@ -32,29 +37,34 @@ _NO_SR_BF16 = "bf16 rounds the currents as much as the SR finite-difference step
 
 def register_defense(name: str, target, *, description: str, needs_lamb: bool = False, penalised: bool = False,
                      makes_examples: bool = False, refuses_bf16: str | None = None,
-                     refuses_compile: str | None = None, refuses_sync_bn: str | None = None):
+                     refuses_compile: str | None = None, refuses_sync_bn: str | None = None,
+                     settings: tuple[str, ...] | None = None):
     """Register a defense with every fact set (so ``DEFENSES.get(name).refuses_bf16`` always reads)."""
+    if settings is not None and set(settings) - set(DEFENSE_SETTINGS):
+        raise ValueError(f"settings must be among {', '.join(DEFENSE_SETTINGS)}, got {settings}")
     return DEFENSES.register(name, target, description=description, needs_lamb=needs_lamb, penalised=penalised,
                              makes_examples=makes_examples, refuses_bf16=refuses_bf16,
-                             refuses_compile=refuses_compile, refuses_sync_bn=refuses_sync_bn)
+                             refuses_compile=refuses_compile, refuses_sync_bn=refuses_sync_bn,
+                             settings=None if settings is None else tuple(settings))
 
 
-register_defense("vanilla", f"{_FACTORIES}:vanilla", description="cross-entropy on clean inputs")
-register_defense("at", f"{_FACTORIES}:adversarial_training", makes_examples=True,
+register_defense("vanilla", f"{_FACTORIES}:vanilla", settings=(), description="cross-entropy on clean inputs")
+register_defense("at", f"{_FACTORIES}:adversarial_training", makes_examples=True, settings=_EXAMPLES,
                  description="adversarial training: cross-entropy on FGSM or PGD examples (Madry et al.)")
-register_defense("rat", f"{_FACTORIES}:robust_adversarial_training", makes_examples=True,
+register_defense("rat", f"{_FACTORIES}:robust_adversarial_training", makes_examples=True, settings=("beta",),
                  description="FGSM training at 2/255 plus an orthogonality retraction after each step")
-register_defense("gr", f"{_FACTORIES}:gradient_regularization", needs_lamb=True, penalised=True,
+register_defense("gr", f"{_FACTORIES}:gradient_regularization", needs_lamb=True, penalised=True, settings=("lamb",),
                  description="gradient regularisation: + lamb ||d CE / d x||^2 by double backprop",
                  # aot_autograd graphs and SyncBatchNorm's backward kernels have no double backward
                  refuses_compile="compiled graphs have no double backward",
                  refuses_sync_bn="SyncBatchNorm's backward cannot be differentiated again, which GR's double "
                                  "backprop needs")
 register_defense("sr", f"{_FACTORIES}:sparsity_regularization", needs_lamb=True, penalised=True,
+                 settings=("lamb", "h"),
                  refuses_bf16=_NO_SR_BF16,
                  description="sparsity regularisation: + lamb x the finite-difference SR penalty (step h)")
 register_defense("sr_star", f"{_FACTORIES}:adversarial_sparsity_regularization", needs_lamb=True,
-                 penalised=True, makes_examples=True, refuses_bf16=_NO_SR_BF16,
+                 penalised=True, makes_examples=True, refuses_bf16=_NO_SR_BF16, settings=("lamb", "h", *_EXAMPLES),
                  description="SR computed on adversarial examples")
 
 

@@ -45,6 +45,10 @@ class EvalConfig:
             eps = coerce_field("eps", eps, "float")
         if eps is not None:
             eps = check_eps(eps)
+            if self.threat_model != "events-l0":  # linf and frames-linf radii lie in [0, 1]; events-l0 has none
+                from spikeguard.config import check_linf_eps
+
+                check_linf_eps(eps)
         for name, low in (("n", 1), ("batch_size", 1), ("eot_draws", 1), ("budget", 0), ("seed", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):

@@ -30,6 +30,7 @@ from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize,
 from spikeguard.evaluation.targets import Target, load_source
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_attacks, make_threat_model
 from spikeguard.files import write_json
+from spikeguard.progress import reporter_for
 from spikeguard.runtime import eval_mode, forked_rng, pick_device
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -73,7 +74,7 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_bat
     device = pick_device(config.device)
     plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
-                source=source, threat=threat, progress=config.progress, train=target.train)
+                source=source, threat=threat, progress=reporter_for(config.progress), train=target.train)
     store = None
     if keep_batches is not None:
         from spikeguard.distributed import barrier, context
@@ -146,6 +147,7 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
     runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
+    reporter_for(plan.progress).line(f"unbounded check: {unbounded_check(suite, threat)['attack']}")
     with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, caller's RNG untouched
         unbounded, unbounded_n = unbounded_accuracy(settled, runner)
     results["unbounded_accuracy"] = unbounded

@@ -17,13 +17,13 @@ outcome does not depend on which other batches ran: ``--verify`` and distributed
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from spikeguard.attacks import input_gradient
 from spikeguard.attacks.ensemble import WorstCase
@@ -38,6 +38,7 @@ from spikeguard.evaluation.stochastic import (
 )
 from spikeguard.evaluation.suites import AttackSpec, Suite
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_budget
+from spikeguard.progress import Reporter, reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.snn import spiking_layers
 
@@ -62,7 +63,7 @@ class Plan:
     source: nn.Module | None = None  # transfer source
     train: Any = None                # the training split (the escalation's substitute learns on it)
     threat: ThreatModel | None = None  # None: the l-inf attacks on whatever shape the data have
-    progress: bool = True
+    progress: bool | Reporter = True  # False: silent; True: news on stderr; or a Reporter to share
 
     @property
     def count(self) -> int:
@@ -161,6 +162,15 @@ class SuiteRunner:
         self.native = bool(spiking_layers(self.model)) or has_external_neurons(self.model)
         self.gradient_estimators = tuple(dict.fromkeys(e for s in self.suite.attacks if s.white_box
                                                        for e in self.members(s)))
+        self.reporter, self.batch_count = reporter_for(plan.progress), 1
+
+    def units_per_batch(self) -> int:
+        """Progress units of one batch: one per (attack, estimator) pair, one per random attack."""
+        units = sum(1 if s.random else max(len(self.members(s)), 1) for s in self.suite.attacks)
+        return units + (len(self.suite.transfer["estimators"]) if self.source is not None else 0)
+
+    def _unit(self, label: str, member: str, batch: Batch) -> None:
+        self.reporter.unit(f"{label} / {member} / batch {batch.number + 1} of {self.batch_count}")
 
     def members(self, spec: AttackSpec) -> tuple[str, ...]:
         return spec.estimators if self.native or not spec.estimators else (NATIVE,)
@@ -180,27 +190,35 @@ class SuiteRunner:
                 t0 = time.perf_counter()
                 generator = torch.Generator().manual_seed(batch_seed(self.seed, batch.number, slot))
                 start = standing if spec.params.get("survivors_only") else clean
-                worst = self._attack(spec, x, y, start, generator, rows)
+                worst = self._attack(spec, x, y, start, generator, rows, batch)
                 standing = torch.minimum(standing, worst)
                 self.seconds[spec.label] += time.perf_counter() - t0
+                self.reporter.step_done(f"batch {batch.number + 1} of {self.batch_count}: {spec.label}",
+                                        time.perf_counter() - t0)
             if self.source is not None:
                 t0 = time.perf_counter()
                 generator = torch.Generator().manual_seed(batch_seed(self.seed, batch.number, 999))
-                self._transfer(x, y, clean, generator, rows)
+                self._transfer(x, y, clean, generator, rows, batch)
                 self.seconds[TRANSFER] += time.perf_counter() - t0
         return rows
 
-    def _attack(self, spec: AttackSpec, x, y, clean, generator, rows) -> torch.Tensor:
+    def _attack(self, spec: AttackSpec, x, y, clean, generator, rows, batch: Batch | None = None) -> torch.Tensor:
         """Run one attack from the per-sample scores ``clean``; returns its per-sample worst case."""
         eps = self.eps if spec.eps is None else spec.eps
         if spec.random:
-            return self._random_draws(spec, x, y, eps, clean, generator, rows)
+            if batch is not None:
+                self._unit(spec.label, "random draws", batch)
+            worst = self._random_draws(spec, x, y, eps, clean, generator, rows)
+            self.reporter.advance()
+            return worst
         worst = WorstCase(clean)
         everyone = (clean > 0).nonzero().squeeze(1)
         for member in self.members(spec) or ("",):
             # every sample with any correct draw left is attacked (for a deterministic model: every
             # sample still correct); without a cascade, every clean-correct one
             idx = worst.standing() if self.suite.cascade else everyone
+            if batch is not None:
+                self._unit(spec.label, member or spec.attack, batch)
             scores = clean.clone()
             if idx.numel():
                 context = bank.under(self.model, member, self.twins) if member else contextlib.nullcontext(self.model)
@@ -210,6 +228,7 @@ class SuiteRunner:
                 x_adv = within_threat(spec, x_adv, x[idx], eps, self.threat)
                 scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx]))
             self._member_column(spec.label, member or spec.attack, worst, scores, rows)
+            self.reporter.advance()
         return self._attack_columns(spec.label, worst, rows)
 
     def _member_column(self, label: str, member: str, worst: WorstCase, scores: torch.Tensor,
@@ -240,16 +259,19 @@ class SuiteRunner:
         self._member_column(spec.label, "draws", worst, torch.minimum(clean, stacked.min(0).values), rows)
         return self._attack_columns(spec.label, worst, rows)
 
-    def _transfer(self, x, y, clean, generator, rows) -> None:
+    def _transfer(self, x, y, clean, generator, rows, batch: Batch | None = None) -> None:
         """PGD on the source model under each of the suite's transfer estimators, scored on the target."""
         spec = AttackSpec(TRANSFER, TRANSFER, {"steps": self.suite.transfer["steps"], "alpha": None,
                                                    "restarts": 1, "random_start": True}, ())
         worst = WorstCase(clean)
         for member in self.suite.transfer["estimators"]:
+            if batch is not None:
+                self._unit(TRANSFER, member, batch)
             with eval_mode(self.source), bank.under(self.source, member, self.twins) as source:
                 x_adv = craft(spec, source, x, y, self.eps, 1, generator, self.num_classes)
             scores = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y))
             self._member_column(TRANSFER, member, worst, scores, rows)
+            self.reporter.advance()
         self._attack_columns(TRANSFER, worst, rows)
 
     def grad_mode_members(self, x: torch.Tensor) -> list[str]:
@@ -305,13 +327,20 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     runner = SuiteRunner(plan, used)
     grad_mode = runner.grad_mode_members(probe)
     rows: list[dict] = []
-    for batch in tqdm(make_batches(plan.dataset, plan.count, plan.batch_size, batches, device),
-                      desc=f"suite {plan.suite.name}", leave=False, disable=None if plan.progress else True):
-        before = dict(runner.seconds)
-        batch_rows = runner.run(batch)
-        rows.extend(batch_rows)
-        if on_batch is not None:
-            on_batch(batch.number, batch_rows, {k: v - before[k] for k, v in runner.seconds.items()})
+    chosen = make_batches(plan.dataset, plan.count, plan.batch_size, batches, device)
+    runner.batch_count = math.ceil(plan.count / plan.batch_size)
+    radius = f"budget {plan.threat.budget}" if plan.threat is not None and plan.threat.events else f"eps {plan.eps:.4g}"
+    runner.reporter.begin(f"suite {plan.suite.name}, {radius}, {plan.count} samples", runner.units_per_batch() *
+                          len(chosen))
+    try:
+        for batch in chosen:
+            before = dict(runner.seconds)
+            batch_rows = runner.run(batch)
+            rows.extend(batch_rows)
+            if on_batch is not None:
+                on_batch(batch.number, batch_rows, {k: v - before[k] for k, v in runner.seconds.items()})
+    finally:
+        runner.reporter.end()
     facts = {"n": plan.count, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
              "grad_mode_dependent": grad_mode,
              "gradient_estimators": list(runner.gradient_estimators)}

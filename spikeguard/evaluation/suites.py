@@ -178,6 +178,13 @@ def _attack(entry: Any, source: str) -> AttackSpec:
     eps = entry.get("eps")
     if eps is not None:
         eps = _positive_float(eps, f"{name} eps", source, allow_zero=True)
+        if norm == "linf":  # l2 radii are not in pixel scale per entry: no such limit
+            from spikeguard.config import check_linf_eps
+
+            try:
+                check_linf_eps(eps, f"{name} eps")
+            except UserError as e:
+                raise UserError(f"suite '{source}': {e}") from None
     if norm != "linf" and eps is None:
         raise UserError(f"suite '{source}': an {norm} attack needs its own 'eps' (the evaluation's eps is l-inf)")
     return AttackSpec(name, label, params, estimators, norm, eps)
