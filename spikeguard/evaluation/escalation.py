@@ -28,6 +28,7 @@ from torch import nn
 from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.evaluation.runner import Plan, SuiteRunner, batch_seed, craft, make_batches, within_budget
 from spikeguard.evaluation.suites import AttackSpec
+from spikeguard.progress import reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.snn import ann_twin, spiking_layers
 
@@ -112,9 +113,12 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list
     and returns what it did (results.json's "escalation")."""
     settings = plan.suite.escalation
     start = time.perf_counter()
+    say = reporter_for(plan.progress).line
     record = {"why": [f["name"] for f in why], "settings": dict(settings), "attacks": []}
     order = {row["index"]: row for row in rows}
     standing = sorted(i for i, row in order.items() if row["robust"] > 0)
+    say(f"escalation ({', '.join(record['why'])}: the gradient cannot be trusted): attacks that do not use it, "
+        f"on the {len(standing)} samples still standing")
     for row in rows:  # samples not attacked keep their score so far
         for label in LABELS:
             row[label] = row["robust"]
@@ -126,6 +130,9 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list
     else:
         substitute, facts = None, {"architecture": None, "skipped": "no training split to train a substitute on"}
     record["substitute"] = facts
+    if "seconds" in facts:
+        say(f"  substitute ({facts['architecture']}) trained in {facts['seconds']:.0f}s, agrees with the model on "
+            f"{100 * facts['agreement_on_its_training_inputs']:.1f}% of its training inputs")
     steps = settings["transfer_steps"]
     transfer = [AttackSpec("pgd", "pgd", {"steps": steps, "alpha": None, "restarts": 1, "random_start": True}, ()),
                 AttackSpec("apgd-ce", "apgd-ce", {"steps": steps, "restarts": 1}, ())]
@@ -145,8 +152,10 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list
             _write(rows, order, indices, worst, TRANSFER_LABEL)
         _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050)
         _write(rows, order, indices, worst, ESTIMATE_LABEL)
-        _attack(square, runner.model, runner, batch, worst, plan, number, 3100, survivors=True)
+        _attack(square, runner.model, runner, batch, worst, plan, number, 3100)
         _write(rows, order, indices, worst, SQUARE_LABEL)
+        say(f"  escalation batch {number + 1}: {int((worst.score >= 0.5).sum())} of {len(indices)} still standing, "
+            f"{time.perf_counter() - start:.0f}s so far")
     record["attacks"] = [
         {"name": TRANSFER_LABEL, "what": f"PGD-{steps} and APGD-CE-{steps} on the substitute, scored on the target",
          "ran": substitute is not None},
@@ -195,7 +204,7 @@ def headline(results: dict, why: list[dict], record: dict | None, events: bool) 
 
 
 def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, worst: WorstCase, plan: Plan,
-            number: int, slot: int, survivors: bool = False) -> None:
+            number: int, slot: int) -> None:
     idx = worst.standing()
     if idx.numel() == 0:
         return
