@@ -22,6 +22,9 @@ from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.snn import PoissonEncoder
 
 FAST = {"name": "fast", "eot_draws": 3, "checks": {"unbounded_n": 8, "unbounded_steps": 5},
+        # the escalation (when a flag fires) at a test's size
+        "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+                       "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
         "attacks": [{"attack": "fgsm", "estimators": ["triangle:1", "ann"]},
                     {"attack": "pgd", "steps": 5, "estimators": ["triangle:1", "ann"]},
                     {"attack": "square", "queries": 20},
