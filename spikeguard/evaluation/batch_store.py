@@ -18,11 +18,15 @@ from spikeguard.files import write_json
 
 
 class BatchStore:
-    def __init__(self, out: Path, identity: dict, resume: bool, writer: bool = True):
-        """``writer``: this process writes identity.json (rank 0 under torchrun; every rank saves its own
-        batches)."""
-        self.folder = Path(out).parent / f".{Path(out).name}.batches"
+    def __init__(self, out: Path, identity: dict):
+        self.out = Path(out)
+        self.folder = self.out.parent / f".{self.out.name}.batches"
         self.identity = json.loads(json.dumps(identity))  # as it reads back from JSON
+
+    def prepare(self, resume: bool) -> None:
+        """Check the folder against this run (resume) or that none is left (a new run), and write
+        identity.json. One process does this (rank 0 under torchrun); every rank saves its own batches."""
+        out = self.out
         known = self.folder / "identity.json"
         if resume:
             if not known.is_file():
@@ -38,7 +42,7 @@ class BatchStore:
             count = len(list(self.folder.glob("batch-*.json")))
             raise UserError(f"a killed evaluation left {count} finished batches in '{self.folder}': add --resume "
                             "to continue it, or remove that folder to start over")
-        if writer and not resume:
+        if not resume:
             write_json(known, self.identity)
 
     @staticmethod

@@ -77,15 +77,15 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_bat
                 source=source, threat=threat, progress=reporter_for(config.progress), train=target.train)
     store = None
     if keep_batches is not None:
-        from spikeguard.distributed import barrier, context
+        from spikeguard.distributed import on_main
 
         identity = {"checkpoint": target.checkpoint, "checkpoint_sha256": target.checkpoint_sha256,
                     "model_fn": target.model_fn, "suite_spec": suite.raw, "eps": config.eps, "n": plan.count,
                     "batch_size": config.batch_size, "seed": config.seed, "eot_draws": config.eot_draws,
                     "threat_model": threat.describe(), "eps_sweep": config.eps_sweep,
                     "source": str(config.source) if config.source is not None else None}
-        store = BatchStore(Path(keep_batches), identity, resume, writer=context().is_main)
-        barrier()  # identity.json is on disk before any rank saves a batch
+        store = BatchStore(Path(keep_batches), identity)
+        on_main(store.prepare, resume)  # rank 0 checks and writes; its refusal reaches every rank
     results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches, store=store)
     record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
               "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
