@@ -97,3 +97,24 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def lazy_exports(namespace: dict, exports: Mapping[str, str], dynamic: Mapping[str, Callable[[], Any]] | None = None):
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562): each public name in ``exports`` (name ->
+    "package.module") is imported from its module on first use and kept; a ``dynamic`` name is computed
+    afresh on every access (a list of registered names, which registrations change). Importing the package
+    then imports nothing heavy."""
+    package, dynamic = namespace["__name__"], dict(dynamic or {})
+
+    def __getattr__(name: str) -> Any:
+        if name in dynamic:
+            return dynamic[name]()
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = namespace[name] = getattr(importlib.import_module(exports[name]), name)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports) | set(dynamic))
+
+    return __getattr__, __dir__

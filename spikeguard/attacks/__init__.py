@@ -8,7 +8,7 @@ evaluation attacks with. The public names load on first use, so the registry's f
 
 from __future__ import annotations
 
-import importlib
+from spikeguard.registry import lazy_exports
 
 _PUBLIC = {
     "EnsembleResult": "spikeguard.attacks.ensemble",
@@ -25,7 +25,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'spikeguard.attacks' has no attribute {name!r}")
-    return getattr(importlib.import_module(_PUBLIC[name]), name)
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)

@@ -9,10 +9,8 @@ Names load on first use (PEP 562): the registry needs no PyTorch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from spikeguard.data.registry import DATASET_REGISTRY
+from spikeguard.registry import lazy_exports
 
 __all__ = ["DATASETS", "DataSplits", "load_dataset", "stack"]
 
@@ -42,14 +40,5 @@ def load_dataset(
     return entry.load()(**{key: given[key] for key in entry.loader_options})
 
 
-def __getattr__(name: str) -> Any:
-    if name == "DATASETS":  # the registered names, in registration order
-        return DATASET_REGISTRY.names()
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(_EXPORTS[name]), name)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"DATASETS"})
+# DATASETS: the registered names, in registration order (a registration changes them)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, dynamic={"DATASETS": DATASET_REGISTRY.names})

@@ -4,8 +4,7 @@ Names load on first use (PEP 562), so ``spikeguard.defenses.registry`` (names an
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from spikeguard.registry import lazy_exports
 
 _EXPORTS = {"DEFENSES": "spikeguard.defenses.registry", "create_defense": "spikeguard.defenses.registry",
             "AdversarialExamples": "spikeguard.defenses.objectives", "Defense": "spikeguard.defenses.objectives",
@@ -16,12 +15,4 @@ __all__ = ["DEFENSES", "AdversarialExamples", "Defense", "create_defense", "spar
            "true_class_probability"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(_EXPORTS[name]), name)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

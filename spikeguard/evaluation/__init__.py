@@ -7,7 +7,7 @@ with EoT for stochastic models, random and black-box baselines, and sanity flags
 
 from __future__ import annotations
 
-import importlib
+from spikeguard.registry import lazy_exports
 
 _PUBLIC = {
     "EvalConfig": "spikeguard.evaluation.config",
@@ -25,7 +25,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'spikeguard.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(_PUBLIC[name]), name)
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)

@@ -5,8 +5,7 @@ importable without PyTorch."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from spikeguard.registry import lazy_exports
 
 _EXPORTS = {"MODELS": "spikeguard.models.registry", "ModelSpec": "spikeguard.models.registry",
             "create_model": "spikeguard.models.registry", "SpikingNet": "spikeguard.models.base",
@@ -15,12 +14,4 @@ _EXPORTS = {"MODELS": "spikeguard.models.registry", "ModelSpec": "spikeguard.mod
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(_EXPORTS[name]), name)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -6,7 +6,8 @@ estimators and encoders) is importable without PyTorch."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+from spikeguard.registry import lazy_exports
 
 _EXPORTS = {
     "ann_twin": "control", "estimator": "control", "set_estimator": "control", "spiking_layers": "control",
@@ -22,14 +23,7 @@ _DYNAMIC = {"ESTIMATOR_FAMILIES", "SURROGATES"}  # follow registrations: looked 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    if name not in _DYNAMIC:
-        globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(
+    globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items() if name not in _DYNAMIC},
+    dynamic={name: (lambda name=name: getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name))
+             for name in _DYNAMIC})
