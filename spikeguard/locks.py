@@ -150,6 +150,17 @@ def _claim(target: Path, directory: bool, take_over: bool, other_host: bool,
     return held
 
 
+def lock_holder(target: str | Path, *, directory: bool = False) -> tuple[dict, str] | None:
+    """Who holds ``target``'s lock, and whether it lives: "alive", "gone" (a dead process on this host) or
+    "unknown" (another host); None when no lock is there. Read-only: for status displays."""
+    holder = _read(lock_path(target, directory))
+    if not holder:
+        return None
+    if holder["host"] != socket.gethostname():
+        return holder, "unknown"
+    return holder, "alive" if _alive(holder["pid"]) else "gone"
+
+
 def _create(lock: Path, record: dict) -> bool:
     """Put a complete lock file at ``lock`` unless one is there (False then). A link is atomic and never
     shows a half-written file; O_EXCL is the fallback where links are not supported."""

@@ -430,13 +430,15 @@ def accuracy(model: torch.nn.Module, dataset, batch_size: int, device: torch.dev
 
 
 def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Mean l1 norm and fraction of exact zeros of d f / d x (f: docs/method.md's true-class probability),
+    """Mean l1 and l2 norms and fraction of exact zeros of d f / d x (f: docs/method.md's true-class probability),
     under the training estimator, in eval mode."""
     with eval_mode(model), torch.enable_grad():
         x = x.detach().requires_grad_(True)
         f = true_class_probability(model(x), y)
         (g,) = torch.autograd.grad(f.sum(), x)
-    return {"grad_l1": g.flatten(1).abs().sum(1).mean().item(), "grad_zero_fraction": (g == 0).float().mean().item()}
+    flat = g.flatten(1)
+    return {"grad_l1": flat.abs().sum(1).mean().item(), "grad_l2": flat.norm(dim=1).mean().item(),
+            "grad_zero_fraction": (g == 0).float().mean().item()}
 
 
 def collapse(state: RunState, record: dict[str, float]) -> str | None:

@@ -1,0 +1,248 @@
+"""One cell of a study: train (or resume), evaluate, analyse, then record the numbers its files hold.
+
+Every step is skipped when its output is on disk and picked up where a killed run left it: training through
+``train.resume`` from the newest checkpoint, an evaluation through its kept batches (evaluate --resume), an
+analysis redone (it is written to a hidden folder and moved into place only when complete). The numbers in
+the cell's record are always read back from the files, never from memory, so a cell that ran in another
+process, on another machine, or over two reruns records the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from spikeguard.errors import UserError
+from spikeguard.study.plan import StudyPlan
+from spikeguard.study.state import (cell_dir, cell_record_path, evaluation_path, log_line, now, read_cell_record,
+                                    write_cell_record)
+
+ANALYSIS = "analysis"
+TRAINED = "train"
+
+
+def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto", progress: bool = True) -> dict:
+    """Run the cell's missing steps; returns its record. A step's failure ends the cell as failed (with the
+    one-line reason) and is not raised: the study goes on with the other cells. An interrupt (Ctrl-C, a kill)
+    leaves it running, so that the next run resumes it."""
+    import torch
+
+    from spikeguard.distributed import is_main
+    from spikeguard.locks import claim
+
+    study = Path(study)
+    cell = plan.cell(cell_id)
+    with claim(cell_record_path(study, cell_id), take_over=True):  # one process per cell; a killed one's lock goes
+        previous = read_cell_record(study, cell_id)
+        timing = dict(previous.get("timing") or {})
+        steps = dict(previous.get("steps") or {})
+        base = {"settings": cell.settings, "threads": plan.threads, "host": socket.gethostname(), "pid": os.getpid()}
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(plan.threads)  # the same under every executor, so the numbers are too
+
+        def record(status: str, **extra: Any) -> dict:
+            data = {**base, "status": status, "steps": steps, "timing": timing, **extra}
+            if is_main():
+                write_cell_record(study, cell_id, data)
+            return data
+
+        record("running", started=now())
+        log_line(study, f"cell {cell_id}: running (pid {os.getpid()}, {plan.threads} torch threads)")
+        try:
+            for name, step in cell_steps(plan):
+                if steps.get(name) == "done" and step_output_present(study, plan, cell_id, name):
+                    continue
+                t0 = time.perf_counter()
+                step(study, plan, cell_id, device=device, progress=progress)
+                timing[name] = round(time.perf_counter() - t0, 2)
+                steps[name] = "done"
+                record("running")
+            numbers = cell_numbers(study, plan, cell_id)
+        except UserError as e:
+            log_line(study, f"cell {cell_id}: failed: {e}")
+            return record("failed", reason=one_line(str(e)))
+        except Exception as e:  # a bug or an environment fault: the cell fails, the study goes on
+            log_line(study, f"cell {cell_id}: failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            return record("failed", reason=one_line(f"{type(e).__name__}: {e}"))
+        finally:
+            torch.set_num_threads(threads_before)
+        log_line(study, f"cell {cell_id}: done")
+        return record("done", numbers=numbers, finished=now())
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+def cell_steps(plan: StudyPlan) -> list[tuple[str, Any]]:
+    steps = [(TRAINED, train_step)]
+    steps += [(f"evaluate-{k}", _evaluate_step(k)) for k in range(1, len(plan.evaluate) + 1)]
+    if plan.analyze is not None:
+        steps.append((ANALYSIS, analyze_step))
+    return steps
+
+
+def step_output_present(study: Path, plan: StudyPlan, cell_id: str, name: str) -> bool:
+    """A step recorded as done still needs its output on disk (a user may have removed it to redo it)."""
+    run_dir = cell_dir(study, cell_id)
+    if name == TRAINED:
+        return (run_dir / "best.pt").is_file()
+    if name == ANALYSIS:
+        return (run_dir / ANALYSIS / "analysis.json").is_file()
+    number = int(name.split("-")[1])
+    return evaluation_path(run_dir, number, str(plan.evaluate[number - 1]["suite"])).is_file()
+
+
+# ---- the steps -------------------------------------------------------------------------------------------
+
+def train_step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, progress: bool) -> None:
+    from spikeguard.checkpoint import training_checkpoints
+    from spikeguard.train import resume, train
+
+    run_dir = cell_dir(study, cell_id)
+    if run_dir.is_dir() and training_checkpoints(run_dir):
+        resume(run_dir, progress=progress, device=device)  # a finished run returns at once
+        return
+    clear_unstarted(run_dir)
+    config = dataclasses.replace(plan.cell(cell_id).config, device=device)
+    train(config, run_dir, progress=progress)
+
+
+def clear_unstarted(run_dir: Path) -> None:
+    """A run killed before its first checkpoint left only its config, an empty log and its lock: remove them,
+    under the run's lock, so that training starts over. Anything else there is refused, never deleted."""
+    from spikeguard.locks import DIR_LOCK, claim, is_lock_file
+    from spikeguard.rundir import CONFIG, METRICS
+
+    if not run_dir.exists():
+        return
+    with claim(run_dir, directory=True, take_over=True):
+        for path in run_dir.iterdir():
+            if path.name in (CONFIG, METRICS) or (path.name.startswith(".") and path.name.endswith(".tmp")
+                                                  and not is_lock_file(path.name)):
+                path.unlink()
+            elif path.name != DIR_LOCK and not is_lock_file(path.name):
+                raise UserError(f"'{run_dir}' holds '{path.name}' but no training checkpoint; move it away to "
+                                "train this cell again")
+
+
+def _evaluate_step(number: int):
+    def step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, progress: bool) -> None:
+        evaluate_step(study, plan, cell_id, number, device=device, progress=progress)
+
+    return step
+
+
+def evaluate_step(study: Path, plan: StudyPlan, cell_id: str, number: int, *, device: str, progress: bool) -> None:
+    from spikeguard.distributed import is_main
+    from spikeguard.evaluation import EvalConfig, run_evaluation
+    from spikeguard.evaluation.batch_store import BatchStore
+    from spikeguard.evaluation.targets import load_target
+
+    run_dir = cell_dir(study, cell_id)
+    settings = plan.evaluate[number - 1]
+    out = evaluation_path(run_dir, number, str(settings["suite"]))
+    if out.is_file():
+        return
+    cfg = plan.cell(cell_id).config
+    config = EvalConfig(**settings, device=device, progress=progress).validated()
+    target = load_target(run_dir, None, None, None, cfg.data_dir, cfg.download)
+    resume = (BatchStore(out, {}).folder / "identity.json").is_file()  # batches a killed run finished
+    result = run_evaluation(config, target, keep_batches=out, resume=resume)
+    if is_main():
+        result.write(out)
+
+
+def analyze_step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, progress: bool) -> None:
+    from spikeguard.analysis.analyze import AnalysisSettings, analyze_checkpoint, parse_eps_list
+    from spikeguard.distributed import barrier, is_main
+
+    run_dir = cell_dir(study, cell_id)
+    if is_main():  # the analysis is one process's work; under torchrun the other ranks wait
+        options = dict(plan.analyze or {})
+        eps = options.pop("eps", None)
+        eps = parse_eps_list([str(e) for e in (eps if isinstance(eps, list) else [eps])]) if eps is not None else ()
+        partial = run_dir / f".{ANALYSIS}.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # a killed analysis starts over
+        headline = evaluation_path(run_dir, 1, str(plan.evaluate[0]["suite"]))
+        analyze_checkpoint(run_dir, AnalysisSettings(eps=eps, **options), partial,
+                           results=headline if headline.is_file() else None, device=device,
+                           data_dir=plan.cell(cell_id).config.data_dir, progress=progress)
+        os.replace(partial, run_dir / ANALYSIS)
+    barrier()
+
+
+# ---- the numbers -----------------------------------------------------------------------------------------
+
+def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
+    """What the aggregation reads, from the cell's files: training, every evaluation, the analysis."""
+    from spikeguard.results import column_label, headline
+    from spikeguard.rundir import METRICS, read_metrics
+
+    run_dir = cell_dir(study, cell_id)
+    metrics = read_metrics(run_dir / METRICS)
+    if not metrics:
+        raise UserError(f"'{run_dir / METRICS}' holds no finished epoch")
+    best = max(metrics, key=lambda r: r["val_accuracy"])  # the epoch best.pt holds (the first of equals)
+    numbers: dict[str, Any] = {
+        "epochs": metrics[-1]["epoch"], "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
+        "train_grad_l1": best.get("grad_l1"), "train_grad_l2": best.get("grad_l2"),
+        "train_grad_zero_fraction": best.get("grad_zero_fraction"),
+    }
+    evaluations = []
+    for number, settings in enumerate(plan.evaluate, start=1):
+        results = json.loads(evaluation_path(run_dir, number, str(settings["suite"])).read_text())
+        top = headline(results)
+        evaluations.append({
+            "suite": results["suite"], "eps": results["eps"], "n": results["n"],
+            "clean": results["clean_accuracy"], "worst_case": results["ensemble_accuracy"],
+            "headline": top["accuracy"] if top else results["ensemble_accuracy"],
+            "is_bound": bool(top.get("is_bound", True)) if top else True,
+            "attacks": {column_label(a): a["accuracy"] for a in results["attacks"]},
+            # the published protocol's columns (FGSM, PGD-10/30/50) of attacks run alone
+            "columns": paper_columns(results["attacks"]),
+            "flags": [f["name"] for f in results.get("flags", [])],
+        })
+    numbers["evaluations"] = evaluations
+    numbers["clean"], numbers["worst_case"] = evaluations[0]["clean"], evaluations[0]["headline"]
+    analysis_file = run_dir / ANALYSIS / "analysis.json"
+    if analysis_file.is_file():
+        numbers["analysis"] = analysis_numbers(json.loads(analysis_file.read_text()))
+    return numbers
+
+
+def paper_columns(attacks: list[dict]) -> dict[str, float]:
+    from spikeguard.report import attack_column
+
+    columns: dict[str, float] = {}
+    for attack in attacks:
+        if (attack.get("params") or {}).get("survivors_only"):
+            continue  # a cumulative accuracy is the worst case up to it, not this attack's alone
+        column = attack_column(attack)
+        if column and attack.get("accuracy") is not None:
+            columns[column] = min(columns.get(column, 1.0), attack["accuracy"])
+    return columns
+
+
+def analysis_numbers(analysis: dict) -> dict[str, Any]:
+    gradient = analysis.get("gradient") or {}
+    layers = analysis.get("layers") or []
+    neurons = sum(layer["neurons"] for layer in layers)
+    return {
+        "estimator": gradient.get("estimator"),
+        "grad_l1": gradient.get("l1"), "grad_l2": gradient.get("l2"),
+        "grad_zero_fraction": gradient.get("zero_fraction"),
+        # over all neurons of the network, each layer weighted by its size (a spike count over neuron-steps)
+        "firing_rate": (sum(layer["firing_rate"] * layer["neurons"] for layer in layers) / neurons
+                        if neurons else None),
+        "sops": analysis.get("sops_total"), "energy_joules": analysis.get("energy_joules"),
+        "gap": [{"eps": row["eps"], "rho_adv": row["rho_adv"], "rho_rand_abs": row["rho_rand_abs"],
+                 "ratio_abs": row["ratio_abs"]} for row in analysis.get("per_eps", [])],
+    }

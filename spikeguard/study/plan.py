@@ -1,0 +1,239 @@
+"""A study plan: a grid over training settings, and what to do with every cell of it.
+
+```yaml
+name: digits-lambda
+grid:                         # any training field; a list of values, or one value
+  defense: [vanilla, sr]
+  lamb: [0.01, 0.03, 0.1]     # a field that does not apply to a cell (lamb for vanilla) collapses: it runs once
+  seed: [0, 1, 2]
+train: {epochs: 30}           # fixed training fields
+evaluate:                     # one or more evaluations; the first is the headline
+  - {suite: quick, n: 360, eps: 0.15}
+analyze: {eps: [0.1, 0.15], n: 100}   # optional
+threads: 1                    # torch threads per cell, the same under every executor
+slurm: {partition: gpu, gpus_per_cell: 1, time_per_cell: 720}   # optional defaults for --executor slurm
+```
+
+Everything is checked here, before a cell runs and without PyTorch: every cell's training configuration is
+resolved (so a bad lamb in cell 9 is refused before cell 1 trains), every evaluation and the analysis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spikeguard.config import TrainConfig, config_from_dict, validated_lamb
+from spikeguard.errors import UserError
+
+PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm")
+EVALUATE_KEYS = ("suite", "n", "eps", "batch_size", "seed", "eot_draws", "threat_model", "budget", "eps_sweep")
+ANALYZE_KEYS = ("eps", "n", "draws", "seed", "estimator", "eps_max", "attack_eps_max", "bisect_steps",
+                "batch_size")
+SLURM_KEYS = ("partition", "gpus_per_cell", "time_per_cell", "cpus_per_cell", "mem_gb", "account", "qos",
+              "constraint", "setup")
+# Fields a study sets per cell itself, or that belong to the machine a cell runs on.
+NOT_IN_PLAN = ("device",)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: its directory name and the training fields it sets (over the plan's ``train``)."""
+
+    id: str
+    settings: dict[str, Any]
+    config: TrainConfig
+
+
+@dataclass
+class StudyPlan:
+    name: str
+    grid: dict[str, list]
+    train: dict[str, Any]
+    evaluate: list[dict[str, Any]]
+    analyze: dict[str, Any] | None = None
+    threads: int = 1
+    slurm: dict[str, Any] = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as written to DIR/plan.yaml (cells are derived, not stored)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "cells"}
+        return {k: v for k, v in out.items() if v not in (None, {})}
+
+    def fingerprint(self) -> str:
+        """What defines the study's numbers: a rerun into the same directory must have the same one. The slurm
+        block is left out: where cells run does not change what they compute."""
+        defining = {k: v for k, v in self.to_dict().items() if k != "slurm"}
+        return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
+
+    def cell(self, cell_id: str) -> Cell:
+        for cell in self.cells:
+            if cell.id == cell_id:
+                return cell
+        raise UserError(f"study '{self.name}' has no cell '{cell_id}'")
+
+
+def load_plan(path: str | Path) -> StudyPlan:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"plan file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"plan file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"plan file '{path}' is not text") from None
+    return plan_from_dict(raw, str(path), base=path.parent)
+
+
+def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None) -> StudyPlan:
+    """The checked plan; a suite file named by a relative path is taken relative to ``base`` (the plan's
+    folder) and stored absolute, so the copy in DIR/plan.yaml finds it too."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a mapping with name, grid, train and evaluate")
+    _no_unknown(raw, PLAN_KEYS, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise UserError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+    grid = _grid(raw.get("grid"), where)
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise UserError(f"{where}: train must be a mapping of training field: value")
+    for key in (set(grid) | set(train)) & set(NOT_IN_PLAN):
+        raise UserError(f"{where}: '{key}' is chosen where a cell runs (the executor), not in a plan")
+    both = sorted(set(grid) & set(train))
+    if both:
+        raise UserError(f"{where}: {', '.join(both)} is both in grid and train; give it in one place")
+    evaluate = _evaluations(raw.get("evaluate"), where, base)
+    analyze = _analysis(raw.get("analyze"), where)
+    threads = raw.get("threads", 1)
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
+        raise UserError(f"{where}: threads must be an integer in [1, 256], got {threads!r}")
+    slurm = _slurm(raw.get("slurm"), where)
+    plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm)
+    plan.cells = expand(plan)
+    return plan
+
+
+def _no_unknown(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in mapping if k not in allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
+def _grid(grid: Any, where: str) -> dict[str, list]:
+    if not isinstance(grid, dict) or not grid:
+        raise UserError(f"{where}: grid must be a mapping of training field: [values], e.g. defense: [vanilla, sr]")
+    out = {}
+    for key, values in grid.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise UserError(f"{where}: grid.{key} lists no values")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise UserError(f"{where}: grid.{key} repeats a value")
+        out[str(key)] = values
+    config_from_dict({k: v[0] for k, v in out.items()})  # names the unknown field or the wrong type
+    return out
+
+
+def _evaluations(value: Any, where: str, base: Path | None) -> list[dict[str, Any]]:
+    from spikeguard.evaluation.config import EvalConfig, available_suites
+
+    items = [value] if isinstance(value, dict) else value
+    if not isinstance(items, list) or not items:
+        raise UserError(f"{where}: evaluate must list at least one evaluation, e.g. - {{suite: quick, n: 360}}")
+    out = []
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict) or "suite" not in item:
+            raise UserError(f"{where}: evaluation {number} must be a mapping with a suite")
+        _no_unknown(item, EVALUATE_KEYS, f"{where}: evaluation {number}")
+        item = dict(item)
+        suite = str(item["suite"])
+        if suite not in available_suites() and base is not None and not Path(suite).is_absolute():
+            item["suite"] = str((base / suite).resolve())
+        EvalConfig(**item).validated()  # suite exists, eps, n and the rest in range
+        out.append(dict(item))
+    return out
+
+
+def _analysis(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: analyze must be a mapping, e.g. {{eps: [0.1], n: 100}}")
+    _no_unknown(value, ANALYZE_KEYS, f"{where}: analyze")
+    from spikeguard.config import check_linf_eps, coerce_field
+
+    eps = value.get("eps")
+    for e in (eps if isinstance(eps, list) else [eps] if eps is not None else []):
+        check_linf_eps(coerce_field("analyze.eps", e, "float"))
+    for key in ("n", "draws", "bisect_steps", "batch_size"):
+        if key in value and not (isinstance(value[key], int) and not isinstance(value[key], bool) and value[key] > 0):
+            raise UserError(f"{where}: analyze.{key} must be a positive integer, got {value[key]!r}")
+    return dict(value)
+
+
+def _slurm(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: slurm must be a mapping, e.g. {{partition: gpu, gpus_per_cell: 1}}")
+    _no_unknown(value, SLURM_KEYS, f"{where}: slurm")
+    return dict(value)
+
+
+def expand(plan: StudyPlan) -> list[Cell]:
+    """Every grid point as a cell; a grid field that does not apply to a point (lamb for vanilla) is dropped
+    from it, so the points that differ only in it are one cell."""
+    cells: dict[str, Cell] = {}
+    keys = list(plan.grid)
+    varying = [k for k in keys if len(plan.grid[k]) > 1]
+    for values in itertools.product(*(plan.grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        values_all = {**plan.train, **point}
+        probe = config_from_dict(values_all)
+        settings = {k: v for k, v in point.items() if probe.applies(k)}
+        values_used = {**plan.train, **settings}
+        if "lamb" not in values_used and validated_lamb(probe.dataset, probe.defense) is not None:
+            values_used["lamb"] = validated_lamb(probe.dataset, probe.defense)  # train's documented default
+        try:
+            config = config_from_dict(values_used).resolved()
+        except UserError as e:
+            raise UserError(f"cell {_describe(settings)}: {e}") from None
+        cell_id = cell_name({k: v for k, v in settings.items() if k in varying} or settings)
+        if cell_id in cells:
+            if cells[cell_id].settings != settings:
+                raise UserError(f"two cells would share the directory '{cell_id}'; give values that differ "
+                                "after reducing to letters, digits, '.', '_' and '-'")
+            continue
+        cells[cell_id] = Cell(cell_id, settings, config)
+    return list(cells.values())
+
+
+def cell_name(settings: dict[str, Any]) -> str:
+    """``{"defense": "sr", "lamb": 0.03, "seed": 0}`` -> ``defense-sr_lamb-0.03_seed-0``."""
+    parts = [f"{key}-{_text(value)}" for key, value in settings.items()]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts)) or "cell"
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_text(v)}" for k, v in settings.items()) or "(the only cell)"
+
+
+def group_key(settings: dict[str, Any]) -> tuple:
+    """Cells that differ only in their seed form one group (one row of the aggregated tables)."""
+    return tuple((k, json.dumps(v)) for k, v in settings.items() if k != "seed")

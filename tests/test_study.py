@@ -1,0 +1,303 @@
+"""Studies (issue 16): a 2x2 digits plan end to end from the CLI, reruns that skip finished cells, a killed
+cell that resumes, --parallel 2 and submitit's local executor giving the sequential run's numbers, the Slurm
+job specification (dry run and a stand-in sbatch), and the aggregation's intervals.
+
+One sequential baseline is shared; every cell trains one epoch and is attacked on 32 samples by a tiny suite.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spikeguard.cli import main
+from spikeguard.errors import UserError
+from spikeguard.study.plan import load_plan, plan_from_dict
+from spikeguard.study.summary import Group, build, mean_interval, trade_off_figure
+
+TINY_SUITE = {"name": "tiny", "checks": {"unbounded_n": 4, "unbounded_steps": 2},
+              "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+                             "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
+              "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},
+                          {"attack": "pgd", "steps": 10, "estimators": ["triangle:1"]}]}
+TRAIN = {"epochs": 1, "time_steps": 2, "batch_size": 256}
+PLAN = {"name": "tiny-digits", "grid": {"dataset": ["digits"], "defense": ["vanilla", "sr"], "seed": [0, 1]},
+        "train": TRAIN, "evaluate": [{"suite": "tiny.yaml", "n": 32, "batch_size": 16}]}
+
+
+def run_cli(argv):
+    """(exit code, stdout, stderr) of the CLI run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_plan(folder: Path, plan: dict, name: str = "plan.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY_SUITE))
+    path = folder / name
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def numbers(study: Path) -> dict:
+    data = json.loads((study / "study.json").read_text())
+    return {cell["id"]: cell.get("numbers") for cell in data["cells"]}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    plan = write_plan(root, PLAN)
+    code, out, err = run_cli(["study", plan, "--out", root / "seq", "--quiet"])
+    assert code == 0, err
+    return plan, root / "seq", out
+
+
+def test_a_2x2_plan_runs_end_to_end_from_the_cli(baseline):
+    plan, study, out = baseline
+    data = json.loads((study / "study.json").read_text())
+    assert [c["id"] for c in data["cells"]] == ["defense-vanilla_seed-0", "defense-vanilla_seed-1",
+                                                 "defense-sr_seed-0", "defense-sr_seed-1"]
+    assert data["counts"] == {"done": 4} and data["threads"] == 1
+    for cell in data["cells"]:
+        run = study / cell["dir"]
+        assert {"config.yaml", "metrics.jsonl", "best.pt", "last.pt", "results-1-tiny.json"} <= {p.name for p in run.iterdir()}
+        assert cell["threads"] == 1 and set(cell["timing"]) == {"train", "evaluate-1"}
+        n = cell["numbers"]
+        assert 0 <= n["worst_case"] <= n["clean"] <= 1 and n["evaluations"][0]["suite"] == "tiny"
+        assert n["evaluations"][0]["columns"]["FGSM"] >= n["worst_case"]
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["defense"] == cell["settings"]["defense"] and config["seed"] == cell["settings"]["seed"]
+        assert config.get("lamb", 0) == (0.03 if config["defense"] == "sr" else 0)  # the validated digits lamb
+    assert "defense-sr_seed-1" in out and "done" in out  # the status table
+    summary = (study / "summary.md").read_text()
+    assert "(n=2)" in summary and " ± " in summary and "paired seed(s)" in summary
+    assert (study / "summary.html").read_text().startswith("<!DOCTYPE html>")
+    log = (study / "study.log").read_text()
+    assert "cell 4 of 4: defense-sr_seed-1" in log and "0 finished before, 4 to run" in log
+    # a cell is an ordinary run directory: the other commands take it
+    code, _, err = run_cli(["report", study / "cells" / "defense-sr_seed-0", "--out", study.parent / "one.md"])
+    assert code == 0, err
+
+
+def test_a_second_run_skips_every_finished_cell(baseline, tmp_path):
+    plan, study, _ = baseline
+    stamps = {p: p.stat().st_mtime_ns for p in study.glob("cells/*/results-1-tiny.json")}
+    before = numbers(study)
+    code, out, err = run_cli(["study", study, "--status"])
+    assert code == 0 and out.count("│ done") == 4, out
+    code, _, err = run_cli(["study", plan, "--out", study])  # the same plan into the same directory
+    assert code == 0, err
+    assert "4 finished before, 0 to run" in err
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and numbers(study) == before
+    code, _, err = run_cli(["report", study])
+    assert code == 0 and "summary.md" in err + _
+    code, _, err = run_cli(["report", study, "--out", tmp_path / "x.md"])
+    assert code == 2 and "drop --out" in err
+
+
+def test_parallel_2_gives_the_sequential_numbers(baseline):
+    plan, study, _ = baseline
+    code, _, err = run_cli(["study", plan, "--out", study.parent / "par", "--parallel", "2", "--quiet"])
+    assert code == 0, err
+    assert numbers(study.parent / "par") == numbers(study)
+    assert (study.parent / "par" / "cells" / "defense-sr_seed-1.log").read_text().strip()  # each cell's own output
+
+
+def test_submitit_local_executor_gives_the_sequential_numbers(baseline):
+    plan, study, _ = baseline
+    code, _, err = run_cli(["study", plan, "--out", study.parent / "sub", "--executor", "submitit-local",
+                            "--parallel", "2", "--quiet"])
+    assert code == 0, err
+    assert numbers(study.parent / "sub") == numbers(study)
+    assert any((study.parent / "sub" / "submitit").glob("*_log.out"))
+
+
+def test_a_killed_cell_resumes_training_and_finishes(tmp_path):
+    plan = write_plan(tmp_path, {"name": "kill", "grid": {"defense": ["vanilla"]},
+                                 "train": {"epochs": 4, "time_steps": 2, "batch_size": 16},
+                                 "evaluate": [{"suite": "tiny.yaml", "n": 16}]})
+    study = tmp_path / "study"
+    cell = study / "cells" / "defense-vanilla"
+    process = subprocess.Popen([sys.executable, "-m", "spikeguard", "study", str(plan), "--out", str(study), "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (cell / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the study ended before its first checkpoint"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    code, out, _ = run_cli(["study", study, "--status"])
+    assert code == 0 and "killed" in out, out
+    finished = len((cell / "metrics.jsonl").read_text().splitlines())
+    assert finished < 4  # killed inside training
+    code, _, err = run_cli(["study", study])
+    assert code == 0, err
+    assert f"resuming {cell}" in err or f"epochs {finished + 1} to 4" in err, err
+    epochs = [json.loads(line)["epoch"] for line in (cell / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    assert json.loads((study / "study.json").read_text())["counts"] == {"done": 1}
+
+
+def test_the_analysis_step_records_gradient_activity_and_energy(tmp_path):
+    plan = write_plan(tmp_path, {"name": "one", "grid": {"defense": ["sr"]}, "train": TRAIN,
+                                 "evaluate": [{"suite": "tiny.yaml", "n": 8}],
+                                 "analyze": {"eps": [0.15], "n": 4, "draws": 1, "bisect_steps": 1}})
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s", "-q"])
+    assert code == 0, err
+    cell = json.loads((tmp_path / "s" / "study.json").read_text())["cells"][0]
+    analysis = cell["numbers"]["analysis"]
+    assert analysis["grad_l1"] > 0 and 0 <= analysis["firing_rate"] <= 1 and analysis["energy_joules"] > 0
+    assert analysis["gap"][0]["eps"] == pytest.approx(0.15)
+    assert (tmp_path / "s" / "cells" / "defense-sr" / "analysis" / "analysis.json").is_file()
+    assert not (tmp_path / "s" / "cells" / "defense-sr" / ".analysis.partial").exists()
+
+
+# ---- the cluster path without a cluster ---------------------------------------------------------------------
+
+def test_slurm_dry_run_writes_the_job_specification_and_runs_nothing(baseline):
+    plan, study, _ = baseline
+    out = study.parent / "slurm"
+    code, _, err = run_cli(["study", plan, "--out", out, "--executor", "slurm", "--partition", "gpu",
+                            "--gpus-per-cell", "2", "--time-per-cell", "90", "--dry-run"])
+    assert code == 0, err
+    script = (out / "slurm-array.sbatch").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --time=90", "#SBATCH --array=0-3%4", "#SBATCH --cpus-per-task=1", "#SBATCH --nodes=1",
+                 "#SBATCH --job-name=tiny-digits"):
+        assert line in script, script
+    assert "submitit.core._submit" in script
+    assert json.loads((out / "study.json").read_text())["counts"] == {"pending": 4}
+    code, _, err = run_cli(["study", plan, "--out", study.parent / "slurm2", "--executor", "slurm", "--dry-run"])
+    assert code == 2 and "needs a partition" in err and len(err.strip().splitlines()) == 1
+
+
+def test_slurm_submission_records_queued_cells(baseline, tmp_path, monkeypatch):
+    """The real submission path against a stand-in sbatch that records its script and answers a job id."""
+    plan, study, _ = baseline
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path}/submitted.sh\necho 'Submitted batch job 4242'\n")
+    fake.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit looks for it to know it is on Slurm
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "queued"
+    code, _, err = run_cli(["study", plan, "--out", out, "--executor", "slurm", "--partition", "gpu"])
+    assert code == 0, err
+    assert "#SBATCH --array=0-3%4" in (tmp_path / "submitted.sh").read_text()
+    cells = json.loads((out / "study.json").read_text())["cells"]
+    assert [c["status"] for c in cells] == ["queued"] * 4
+    assert [c["job"] for c in cells] == [f"4242_{k}" for k in range(4)]
+    code, out_text, _ = run_cli(["study", out, "--status"])
+    assert code == 0 and out_text.count("│ queued") == 4
+
+
+def test_slurm_without_slurm_is_one_line(baseline, tmp_path, monkeypatch):
+    plan, _, _ = baseline
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s", "--executor", "slurm", "--partition", "gpu", "-q"])
+    assert code == 2 and "cannot submit to Slurm from here" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- plans and their errors ------------------------------------------------------------------------------
+
+def test_plan_grid_collapses_settings_that_do_not_apply(tmp_path):
+    plan = plan_from_dict({"name": "p", "grid": {"defense": ["vanilla", "sr"], "lamb": [0.01, 0.1], "seed": [0, 1]},
+                           "train": TRAIN, "evaluate": [{"suite": "quick"}]})
+    ids = [c.id for c in plan.cells]
+    assert ids == ["defense-vanilla_seed-0", "defense-vanilla_seed-1", "defense-sr_lamb-0.01_seed-0",
+                   "defense-sr_lamb-0.01_seed-1", "defense-sr_lamb-0.1_seed-0", "defense-sr_lamb-0.1_seed-1"]
+    assert plan.cell("defense-sr_lamb-0.1_seed-1").config.lamb == 0.1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"defense": ["vanilla"], "colour": ["red"]}}, "unknown config key(s) colour"),
+    ({"grid": {"defense": ["gr"], "lamb": [0.1, -1.0]}}, "cell defense gr, lamb -1: lamb must be"),
+    ({"evaluate": [{"suite": "no-such-suite"}]}, "no-such-suite"),
+    ({"evaluate": [{"suite": "quick", "steps": 3}]}, "unknown key(s) steps"),
+    ({"grid": {"device": ["cpu"]}}, "chosen where a cell runs"),
+    ({"threads": 0}, "threads must be"),
+    ({"name": "a b"}, "name must be"),
+])
+def test_a_bad_plan_is_one_line_before_anything_runs(tmp_path, change, message):
+    plan = write_plan(tmp_path, {**PLAN, **change})
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_another_plan_into_a_study_directory_is_refused(baseline, tmp_path):
+    plan, study, _ = baseline
+    other = write_plan(tmp_path, {**PLAN, "train": {**TRAIN, "epochs": 2}})
+    code, _, err = run_cli(["study", other, "--out", study])
+    assert code == 2 and "another plan" in err
+    code, _, err = run_cli(["study", plan, "--out", study, "--executor", "nowhere"])
+    assert code == 2 and "unknown executor 'nowhere'" in err
+
+
+# ---- aggregation ---------------------------------------------------------------------------------------
+
+def test_mean_interval_is_the_student_t_interval():
+    mean, half = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)  # t(0.975, 2) * sd / sqrt(n)
+    assert mean_interval([0.5]) == (0.5, None)
+
+
+def _cell(defense, seed, worst, lamb=None, clean=0.9):
+    settings = {"defense": defense, **({"lamb": lamb} if lamb is not None else {}), "seed": seed}
+    evaluation = {"suite": "paper", "clean": clean, "headline": worst, "columns": {"FGSM": worst + 0.1, "PGD-10": worst}}
+    return {"id": f"{defense}-{lamb}-{seed}", "settings": settings, "status": "done",
+            "numbers": {"clean": clean, "worst_case": worst, "train_grad_l1": 1.0 / (1 + (lamb or 0)),
+                        "evaluations": [evaluation]}}
+
+
+def test_the_summary_pairs_seeds_and_draws_the_lambda_trade_off(tmp_path):
+    cells = [_cell("vanilla", s, 0.10 + 0.01 * s) for s in range(3)]
+    cells += [_cell("sr", s, 0.30 + 0.01 * s, lamb=lamb) for lamb in (0.01, 0.1) for s in range(3)]
+    study = {"format": "spikeguard-study/1", "name": "synthetic", "threads": 1, "counts": {"done": 9},
+             "plan": {"evaluate": [{"suite": "paper"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = "\n".join(str(b) for b in build(tmp_path))
+    assert "worst case +20.0 points against vanilla [+20.0, +20.0] over 3 paired seed(s): better than vanilla" in text
+    assert "11.0 ± 2.5 (n=3)" in text  # vanilla's worst case: mean 11%, t(0.975, 2) * 1 / sqrt(3) points
+    assert "'FGSM', 'PGD-10'" in text  # the published protocol's columns
+    groups = [Group({"defense": "vanilla"}, cells[:3], 3), Group({"defense": "sr", "lamb": 0.01}, cells[3:6], 3),
+              Group({"defense": "sr", "lamb": 0.1}, cells[6:], 3)]
+    figure = trade_off_figure(groups, tmp_path / "f.png")
+    assert figure.stat().st_size > 10_000
+
+
+def test_plan_file_suite_paths_are_kept_absolute(tmp_path):
+    plan = load_plan(write_plan(tmp_path, PLAN))
+    assert Path(plan.evaluate[0]["suite"]) == (tmp_path / "tiny.yaml").resolve()
+    with pytest.raises(UserError, match="evaluation 1 must be a mapping with a suite"):
+        plan_from_dict({**PLAN, "evaluate": [{"n": 3}]})
+
+
+def test_importing_the_study_cli_loads_no_torch():
+    code = ("import sys, spikeguard.cli, spikeguard.study.plan, spikeguard.study.state, spikeguard.study.summary; "
+            "print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_status_of_a_directory_without_a_study_is_one_line(tmp_path):
+    code, _, err = run_cli(["study", tmp_path, "--status"])
+    assert code == 2 and "not a study directory" in err
+    shutil.rmtree(tmp_path)
