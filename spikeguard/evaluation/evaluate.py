@@ -23,7 +23,7 @@ from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
-from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
+from spikeguard.evaluation.runner import NATIVE, Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import Suite, load_suite
 from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
@@ -173,9 +173,12 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     results["headline"] = escalation.headline(results, why, record, threat.events)
     results["flags"] = found
     results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
-    notes = [] if runner.native else ["model without spiking layers spikeguard can drive: attacked through its "
-                                      "own backward pass, so the estimator bank does not apply (one member "
-                                      "stands for all)"]
+    from spikeguard.snn import spiking_layers
+
+    what = ("ANN (ReLU units in place of spiking neurons, e.g. trained with --network ann)"
+            if spiking_layers(plan.model) else "model without spiking layers spikeguard can drive")
+    notes = [] if runner.native else [f"{what}: attacked through its own backward pass, so the estimator bank "
+                                      "does not apply (one member stands for all)"]
     from spikeguard.adapters import coverage, has_external_neurons
 
     if has_external_neurons(plan.model):  # per member: whether it drove every SpikingJelly / snnTorch neuron
@@ -220,7 +223,8 @@ def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, i
     steps = max(suite.unbounded_steps, threat.frame_range) if events else suite.unbounded_steps
     worst = WorstCase(correct_fraction(runner.model, batch.x, batch.y, runner.draws))
     generator = torch.Generator().manual_seed(runner.seed)
-    for member in runner.gradient_estimators or ("triangle:1",):
+    # a suite without gradient members: the bank's first for a model it drives, else the model's own gradient
+    for member in runner.gradient_estimators or (("triangle:1",) if runner.native else (NATIVE,)):
         idx = worst.standing()
         if idx.numel() == 0:
             break
