@@ -23,7 +23,7 @@ from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
-from spikeguard.evaluation.runner import NATIVE, Plan, SuiteRunner, make_batches, run_suite
+from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import Suite, load_suite
 from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
@@ -223,8 +223,7 @@ def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, i
     steps = max(suite.unbounded_steps, threat.frame_range) if events else suite.unbounded_steps
     worst = WorstCase(correct_fraction(runner.model, batch.x, batch.y, runner.draws))
     generator = torch.Generator().manual_seed(runner.seed)
-    # a suite without gradient members: the bank's first for a model it drives, else the model's own gradient
-    for member in runner.gradient_estimators or (("triangle:1",) if runner.native else (NATIVE,)):
+    for member in runner.gradient_estimators or (runner.own_member(),):
         idx = worst.standing()
         if idx.numel() == 0:
             break

@@ -40,7 +40,7 @@ from spikeguard.evaluation.suites import AttackSpec, Suite
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_budget
 from spikeguard.progress import Reporter, reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.snn import is_spiking
+from spikeguard.snn import is_spiking, spiking_layers
 
 NATIVE = "native"  # the one member of an external model: its own backward pass
 
@@ -175,6 +175,14 @@ class SuiteRunner:
 
     def _unit(self, label: str, member: str, batch: Batch) -> None:
         self.reporter.unit(f"{label} / {member} / batch {batch.number + 1} of {self.batch_count}")
+
+    def own_member(self) -> str:
+        """The member a check uses where the suite names none: a spikeguard SNN's training estimator (what
+        its layers hold), triangle:1 for SpikingJelly / snnTorch neurons, else the model's own gradient."""
+        if not self.native:
+            return NATIVE
+        layers = [layer for layer in spiking_layers(self.model) if layer.spiking]
+        return layers[0].estimator.name if layers else "triangle:1"
 
     def members(self, spec: AttackSpec) -> tuple[str, ...]:
         return spec.estimators if self.native or not spec.estimators else (NATIVE,)
