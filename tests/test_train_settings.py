@@ -144,3 +144,17 @@ def test_checkpoints_and_configs_without_the_new_fields_load_as_before(sigmoid_r
     assert is_spiking(model) and {layer.estimator.name for layer in spiking_layers(model)} == {"triangle:1"}
     cfg = config_from_dict({"dataset": "digits", "epochs": 1}).resolved()  # an old config.yaml
     assert (cfg.train_estimator, cfg.network) == ("triangle:1", "snn")
+
+
+def test_a_config_file_sets_both_and_a_contradiction_there_is_refused(tmp_path, capsys):
+    from spikeguard.config import load_config_file
+
+    good = tmp_path / "good.yaml"
+    good.write_text("dataset: digits\ntrain_estimator: atan\nnetwork: snn\n")
+    cfg = config_from_dict(load_config_file(good)).resolved()
+    assert (cfg.train_estimator, cfg.network) == ("atan:2", "snn") and cfg.to_record()["train_estimator"] == "atan:2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: digits\nnetwork: ann\ntau: 0.5\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "run"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tau applies to spiking networks only" in err
