@@ -17,8 +17,8 @@ from spikeguard.data.registry import DATASET_REGISTRY
 from spikeguard.defenses.registry import ATTACKS, DEFENSES
 from spikeguard.errors import UserError
 from spikeguard.locks import TAKE_OVER_HELP, Claim, claim
-from spikeguard.models.registry import MODELS
-from spikeguard.snn.registry import ENCODERS, ESTIMATORS
+from spikeguard.models.registry import MODELS, NETWORKS
+from spikeguard.snn.registry import ENCODERS, ESTIMATORS, training_estimators
 from spikeguard.speed import COMPILE_CHOICES
 from spikeguard.study.executors import EXECUTORS
 
@@ -80,6 +80,17 @@ EXECUTOR_HELP = "Where cells run: " + "; ".join(f"{n}: {EXECUTORS.facts(n)['desc
 ESTIMATOR_HELP = (f"Backward estimator for the gradient: {_choices(ESTIMATORS)}, optionally family:width (default: "
                   "the model's training estimator).")
 
+TRAIN_ESTIMATOR_HELP = (f"Backward estimator training uses: {_choices(training_estimators())}, optionally family:width, "
+                        "e.g. sigmoid:4 or atan:2; stored with the model as evaluation's and analysis's default "
+                        "estimator. Every family whose forward is the ordinary spike and which trains is allowed; "
+                        "straight_through is for attacks only (training with it stays at chance), ann is BPDA "
+                        f"(train the twin with --network ann). Spiking networks only{_default('train_estimator')}.")
+NETWORK_HELP = (f"{_choices(NETWORKS)}: snn trains the spiking network; ann trains its ANN twin, the same "
+                "architecture with ReLU in place of spiking neurons and one time step (event frames: one step "
+                "per frame); --train-estimator, --tau and (on images) --time-steps do not apply to it, so values "
+                "other than their defaults are refused"
+                + _default("network") + ".")
+
 
 def _overrides(**flags) -> dict:
     return {k: v for k, v in flags.items() if v is not None}
@@ -109,6 +120,8 @@ def train(
     tau: Optional[float] = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire"
                                         + _default("tau") + "."),
     encoder: Optional[str] = typer.Option(None, help=_encoder_help()[:-1] + _default("encoder") + "."),
+    train_estimator: Optional[str] = typer.Option(None, "--train-estimator", help=TRAIN_ESTIMATOR_HELP),
+    network: Optional[str] = typer.Option(None, "--network", help=NETWORK_HELP),
     seed: Optional[int] = typer.Option(None, help="Random seed" + _default("seed") + "."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits is "
                                            "embedded and needs none)."),
@@ -146,8 +159,8 @@ def train(
     if resume is not None:
         changed = _overrides(out=out, config=config, dataset=dataset, model=model, defense=defense, lamb=lamb, h=h,
                              eps=eps, alpha=alpha, steps=steps, attack=attack, batch_size=batch_size, lr=lr,
-                             time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, sync_bn=sync_bn, bf16=bf16,
-                             tf32=tf32)
+                             time_steps=time_steps, tau=tau, encoder=encoder, train_estimator=train_estimator,
+                             network=network, seed=seed, sync_bn=sync_bn, bf16=bf16, tf32=tf32)
         if changed:
             flag = next(iter(changed)).replace("_", "-")
             raise UserError(f"--resume continues a run with its own settings; --{flag} cannot be changed (allowed: "
@@ -167,8 +180,8 @@ def train(
         values = load_config_file(config) if config else {}
         values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
                                  steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
-                                 time_steps=time_steps, tau=tau, encoder=encoder, seed=seed, sync_bn=sync_bn,
-                                 bf16=bf16, tf32=tf32, **kept))
+                                 time_steps=time_steps, tau=tau, encoder=encoder, train_estimator=train_estimator,
+                                 network=network, seed=seed, sync_bn=sync_bn, bf16=bf16, tf32=tf32, **kept))
         chosen = config_from_dict(values)
         if "lamb" not in values and validated_lamb(chosen.dataset, chosen.defense) is not None:
             values["lamb"] = validated_lamb(chosen.dataset, chosen.defense)  # the documented default

@@ -14,14 +14,15 @@ import yaml
 from spikeguard.data.registry import DATASET_REGISTRY
 from spikeguard.defenses.registry import ATTACKS, DEFENSE_SETTINGS, DEFENSES
 from spikeguard.errors import UserError
-from spikeguard.models.registry import MODELS
-from spikeguard.snn.registry import ENCODERS
+from spikeguard.models.registry import MODELS, NETWORKS
+from spikeguard.snn.registry import ENCODERS, parse_training_estimator
 
 # The data sets' defaults (model, eps, time steps, image or event) are their registered facts
 # (spikeguard/data/registry.py); the defenses' rules theirs (spikeguard/defenses/registry.py).
 
 NAN_POLICIES = ("abort", "skip", "rollback")
 DATA_OPTIONS = ("data_dir", "download", "val_fraction", "augment", "dvs")  # apply where the loader takes them
+SPIKING_ONLY = ("train_estimator", "tau")  # settings of spiking neurons: none applies to network 'ann'
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 H_MIN = 1e-3
 LAMB_MAX = 100.0
@@ -60,6 +61,8 @@ class TrainConfig:
     rat_beta: float = 0.004           # RAT retraction strength (was "beta"; snnTorch's beta is a leak)
     time_steps: int | None = None     # None: 8 for images, the frame count (dvs.frames, default 10) for event data
     tau: float = 1.0
+    train_estimator: str = "triangle:1"  # the backward estimator training uses (family or family:width)
+    network: str = "snn"              # snn | ann: the ANN twin (ReLU for spikes, one time step) trains instead
     encoder: str = "direct"           # event data sets: "frames" (set automatically)
     dvs: dict | None = None           # CIFAR10-DVS options (spikeguard.data.dvs_options.DvsOptions); frames = time_steps
     epochs: int = 200
@@ -96,6 +99,10 @@ class TrainConfig:
         if cfg.eps is None:
             cfg.eps = data.default_eps
         event = data.kind == "event"
+        cfg._check_network(event)
+        cfg.train_estimator = parse_training_estimator(cfg.train_estimator).name  # one spelling per estimator
+        if cfg.network == "ann" and not event:
+            cfg.time_steps = 1  # a ReLU network on images has one step; event frames keep one step per frame
         if cfg.time_steps is None:  # event data: one frame per step, dvs.frames if given
             cfg.time_steps = (cfg.dvs or {}).get("frames", data.time_steps) if event else data.time_steps
         if event and cfg.encoder == "direct":
@@ -108,7 +115,9 @@ class TrainConfig:
     def check(self) -> None:
         """Every field's range and name (types are checked by resolved()), so a run never starts on a value
         it would fail on later."""
-        for name, value, allowed in (("dataset", self.dataset, DATASET_REGISTRY), ("model", self.model, MODELS),
+        parse_training_estimator(self.train_estimator)
+        for name, value, allowed in (("network", self.network, NETWORKS),
+                                     ("dataset", self.dataset, DATASET_REGISTRY), ("model", self.model, MODELS),
                                      ("defense", self.defense, DEFENSES), ("encoder", self.encoder, ENCODERS),
                                      ("attack", self.attack, ATTACKS), ("nan_policy", self.nan_policy, NAN_POLICIES)):
             if value is not None and value not in allowed:
@@ -147,6 +156,25 @@ class TrainConfig:
         if self.sync_bn and defense.refuses_sync_bn:
             raise UserError(f"--sync-bn cannot be used with defense '{self.defense}': {defense.refuses_sync_bn}")
 
+    def _check_network(self, event: bool) -> None:
+        """Network 'ann' has no spiking neurons: a spiking setting given with it contradicts it (refused,
+        so no grid cell claims an estimator or leak it did not use)."""
+        if self.network not in NETWORKS:
+            raise UserError(f"unknown network {self.network!r}; choose from {', '.join(NETWORKS)}")
+        if self.network != "ann":
+            return
+        default = TrainConfig()
+        for name in SPIKING_ONLY:
+            value, unset = getattr(self, name), getattr(default, name)
+            same = (parse_training_estimator(value).name == parse_training_estimator(unset).name
+                    if name == "train_estimator" else value == unset)
+            if not same:
+                raise UserError(f"{name} applies to spiking networks only, not network 'ann' (ReLU units, exact "
+                                f"gradients); leave it out or train network 'snn'")
+        if not event and self.time_steps not in (None, 1):
+            raise UserError(f"network 'ann' on image data runs one time step, got time_steps {self.time_steps}; "
+                            "leave it out")
+
     def _check_event_data(self) -> None:
         """Event data sets need the frames encoder and a frame per time step; image data sets neither."""
         if DATASET_REGISTRY.facts(self.dataset)["kind"] == "event":
@@ -178,12 +206,14 @@ class TrainConfig:
     def applies(self, name: str) -> bool:
         """Whether field ``name`` means anything for this run: a defense-specific setting only for the
         defenses that read it, a data-loading option only for the data sets whose loader takes it (the
-        registries' facts)."""
+        registries' facts), a spiking neuron's setting only for network 'snn'."""
         if name in DEFENSE_SETTINGS:
             used = DEFENSES.facts(self.defense).get("settings")
             return used is None or name in used
         if name in DATA_OPTIONS:
             return name in DATASET_REGISTRY.facts(self.dataset)["loader_options"]
+        if name in SPIKING_ONLY:
+            return self.network != "ann"
         return True
 
     def to_record(self) -> dict[str, Any]:

@@ -151,12 +151,21 @@ def run_directory(checkpoint: str | Path) -> Path:
 
 
 def label_for(cfg: dict, run: Path) -> str:
-    """A short name for a model in tables and legends: its defense (and lambda), else its run directory."""
+    """A short name for a model in tables and legends: its defense (and lambda, a training estimator other
+    than the default, ANN for network ann), else its run directory."""
     defense = cfg.get("defense")
     if not defense:
         return run.name or str(run)
+    from spikeguard.config import TrainConfig
+
+    default = TrainConfig.train_estimator
     lamb = cfg.get("lamb") or 0
-    return f"{defense} (lambda {lamb:g})" if lamb else str(defense)
+    details = [f"lambda {lamb:g}"] if lamb else []
+    if cfg.get("network", "snn") == "ann":
+        details.append("ANN")
+    elif cfg.get("train_estimator", default) != default:
+        details.append(f"trained with {cfg['train_estimator']}")
+    return f"{defense} ({', '.join(details)})" if details else str(defense)
 
 
 def load_splits(ckpt: dict[str, Any], data_dir: str | Path | None = None, download: bool = False) -> DataSplits:

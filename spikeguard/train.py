@@ -197,8 +197,11 @@ def seeded_rngs(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def model_spec(cfg: TrainConfig, data: DataSplits) -> ModelSpec:
+    """The checkpoint's architecture record: the training estimator travels with the model (evaluation's and
+    analysis's default), and network 'ann' builds ReLU units (cfg.time_steps is 1 then on images)."""
     return ModelSpec(cfg.model, data.num_classes, data.in_channels, data.image_size, data.mean, data.std,
-                     cfg.time_steps, cfg.tau, cfg.encoder)
+                     cfg.time_steps, cfg.tau, cfg.encoder, estimator=cfg.train_estimator,
+                     spiking=cfg.network == "snn")
 
 
 def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits) -> RunState:

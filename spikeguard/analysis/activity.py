@@ -111,9 +111,11 @@ def measure_activity(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
     at any time step. Firing rate = spikes / (neurons * time steps), averaged over samples."""
     constants = constants or ENERGY_CONSTANTS
     named = dict(model.named_modules())
-    neurons = {name: m for name, m in named.items() if isinstance(m, IFNeuron)}
+    # ReLU-mode neurons (an ANN twin) emit analogue values, not spikes: what they feed does MACs
+    neurons = {name: m for name, m in named.items() if isinstance(m, IFNeuron) and m.spiking}
     synapses = {name: m for name, m in named.items() if isinstance(m, SYNAPTIC)}
     consumers, method = synaptic_consumers(model)
+    consumers = {name: reached for name, reached in consumers.items() if name in neurons}
     spikes = {name: 0.0 for name in neurons}
     fired: dict[str, torch.Tensor] = {}
     steps = {name: 1 for name in neurons}
@@ -123,7 +125,7 @@ def measure_activity(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
 
     def on_spikes(name):
         def hook(module, inputs, out):
-            T = module.time_steps if module.spiking else 1
+            T = module.time_steps
             steps[name] = T
             spikes[name] += out.sum().item()
             active = out.reshape(T * batch_n[0], -1).amax(0) > 0

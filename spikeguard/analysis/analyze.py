@@ -42,7 +42,7 @@ from spikeguard.files import write_json, write_text
 from spikeguard.locks import is_lock_file
 from spikeguard.rundir import BEST, CONFIG, LAST, METRICS, label_for, load_splits, read_metrics, run_directory
 from spikeguard.snn import estimator as use_estimator
-from spikeguard.snn import spiking_layers
+from spikeguard.snn import is_spiking, spiking_layers
 
 FORMAT = "spikeguard-analysis"
 PGD_STEPS = 20  # the fallback attack: PGD-20, step 2.5 * eps / 20, random start
@@ -133,7 +133,7 @@ def suite_attacks(seed: int, suite: str = "quick") -> tuple[Callable[[float], At
 
 
 def _estimator_block(model: nn.Module, name: str | None):
-    if name is None or not spiking_layers(model):
+    if name is None or not is_spiking(model):
         return contextlib.nullcontext()
     return use_estimator(model, name)
 
@@ -160,8 +160,8 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
     fo_eps: dict[float, dict[str, list[torch.Tensor]]] = {e: {} for e in s.eps}
     norms_parts: dict[str, list[torch.Tensor]] = {}
     min_adv, min_rand = [], []
-    layers = spiking_layers(model)
-    est_name = s.estimator or (layers[0].estimator.name if layers else "exact (no spiking layers)")
+    spiking = is_spiking(model)  # an ANN (also one trained with --network ann) has its exact gradient only
+    est_name = (s.estimator or spiking_layers(model)[0].estimator.name) if spiking else "exact (no spiking layers)"
     with _estimator_block(model, s.estimator):
         for start in range(0, x.shape[0], s.batch_size):
             xb, yb = x[start:start + s.batch_size], y[start:start + s.batch_size]
@@ -184,7 +184,7 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
     fos = {e: {k: torch.cat(v).cpu() for k, v in d.items()} for e, d in fo_eps.items()}
     adv_eps, rand_eps = torch.cat(min_adv), torch.cat(min_rand)
     say("activity")
-    activity = measure_activity(model, x, s.batch_size) if layers else _no_activity()
+    activity = measure_activity(model, x, s.batch_size) if spiking else _no_activity(model, x, s.batch_size)
     summary = {
         "format": FORMAT, "n": int(x.shape[0]), "eps": list(s.eps), "draws": s.draws, "seed": s.seed,
         "estimator": est_name,
@@ -211,7 +211,14 @@ def _extend(store: dict[str, list[torch.Tensor]], values: dict[str, torch.Tensor
         store.setdefault(k, []).append(v)
 
 
-def _no_activity() -> dict:
+def _no_activity(model: nn.Module, x: torch.Tensor, batch_size: int) -> dict:
+    """A model without spiking layers: no firing rates or SOPs. spikeguard's ANN twin (ReLU-mode IFNeurons,
+    trained with --network ann) still has its MACs counted: its energy is the ANN energy."""
+    if spiking_layers(model):
+        counted = measure_activity(model, x, batch_size)
+        return {**counted, "layers": [], "sops_total": 0.0,
+                "note": "ANN (ReLU units in place of spiking neurons): firing rates and SOPs do not apply; "
+                        "every layer does multiply-accumulates, so its energy is the ANN energy"}
     return {"layers": [], "sops_total": 0.0, "analog_macs": None, "ann_macs": None, "energy_joules": None,
             "ann_energy_joules": None, "energy_constants": dict(ENERGY_CONSTANTS),
             "note": "the model has no spiking layers: no activity or energy to measure"}

@@ -13,7 +13,7 @@ from torch import nn
 
 from spikeguard.attacks.bpda import BPDAModel
 from spikeguard.errors import UserError
-from spikeguard.snn import estimator, parse_estimator, spiking_layers
+from spikeguard.snn import estimator, is_spiking, parse_estimator
 
 ANN = "ann"
 
@@ -60,9 +60,9 @@ def under(model: nn.Module, name: str, cache: dict | None = None) -> Iterator[nn
     """The model to attack with member ``name``: the model itself with every spiking layer switched (and
     restored afterwards), or its BPDA wrapper for ``ann`` (kept in ``cache`` when given: building the twin
     copies the model). SpikingJelly and snnTorch neurons are driven by spikeguard.adapters (their surrogate
-    attribute or forward switched, restored on exit). A model without any spiking layers has one gradient
-    only: every member yields the model unchanged."""
-    if not spiking_layers(model):
+    attribute or forward switched, restored on exit). A model without any spiking layers (ReLU-mode
+    IFNeurons count as none) has one gradient only: every member yields the model unchanged."""
+    if not is_spiking(model):
         from spikeguard.adapters import has_external_neurons
         from spikeguard.adapters import under as external_under
 

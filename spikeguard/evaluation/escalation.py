@@ -30,7 +30,7 @@ from spikeguard.evaluation.runner import Plan, SuiteRunner, batch_seed, craft, m
 from spikeguard.evaluation.suites import AttackSpec
 from spikeguard.progress import reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.snn import ann_twin, spiking_layers
+from spikeguard.snn import ann_twin, is_spiking
 
 # The flags after which the gradient cannot be trusted; each starts the escalation.
 UNTRUSTED = ("zero_gradient", "black_box_beats_white_box", "unbounded_eps_not_zero", "grad_mode_dependence")
@@ -63,8 +63,10 @@ class SmallCNN(nn.Module):
 
 def build_substitute(model: nn.Module, sample_shape: torch.Size, num_classes: int) -> tuple[nn.Module, str]:
     """(an untrained-for-the-task substitute, its description): the ANN twin of a spikeguard SNN as an
-    independent copy (it starts from the target's weights), else a SmallCNN."""
-    if spiking_layers(model):
+    independent copy (it starts from the target's weights), else a SmallCNN. A network that is its own ANN
+    twin (trained with --network ann) gets the SmallCNN: a copy of itself would only repeat the white-box
+    attacks."""
+    if is_spiking(model):
         return copy.deepcopy(ann_twin(model)), f"ANN twin of the target ({type(model).__name__}, ReLU for spikes)"
     return SmallCNN(sample_shape, num_classes), "SmallCNN (conv 32, conv 64, pool 4x4, linear 128, linear)"
 

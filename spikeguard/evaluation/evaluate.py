@@ -173,9 +173,12 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     results["headline"] = escalation.headline(results, why, record, threat.events)
     results["flags"] = found
     results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
-    notes = [] if runner.native else ["model without spiking layers spikeguard can drive: attacked through its "
-                                      "own backward pass, so the estimator bank does not apply (one member "
-                                      "stands for all)"]
+    from spikeguard.snn import spiking_layers
+
+    what = ("ANN (ReLU units in place of spiking neurons, e.g. trained with --network ann)"
+            if spiking_layers(plan.model) else "model without spiking layers spikeguard can drive")
+    notes = [] if runner.native else [f"{what}: attacked through its own backward pass, so the estimator bank "
+                                      "does not apply (one member stands for all)"]
     from spikeguard.adapters import coverage, has_external_neurons
 
     if has_external_neurons(plan.model):  # per member: whether it drove every SpikingJelly / snnTorch neuron
@@ -220,7 +223,7 @@ def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, i
     steps = max(suite.unbounded_steps, threat.frame_range) if events else suite.unbounded_steps
     worst = WorstCase(correct_fraction(runner.model, batch.x, batch.y, runner.draws))
     generator = torch.Generator().manual_seed(runner.seed)
-    for member in runner.gradient_estimators or ("triangle:1",):
+    for member in runner.gradient_estimators or (runner.own_member(),):
         idx = worst.standing()
         if idx.numel() == 0:
             break

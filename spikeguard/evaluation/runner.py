@@ -40,7 +40,7 @@ from spikeguard.evaluation.suites import AttackSpec, Suite
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_budget
 from spikeguard.progress import Reporter, reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.snn import spiking_layers
+from spikeguard.snn import is_spiking, spiking_layers
 
 NATIVE = "native"  # the one member of an external model: its own backward pass
 
@@ -155,11 +155,15 @@ class SuiteRunner:
         if self.source is not None:
             self.seconds[TRANSFER] = 0.0
         self.twins: dict = {}  # BPDA wrappers, built once per model
-        # A model without spikeguard, SpikingJelly or snnTorch spiking layers has its own backward only: one
-        # member stands for all, instead of repeating the same attack under every name.
+        # A model without spikeguard, SpikingJelly or snnTorch spiking layers (an ANN, also spikeguard's ANN
+        # twin trained with --network ann) has its own backward only: one member stands for all, instead of
+        # repeating the same attack under every name.
         from spikeguard.adapters import has_external_neurons
 
-        self.native = bool(spiking_layers(self.model)) or has_external_neurons(self.model)
+        self.native = is_spiking(self.model) or has_external_neurons(self.model)
+        transfer = self.suite.transfer["estimators"]  # the same rule for a transfer source
+        self.transfer_members = (tuple(transfer) if self.source is None or is_spiking(self.source)
+                                 or has_external_neurons(self.source) else (NATIVE,))
         self.gradient_estimators = tuple(dict.fromkeys(e for s in self.suite.attacks if s.white_box
                                                        for e in self.members(s)))
         self.reporter, self.batch_count = reporter_for(plan.progress), 1
@@ -167,10 +171,18 @@ class SuiteRunner:
     def units_per_batch(self) -> int:
         """Progress units of one batch: one per (attack, estimator) pair, one per random attack."""
         units = sum(1 if s.random else max(len(self.members(s)), 1) for s in self.suite.attacks)
-        return units + (len(self.suite.transfer["estimators"]) if self.source is not None else 0)
+        return units + (len(self.transfer_members) if self.source is not None else 0)
 
     def _unit(self, label: str, member: str, batch: Batch) -> None:
         self.reporter.unit(f"{label} / {member} / batch {batch.number + 1} of {self.batch_count}")
+
+    def own_member(self) -> str:
+        """The member a check uses where the suite names none: a spikeguard SNN's training estimator (what
+        its layers hold), triangle:1 for SpikingJelly / snnTorch neurons, else the model's own gradient."""
+        if not self.native:
+            return NATIVE
+        layers = [layer for layer in spiking_layers(self.model) if layer.spiking]
+        return layers[0].estimator.name if layers else "triangle:1"
 
     def members(self, spec: AttackSpec) -> tuple[str, ...]:
         return spec.estimators if self.native or not spec.estimators else (NATIVE,)
@@ -264,7 +276,7 @@ class SuiteRunner:
         spec = AttackSpec(TRANSFER, TRANSFER, {"steps": self.suite.transfer["steps"], "alpha": None,
                                                    "restarts": 1, "random_start": True}, ())
         worst = WorstCase(clean)
-        for member in self.suite.transfer["estimators"]:
+        for member in self.transfer_members:
             if batch is not None:
                 self._unit(TRANSFER, member, batch)
             with eval_mode(self.source), bank.under(self.source, member, self.twins) as source:

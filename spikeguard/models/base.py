@@ -29,6 +29,13 @@ def conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> list[nn.Mo
     return [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout)]
 
 
-def neuron_factory(time_steps: int, tau: float, estimator: str):
-    """A function making identically configured neurons, so a model builds them in one line each."""
-    return lambda: IFNeuron(tau=tau, estimator=estimator, time_steps=time_steps)
+def neuron_factory(time_steps: int, tau: float, estimator: str, spiking: bool = True):
+    """A function making identically configured neurons, so a model builds them in one line each;
+    ``spiking=False`` makes them ReLUs (the ANN twin, spikeguard.snn.neuron)."""
+
+    def neuron() -> IFNeuron:
+        made = IFNeuron(tau=tau, estimator=estimator, time_steps=time_steps)
+        made.spiking = spiking
+        return made
+
+    return neuron

@@ -30,6 +30,13 @@ MODELS.register("wrn16_4_release", "spikeguard.models.wrn:wrn_release_body", inp
                             "(imported published checkpoints)")
 
 
+# What the network's units are: a model is built as either, from the same architecture and weights' shapes.
+NETWORKS = {
+    "snn": "integrate-and-fire neurons over T time steps, trained through the training estimator",
+    "ann": "the ANN twin: ReLU in place of the spiking neurons, one time step (event frames: one step per frame)",
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """All that is needed to rebuild a model; stored in every checkpoint under "arch"."""
@@ -43,7 +50,8 @@ class ModelSpec:
     time_steps: int = 8
     tau: float = 1.0
     encoder: str = "direct"
-    estimator: str = "triangle:1.0"
+    estimator: str = "triangle:1.0"  # the training estimator; evaluation's and analysis's default
+    spiking: bool = True             # False: the ANN twin was trained (ReLU units; time_steps 1 on images)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -65,9 +73,11 @@ def create_model(spec: ModelSpec) -> SpikingNet:
         raise UserError(f"unknown model '{spec.name}'; choose from {', '.join(MODELS)}")
     if spec.encoder not in ENCODERS:
         raise UserError(f"unknown encoder '{spec.encoder}'; choose from {', '.join(ENCODERS)}")
+    if not isinstance(spec.spiking, bool):
+        raise UserError(f"the architecture record's 'spiking' must be true or false, got {spec.spiking!r}")
     if spec.time_steps < 1:
         raise UserError(f"time steps must be at least 1, got {spec.time_steps}")
     estimator = parse_estimator(spec.estimator)
-    neuron = neuron_factory(spec.time_steps, spec.tau, estimator)
+    neuron = neuron_factory(spec.time_steps, spec.tau, estimator, spiking=spec.spiking)
     body = MODELS.load(spec.name)(neuron, spec.num_classes, spec.in_channels, spec.image_size)
     return SpikingNet(body, spec.time_steps, spec.mean, spec.std, spec.encoder)

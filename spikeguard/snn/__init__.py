@@ -10,7 +10,8 @@ import importlib
 from spikeguard.registry import lazy_exports
 
 _EXPORTS = {
-    "ann_twin": "control", "estimator": "control", "set_estimator": "control", "spiking_layers": "control",
+    "ann_twin": "control", "estimator": "control", "is_spiking": "control", "set_estimator": "control",
+    "spiking_layers": "control",
     "DirectEncoder": "encoders", "FramesEncoder": "encoders", "PoissonEncoder": "encoders",
     "ENCODERS": "registry", "ESTIMATORS": "registry", "ESTIMATOR_FAMILIES": "registry", "Estimator": "registry",
     "parse_estimator": "registry", "register_estimator": "registry", "unregister_estimator": "registry",

@@ -17,7 +17,14 @@ _WIDTH_KEYWORDS = ("width", "gamma", "alpha")
 
 
 def spiking_layers(model: nn.Module) -> list[IFNeuron]:
+    """Every IFNeuron of ``model``, spiking or switched to ReLU (the ANN twin finds its ReLUs here)."""
     return [m for m in model.modules() if isinstance(m, IFNeuron)]
+
+
+def is_spiking(model: nn.Module) -> bool:
+    """Whether any IFNeuron of ``model`` spikes. A network of ReLU-mode neurons only (an ANN twin, or a
+    model trained with --network ann) has one exact gradient: no backward estimator changes it."""
+    return any(layer.spiking for layer in spiking_layers(model))
 
 
 def set_estimator(model: nn.Module, spec: str | Estimator, **width) -> Estimator:

@@ -9,7 +9,8 @@ use from "module:attribute"). A rule has
 
 So the neuron runs any estimator without knowing its family. :class:`Estimator` is the value the rest of
 the code passes around (``family`` and ``width``, named ``family`` or ``family:width``); ``parse_estimator``
-checks a name against this registry. Add a family with :func:`register_estimator`.
+checks a name against this registry, ``parse_training_estimator`` also that the family may train a model
+(its ``trains`` fact). Add a family with :func:`register_estimator`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _IMPL = "spikeguard.snn.estimators"
 
 def register_estimator(family: str, target: Any = None, *, derivative: Callable | None = None,
                        default_width: float | None = None, kind: str | None = None, named_width: bool = True,
-                       description: str = "", replace: bool = False):
+                       description: str = "", trains: bool | None = None, replace: bool = False):
     """Register an estimator family; ``parse_estimator("family:width")`` accepts it afterwards.
 
     * A surrogate shape: ``register_estimator("cosine", derivative=bump, default_width=1.0)``, where
@@ -42,6 +43,9 @@ def register_estimator(family: str, target: Any = None, *, derivative: Callable 
 
     ``default_width=None`` makes the family widthless (its name is the family alone; a width is refused);
     ``named_width=False`` keeps a width but leaves it out of the name (``straight_through``).
+    ``trains``: whether ``spikeguard train --train-estimator`` accepts the family. Default: yes for a
+    surrogate shape (the ordinary spike forward, a bump backward), no for any other rule until its author
+    says so (its forward need not be the ordinary spike).
     """
     if ":" in family or not family:
         raise ValueError(f"estimator family {family!r} must be a non-empty name without ':'")
@@ -55,8 +59,11 @@ def register_estimator(family: str, target: Any = None, *, derivative: Callable 
     kind = kind or "surrogate"
     if kind not in ESTIMATOR_KINDS:
         raise ValueError(f"estimator kind must be one of {', '.join(ESTIMATOR_KINDS)}, got {kind!r}")
+    if trains is None:
+        trains = isinstance(target, _SurrogateShape)
     facts = dict(kind=kind, default_width=None if default_width is None else float(default_width),
-                 named_width=named_width and default_width is not None, description=description)
+                 named_width=named_width and default_width is not None, description=description,
+                 trains=bool(trains))
     return ESTIMATORS.register(family, target, replace=replace, **facts)
 
 
@@ -87,24 +94,28 @@ class _SurrogateShape:
 
 # Built-in families, in the order every listing shows them. Widths are the conventional ones: docs/method.md's
 # ensemble uses triangle 1.0, sigmoid 4.0, atan 2.0. Implementations: spikeguard/snn/estimators.py.
-register_estimator("triangle", f"{_IMPL}:TRIANGLE", default_width=1.0,
-                   description="max(0, gamma - |v|) / gamma^2 (the training surrogate)")
-register_estimator("sigmoid", f"{_IMPL}:SIGMOID", default_width=4.0, description="derivative of sigmoid(alpha v)")
-register_estimator("atan", f"{_IMPL}:ATAN", default_width=2.0,
+# trains: every family whose forward is the ordinary spike H(u - threshold) and which trained the digits CNN
+# (1 epoch to >90% validation accuracy, the same run for each); straight_through did not (its gradient
+# passes every neuron at every membrane value: the run stays at chance), so it is for attacks only.
+register_estimator("triangle", f"{_IMPL}:TRIANGLE", default_width=1.0, trains=True,
+                   description="max(0, gamma - |v|) / gamma^2 (the default training surrogate)")
+register_estimator("sigmoid", f"{_IMPL}:SIGMOID", default_width=4.0, trains=True,
+                   description="derivative of sigmoid(alpha v)")
+register_estimator("atan", f"{_IMPL}:ATAN", default_width=2.0, trains=True,
                    description="derivative of arctan(pi/2 alpha v) / pi + 1/2")
-register_estimator("rectangular", f"{_IMPL}:RECTANGULAR", default_width=1.0,
+register_estimator("rectangular", f"{_IMPL}:RECTANGULAR", default_width=1.0, trains=True,
                    description="1/width inside |v| < width/2")
-register_estimator("exponential", f"{_IMPL}:EXPONENTIAL", default_width=0.5,
+register_estimator("exponential", f"{_IMPL}:EXPONENTIAL", default_width=0.5, trains=True,
                    description="exp(-|v| / width) / (2 width), a Laplace bump")
-register_estimator("fast_sigmoid", f"{_IMPL}:FAST_SIGMOID", default_width=25.0,
+register_estimator("fast_sigmoid", f"{_IMPL}:FAST_SIGMOID", default_width=25.0, trains=True,
                    description="1 / (k |v| + 1)^2, snnTorch's fast_sigmoid(slope=k) (area 2/k)")
 register_estimator("straight_through", f"{_IMPL}:STRAIGHT_THROUGH", default_width=1.0, named_width=False,
-                   description="d spike / dv := 1")
-register_estimator("bptr", f"{_IMPL}:RateEstimator", kind="rate",
+                   trains=False, description="d spike / dv := 1 (attacks only: training with it stays at chance)")
+register_estimator("bptr", f"{_IMPL}:RateEstimator", kind="rate", trains=True,
                    description="rate gradient: the slope of firing rate against mean input (BPTR / RGA)")
-register_estimator("hart", f"{_IMPL}:Hart", kind="temporal", default_width=0.5,
+register_estimator("hart", f"{_IMPL}:Hart", kind="temporal", default_width=0.5, trains=True,
                    description="time-mean of per-step triangle gradients, membrane detached between steps")
-register_estimator("pdsg", f"{_IMPL}:Pdsg", kind="adaptive",
+register_estimator("pdsg", f"{_IMPL}:Pdsg", kind="adaptive", trains=True,
                    description="Gaussian surrogate of the measured per-channel membrane std")
 
 
@@ -180,6 +191,25 @@ def parse_estimator(spec: str | Estimator, width: float | None = None) -> Estima
     if not math.isfinite(width) or width <= 0:
         raise UserError(f"estimator '{spec}': width must be a positive number, got {width}")
     return Estimator(family, float(width))
+
+
+def training_estimators() -> tuple[str, ...]:
+    """The families a model may be trained with (fact ``trains``), in registration order."""
+    return ESTIMATORS.names(trains=True)
+
+
+def parse_training_estimator(spec: str | Estimator) -> Estimator:
+    """``parse_estimator`` for ``--train-estimator``: also refuses a family that is not for training, and
+    ``ann`` (BPDA, an attack-time wrapper: the ANN twin trains with ``--network ann``)."""
+    if str(spec).partition(":")[0] == "ann":
+        raise UserError("train_estimator 'ann' is BPDA through the ANN twin, an attack-time member; to train "
+                        "the ANN twin itself use network 'ann' (--network ann)")
+    family = str(spec).partition(":")[0]
+    if family not in ESTIMATORS or not ESTIMATORS.facts(family)["trains"]:
+        what = "is for attacks only, not training" if family in ESTIMATORS else "is not a registered estimator"
+        raise UserError(f"train_estimator '{spec}' {what}; choose from {', '.join(training_estimators())} "
+                        "(optionally family:width)")
+    return parse_estimator(spec)
 
 
 def __getattr__(name: str) -> Any:
