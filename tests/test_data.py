@@ -226,8 +226,9 @@ def _assert_one_line(error: pytest.ExceptionInfo) -> str:
 def test_unknown_dataset():
     with pytest.raises(UserError) as error:
         load_dataset("mnist")
-    assert _assert_one_line(error) == "unknown dataset 'mnist'; choose from digits, cifar10, cifar100, cifar10dvs"
-    assert DATASETS == ("digits", "cifar10", "cifar100", "cifar10dvs")
+    assert _assert_one_line(error) == ("unknown dataset 'mnist'; choose from digits, mnist5k, cifar10, cifar100, "
+                                       "cifar10dvs")
+    assert DATASETS == ("digits", "mnist5k", "cifar10", "cifar100", "cifar10dvs")
 
 
 @pytest.mark.parametrize("name,title,folder", [("cifar10", "CIFAR-10", "cifar-10-batches-py"),

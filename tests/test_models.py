@@ -50,7 +50,8 @@ def test_ann_twin_of_vgg_runs_one_step_with_relu():
 
 
 def test_registry_defaults_and_errors():
-    assert DEFAULT_MODEL == {"digits": "digits_cnn", "cifar10": "vgg11", "cifar100": "vgg11", "cifar10dvs": "vgg11"}
+    assert DEFAULT_MODEL == {"digits": "digits_cnn", "mnist5k": "digits_cnn", "cifar10": "vgg11", "cifar100": "vgg11",
+                             "cifar10dvs": "vgg11"}
     with pytest.raises(UserError):
         create_model(ModelSpec("resnet999", **CIFAR))
     with pytest.raises(UserError):

@@ -20,7 +20,7 @@ import sys
 import spikeguard.cli
 import spikeguard.config as c
 from spikeguard.snn.registry import parse_estimator
-for dataset, defense in (("digits", "sr"), ("cifar10", "gr"), ("cifar10dvs", "sr_star")):
+for dataset, defense in (("digits", "sr"), ("mnist5k", "at"), ("cifar10", "gr"), ("cifar10dvs", "sr_star")):
     c.TrainConfig(dataset=dataset, defense=defense, lamb=0.1).resolved()
 assert parse_estimator("hart").name == "hart:0.5"
 heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))

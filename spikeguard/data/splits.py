@@ -20,7 +20,7 @@ from spikeguard.errors import UserError
 class DataSplits:
     """A data set split three ways, plus what a model needs to know about it."""
 
-    name: str  # "digits" | "cifar10" | "cifar100" | "cifar10dvs"
+    name: str  # "digits" | "mnist5k" | "cifar10" | "cifar100" | "cifar10dvs"
     train: Dataset  # augmented (when asked) training part
     val: Dataset  # held out of the original training set, never augmented
     test: Dataset  # the official test set (digits: a fixed held-out part), never augmented
@@ -40,7 +40,7 @@ class ImageDataset(Dataset):
     pixel) or float32 already in [0, 1] (digits). Train and val share the same
     `images` tensor and differ only in `indices`, so splitting copies nothing.
     `indices` are positions in the source set (the original training set, or
-    the whole digits set), which lets callers and tests check disjointness.
+    the whole digits or mnist5k set), which lets callers and tests check disjointness.
 
     Items are `(image, label)`: a float32 C x H x W tensor in [0, 1] and an int.
     `transform`, if given, is applied per sample to the stored (uint8 or float)

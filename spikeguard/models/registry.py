@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # A body factory is body(neuron, num_classes, in_channels, image_size) -> nn.Module on time-folded input.
 MODELS = Registry("model")
 MODELS.register("digits_cnn", "spikeguard.models.digits_cnn:digits_cnn_body", inputs=("image",),
-                description="small CNN for the embedded 8x8 digits, trains in seconds on a CPU")
+                description="small CNN for the embedded 8x8 digits (also mnist5k's 28x28), trains in seconds on "
+                            "a CPU")
 MODELS.register("dvs_cnn", "spikeguard.models.dvs_cnn:dvs_cnn_body", inputs=("event",),
                 description="small CNN for event frames (tests and quick CIFAR10-DVS runs)")
 MODELS.register("vgg11", "spikeguard.models.vgg:vgg11_body", inputs=("image", "event"),
