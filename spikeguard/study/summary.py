@@ -33,10 +33,11 @@ class Group:
     settings: dict[str, Any]       # the cells' shared settings (no seed)
     cells: list[dict] = field(default_factory=list)  # the finished cells' study.json entries
     planned: int = 0
+    constant: tuple[str, ...] = ()  # settings every group shares: left out of the label
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k} {_text(v)}" for k, v in self.settings.items()) or "all cells"
+        return ", ".join(f"{k} {_text(v)}" for k, v in self.settings.items() if k not in self.constant) or "all cells"
 
     def values(self, key: str) -> list[float]:
         return [v for v in (flat_numbers(c["numbers"]).get(key) for c in self.cells) if v is not None]
@@ -85,6 +86,13 @@ def groups_of(study: dict) -> list[Group]:
         group.planned += 1
         if cell["status"] == "done" and cell.get("numbers"):
             group.cells.append(cell)
+    values = {}
+    for group in groups.values():
+        for key, value in group.settings.items():
+            values.setdefault(key, set()).add(json.dumps(value))
+    constant = tuple(k for k, seen in values.items() if len(seen) == 1 and len(groups) > 1)
+    for group in groups.values():
+        group.constant = constant
     return list(groups.values())
 
 
@@ -238,7 +246,8 @@ def trade_off_figure(groups: list[Group], path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     lines: dict[tuple, list[Group]] = {}
     for g in finished:
-        lines.setdefault(tuple((k, _text(v)) for k, v in g.settings.items() if k != "lamb"), []).append(g)
+        lines.setdefault(tuple((k, _text(v)) for k, v in g.settings.items() if k != "lamb" and k not in g.constant),
+                         []).append(g)
     for ax, (key, label, pct) in zip(axes.flat, panels):
         scale = 100 if pct else 1
         for number, (line_key, members) in enumerate(lines.items()):
@@ -290,10 +299,15 @@ def _pct(v) -> str:
 
 
 def write_summary(study_dir: Path) -> tuple[Path, Path]:
-    """DIR/summary.md and DIR/summary.html (figures embedded)."""
+    """DIR/summary.md and DIR/summary.html (figures embedded), after bringing study.json up to date with the
+    cells' records."""
     from spikeguard.report import render_html, render_markdown
 
+    from spikeguard.study.state import PLAN, read_plan, write_study
+
     study_dir = Path(study_dir)
+    if (study_dir / PLAN).is_file():  # cells that ran elsewhere (Slurm jobs) since study.json was written
+        write_study(study_dir, read_plan(study_dir))
     blocks = build(study_dir)
     markdown, page = study_dir / "summary.md", study_dir / "summary.html"
     write_text(markdown, render_markdown(blocks, study_dir))
