@@ -154,6 +154,29 @@ def test_a_killed_cell_resumes_training_and_finishes(tmp_path):
     assert json.loads((study / "study.json").read_text())["counts"] == {"done": 1}
 
 
+def test_a_killed_evaluation_resumes_from_its_kept_batches(baseline, tmp_path):
+    """A cell killed after the first of its two evaluation batches: the rerun attacks only the second, and
+    the cell's numbers equal the uninterrupted run's."""
+    from spikeguard.evaluation import EvalConfig, run_evaluation
+    from spikeguard.evaluation.targets import load_target
+
+    _, study, _ = baseline
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    cell = copy / "cells" / "defense-sr_seed-1"
+    out = cell / "results-1-tiny.json"
+    out.unlink()
+    out.with_suffix(".csv").unlink()
+    config = EvalConfig(suite=str(Path(study).parent / "tiny.yaml"), n=32, batch_size=16, progress=False)
+    run_evaluation(config, load_target(cell, None, None, None, None, False), batches=[0], keep_batches=out)
+    assert len(list((cell / ".results-1-tiny.json.batches").glob("batch-*.json"))) == 1
+    code, _, err = run_cli(["study", copy])
+    assert code == 0, err
+    assert "3 finished before, 1 to run" in err and "batch 1 of 2" not in err and "batch 2 of 2" in err, err
+    assert numbers(copy) == numbers(study)
+    assert not (cell / ".results-1-tiny.json.batches").exists()
+
+
 def test_the_analysis_step_records_gradient_activity_and_energy(tmp_path):
     plan = write_plan(tmp_path, {"name": "one", "grid": {"defense": ["sr"]}, "train": TRAIN,
                                  "evaluate": [{"suite": "tiny.yaml", "n": 8}],
