@@ -43,7 +43,8 @@ def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto"
         previous = read_cell_record(study, cell_id)
         timing = dict(previous.get("timing") or {})
         steps = dict(previous.get("steps") or {})
-        base = {"settings": cell.settings, "threads": plan.threads, "host": socket.gethostname(), "pid": os.getpid()}
+        base = {"settings": cell.settings, "threads": plan.threads, "host": socket.gethostname(), "pid": os.getpid(),
+                "started": now()}
         threads_before = torch.get_num_threads()
         torch.set_num_threads(plan.threads)  # the same under every executor, so the numbers are too
 
@@ -53,7 +54,7 @@ def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto"
                 write_cell_record(study, cell_id, data)
             return data
 
-        record("running", started=now())
+        record("running")
         log_line(study, f"cell {cell_id}: running (pid {os.getpid()}, {plan.threads} torch threads)")
         try:
             for name, step in cell_steps(plan):

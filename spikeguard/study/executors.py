@@ -68,8 +68,10 @@ def run_local(launch: Launch, cells: list[str]) -> None:
         return _run_pool(launch, cells)
     from spikeguard.study.cell import run_cell
 
+    started = time.perf_counter()
     for number, cell_id in enumerate(cells, start=1):
-        launch.say(f"study {launch.plan.name}: cell {number} of {len(cells)}: {cell_id}")
+        launch.say(f"study {launch.plan.name}: cell {number} of {len(cells)}: {cell_id} "
+                   f"({time.perf_counter() - started:.0f} s so far)")
         try:
             record = run_cell(launch.study, launch.plan, cell_id, device=launch.device, progress=launch.progress)
         finally:
