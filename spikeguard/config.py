@@ -327,14 +327,22 @@ def renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; a missing, non-text or invalid file is a one-line UserError naming ``what``."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist")
+        raise UserError(f"{what} '{path}' does not exist")
     try:
-        values = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise UserError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} '{path}' is not text") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    values = read_yaml(path, "config file")
     if values is None:
         return {}
     if not isinstance(values, dict):

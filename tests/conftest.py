@@ -56,3 +56,13 @@ def tiny_model(_trained_tiny):
 def digits_batch(digits_tensors):
     _, (x, y) = digits_tensors
     return x[:16], y[:16]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module: tiny models run fastest so on a shared machine, and bitwise
+    equality across processes (resume, distributed) needs the same thread count in each (docs/reliability.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -39,13 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 1, "time_steps": 2, "batch_size": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models run fastest on one thread on a shared machine; resume equality needs one count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def one_line_error(capsys, argv):

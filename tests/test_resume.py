@@ -52,14 +52,7 @@ def _config_from_flags(flags):
     return values
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Bitwise equality needs the same intra-op thread count in every process (docs/reliability.md); one
-    thread is also the fastest for these tiny models on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

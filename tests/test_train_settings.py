@@ -23,12 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="digits", epochs=1, time_steps=2, batch_size=128)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from spikeguard.config import TrainConfig, config_from_dict, validated_lamb
+from spikeguard.config import TrainConfig, config_from_dict, read_yaml, validated_lamb
 from spikeguard.errors import UserError
 
 PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm")
@@ -85,15 +83,7 @@ class StudyPlan:
 
 def load_plan(path: str | Path) -> StudyPlan:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"plan file '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"plan file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"plan file '{path}' is not text") from None
-    return plan_from_dict(raw, str(path), base=path.parent)
+    return plan_from_dict(read_yaml(path, "plan file"), str(path), base=path.parent)
 
 
 def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None) -> StudyPlan:
