@@ -206,7 +206,8 @@ class TrainConfig:
     def applies(self, name: str) -> bool:
         """Whether field ``name`` means anything for this run: a defense-specific setting only for the
         defenses that read it, a data-loading option only for the data sets whose loader takes it (the
-        registries' facts), a spiking neuron's setting only for network 'snn'."""
+        registries' facts), a spiking neuron's setting only for network 'snn' (and T for an ANN on event
+        frames only)."""
         if name in DEFENSE_SETTINGS:
             used = DEFENSES.facts(self.defense).get("settings")
             return used is None or name in used
@@ -214,6 +215,8 @@ class TrainConfig:
             return name in DATASET_REGISTRY.facts(self.dataset)["loader_options"]
         if name in SPIKING_ONLY:
             return self.network != "ann"
+        if name == "time_steps" and self.network == "ann":  # an ANN on images runs one step; frames keep theirs
+            return DATASET_REGISTRY.facts(self.dataset)["kind"] == "event"
         return True
 
     def to_record(self) -> dict[str, Any]:

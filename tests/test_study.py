@@ -250,6 +250,26 @@ def test_plan_grid_collapses_settings_that_do_not_apply(tmp_path):
     assert plan.cell("defense-sr_lamb-0.1_seed-1").config.lamb == 0.1
 
 
+def test_an_ann_cell_leaves_out_the_spiking_settings_and_is_attacked_once_per_attack(tmp_path):
+    plan = write_plan(tmp_path, {"name": "twin", "grid": {"network": ["snn", "ann"],
+                                                          "train_estimator": ["triangle:1", "sigmoid:4"]},
+                                 "train": TRAIN, "evaluate": [{"suite": "tiny.yaml", "n": 16}]})
+    assert [c.id for c in load_plan(plan).cells] == ["network-snn_train_estimator-triangle_1",
+                                                     "network-snn_train_estimator-sigmoid_4", "network-ann"]
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s", "-q"])
+    assert code == 0, err
+    ann = tmp_path / "s" / "cells" / "network-ann"
+    config = yaml.safe_load((ann / "config.yaml").read_text())
+    assert config["network"] == "ann" and "time_steps" not in config and "train_estimator" not in config
+    results = json.loads((ann / "results-1-tiny.json").read_text())
+    assert all(a["estimators"] == ["native"] for a in results["attacks"])  # one exact gradient
+    snn = json.loads((tmp_path / "s" / "cells" / "network-snn_train_estimator-sigmoid_4" / "results-1-tiny.json")
+                     .read_text())
+    assert snn["attacks"][0]["estimators"] == ["triangle:1"]
+    assert yaml.safe_load((tmp_path / "s" / "cells" / "network-snn_train_estimator-sigmoid_4" / "config.yaml")
+                          .read_text())["train_estimator"] == "sigmoid:4"
+
+
 @pytest.mark.parametrize("change, message", [
     ({"grid": {"defense": ["vanilla"], "colour": ["red"]}}, "unknown config key(s) colour"),
     ({"grid": {"defense": ["gr"], "lamb": [0.1, -1.0]}}, "cell defense gr, lamb -1: lamb must be"),

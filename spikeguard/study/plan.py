@@ -183,8 +183,9 @@ def _slurm(value: Any, where: str) -> dict[str, Any]:
 
 
 def expand(plan: StudyPlan) -> list[Cell]:
-    """Every grid point as a cell; a grid field that does not apply to a point (lamb for vanilla) is dropped
-    from it, so the points that differ only in it are one cell."""
+    """Every grid point as a cell; a field that does not apply to a point (lamb for vanilla, the training
+    estimator or T for an ANN) is dropped from it, from the grid and from ``train`` alike, so the points that
+    differ only in it are one cell."""
     cells: dict[str, Cell] = {}
     keys = list(plan.grid)
     varying = [k for k in keys if len(plan.grid[k]) > 1]
@@ -193,7 +194,7 @@ def expand(plan: StudyPlan) -> list[Cell]:
         values_all = {**plan.train, **point}
         probe = config_from_dict(values_all)
         settings = {k: v for k, v in point.items() if probe.applies(k)}
-        values_used = {**plan.train, **settings}
+        values_used = {k: v for k, v in {**plan.train, **settings}.items() if probe.applies(k)}
         if "lamb" not in values_used and validated_lamb(probe.dataset, probe.defense) is not None:
             values_used["lamb"] = validated_lamb(probe.dataset, probe.defense)  # train's documented default
         try:
