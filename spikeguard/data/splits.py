@@ -1,5 +1,6 @@
 """Shared pieces of the data layer: the `DataSplits` record, an in-memory image
-dataset, and the seeded train/validation split used by CIFAR.
+dataset, the seeded train/validation split used by CIFAR, and the fixed 60/20/20
+split of the small embedded grey-digit sets (digits, mnist5k).
 
 Images are kept in pixel space ([0, 1]); normalisation with `mean`/`std` is the
 model's job, so that adversarial attacks can clip to the valid pixel range.
@@ -100,3 +101,29 @@ def stack(dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor
     n = len(dataset) if limit is None else min(limit, len(dataset))
     xs, ys = zip(*(dataset[i] for i in range(n)))
     return torch.stack(xs), torch.as_tensor([int(v) for v in ys])
+
+
+# The small grey-digit sets (digits, mnist5k): a fixed test part, the validation part drawn with the seed.
+TEST_FRACTION = 0.2
+VAL_FRACTION_OF_REST = 0.25  # 0.25 * 80% = 20% of the whole
+TEST_SEED = 0  # fixed: the test set never changes between runs
+
+
+def fixed_grey_splits(name: str, images: torch.Tensor, labels: torch.Tensor, seed: int,
+                      pixel_range: float = 1.0) -> DataSplits:
+    """60/20/20 train/val/test of one-channel images N x 1 x S x S, stratified by class: test always drawn
+    with random_state TEST_SEED, val from the rest with ``seed``. mean/std are those of the training pixels
+    divided by ``pixel_range`` (255 for uint8 images), i.e. in [0, 1] pixel scale."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    classes = labels.numpy()
+    everything = np.arange(len(classes))
+    rest, test = train_test_split(everything, test_size=TEST_FRACTION, stratify=classes, random_state=TEST_SEED)
+    train, val = train_test_split(rest, test_size=VAL_FRACTION_OF_REST, stratify=classes[rest], random_state=seed)
+    train_idx, val_idx, test_idx = (torch.from_numpy(np.sort(part)) for part in (train, val, test))
+    train_pixels = images[train_idx].to(torch.float32) / pixel_range
+    return DataSplits(name=name, train=ImageDataset(images, labels, train_idx),
+                      val=ImageDataset(images, labels, val_idx), test=ImageDataset(images, labels, test_idx),
+                      num_classes=10, in_channels=1, image_size=images.shape[-1],
+                      mean=(float(train_pixels.mean()),), std=(float(train_pixels.std()),))
