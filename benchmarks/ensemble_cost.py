@@ -30,7 +30,7 @@ from spikeguard.evaluation import bank
 from spikeguard.evaluation.runner import Plan, run_suite
 from spikeguard.evaluation.summary import finish_rows
 from spikeguard.evaluation.suites import suite_from_dict
-from spikeguard.train import train
+from spikeguard.training import train
 
 
 def vanilla_model(run: Path | None, data):

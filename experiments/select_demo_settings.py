@@ -14,7 +14,7 @@ from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
 from spikeguard.evaluation import EvalConfig, evaluate_model
 from spikeguard.evaluation.suites import suite_from_dict
-from spikeguard.train import train
+from spikeguard.training import train
 
 EPS_GRID = (0.05, 0.1, 0.15, 0.2)
 EPOCH_GRID = (10, 20, 30)

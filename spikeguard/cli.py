@@ -167,7 +167,7 @@ def train(
                             "--epochs, --device, --data-dir, --download, --nan-policy, --checkpoint-every, "
                             "--keep-checkpoints, --channels-last, --compile)")
         from spikeguard.distributed import close_distributed
-        from spikeguard.train import resume as resume_training
+        from spikeguard.training import resume as resume_training
 
         try:
             result = resume_training(resume, epochs=epochs, progress=progress, take_over_lock=take_over_lock, **kept)
@@ -187,7 +187,7 @@ def train(
             values["lamb"] = validated_lamb(chosen.dataset, chosen.defense)  # the documented default
         cfg = config_from_dict(values).resolved()  # every flag checked before PyTorch is imported
         from spikeguard.distributed import close_distributed
-        from spikeguard.train import train as run_training
+        from spikeguard.training import train as run_training
 
         try:
             result = run_training(cfg, out, progress=progress, take_over_lock=take_over_lock)

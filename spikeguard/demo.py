@@ -24,7 +24,7 @@ from spikeguard.report import write_report
 from spikeguard.progress import Reporter
 from spikeguard.results import column_label, headline, headline_text, print_table
 from spikeguard.rundir import BEST, METRICS, prepare_run_dir
-from spikeguard.train import train
+from spikeguard.training import train
 
 DEMO_DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")
 DEMO_SUITE = "quick"

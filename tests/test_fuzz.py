@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spikeguard.data.cifar as cifar_module
-import spikeguard.train as train_module
+import spikeguard.training as train_module
 from spikeguard.cli import main
 from spikeguard.config import TrainConfig, config_from_dict, load_config_file
 from spikeguard.errors import UserError

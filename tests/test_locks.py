@@ -16,7 +16,7 @@ from spikeguard.cli import main
 from spikeguard.config import config_from_dict
 from spikeguard.errors import UserError
 from spikeguard.locks import DIR_LOCK, claim, lock_path
-from spikeguard.train import train
+from spikeguard.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--suite", "quick", "--no-progress"]

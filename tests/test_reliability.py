@@ -21,7 +21,7 @@ from conftest import tiny_spec
 
 import spikeguard.config as config_module
 import spikeguard.files as files_module
-import spikeguard.train as train_module
+import spikeguard.training as train_module
 from spikeguard.checkpoint import (
     latest_resumable,
     read_checkpoint,
@@ -33,7 +33,7 @@ from spikeguard.config import config_from_dict
 from spikeguard.data.splits import ImageDataset
 from spikeguard.errors import UserError
 from spikeguard.models import create_model
-from spikeguard.train import epoch_order, train
+from spikeguard.training import epoch_order, train
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 1, "time_steps": 2, "batch_size": 64}
@@ -291,7 +291,7 @@ def test_nan_input_under_skip_skips_exactly_the_poisoned_batches(digits, tmp_pat
     steps = len(digits.train) // 64
     poisoned_batches = sum(bool((order[i * 64:(i + 1) * 64] < 5).any()) for i in range(steps))
     assert poisoned_batches >= 1
-    with caplog.at_level(logging.WARNING, logger="spikeguard.train"):
+    with caplog.at_level(logging.WARNING, logger="spikeguard.training"):
         result = train(config_from_dict({**FAST, "nan_policy": "skip"}), tmp_path / "run", progress=False,
                        data=_poisoned(digits))
     assert _metrics(tmp_path / "run")[0]["skipped_steps"] == poisoned_batches
@@ -344,7 +344,7 @@ def _faulty_defense(monkeypatch, fault_calls, kind="loss"):
 def test_a_transient_nan_loss_under_rollback_restores_the_checkpoint_and_halves_the_lr(digits, tmp_path,
                                                                                        monkeypatch, caplog):
     calls = _faulty_defense(monkeypatch, {7})  # step 7; the checkpoint is at step 4
-    with caplog.at_level(logging.WARNING, logger="spikeguard.train"):
+    with caplog.at_level(logging.WARNING, logger="spikeguard.training"):
         train(config_from_dict({**FAST, "nan_policy": "rollback", "checkpoint_every": 4}), tmp_path / "run",
               progress=False, data=digits)
     assert calls["n"] == 16 + 3  # 16 steps, and steps 5 to 7 again after the rollback
@@ -364,7 +364,7 @@ def test_a_persistent_nan_loss_aborts_after_max_rollbacks(digits, tmp_path, monk
 
 def test_nan_gradients_are_caught_though_the_loss_is_finite(digits, tmp_path, monkeypatch, caplog):
     _faulty_defense(monkeypatch, {3}, kind="gradient")
-    with caplog.at_level(logging.WARNING, logger="spikeguard.train"):
+    with caplog.at_level(logging.WARNING, logger="spikeguard.training"):
         train(config_from_dict({**FAST, "nan_policy": "skip"}), tmp_path / "run", progress=False, data=digits)
     assert _metrics(tmp_path / "run")[0]["skipped_steps"] == 1
     assert any("epoch 1 step 3: the gradients hold NaN" in r.message for r in caplog.records)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from spikeguard.checkpoint import load_model, read_checkpoint, save_checkpoint
 from spikeguard.cli import main
 from spikeguard.config import config_from_dict
-from spikeguard.train import epoch_order, train
+from spikeguard.training import epoch_order, train
 
 REPO = Path(__file__).resolve().parents[1]
 # digits: 1077 training images, 16 steps of 64 per epoch; checkpoints at steps 5, 10, 15 and at epoch ends.
@@ -32,7 +32,7 @@ STEPS_PER_EPOCH = 16
 # the kill lands at a known point, after work that the last checkpoint does not hold.
 SELF_KILLING = """
 import os, signal, sys
-import spikeguard.train as t
+import spikeguard.training as t
 from spikeguard.cli import main
 real, calls = t.train_step, [0]
 def step(*args):

@@ -67,7 +67,7 @@ def test_only_entry_points_import_the_training_loop():
     for name, tree in modules().items():
         relative = name.removeprefix("spikeguard.").replace(".", "/")
         if any(relative == layer.removesuffix(".py") or relative.startswith(layer + "/") for layer in LOWER_LAYERS):
-            if any(m == "spikeguard.train" or m.startswith("spikeguard.train.") for m in imports(tree, False)):
+            if any(m == "spikeguard.training" or m.startswith("spikeguard.training.") for m in imports(tree, False)):
                 offenders.append(name)
     assert offenders == []
 

@@ -17,7 +17,7 @@ from spikeguard.config import TrainConfig, config_from_dict
 from spikeguard.errors import UserError
 from spikeguard.evaluation import evaluate_model
 from spikeguard.snn import is_spiking, spiking_layers
-from spikeguard.train import resume, train
+from spikeguard.training import resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(dataset="digits", epochs=1, time_steps=2, batch_size=128)

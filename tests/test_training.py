@@ -13,7 +13,7 @@ from spikeguard.cli import main
 from spikeguard.config import TrainConfig
 from spikeguard.data.splits import ImageDataset
 from spikeguard.errors import UserError
-from spikeguard.train import train
+from spikeguard.training import train
 
 from test_data import _make_cifar
 

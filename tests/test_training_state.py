@@ -7,7 +7,7 @@ import torch
 
 from spikeguard.config import config_from_dict
 from spikeguard.defenses import create_defense
-from spikeguard.train import build_run
+from spikeguard.training import build_run
 from spikeguard.training_state import capture, generators, restore
 
 NAMES = {"vanilla": [], "gr": [], "sr": [], "at": ["defense.examples.generator"],

@@ -105,7 +105,7 @@ def step_output_present(study: Path, plan: StudyPlan, cell_id: str, name: str) -
 
 def train_step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, progress: bool) -> None:
     from spikeguard.checkpoint import training_checkpoints
-    from spikeguard.train import resume, train
+    from spikeguard.training import resume, train
 
     run_dir = cell_dir(study, cell_id)
     if run_dir.is_dir() and training_checkpoints(run_dir):
