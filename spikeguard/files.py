@@ -74,7 +74,7 @@ def _create_temporary(path: Path, mode: int) -> Path:
     raise FileExistsError(f"no free temporary file name beside '{path}'")
 
 
-def _os_error(e: BaseException) -> OSError | None:
+def _os_error(e: BaseException | None) -> OSError | None:
     """The OSError behind ``e``: torch.save reports a failed write as a RuntimeError caused by it."""
     while e is not None:
         if isinstance(e, OSError):

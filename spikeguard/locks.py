@@ -125,10 +125,11 @@ def _claim(target: Path, directory: bool, take_over: bool, other_host: bool,
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create '{target.parent}' ({e.strerror or e})") from None
+    token = secrets.token_hex(8)
     record = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": shlex.join(sys.argv), "token": secrets.token_hex(8)}
-    held = Claim(None, record["token"], made_dir)
+              "command": shlex.join(sys.argv), "token": token}
+    held = Claim(None, token, made_dir)
     try:
         for _ in range(20):
             if _create(lock, record):

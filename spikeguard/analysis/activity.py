@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from spikeguard.runtime import eval_mode
 from spikeguard.snn.neuron import IFNeuron
 
-ENERGY_CONSTANTS = {
+ENERGY_CONSTANTS: dict[str, Any] = {
     "e_ac_joules": 0.9e-12,
     "e_mac_joules": 4.6e-12,
     "source": ("M. Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014: 45 nm "
@@ -41,6 +43,7 @@ def fanout(module: nn.Module) -> float:
     """Synapses leaving one input unit of ``module`` (see the module docstring for conv borders)."""
     if isinstance(module, nn.Linear):
         return float(module.out_features)
+    assert isinstance(module, _ConvNd), type(module)  # synaptic layers are Linear or convolutions
     return module.out_channels / module.groups * math.prod(module.kernel_size) / math.prod(module.stride)
 
 
@@ -48,6 +51,7 @@ def fan_in(module: nn.Module) -> int:
     """Inputs (and so MACs) per output unit."""
     if isinstance(module, nn.Linear):
         return module.in_features
+    assert isinstance(module, _ConvNd), type(module)
     return module.in_channels // module.groups * math.prod(module.kernel_size)
 
 
@@ -64,7 +68,8 @@ def synaptic_consumers(model: nn.Module) -> tuple[dict[str, list[str]], str]:
     Traces the model's graph (its ``body`` when it has one: SpikingNet's time folding does not trace) and
     follows each spiking layer's output through non-synaptic operations. If tracing fails (an external
     model), falls back to "the next synaptic layer in registration order"."""
-    root, prefix = (model.body, "body.") if isinstance(getattr(model, "body", None), nn.Module) else (model, "")
+    body = getattr(model, "body", None)
+    root, prefix = (body, "body.") if isinstance(body, nn.Module) else (model, "")
     modules = dict(root.named_modules())
     try:
         graph = _LeafTracer().trace(root)
@@ -90,7 +95,8 @@ def synaptic_consumers(model: nn.Module) -> tuple[dict[str, list[str]], str]:
 
 
 def _consumers_by_order(model: nn.Module) -> dict[str, list[str]]:
-    consumers, pending = {}, []
+    consumers: dict[str, list[str]] = {}
+    pending: list[str] = []
     for name, m in model.named_modules():
         if isinstance(m, IFNeuron):
             pending.append(name)
@@ -152,7 +158,7 @@ def measure_activity(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
             h.remove()
     n = x.shape[0]
     fed_by_spikes = {c for cs in consumers.values() for c in cs}
-    layers = []
+    layers: list[dict[str, Any]] = []
     for name in neurons:
         size = fired[name].numel() if name in fired else 0
         per_inference = spikes[name] / n
@@ -167,10 +173,11 @@ def measure_activity(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
     sops = sum(layer["sops"] for layer in layers)
     analog = {name: macs_per_row[name] * rows[name] / calls for name in synapses if name not in fed_by_spikes}
     ann_macs = sum(macs_per_row.values())
+    e_ac, e_mac = float(constants["e_ac_joules"]), float(constants["e_mac_joules"])
     return {
         "layers": layers, "sops_total": sops, "analog_macs": sum(analog.values()), "analog_layers": sorted(analog),
         "ann_macs": ann_macs, "consumers_from": method,
-        "energy_joules": constants["e_ac_joules"] * sops + constants["e_mac_joules"] * sum(analog.values()),
-        "ann_energy_joules": constants["e_mac_joules"] * ann_macs,
+        "energy_joules": e_ac * sops + e_mac * sum(analog.values()),
+        "ann_energy_joules": e_mac * ann_macs,
         "energy_constants": dict(constants),
     }

@@ -242,7 +242,7 @@ def _gradient_summary(norms: dict[str, torch.Tensor], est_name: str, tolerance: 
            "dims": dims, **{k: _mean(v) for k, v in norms.items()},
            "zero_gradient_samples": int((norms["l0"] == 0).sum()),
            "cauchy_schwarz_violations": cauchy_schwarz_violations(norms)}
-    if l2 > 0:
+    if l2 > 0 and weighted is not None:
         out["first_order_ratio_abs"] = [math.sqrt(3) * l1 / l2, 2 * math.sqrt(2) * l1 / l2]
         out["first_order_ratio_sign_abs"] = [l1 / l2, math.sqrt(2) * l1 / l2]
         out["sparsity_bound_rand"] = 2 * math.sqrt(2) * weighted

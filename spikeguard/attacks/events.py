@@ -89,6 +89,7 @@ def sparse_events(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: in
         best_loss[active[better]] = loss[better]
         if step == steps:
             break
+        assert grad is not None  # a gradient is asked for on every step but the last
         keep = ~wrong
         active, grad = active[keep], grad[keep].flatten(1)
         if active.numel() == 0:

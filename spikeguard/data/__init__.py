@@ -9,6 +9,8 @@ Names load on first use (PEP 562): the registry needs no PyTorch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from spikeguard.data.registry import DATASET_REGISTRY
 from spikeguard.registry import lazy_exports
 
@@ -19,7 +21,7 @@ _EXPORTS = {"DataSplits": "spikeguard.data.splits", "stack": "spikeguard.data.sp
 
 def load_dataset(
     name: str,
-    data_dir: str | None = None,
+    data_dir: str | Path | None = None,
     download: bool = False,
     val_fraction: float = 0.1,
     seed: int = 0,

@@ -116,6 +116,7 @@ def read_aedat4(path: str | Path) -> np.ndarray:
         raise UserError(f"{path}: cannot read ({one_line(e)})") from e
     if magic != AEDAT4_MAGIC:
         raise UserError(f"{path}: not an AEDAT 4.0 file (it does not start with '#!AER-DAT4.0')")
+    decoder: aedat.Decoder | None = None
     try:
         decoder = aedat.Decoder(path)
         target = _lowest_event_stream(decoder, path)

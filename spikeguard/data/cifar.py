@@ -39,7 +39,7 @@ from spikeguard.errors import UserError, one_line
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # same function, old home
 
 
 @dataclass(frozen=True)

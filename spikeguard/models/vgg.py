@@ -18,6 +18,7 @@ def vgg11_body(neuron, num_classes: int, in_channels: int, image_size: int, widt
             layers.append(nn.AvgPool2d(2))
             size //= 2
         else:
+            assert isinstance(item, int)  # the layout holds widths and 'pool'
             layers += [*conv_bn(channels, item), neuron()]
             channels = item
     layers += [

@@ -13,6 +13,9 @@ from torch import nn
 class DirectEncoder(nn.Module):
     """Normalise, then feed the same analogue image at every time step (the paper's encoding)."""
 
+    mean: torch.Tensor  # buffers registered in __init__
+    std: torch.Tensor
+
     def __init__(self, time_steps: int, mean, std):
         super().__init__()
         self.time_steps = int(time_steps)
@@ -47,6 +50,9 @@ class FramesEncoder(nn.Module):
     Time-major, like the direct encoder's repeat, so the neurons' [T, N, ...] view lines up. The ANN twin
     keeps all T frames (spikeguard.snn.control.ann_twin): its ReLU body is memoryless, so it averages the
     logits of the frames, which is what the SNN sees."""
+
+    mean: torch.Tensor  # buffers registered in __init__
+    std: torch.Tensor
 
     def __init__(self, time_steps: int, mean, std):
         super().__init__()
