@@ -33,7 +33,7 @@ from spikeguard.checkpoint import (
     save_checkpoint,
     save_rotating,
 )
-from spikeguard.config import TrainConfig, config_from_dict, dvs_options, load_config_file
+from spikeguard.config import RESUME_FIELDS, TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset, stack
 from spikeguard.defenses import DEFENSES, create_defense, true_class_probability
 from spikeguard.distributed import (
@@ -78,10 +78,6 @@ log = logging.getLogger(__name__)
 
 MAX_SKIPS_IN_A_ROW = 10  # nan_policy skip: this many faulty steps in a row is no transient fault
 PENALISED = DEFENSES.names(penalised=True)  # defenses whose penalty must not be identically zero
-# Fields --resume may change: none of them alters the trajectory of the weights (epochs stretches the
-# schedule, see resume()).
-RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
-                 "checkpoint_every", "keep_checkpoints", "channels_last", "compile")
 
 
 @dataclass

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from spikeguard.config import TrainConfig, config_from_dict, load_config_file
+from spikeguard.config import TrainConfig, config_from_dict, load_config_file, validated_lamb
 from spikeguard.errors import UserError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -32,6 +32,31 @@ def test_defaults_follow_the_dataset():
     cfg = TrainConfig(dataset="cifar10").resolved()
     assert cfg.model == "vgg11" and cfg.eps == pytest.approx(8 / 255)
     assert TrainConfig(dataset="digits").resolved().model == "digits_cnn"
+
+
+def test_the_validated_lamb_is_the_configs_default_wherever_it_is_built():
+    # one place: the CLI, study plans and training.train all resolve a TrainConfig
+    assert TrainConfig(dataset="digits", defense="sr").resolved().lamb == validated_lamb("digits", "sr") > 0
+    assert TrainConfig(dataset="digits", defense="gr").resolved().lamb == validated_lamb("digits", "gr") > 0
+    assert TrainConfig(dataset="digits", defense="sr", lamb=0.5).resolved().lamb == 0.5
+    assert TrainConfig(dataset="digits").resolved().lamb == 0.0
+    with pytest.raises(UserError, match="none has been validated for cifar10"):
+        TrainConfig(dataset="cifar10", defense="sr").resolved()
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:x", "gpu", "", "cuda:1234"])
+def test_one_device_check_for_training_evaluation_and_the_runtime(device):
+    from spikeguard.evaluation.config import EvalConfig
+    from spikeguard.runtime import pick_device
+
+    messages = set()
+    for build in (lambda: TrainConfig(device=device).resolved(), lambda: EvalConfig(device=device).validated(),
+                  lambda: pick_device(device)):
+        with pytest.raises(UserError) as err:
+            build()
+        messages.add(str(err.value))
+    assert messages == {f"device must be auto, cpu, cuda or cuda:N, got {device!r}"}
+    assert EvalConfig(device="cuda:1").validated().device == TrainConfig(device="cuda:1").resolved().device
 
 
 @pytest.mark.parametrize("values", [{"unknown_key": 1}, {"epochs": 1.5}, {"epochs": True}, {"lr": "fast"},

@@ -151,13 +151,13 @@ def test_a_file_that_is_not_a_checkpoint_is_not_called_dangerous(vanilla_run, tm
 
 
 def test_the_printed_table_says_which_columns_are_cumulative(capsys):
-    from spikeguard.cli import _print_evaluation
+    from spikeguard.commands.evaluate import print_evaluation
 
     record = {"model": "m", "dataset": "digits", "n": 4, "eps": 0.1, "suite": "quick", "clean_accuracy": 1.0,
               "ensemble_accuracy": 0.25, "flags": [], "notes": [],
               "attacks": [{"name": "apgd-ce", "accuracy": 0.5, "params": {}},
                           {"name": "square", "accuracy": 0.25, "params": {"survivors_only": True}}]}
-    _print_evaluation(record)
+    print_evaluation(record)
     out = capsys.readouterr().out
     assert "apgd-ce (alone)" in out and "square (cumulative)" in out and "headline" not in out
 
