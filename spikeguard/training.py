@@ -5,9 +5,9 @@ Checkpoints are selected on the validation split (held out of the training set),
 A training checkpoint holds every source of randomness and the data order, so on CPU a run killed at any
 point and resumed ends with the same weights, bit for bit, as one never interrupted (docs/reliability.md).
 
-The file reads top to bottom: the entry points, building a run, the loop, the fault policy, the end of an
-epoch. What a checkpoint holds and how a run is restored from one lives in spikeguard.training_state; the
-files of a run directory in spikeguard.rundir.
+The file reads top to bottom: the entry points, building a run, the loop, the end of an epoch. What a
+checkpoint holds and how a run is restored from one lives in spikeguard.training_state; what a step with
+NaN or inf does (nan_policy) in spikeguard.training_faults; the files of a run directory in spikeguard.rundir.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ from spikeguard.speed import (
     prepare_model,
     to_memory_format,
 )
+from spikeguard.training_faults import Rollback, handle_fault, numerical_fault, roll_back
 from spikeguard.training_state import RunState, capture, describe, drop_last, restore, snapshot
 
 log = logging.getLogger(__name__)
 
-MAX_SKIPS_IN_A_ROW = 10  # nan_policy skip: this many faulty steps in a row is no transient fault
 PENALISED = DEFENSES.names(penalised=True)  # defenses whose penalty must not be identically zero
 
 
@@ -87,10 +87,6 @@ class TrainResult:
     best_val_accuracy: float
     best_epoch: int
     seconds: float
-
-
-class _Rollback(Exception):
-    """A numerical fault under nan_policy rollback; caught by fit(), never seen by a user."""
 
 
 # ---- entry points: a new run, or a resumed one
@@ -241,7 +237,7 @@ def fit(state: RunState, progress: bool) -> TrainResult:
         began = state.elapsed()
         try:  # the steps of this epoch not done yet
             run_epoch(state, progress)
-        except _Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
+        except Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
             roll_back(state, str(fault), start)
             continue
         record = end_epoch(state, stats_x, stats_y)  # validate, log, best.pt, last.pt
@@ -320,70 +316,6 @@ def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
     state.taken += 1
     for key, value in {"loss": loss.detach(), **parts}.items():
         state.sums[key] = state.sums.get(key, 0.0) + value  # summed on the device: no host sync per step
-
-
-# ---- the fault policy: NaN or inf in a step is skipped, rolled back or fatal (nan_policy)
-
-def numerical_fault(loss: torch.Tensor, x: torch.Tensor, model: torch.nn.Module) -> str | None:
-    """None if the input, the loss and every gradient are finite, else what is not. One host sync per step.
-    The input is checked because spikes turn NaN into silence (NaN >= threshold is false), so a NaN image
-    would otherwise train as a black one."""
-    checks = [torch.isfinite(x).all(), torch.isfinite(loss).all()]
-    checks += [torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None]
-    ok = torch.stack(checks).tolist()
-    if all(ok):
-        return None
-    if not ok[0]:
-        return "the input batch holds NaN or inf"
-    if not ok[1]:
-        return f"the loss is {loss.item()}"
-    return "the gradients hold NaN or inf"
-
-
-def handle_fault(state: RunState, fault: str) -> None:
-    """Apply ``nan_policy`` to a faulty step: skip it, roll back (raises _Rollback) or abort (UserError)."""
-    cfg = state.cfg
-    where = f"epoch {state.epoch + 1} step {state.step + 1}"
-    hint = ("lower --lr or --lamb, raise --h, or check the data; the last checkpoint is kept: "
-            f"spikeguard train --resume {state.run_dir} --nan-policy rollback (or skip) continues")
-    if cfg.nan_policy == "skip":
-        state.optimizer.zero_grad(set_to_none=True)
-        state.skipped += 1
-        state.skips_in_a_row += 1
-        log.warning("%s: %s; step skipped (nan_policy skip)", where, fault)
-        if state.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
-            raise UserError(f"training diverged at {where}: {MAX_SKIPS_IN_A_ROW} steps in a row were skipped "
-                            f"({fault}); {hint}")
-        return
-    if cfg.nan_policy == "rollback" and not fault.startswith("the input"):
-        raise _Rollback(f"{fault} at {where}")
-    why = "; a rollback would replay the same batch" if cfg.nan_policy == "rollback" else ""
-    raise UserError(f"training diverged at {where}: {fault}{why}; {hint}")
-
-
-def roll_back(state: RunState, fault: str, start: dict[str, Any] | None) -> None:
-    """Restore the newest checkpoint (or the start of the run) and multiply the learning rate by
-    ``rollback_lr_factor``; after ``max_rollbacks`` rollbacks, abort."""
-    cfg = state.cfg
-    done = state.rollbacks + 1
-    if done > cfg.max_rollbacks:
-        raise UserError(f"training diverged again after {cfg.max_rollbacks} rollbacks: {fault}; lower --lr or "
-                        "--lamb, raise --h, or check the data")
-    try:
-        path, ckpt = latest_resumable(state.run_dir)
-        source = path.name
-    except UserError:  # no checkpoint written yet
-        ckpt, source = start, "the start of the run"
-    restore(state, ckpt)
-    scale = cfg.rollback_lr_factor ** (done - state.rollbacks)  # the checkpoint may predate earlier rollbacks
-    for group in state.optimizer.param_groups:
-        group["lr"] *= scale
-        group["initial_lr"] *= scale
-    state.scheduler.base_lrs = [lr * scale for lr in state.scheduler.base_lrs]
-    state.rollbacks = done
-    keep_metrics_up_to(state.run_dir, state.epoch)
-    log.warning("rollback %d/%d: %s; restarted from %s (epoch %d, step %d) with the learning rate now %.3g",
-                done, cfg.max_rollbacks, fault, source, state.epoch, state.step, state.optimizer.param_groups[0]["lr"])
 
 
 # ---- the end of an epoch: validate, log, best.pt, checkpoint; a collapsed run stops
