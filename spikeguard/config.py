@@ -335,7 +335,8 @@ def renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """A YAML file's content; a missing, non-text or invalid file is a one-line UserError naming ``what``."""
+    """A YAML file's content; a missing, unreadable, non-text or invalid file is a one-line UserError naming
+    ``what``. The one YAML reader: config files, plans, suites and run directories' config.yaml."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} '{path}' does not exist")
@@ -345,6 +346,8 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} '{path}' is not text") from None
+    except OSError as e:  # unreadable: permissions, a vanished network file
+        raise UserError(f"{what} '{path}' cannot be read ({e.strerror or type(e).__name__})") from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

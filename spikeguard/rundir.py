@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from spikeguard.config import read_yaml
 from spikeguard.errors import UserError
 from spikeguard.files import append_line, write_bytes
 from spikeguard.locks import is_lock_file
@@ -95,10 +96,7 @@ def read_config(run: Path) -> dict:
     path = run / CONFIG
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml(path, "run config")
     return data if isinstance(data, dict) else {}
 
 

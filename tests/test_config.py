@@ -78,3 +78,25 @@ def test_digits_default_eps_is_the_demo_eps():
 def test_unknown_names_are_rejected_before_any_work(field, value):
     with pytest.raises(UserError, match=f"unknown {field}"):
         config_from_dict({field: value}).resolved()
+
+
+def test_every_yaml_file_is_read_by_one_reader_that_refuses_a_binary_file_in_one_line(tmp_path):
+    from spikeguard.evaluation.suites import load_suite
+    from spikeguard.rundir import read_config
+    from spikeguard.study.plan import load_plan
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in (tmp_path / "binary.yaml", run / "config.yaml"):
+        path.write_bytes(b"\xff\xfe\x00\x9c binary")
+    readers = {"config file": lambda: load_config_file(tmp_path / "binary.yaml"),
+               "plan file": lambda: load_plan(tmp_path / "binary.yaml"),
+               "suite file": lambda: load_suite(tmp_path / "binary.yaml"),
+               "run config": lambda: read_config(run)}
+    for what, read in readers.items():
+        with pytest.raises(UserError, match=f"^{what} '.*' is not text$"):
+            read()
+    package = Path(__file__).resolve().parents[1] / "spikeguard"
+    readers_of_yaml = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                             if "yaml.safe_load" in p.read_text() or "yaml.load(" in p.read_text())
+    assert readers_of_yaml == ["config.py"]
