@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.checkpoint import (
@@ -54,7 +53,7 @@ from spikeguard.distributed import (
 from spikeguard.errors import UserError
 from spikeguard.locks import claim
 from spikeguard.models import ModelSpec, SpikingNet, create_model
-from spikeguard.progress import Reporter
+from spikeguard.progress import Reporter, times
 from spikeguard.rundir import (
     BEST,
     CONFIG,
@@ -233,15 +232,18 @@ def fit(state: RunState, progress: bool) -> TrainResult:
     news = Reporter(enabled=bool(progress) and is_main())
     news.line(f"training {cfg.model} with {cfg.defense} on {cfg.dataset}: epochs {state.epoch + 1} to {cfg.epochs} of "
               f"{state.steps_per_epoch()} steps, into {state.run_dir}")
+    first = (state.elapsed(), state.epoch)  # this process's pace estimates the time remaining
     while state.epoch < cfg.epochs:
         began = state.elapsed()
         try:  # the steps of this epoch not done yet
-            run_epoch(state, progress)
+            run_epoch(state, news)
         except Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
             roll_back(state, str(fault), start)
             continue
         record = end_epoch(state, stats_x, stats_y)  # validate, log, best.pt, last.pt
-        news.line(epoch_line(cfg, record, record["seconds"] - began))
+        done_here = state.epoch - first[1]
+        remaining = (record["seconds"] - first[0]) / done_here * (cfg.epochs - state.epoch) if done_here > 0 else None
+        news.line(epoch_line(cfg, record, record["seconds"] - began, remaining))
     barrier()
     if is_main():  # the other ranks return their last weights (best.pt may live on rank 0's node only)
         state.model.load_state_dict(read_checkpoint(state.run_dir / BEST)["model"])
@@ -249,12 +251,13 @@ def fit(state: RunState, progress: bool) -> TrainResult:
     return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
 
 
-def epoch_line(cfg: TrainConfig, record: dict[str, Any], seconds: float) -> str:
-    """One epoch in words: what metrics.jsonl records, for the terminal or a log file."""
+def epoch_line(cfg: TrainConfig, record: dict[str, Any], seconds: float, remaining: float | None) -> str:
+    """One epoch in words: what metrics.jsonl records, for the terminal or a log file; the run's time so far
+    and the estimate of the time it still needs."""
     penalty = f", penalty {record['penalty']:.4g}" if DEFENSES.get(cfg.defense).needs_lamb else ""
     return (f"{cfg.defense} epoch {record['epoch']}/{cfg.epochs}: loss {record.get('loss', float('nan')):.4f}"
-            f"{penalty}, validation accuracy {record['val_accuracy']:.4f}, {seconds:.1f}s "
-            f"(total {record['seconds']:.0f}s)")
+            f"{penalty}, validation accuracy {record['val_accuracy']:.4f}, {seconds:.1f}s; "
+            f"{times(record['seconds'], remaining)}")
 
 
 def epoch_order(generator: torch.Generator, n: int) -> torch.Tensor:
@@ -278,7 +281,7 @@ def epoch_loader(state: RunState) -> DataLoader:
                       generator=torch.Generator().manual_seed(state.cfg.seed + state.epoch))
 
 
-def run_epoch(state: RunState, progress: bool) -> None:
+def run_epoch(state: RunState, news: Reporter) -> None:
     """Train the batches of epoch ``state.epoch + 1`` that are not done yet, checkpointing every
     ``checkpoint_every`` steps."""
     cfg = state.cfg
@@ -288,14 +291,14 @@ def run_epoch(state: RunState, progress: bool) -> None:
         state.sums = {}
     steps = state.steps_per_epoch()
     state.model.train()
-    # disable=None: bars on a terminal only, so logs stay readable
-    batches = tqdm(epoch_loader(state), desc=f"{cfg.defense} epoch {state.epoch + 1}/{cfg.epochs}", leave=False,
-                   initial=state.step, total=steps, disable=None if progress and is_main() else True)
-    for x, y in batches:
-        train_step(state, x, y)
-        state.step += 1
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
-            checkpoint(state)
+    # a bar of the epoch's steps on a terminal only: a log gets the epoch's line (fit) and stays readable
+    with news.counting(f"steps of {cfg.defense} epoch {state.epoch + 1}/{cfg.epochs}", steps, done=state.step) as step:
+        for x, y in epoch_loader(state):
+            train_step(state, x, y)
+            state.step += 1
+            step()
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
+                checkpoint(state)
 
 
 def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
