@@ -174,6 +174,6 @@ def load_splits(ckpt: dict[str, Any], data_dir: str | Path | None = None, downlo
 
     cfg = ckpt.get("config", {})
     dataset = ckpt["dataset"]
-    return load_dataset(dataset, data_dir if data_dir is not None else cfg.get("data_dir"), download,
+    return load_dataset(dataset, str(data_dir) if data_dir is not None else cfg.get("data_dir"), download,
                         cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False,
                         dvs=dvs_options({**cfg, "dataset": dataset}))

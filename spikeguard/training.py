@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.checkpoint import (
     latest_resumable,
     read_checkpoint,
@@ -65,6 +64,7 @@ from spikeguard.rundir import (
     start_run_dir,
     write_config,
 )
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.speed import (
     autocast,
     configure_backends,
@@ -165,9 +165,9 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
 def load_data(cfg: TrainConfig) -> DataSplits:
     """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
     args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
-    options = {"dvs": dvs_options(cfg.to_dict())}
-    data = on_main(load_dataset, *args, **options)
-    return data if data is not None else load_dataset(*args, **options)
+    dvs = dvs_options(cfg.to_dict())
+    data = on_main(load_dataset, *args, dvs=dvs)
+    return data if data is not None else load_dataset(*args, dvs=dvs)
 
 
 # ---- building a run: seeded global generators, the model, optimiser, schedule and defense
@@ -274,6 +274,7 @@ def epoch_loader(state: RunState) -> DataLoader:
     """The batches of the current epoch from step ``state.step`` on, in the epoch's stored order. Its own
     generator keeps DataLoader from drawing its worker seed from the global generator mid-epoch."""
     b = state.cfg.batch_size
+    assert state.order is not None, "run_epoch draws the order first"
     rest = state.order[state.step * b:].tolist()
     if context().distributed:  # each rank takes its share of every global batch; steps count global batches
         return DataLoader(state.data.train, batch_sampler=rank_batches(rest, b, drop_last(len(state.data.train), b)))
@@ -303,6 +304,7 @@ def run_epoch(state: RunState, news: Reporter) -> None:
 
 def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
     x, y = x.to(state.device), y.to(state.device)
+    assert state.objective is not None, "build_run sets it"
     with autocast(state.device, state.options.bf16):
         loss, parts = state.objective(to_memory_format(x, state.options), y)
     state.optimizer.zero_grad(set_to_none=True)

@@ -72,6 +72,7 @@ def roll_back(state: RunState, fault: str, start: dict[str, Any] | None) -> None
         path, ckpt = latest_resumable(state.run_dir)
         source = path.name
     except UserError:  # no checkpoint written yet
+        assert start is not None, "fit() snapshots the start of a run under nan_policy rollback"
         ckpt, source = start, "the start of the run"
     restore(state, ckpt)
     scale = cfg.rollback_lr_factor ** (done - state.rollbacks)  # the checkpoint may predate earlier rollbacks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,19 +18,19 @@ ESTIMATOR_HELP = (f"Backward estimator for the gradient: {choices(ESTIMATORS)}, 
 def analyze(
     checkpoint: Path = typer.Argument(..., help="A run directory (its best.pt) or a checkpoint file."),
     out: Path = typer.Option(..., "--out", help="New directory for analysis.json, per_sample.csv, figures/."),
-    eps: Optional[list[str]] = typer.Option(None, "--eps", help="Radius, pixel scale; repeat or comma-separate "
+    eps: list[str] | None = typer.Option(None, "--eps", help="Radius, pixel scale; repeat or comma-separate "
                                             "(default: the training eps)."),
     n: int = typer.Option(100, help="Analyse the first N test samples."),
-    estimator: Optional[str] = typer.Option(None, help=ESTIMATOR_HELP),
+    estimator: str | None = typer.Option(None, help=ESTIMATOR_HELP),
     draws: int = typer.Option(20, help="Random directions per sample (uniform and signs)."),
     seed: int = typer.Option(0),
     eps_max: float = typer.Option(1.0, "--eps-max", help="Bisection range of the minimal flipping eps, noise."),
-    attack_eps_max: Optional[float] = typer.Option(None, "--attack-eps-max", help="... and for the attack "
+    attack_eps_max: float | None = typer.Option(None, "--attack-eps-max", help="... and for the attack "
                                                    "(default: min(eps-max, 4 x the largest eps))."),
     bisect_steps: int = typer.Option(6, "--bisect-steps", help="Bisection steps (tolerance range / 2^steps)."),
     batch_size: int = typer.Option(100, "--batch-size"),
-    results: Optional[Path] = typer.Option(None, "--results", help="A results.json of this model to include."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    results: Path | None = typer.Option(None, "--results", help="A results.json of this model to include."),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),

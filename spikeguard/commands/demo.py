@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,10 +11,10 @@ from spikeguard.commands.options import QUIET_HELP
 
 def demo(
     out: Path = typer.Option(Path("spikeguard-demo"), "--out", help="New output directory."),
-    defenses: Optional[str] = typer.Option(None, help="Comma-separated subset of the demo's defenses."),
-    epochs: Optional[int] = typer.Option(None, help="Override the demo's epochs (for a quick look)."),
+    defenses: str | None = typer.Option(None, help="Comma-separated subset of the demo's defenses."),
+    epochs: int | None = typer.Option(None, help="Override the demo's epochs (for a quick look)."),
     seed: int = typer.Option(0),
-    n: Optional[int] = typer.Option(None, help="Attack only the first N test images (default: 240 of the 360, "
+    n: int | None = typer.Option(None, help="Attack only the first N test images (default: 240 of the 360, "
                                     "to keep the demo under 6 minutes; --n 360 for all)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="News of each model, epoch and attack "
                                   "on stderr."),

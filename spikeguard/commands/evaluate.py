@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,40 +14,40 @@ from spikeguard.locks import TAKE_OVER_HELP, Claim, claim
 
 
 def evaluate(
-    checkpoint: Optional[Path] = typer.Argument(None, help="A run directory (its best.pt) or a checkpoint file."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="paper | strong | quick, or a suite YAML file."),
-    eps: Optional[str] = typer.Option(None, help="l-inf radius in pixel scale, at most 1, e.g. 0.03 or 8/255 "
+    checkpoint: Path | None = typer.Argument(None, help="A run directory (its best.pt) or a checkpoint file."),
+    suite: str | None = typer.Option(None, "--suite", help="paper | strong | quick, or a suite YAML file."),
+    eps: str | None = typer.Option(None, help="l-inf radius in pixel scale, at most 1, e.g. 0.03 or 8/255 "
                                       "(default: the training eps)."),
-    n: Optional[int] = typer.Option(None, "--n", "--num-samples", help="Evaluate the first N test samples "
+    n: int | None = typer.Option(None, "--n", "--num-samples", help="Evaluate the first N test samples "
                                     "(default: all). Under torchrun write --num-samples: torchrun reads --n."),
     batch_size: int = typer.Option(256, "--batch-size"),
     seed: int = typer.Option(0),
-    source: Optional[str] = typer.Option(None, "--source", help="Transfer source: a checkpoint or "
+    source: str | None = typer.Option(None, "--source", help="Transfer source: a checkpoint or "
                                          "package.module:function, trained on the same data set."),
-    model_fn: Optional[str] = typer.Option(None, "--model-fn", help="Evaluate the torch.nn.Module that "
+    model_fn: str | None = typer.Option(None, "--model-fn", help="Evaluate the torch.nn.Module that "
                                            "package.module:function returns (images in [0, 1] -> logits)."),
-    dataset: Optional[str] = typer.Option(None, help="With --model-fn: its data set. With a checkpoint: refuse "
+    dataset: str | None = typer.Option(None, help="With --model-fn: its data set. With a checkpoint: refuse "
                                           "it unless trained on this."),
-    model: Optional[str] = typer.Option(None, help="Refuse the checkpoint unless it holds this model."),
-    eot_draws: Optional[int] = typer.Option(None, "--eot-draws", help="Draws for a stochastic model (default: "
+    model: str | None = typer.Option(None, help="Refuse the checkpoint unless it holds this model."),
+    eot_draws: int | None = typer.Option(None, "--eot-draws", help="Draws for a stochastic model (default: "
                                             "the suite's; 1 disables EoT and raises a flag)."),
     eps_sweep: bool = typer.Option(False, "--eps-sweep", help="Also sweep eps up to 1 and flag accuracy that "
                                    "does not fall toward chance (events-l0: sweep the budget, K/4 to 8K, and "
                                    "flag accuracy that rises with it)."),
-    threat_model: Optional[str] = typer.Option(None, "--threat-model", help="linf (images), frames-linf (event "
+    threat_model: str | None = typer.Option(None, "--threat-model", help="linf (images), frames-linf (event "
                                                "frames; eps relative to the frame range) or events-l0 (add or "
                                                "remove events, --budget per sample; --suite events). Default: "
                                                "linf for images, frames-linf for event data."),
-    budget: Optional[int] = typer.Option(None, "--budget", help="events-l0: events added plus removed per "
+    budget: int | None = typer.Option(None, "--budget", help="events-l0: events added plus removed per "
                                          "sample."),
-    verify: Optional[Path] = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
+    verify: Path | None = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
                                           "this results.json and confirm the stored outcomes."),
     verify_all: bool = typer.Option(False, "--all", help="With --verify: re-run every batch (slow, complete)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed evaluation into the same --out with "
                                 "the same flags: its finished batches are kept, the rest is run."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
     download: bool = typer.Option(False, "--download/--no-download"),
-    out: Optional[Path] = typer.Option(None, "--out", help="results.json to write (a new file; the per-sample "
+    out: Path | None = typer.Option(None, "--out", help="results.json to write (a new file; the per-sample "
                                        "CSV goes beside it)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A bar of (attack, estimator, batch) "
@@ -85,6 +84,7 @@ def evaluate(
         if verify is not None:
             _verify(verify, data_dir, target_device, progress, verify_all)
             return
+        assert out is not None, "checked above: evaluate without --verify needs --out"
         held = claim(out, take_over=resume, other_host=take_over_lock,  # one writer per --out
                      check=lambda: _refuse_existing_results(out))
         from spikeguard.evaluation import run_evaluation

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ from spikeguard.errors import UserError
 def report(
     inputs: list[Path] = typer.Argument(..., help="results.json files, run directories and/or analysis "
                                         "directories; or one study directory."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The report file to write (markdown, or HTML with "
+    out: Path | None = typer.Option(None, "--out", help="The report file to write (markdown, or HTML with "
                                        "--html). A study directory's report goes to DIR/summary.md and .html."),
     html: bool = typer.Option(False, "--html/--markdown", help="Self-contained HTML with embedded figures."),
 ) -> None:

