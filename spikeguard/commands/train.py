@@ -174,5 +174,5 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-# The training fields train takes as flags (compile_ is --compile): what a resumed run may change names these.
+# The names of train's flags (compile_ is --compile): the refusal of a change on resume lists those of RESUME_FIELDS.
 _FIELD_FLAGS = {name.rstrip("_") for name in inspect.signature(train).parameters}
