@@ -135,7 +135,7 @@ def train(
     if resume is not None:
         refused = [k for k in given(out=out, config=config, **fields) if k not in RESUME_FIELDS]
         if refused:
-            allowed = ", ".join(_flag(f) for f in RESUME_FIELDS if f in _FIELD_FLAGS)
+            allowed = ", ".join(_flag(f) for f in RESUME_FIELDS if f in _FLAG_NAMES)
             raise UserError(f"--resume continues a run with its own settings; {_flag(refused[0])} cannot be changed "
                             f"(allowed: {allowed})")
         from spikeguard.training import resume as resume_training
@@ -175,4 +175,4 @@ def _flag(field: str) -> str:
 
 
 # The names of train's flags (compile_ is --compile): the refusal of a change on resume lists those of RESUME_FIELDS.
-_FIELD_FLAGS = {name.rstrip("_") for name in inspect.signature(train).parameters}
+_FLAG_NAMES = {name.rstrip("_") for name in inspect.signature(train).parameters}
