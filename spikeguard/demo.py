@@ -18,9 +18,9 @@ from spikeguard.data import load_dataset
 from spikeguard.errors import UserError
 from spikeguard.evaluation import EvalConfig, Target, load_suite, run_evaluation
 from spikeguard.files import write_json, write_text
+from spikeguard.progress import Reporter
 from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
-from spikeguard.progress import Reporter
 from spikeguard.results import column_label, headline, headline_text, print_table
 from spikeguard.rundir import BEST, METRICS, prepare_run_dir
 from spikeguard.training import train
