@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from spikeguard.data.registry import DATASET_REGISTRY
 from spikeguard.defenses.registry import ATTACKS, DEFENSE_SETTINGS, DEFENSES
 from spikeguard.errors import UserError
 from spikeguard.models.registry import MODELS, NETWORKS
+from spikeguard.runtime import check_device
 from spikeguard.snn.registry import ENCODERS, parse_training_estimator
 
 # The data sets' defaults (model, eps, time steps, image or event) are their registered facts
@@ -23,7 +24,10 @@ from spikeguard.snn.registry import ENCODERS, parse_training_estimator
 NAN_POLICIES = ("abort", "skip", "rollback")
 DATA_OPTIONS = ("data_dir", "download", "val_fraction", "augment", "dvs")  # apply where the loader takes them
 SPIKING_ONLY = ("train_estimator", "tau")  # settings of spiking neurons: none applies to network 'ann'
-DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+# Fields a resumed run may change: none of them alters the trajectory of the weights (epochs stretches the
+# schedule, see spikeguard.training.resume).
+RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
+                 "checkpoint_every", "keep_checkpoints", "channels_last", "compile")
 H_MIN = 1e-3
 LAMB_MAX = 100.0
 # Inclusive ranges beyond the type and sign checks: values outside them are typing slips or make garbage (why).
@@ -52,7 +56,7 @@ class TrainConfig:
     dataset: str = "digits"
     model: str | None = None          # None: the data set's default model
     defense: str = "vanilla"
-    lamb: float = 0.0                 # weight of the SR or GR penalty
+    lamb: float | None = None         # weight of the SR or GR penalty; None: validated_lamb's, else 0
     h: float = 0.01                   # SR finite-difference step
     eps: float | None = None          # adversarial-training radius (pixel scale); None: the data set's default_eps
     alpha: float | None = None        # PGD step; None: 2.5 * eps / steps
@@ -98,6 +102,8 @@ class TrainConfig:
             cfg.model = data.default_model
         if cfg.eps is None:
             cfg.eps = data.default_eps
+        if cfg.lamb is None:  # the documented default, for the CLI, study plans and training.train alike
+            cfg.lamb = validated_lamb(cfg.dataset, cfg.defense) or 0.0
         event = data.kind == "event"
         cfg._check_network(event)
         cfg.train_estimator = parse_training_estimator(cfg.train_estimator).name  # one spelling per estimator
@@ -148,8 +154,7 @@ class TrainConfig:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight); none has been "
                             f"validated for {self.dataset}, so give --lamb")
         self._check_event_data()
-        if not DEVICE.fullmatch(self.device):
-            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device)
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):
             raise UserError(f"data_dir must be a path, got {self.data_dir!r}")
         self.speed_options().check(defense=self.defense)
@@ -242,9 +247,8 @@ def check_linf_eps(value: Any, name: str = "eps") -> Any:
 def validated_lamb(dataset: str, defense: str) -> float | None:
     """The penalty weight validated for ``defense`` on ``dataset``, where one was (digits: the demo's
     selection on the validation split, spikeguard/demo_selection.json); None elsewhere."""
-    if dataset != "digits" or not DEFENSES.facts(defense)["needs_lamb"]:
+    if dataset != "digits" or defense not in DEFENSES or not DEFENSES.facts(defense)["needs_lamb"]:
         return None
-    import json
     from importlib import resources
 
     chosen = json.loads(resources.files("spikeguard").joinpath("demo_selection.json").read_text())["chosen"]
@@ -331,7 +335,8 @@ def renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """A YAML file's content; a missing, non-text or invalid file is a one-line UserError naming ``what``."""
+    """A YAML file's content; a missing, unreadable, non-text or invalid file is a one-line UserError naming
+    ``what``. The one YAML reader: config files, plans, suites and run directories' config.yaml."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} '{path}' does not exist")
@@ -341,6 +346,8 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} '{path}' is not text") from None
+    except OSError as e:  # unreadable: permissions, a vanished network file
+        raise UserError(f"{what} '{path}' cannot be read ({e.strerror or type(e).__name__})") from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -15,13 +15,12 @@ from pathlib import Path
 
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset
-from spikeguard.defenses.registry import DEFENSES
 from spikeguard.errors import UserError
 from spikeguard.evaluation import EvalConfig, Target, load_suite, run_evaluation
 from spikeguard.files import write_json, write_text
+from spikeguard.progress import Reporter
 from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
-from spikeguard.progress import Reporter
 from spikeguard.results import column_label, headline, headline_text, print_table
 from spikeguard.rundir import BEST, METRICS, prepare_run_dir
 from spikeguard.training import train
@@ -38,10 +37,9 @@ def demo_selection() -> dict:
 
 
 def demo_config(defense: str, chosen: dict, seed: int) -> TrainConfig:
-    # the selection holds one lamb for the SR family (reused for SR*) and lamb_<name> for any other
-    lamb = chosen.get(f"lamb_{defense}", chosen["lamb"]) if DEFENSES.get(defense).needs_lamb else 0.0
-    return TrainConfig(dataset="digits", defense=defense, lamb=lamb, eps=chosen["eps"], epochs=chosen["epochs"],
-                       lr=chosen["lr"], batch_size=chosen["batch_size"], steps=chosen["train_pgd_steps"], seed=seed)
+    # lamb: the config's default on digits, which is this selection's (spikeguard.config.validated_lamb)
+    return TrainConfig(dataset="digits", defense=defense, eps=chosen["eps"], epochs=chosen["epochs"], lr=chosen["lr"],
+                       batch_size=chosen["batch_size"], steps=chosen["train_pgd_steps"], seed=seed).resolved()
 
 
 def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | None = None, seed: int = 0,

@@ -1,26 +1,46 @@
-"""What long commands tell their user while they work, on stderr.
+"""What long commands tell their user while they work, on stderr: every progress bar and progress line of
+the package comes from here, drawn with one library (rich).
 
-On a terminal, evaluation shows a live rich bar counting (attack, estimator, batch) units, naming the unit
-that runs now, with elapsed time and an estimate of the time left. Anywhere else (a log file, nohup, CI,
+On a terminal, evaluation shows a live bar counting (attack, estimator, batch) units, naming the unit that
+runs now, with the time elapsed and an estimate of the time remaining. Anywhere else (a log file, nohup, CI,
 ``| tee``) the same news comes as plain lines, one per finished attack on a batch, so a log grows while the
-work goes on. Training prints one line per epoch in both cases. ``Reporter(enabled=False)`` (``--quiet``)
-says nothing.
+work goes on. Training prints one line per epoch in both cases, and on a terminal a bar of the epoch's steps
+(:meth:`Reporter.counting`; converting CIFAR10-DVS recordings to frames shows one too). Times read
+"elapsed 0:01:02, remaining 0:03:10" everywhere. ``Reporter(enabled=False)`` (``--quiet``) says nothing.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.table import Column
+from rich.text import Text
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+def clock(seconds: float | None) -> str:
+    """A duration as H:MM:SS; "-:--:--" when it is not known yet."""
+    if seconds is None:
+        return "-:--:--"
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def times(elapsed: float, remaining: float | None) -> str:
+    """The time a piece of work took so far and the estimate of what it still needs, labelled as such."""
+    return f"elapsed {clock(elapsed)}, remaining {clock(remaining)}"
+
+
+class _TimesColumn(ProgressColumn):
+    """A live bar's times, in the words of the plain lines."""
+
+    def render(self, task: Task) -> Text:
+        return Text(times(task.elapsed or 0.0, task.time_remaining))
 
 
 class Reporter:
@@ -32,7 +52,7 @@ class Reporter:
         self.stream = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._total = 0
         self._done = 0
         self._start = 0.0
@@ -57,23 +77,18 @@ class Reporter:
         if not self.enabled:
             return
         if self.live:
-            # counts and times first, the unit's name last: a narrow terminal cuts the name, not the numbers
-            self._bar = Progress(BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
-                                 console=Console(file=self.stream), transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(title, total=total)
+            self._start_bar(title, total)
         self.line(f"{title}: {total} units (attack x estimator x batch)")
 
     def unit(self, name: str) -> None:
         """The unit ``name`` starts now."""
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, description=name)
 
     def advance(self, units: int = 1) -> None:
         """``units`` units are done."""
         self._done += units
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=units)
 
     def step_done(self, what: str, seconds: float) -> None:
@@ -81,17 +96,45 @@ class Reporter:
         if not self.enabled or self._bar is not None:
             return
         elapsed = time.perf_counter() - self._start
-        left = elapsed / self._done * (self._total - self._done) if self._done else 0.0
-        self.line(f"  {what} done in {seconds:.1f}s; {self._done}/{self._total} units, elapsed "
-                  f"{_clock(elapsed)}, about {_clock(left)} left")
+        remaining = elapsed / self._done * (self._total - self._done) if self._done else None
+        self.line(f"  {what} done in {seconds:.1f}s; {self._done}/{self._total} units, "
+                  f"{times(elapsed, remaining)}")
 
     def end(self) -> None:
+        self._stop_bar()
+        if self.enabled and self._total:
+            self.line(f"{self._title}: done in {clock(time.perf_counter() - self._start)}")
+        self._total = 0
+
+    # ---- a bar for the steps of one block (a training epoch, a data conversion)
+
+    @contextmanager
+    def counting(self, title: str, total: int, done: int = 0) -> Iterator[Callable[[], None]]:
+        """A live bar of ``total`` steps (``done`` of them already) while the block runs; the block calls
+        what it is given once per finished step. A terminal only: in a log the block's own lines (an epoch's
+        line) are the news, so there it draws nothing, as when disabled or inside another bar."""
+        if not (self.enabled and self.live and self._bar is None):
+            yield lambda: None
+            return
+        bar, task = self._start_bar(title, total, done)
+        try:
+            yield lambda: bar.update(task, advance=1)
+        finally:
+            self._stop_bar()
+
+    def _start_bar(self, title: str, total: int, done: int = 0) -> tuple[Progress, TaskID]:
+        # counts and times first, the unit's name last: a narrow terminal cuts the name, not the numbers
+        bar = Progress(BarColumn(bar_width=16), MofNCompleteColumn(), _TimesColumn(Column(no_wrap=True)),
+                       TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+                       console=Console(file=self.stream), transient=True)
+        bar.start()
+        self._bar, self._task = bar, bar.add_task(title, total=total, completed=done)
+        return bar, self._task
+
+    def _stop_bar(self) -> None:
         if self._bar is not None:
             self._bar.stop()
-            self._bar = None
-        if self.enabled and self._total:
-            self.line(f"{self._title}: done in {_clock(time.perf_counter() - self._start)}")
-        self._total = 0
+            self._bar, self._task = None, None
 
 
 def reporter_for(progress) -> Reporter:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from spikeguard.config import read_yaml
 from spikeguard.errors import UserError
 from spikeguard.files import append_line, write_bytes
 from spikeguard.locks import is_lock_file
@@ -95,10 +96,7 @@ def read_config(run: Path) -> dict:
     path = run / CONFIG
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"'{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_yaml(path, "run config")
     return data if isinstance(data, dict) else {}
 
 
@@ -176,6 +174,6 @@ def load_splits(ckpt: dict[str, Any], data_dir: str | Path | None = None, downlo
 
     cfg = ckpt.get("config", {})
     dataset = ckpt["dataset"]
-    return load_dataset(dataset, data_dir if data_dir is not None else cfg.get("data_dir"), download,
+    return load_dataset(dataset, str(data_dir) if data_dir is not None else cfg.get("data_dir"), download,
                         cfg.get("val_fraction", 0.1), cfg.get("seed", 0), augment=False,
                         dvs=dvs_options({**cfg, "dataset": dataset}))

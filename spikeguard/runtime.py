@@ -1,28 +1,41 @@
 """Where and how code runs: the device, a model's train/eval state, and private random streams.
 
 These helpers are used by training, evaluation and analysis alike, so they live below all three: no module
-reaches into the training loop (or into the attacks) for them.
+reaches into the training loop (or into the attacks) for them. The configurations check a device name here
+before PyTorch is imported, so torch is imported by the functions that use it, not by this module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from spikeguard.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+
+
+def check_device(name: object) -> str:
+    """``name`` if it is a device spikeguard runs on (auto, cpu, cuda or cuda:N), else a one-line UserError.
+    The one check of a device name: the training and evaluation configs and pick_device use it."""
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
 
 
 def pick_device(name: str) -> torch.device:
     """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; UserError for anything else."""
-    if name == "auto":
+    import torch
+
+    if check_device(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' requested but no CUDA device is available")
     return device
@@ -43,6 +56,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def cuda_devices(device: torch.device | str | None) -> list[int]:
     """The CUDA device indices whose generators a fork must cover for work on ``device``."""
+    import torch
+
     if device is None:
         return []
     device = torch.device(device)
@@ -56,6 +71,8 @@ def forked_rng(device: torch.device | str | None = None, seed: int | None = None
     """torch's global generators (CPU, and ``device``'s when it is a GPU) forked for the block, seeded with
     ``seed`` when given: randomness inside is reproducible and the caller's random state is left as it was.
     Libraries that reseed the global generator (AutoAttack) and stochastic models draw from it."""
+    import torch
+
     with torch.random.fork_rng(devices=cuda_devices(device)):
         if seed is not None:
             torch.manual_seed(seed)

@@ -5,9 +5,9 @@ Checkpoints are selected on the validation split (held out of the training set),
 A training checkpoint holds every source of randomness and the data order, so on CPU a run killed at any
 point and resumed ends with the same weights, bit for bit, as one never interrupted (docs/reliability.md).
 
-The file reads top to bottom: the entry points, building a run, the loop, the fault policy, the end of an
-epoch. What a checkpoint holds and how a run is restored from one lives in spikeguard.training_state; the
-files of a run directory in spikeguard.rundir.
+The file reads top to bottom: the entry points, building a run, the loop, the end of an epoch. What a
+checkpoint holds and how a run is restored from one lives in spikeguard.training_state; what a step with
+NaN or inf does (nan_policy) in spikeguard.training_faults; the files of a run directory in spikeguard.rundir.
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.checkpoint import (
     latest_resumable,
     read_checkpoint,
     save_checkpoint,
     save_rotating,
 )
-from spikeguard.config import TrainConfig, config_from_dict, dvs_options, load_config_file
+from spikeguard.config import RESUME_FIELDS, TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset, stack
 from spikeguard.defenses import DEFENSES, create_defense, true_class_probability
 from spikeguard.distributed import (
@@ -54,7 +52,7 @@ from spikeguard.distributed import (
 from spikeguard.errors import UserError
 from spikeguard.locks import claim
 from spikeguard.models import ModelSpec, SpikingNet, create_model
-from spikeguard.progress import Reporter
+from spikeguard.progress import Reporter, times
 from spikeguard.rundir import (
     BEST,
     CONFIG,
@@ -66,22 +64,19 @@ from spikeguard.rundir import (
     start_run_dir,
     write_config,
 )
+from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.speed import (
     autocast,
     configure_backends,
     prepare_model,
     to_memory_format,
 )
+from spikeguard.training_faults import Rollback, handle_fault, numerical_fault, roll_back
 from spikeguard.training_state import RunState, capture, describe, drop_last, restore, snapshot
 
 log = logging.getLogger(__name__)
 
-MAX_SKIPS_IN_A_ROW = 10  # nan_policy skip: this many faulty steps in a row is no transient fault
 PENALISED = DEFENSES.names(penalised=True)  # defenses whose penalty must not be identically zero
-# Fields --resume may change: none of them alters the trajectory of the weights (epochs stretches the
-# schedule, see resume()).
-RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
-                 "checkpoint_every", "keep_checkpoints", "channels_last", "compile")
 
 
 @dataclass
@@ -91,10 +86,6 @@ class TrainResult:
     best_val_accuracy: float
     best_epoch: int
     seconds: float
-
-
-class _Rollback(Exception):
-    """A numerical fault under nan_policy rollback; caught by fit(), never seen by a user."""
 
 
 # ---- entry points: a new run, or a resumed one
@@ -174,9 +165,9 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
 def load_data(cfg: TrainConfig) -> DataSplits:
     """The data set; under torchrun rank 0 loads (and downloads) it first, then the other ranks."""
     args = (cfg.dataset, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, cfg.augment)
-    options = {"dvs": dvs_options(cfg.to_dict())}
-    data = on_main(load_dataset, *args, **options)
-    return data if data is not None else load_dataset(*args, **options)
+    dvs = dvs_options(cfg.to_dict())
+    data = on_main(load_dataset, *args, dvs=dvs)
+    return data if data is not None else load_dataset(*args, dvs=dvs)
 
 
 # ---- building a run: seeded global generators, the model, optimiser, schedule and defense
@@ -241,15 +232,18 @@ def fit(state: RunState, progress: bool) -> TrainResult:
     news = Reporter(enabled=bool(progress) and is_main())
     news.line(f"training {cfg.model} with {cfg.defense} on {cfg.dataset}: epochs {state.epoch + 1} to {cfg.epochs} of "
               f"{state.steps_per_epoch()} steps, into {state.run_dir}")
+    first = (state.elapsed(), state.epoch)  # this process's pace estimates the time remaining
     while state.epoch < cfg.epochs:
         began = state.elapsed()
         try:  # the steps of this epoch not done yet
-            run_epoch(state, progress)
-        except _Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
+            run_epoch(state, news)
+        except Rollback as fault:  # back to the newest checkpoint, with a lower learning rate
             roll_back(state, str(fault), start)
             continue
         record = end_epoch(state, stats_x, stats_y)  # validate, log, best.pt, last.pt
-        news.line(epoch_line(cfg, record, record["seconds"] - began))
+        done_here = state.epoch - first[1]
+        remaining = (record["seconds"] - first[0]) / done_here * (cfg.epochs - state.epoch) if done_here > 0 else None
+        news.line(epoch_line(cfg, record, record["seconds"] - began, remaining))
     barrier()
     if is_main():  # the other ranks return their last weights (best.pt may live on rank 0's node only)
         state.model.load_state_dict(read_checkpoint(state.run_dir / BEST)["model"])
@@ -257,12 +251,13 @@ def fit(state: RunState, progress: bool) -> TrainResult:
     return TrainResult(state.run_dir, state.model, state.best_acc, state.best_epoch, state.elapsed())
 
 
-def epoch_line(cfg: TrainConfig, record: dict[str, Any], seconds: float) -> str:
-    """One epoch in words: what metrics.jsonl records, for the terminal or a log file."""
+def epoch_line(cfg: TrainConfig, record: dict[str, Any], seconds: float, remaining: float | None) -> str:
+    """One epoch in words: what metrics.jsonl records, for the terminal or a log file; the run's time so far
+    and the estimate of the time it still needs."""
     penalty = f", penalty {record['penalty']:.4g}" if DEFENSES.get(cfg.defense).needs_lamb else ""
     return (f"{cfg.defense} epoch {record['epoch']}/{cfg.epochs}: loss {record.get('loss', float('nan')):.4f}"
-            f"{penalty}, validation accuracy {record['val_accuracy']:.4f}, {seconds:.1f}s "
-            f"(total {record['seconds']:.0f}s)")
+            f"{penalty}, validation accuracy {record['val_accuracy']:.4f}, {seconds:.1f}s; "
+            f"{times(record['seconds'], remaining)}")
 
 
 def epoch_order(generator: torch.Generator, n: int) -> torch.Tensor:
@@ -279,6 +274,7 @@ def epoch_loader(state: RunState) -> DataLoader:
     """The batches of the current epoch from step ``state.step`` on, in the epoch's stored order. Its own
     generator keeps DataLoader from drawing its worker seed from the global generator mid-epoch."""
     b = state.cfg.batch_size
+    assert state.order is not None, "run_epoch draws the order first"
     rest = state.order[state.step * b:].tolist()
     if context().distributed:  # each rank takes its share of every global batch; steps count global batches
         return DataLoader(state.data.train, batch_sampler=rank_batches(rest, b, drop_last(len(state.data.train), b)))
@@ -286,7 +282,7 @@ def epoch_loader(state: RunState) -> DataLoader:
                       generator=torch.Generator().manual_seed(state.cfg.seed + state.epoch))
 
 
-def run_epoch(state: RunState, progress: bool) -> None:
+def run_epoch(state: RunState, news: Reporter) -> None:
     """Train the batches of epoch ``state.epoch + 1`` that are not done yet, checkpointing every
     ``checkpoint_every`` steps."""
     cfg = state.cfg
@@ -296,18 +292,19 @@ def run_epoch(state: RunState, progress: bool) -> None:
         state.sums = {}
     steps = state.steps_per_epoch()
     state.model.train()
-    # disable=None: bars on a terminal only, so logs stay readable
-    batches = tqdm(epoch_loader(state), desc=f"{cfg.defense} epoch {state.epoch + 1}/{cfg.epochs}", leave=False,
-                   initial=state.step, total=steps, disable=None if progress and is_main() else True)
-    for x, y in batches:
-        train_step(state, x, y)
-        state.step += 1
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
-            checkpoint(state)
+    # a bar of the epoch's steps on a terminal only: a log gets the epoch's line (fit) and stays readable
+    with news.counting(f"steps of {cfg.defense} epoch {state.epoch + 1}/{cfg.epochs}", steps, done=state.step) as step:
+        for x, y in epoch_loader(state):
+            train_step(state, x, y)
+            state.step += 1
+            step()
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < steps:
+                checkpoint(state)
 
 
 def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
     x, y = x.to(state.device), y.to(state.device)
+    assert state.objective is not None, "build_run sets it"
     with autocast(state.device, state.options.bf16):
         loss, parts = state.objective(to_memory_format(x, state.options), y)
     state.optimizer.zero_grad(set_to_none=True)
@@ -324,70 +321,6 @@ def train_step(state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
     state.taken += 1
     for key, value in {"loss": loss.detach(), **parts}.items():
         state.sums[key] = state.sums.get(key, 0.0) + value  # summed on the device: no host sync per step
-
-
-# ---- the fault policy: NaN or inf in a step is skipped, rolled back or fatal (nan_policy)
-
-def numerical_fault(loss: torch.Tensor, x: torch.Tensor, model: torch.nn.Module) -> str | None:
-    """None if the input, the loss and every gradient are finite, else what is not. One host sync per step.
-    The input is checked because spikes turn NaN into silence (NaN >= threshold is false), so a NaN image
-    would otherwise train as a black one."""
-    checks = [torch.isfinite(x).all(), torch.isfinite(loss).all()]
-    checks += [torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None]
-    ok = torch.stack(checks).tolist()
-    if all(ok):
-        return None
-    if not ok[0]:
-        return "the input batch holds NaN or inf"
-    if not ok[1]:
-        return f"the loss is {loss.item()}"
-    return "the gradients hold NaN or inf"
-
-
-def handle_fault(state: RunState, fault: str) -> None:
-    """Apply ``nan_policy`` to a faulty step: skip it, roll back (raises _Rollback) or abort (UserError)."""
-    cfg = state.cfg
-    where = f"epoch {state.epoch + 1} step {state.step + 1}"
-    hint = ("lower --lr or --lamb, raise --h, or check the data; the last checkpoint is kept: "
-            f"spikeguard train --resume {state.run_dir} --nan-policy rollback (or skip) continues")
-    if cfg.nan_policy == "skip":
-        state.optimizer.zero_grad(set_to_none=True)
-        state.skipped += 1
-        state.skips_in_a_row += 1
-        log.warning("%s: %s; step skipped (nan_policy skip)", where, fault)
-        if state.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
-            raise UserError(f"training diverged at {where}: {MAX_SKIPS_IN_A_ROW} steps in a row were skipped "
-                            f"({fault}); {hint}")
-        return
-    if cfg.nan_policy == "rollback" and not fault.startswith("the input"):
-        raise _Rollback(f"{fault} at {where}")
-    why = "; a rollback would replay the same batch" if cfg.nan_policy == "rollback" else ""
-    raise UserError(f"training diverged at {where}: {fault}{why}; {hint}")
-
-
-def roll_back(state: RunState, fault: str, start: dict[str, Any] | None) -> None:
-    """Restore the newest checkpoint (or the start of the run) and multiply the learning rate by
-    ``rollback_lr_factor``; after ``max_rollbacks`` rollbacks, abort."""
-    cfg = state.cfg
-    done = state.rollbacks + 1
-    if done > cfg.max_rollbacks:
-        raise UserError(f"training diverged again after {cfg.max_rollbacks} rollbacks: {fault}; lower --lr or "
-                        "--lamb, raise --h, or check the data")
-    try:
-        path, ckpt = latest_resumable(state.run_dir)
-        source = path.name
-    except UserError:  # no checkpoint written yet
-        ckpt, source = start, "the start of the run"
-    restore(state, ckpt)
-    scale = cfg.rollback_lr_factor ** (done - state.rollbacks)  # the checkpoint may predate earlier rollbacks
-    for group in state.optimizer.param_groups:
-        group["lr"] *= scale
-        group["initial_lr"] *= scale
-    state.scheduler.base_lrs = [lr * scale for lr in state.scheduler.base_lrs]
-    state.rollbacks = done
-    keep_metrics_up_to(state.run_dir, state.epoch)
-    log.warning("rollback %d/%d: %s; restarted from %s (epoch %d, step %d) with the learning rate now %.3g",
-                done, cfg.max_rollbacks, fault, source, state.epoch, state.step, state.optimizer.param_groups[0]["lr"])
 
 
 # ---- the end of an epoch: validate, log, best.pt, checkpoint; a collapsed run stops

@@ -50,7 +50,7 @@ class RunState:
     spec: ModelSpec
     model: SpikingNet
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
     defense: Defense
     shuffle: torch.Generator                # draws each epoch's data order
     epoch: int = 0                          # completed epochs

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from spikeguard.config import TrainConfig, config_from_dict, load_config_file
+from spikeguard.config import TrainConfig, config_from_dict, load_config_file, validated_lamb
 from spikeguard.errors import UserError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -34,6 +34,31 @@ def test_defaults_follow_the_dataset():
     assert TrainConfig(dataset="digits").resolved().model == "digits_cnn"
 
 
+def test_the_validated_lamb_is_the_configs_default_wherever_it_is_built():
+    # one place: the CLI, study plans and training.train all resolve a TrainConfig
+    assert TrainConfig(dataset="digits", defense="sr").resolved().lamb == validated_lamb("digits", "sr") > 0
+    assert TrainConfig(dataset="digits", defense="gr").resolved().lamb == validated_lamb("digits", "gr") > 0
+    assert TrainConfig(dataset="digits", defense="sr", lamb=0.5).resolved().lamb == 0.5
+    assert TrainConfig(dataset="digits").resolved().lamb == 0.0
+    with pytest.raises(UserError, match="none has been validated for cifar10"):
+        TrainConfig(dataset="cifar10", defense="sr").resolved()
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:x", "gpu", "", "cuda:1234"])
+def test_one_device_check_for_training_evaluation_and_the_runtime(device):
+    from spikeguard.evaluation.config import EvalConfig
+    from spikeguard.runtime import pick_device
+
+    messages = set()
+    for build in (lambda: TrainConfig(device=device).resolved(), lambda: EvalConfig(device=device).validated(),
+                  lambda: pick_device(device)):
+        with pytest.raises(UserError) as err:
+            build()
+        messages.add(str(err.value))
+    assert messages == {f"device must be auto, cpu, cuda or cuda:N, got {device!r}"}
+    assert EvalConfig(device="cuda:1").validated().device == TrainConfig(device="cuda:1").resolved().device
+
+
 @pytest.mark.parametrize("values", [{"unknown_key": 1}, {"epochs": 1.5}, {"epochs": True}, {"lr": "fast"},
                                     {"augment": "yes"}, {"dataset": None}, {"tau": 2.0}, {"lr": -0.1},
                                     {"val_fraction": 1.0}, {"batch_size": 0}])
@@ -53,3 +78,25 @@ def test_digits_default_eps_is_the_demo_eps():
 def test_unknown_names_are_rejected_before_any_work(field, value):
     with pytest.raises(UserError, match=f"unknown {field}"):
         config_from_dict({field: value}).resolved()
+
+
+def test_every_yaml_file_is_read_by_one_reader_that_refuses_a_binary_file_in_one_line(tmp_path):
+    from spikeguard.evaluation.suites import load_suite
+    from spikeguard.rundir import read_config
+    from spikeguard.study.plan import load_plan
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in (tmp_path / "binary.yaml", run / "config.yaml"):
+        path.write_bytes(b"\xff\xfe\x00\x9c binary")
+    readers = {"config file": lambda: load_config_file(tmp_path / "binary.yaml"),
+               "plan file": lambda: load_plan(tmp_path / "binary.yaml"),
+               "suite file": lambda: load_suite(tmp_path / "binary.yaml"),
+               "run config": lambda: read_config(run)}
+    for what, read in readers.items():
+        with pytest.raises(UserError, match=f"^{what} '.*' is not text$"):
+            read()
+    package = Path(__file__).resolve().parents[1] / "spikeguard"
+    readers_of_yaml = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                             if "yaml.safe_load" in p.read_text() or "yaml.load(" in p.read_text())
+    assert readers_of_yaml == ["config.py"]

@@ -43,6 +43,7 @@ def test_training_prints_a_line_per_epoch_in_a_log(vanilla_run, tmp_path):
     _, err = vanilla_run
     lines = [line for line in err.splitlines() if line.startswith("vanilla epoch ")]
     assert len(lines) == 1 and "loss " in lines[0] and "validation accuracy " in lines[0], err
+    assert "; elapsed 0:0" in lines[0] and lines[0].endswith(", remaining 0:00:00"), err  # the last epoch
     assert "\r" not in err  # no bar in a log
     code, err = _stderr_of([*FAST_TRAIN, "--defense", "sr", "--out", str(tmp_path / "q"), "--quiet"])
     assert code == 0 and err == ""  # --quiet: nothing; and sr took the digits lamb without --lamb
@@ -60,6 +61,7 @@ def test_evaluation_prints_a_line_per_attack_and_batch_in_a_log(vanilla_run, tmp
     for batch in (1, 2):
         for attack in ("fgsm", "random-sign"):
             assert f"batch {batch} of 2: {attack} done" in err
+    assert "2/6 units, elapsed 0:00:" in err and "6/6 units, elapsed 0:00:" in err and ", remaining 0:00:00" in err
     assert "unbounded check" in err
     code, err = _stderr_of([*argv, "--out", str(tmp_path / "q.json"), "--quiet"])
     assert code == 0 and err == ""
@@ -76,6 +78,31 @@ def test_the_live_bar_names_the_unit(tiny_model, digits):
     run_suite(tiny_model, digits.test, suite_from_dict(TINY_SUITE), 0.1, num_classes=10, n=4, progress=reporter)
     assert seen == ["fgsm / triangle:1 / batch 1 of 1", "fgsm / atan:2 / batch 1 of 1",
                     "random-sign / random draws / batch 1 of 1"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_a_live_bar_with_labelled_times_and_a_log_or_quiet_gets_none():
+    from pathlib import Path
+
+    terminal = _Terminal()
+    with Reporter(stream=terminal).counting("steps of vanilla epoch 1/2", 4, done=1) as step:
+        for _ in range(3):
+            step()
+    shown = terminal.getvalue()
+    assert "steps of vanilla epoch 1/2" in shown and "4/4" in shown and "elapsed 0:00:00, remaining " in shown
+    for quiet in (Reporter(stream=io.StringIO()), Reporter(stream=_Terminal(), enabled=False)):
+        with quiet.counting("steps", 2) as step:
+            step()
+        assert quiet.stream.getvalue() == ""
+    # progress.py draws every bar, with one library
+    package = Path(__file__).resolve().parents[1] / "spikeguard"
+    drawing = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if "rich.progress" in p.read_text() or "tqdm" in p.read_text())
+    assert drawing == ["progress.py"]
 
 
 # ---- config.yaml: only what applies; old full files still work --------------------------------------------
@@ -151,13 +178,13 @@ def test_a_file_that_is_not_a_checkpoint_is_not_called_dangerous(vanilla_run, tm
 
 
 def test_the_printed_table_says_which_columns_are_cumulative(capsys):
-    from spikeguard.cli import _print_evaluation
+    from spikeguard.commands.evaluate import print_evaluation
 
     record = {"model": "m", "dataset": "digits", "n": 4, "eps": 0.1, "suite": "quick", "clean_accuracy": 1.0,
               "ensemble_accuracy": 0.25, "flags": [], "notes": [],
               "attacks": [{"name": "apgd-ce", "accuracy": 0.5, "params": {}},
                           {"name": "square", "accuracy": 0.25, "params": {"survivors_only": True}}]}
-    _print_evaluation(record)
+    print_evaluation(record)
     out = capsys.readouterr().out
     assert "apgd-ce (alone)" in out and "square (cumulative)" in out and "headline" not in out
 

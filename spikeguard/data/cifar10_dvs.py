@@ -161,13 +161,15 @@ def cache_path(data_dir: Path, options: DvsOptions, key: str) -> Path:
 
 
 def convert(files: list[Path], options: DvsOptions, progress: bool | None = None) -> np.ndarray:
-    """Frames of every recording: uint16 [N, T, 2, S, S]."""
-    from tqdm import tqdm
+    """Frames of every recording: uint16 [N, T, 2, S, S]. A bar of the files on a terminal unless ``progress``
+    is False."""
+    from spikeguard.progress import Reporter
 
     counts = np.zeros((len(files), options.frames, 2, options.size, options.size), dtype=np.uint16)
-    bar = tqdm(files, desc="CIFAR10-DVS to frames", unit="file", disable=None if progress is None else not progress)
-    for i, path in enumerate(bar):
-        counts[i] = events_to_frames(read_events(path), options.frames, options.split_by, options.size)
+    with Reporter(enabled=progress is not False).counting("CIFAR10-DVS recordings to frames", len(files)) as step:
+        for i, path in enumerate(files):
+            counts[i] = events_to_frames(read_events(path), options.frames, options.split_by, options.size)
+            step()
     return counts
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from spikeguard.errors import UserError
+from spikeguard.runtime import check_device
 
 THREAT_MODELS = ("linf", "frames-linf", "events-l0")
 SUITE_DIR = Path(__file__).resolve().parent.parent / "suites"  # the shipped suites (configs/suites links here)
-DEVICE_WORDS = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,7 @@ class EvalConfig:
         if self.budget is not None and self.threat_model not in (None, "events-l0"):
             raise UserError(f"--budget counts events: it applies to the events-l0 threat model only, not "
                             f"{self.threat_model}")
-        device = str(self.device)
-        if device.split(":")[0] not in DEVICE_WORDS or (":" in device and not device.split(":")[1].isdigit()):
-            raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        check_device(str(self.device))
         return dataclasses.replace(self, eps=eps)
 
     def for_target(self, target) -> EvalConfig:

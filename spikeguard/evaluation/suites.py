@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from spikeguard.attacks.registry import ATTACKS, TRANSFER, attack_kind
+from spikeguard.config import read_yaml
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.config import suite_path
@@ -89,11 +88,7 @@ ESCALATION_DEFAULTS = {"enabled": True, "substitute_epochs": 30, "substitute_que
 def load_suite(name_or_path: str | Path) -> Suite:
     """A shipped suite by name, or a suite YAML file; UserError naming the problem otherwise."""
     path = suite_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"suite file '{path}' cannot be read ({type(e).__name__})") from None
-    return suite_from_dict(data, source=str(path))
+    return suite_from_dict(read_yaml(path, "suite file"), source=str(path))
 
 
 def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikeguard.config import TrainConfig, config_from_dict, read_yaml, validated_lamb
+from spikeguard.config import TrainConfig, config_from_dict, read_yaml
 from spikeguard.errors import UserError
 
 PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm")
@@ -195,8 +195,6 @@ def expand(plan: StudyPlan) -> list[Cell]:
         probe = config_from_dict(values_all)
         settings = {k: v for k, v in point.items() if probe.applies(k)}
         values_used = {k: v for k, v in {**plan.train, **settings}.items() if probe.applies(k)}
-        if "lamb" not in values_used and validated_lamb(probe.dataset, probe.defense) is not None:
-            values_used["lamb"] = validated_lamb(probe.dataset, probe.defense)  # train's documented default
         try:
             config = config_from_dict(values_used).resolved()
         except UserError as e:

@@ -1,0 +1,89 @@
+"""spikeguard study: a grid of runs, each evaluated and analysed; its status printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from spikeguard.commands.options import QUIET_HELP, given
+from spikeguard.errors import UserError
+from spikeguard.study.executors import EXECUTORS
+
+EXECUTOR_HELP = "Where cells run: " + "; ".join(f"{n}: {EXECUTORS.facts(n)['description']}" for n in EXECUTORS) + "."
+
+
+def study(
+    plan: Path = typer.Argument(..., help="A plan YAML (with --out), or a study directory to continue."),
+    out: Path | None = typer.Option(None, "--out", help="The study directory (new, or holding this plan)."),
+    status: bool = typer.Option(False, "--status", help="Print the cells' status and numbers; run nothing."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    parallel: int = typer.Option(1, "--parallel", min=1, help="Cells at once (local, submitit-local; slurm: the "
+                                 "array's limit)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N, for every cell."),
+    partition: str | None = typer.Option(None, "--partition", help="Slurm partition (default: the plan's)."),
+    gpus_per_cell: int | None = typer.Option(None, "--gpus-per-cell", min=0, help="GPUs per cell; above 1 the "
+                                                "cell is one torch.distributed job over them (default: the "
+                                                "plan's, else 1)."),
+    time_per_cell: int | None = typer.Option(None, "--time-per-cell", min=1, help="Minutes per cell (Slurm "
+                                                "time limit; default: the plan's, else 60)."),
+    cpus_per_cell: int | None = typer.Option(None, "--cpus-per-cell", min=1, help="CPUs per cell on Slurm "
+                                                "(default: the plan's threads)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="slurm: write the sbatch script, submit nothing."),
+    wait: bool = typer.Option(False, "--wait", help="slurm: wait for the jobs instead of returning once queued."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="News of each cell on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Run a grid of training runs, each evaluated and analysed, as ordinary run directories under DIR/cells;
+    DIR/study.json lists their status and numbers, DIR/summary.md aggregates them over seeds. Running it again
+    skips finished cells and resumes killed ones."""
+    from spikeguard.study.state import is_study, read_plan
+
+    if plan.is_dir():
+        if out is not None and out.resolve() != plan.resolve():
+            raise UserError(f"'{plan}' is a study directory; it continues in place, so drop --out")
+        study_dir = plan
+        chosen = read_plan(plan)
+    else:
+        from spikeguard.study.plan import load_plan
+
+        chosen = load_plan(plan)
+        if out is None:
+            raise UserError("study needs --out DIR for a new plan (or give a study directory to continue)")
+        study_dir = out
+    if status:
+        if not is_study(study_dir):
+            raise UserError(f"'{study_dir}' holds no study yet; run it first")
+        _print_study(study_dir, chosen)
+        return
+    if executor != "slurm" and (dry_run or wait):
+        raise UserError("--dry-run and --wait are for --executor slurm")
+    slurm = given(partition=partition, gpus_per_cell=gpus_per_cell, time_per_cell=time_per_cell,
+                       cpus_per_cell=cpus_per_cell)
+    from spikeguard.study.run import run_study
+
+    data = run_study(chosen, study_dir, executor=executor, parallel=parallel, device=device,
+                     progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait)
+    _print_study(study_dir, chosen, data)
+
+
+def _print_study(study_dir: Path, plan, data: dict | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from spikeguard.study.state import collect
+
+    data = data or collect(study_dir, plan)
+    table = Table(title=f"study {data['name']} in {study_dir}: " + ", ".join(f"{v} {k}" for k, v in data["counts"].items()))
+    for column in ("cell", "status", "clean %", "worst case %", "seconds", "reason"):
+        table.add_column(column, justify="left" if column in ("cell", "status", "reason") else "right")
+    for cell in data["cells"]:
+        numbers = cell.get("numbers") or {}
+        seconds = sum((cell.get("timing") or {}).values())
+        table.add_row(cell["id"], cell["status"], *(f"{100 * numbers[k]:.1f}" if k in numbers else "-"
+                                                    for k in ("clean", "worst_case")),
+                      f"{seconds:.0f}" if seconds else "-", cell.get("reason", ""))
+    import shutil
+
+    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
+
