@@ -74,6 +74,9 @@ UNTRUSTING = (FlagName.ZERO_GRADIENT, FlagName.BLACK_BOX_BEATS_WHITE_BOX, FlagNa
               FlagName.GRAD_MODE_DEPENDENCE)
 
 
+ESCALATION = "escalation"  # the "attack" of the escalation's entries in results.json
+
+
 def _known(cls, data: dict) -> tuple[dict, dict]:
     """(the keys of ``data`` that are fields of ``cls``, the rest): unknown keys are kept, never dropped."""
     names = {f.name for f in fields(cls)} - {"extra"}
@@ -154,8 +157,9 @@ class AttackResult:
 
     @property
     def cumulative(self) -> bool:
-        """Attacked only what the earlier attacks left (survivors_only): its accuracy is the worst case so far."""
-        return bool(self.params.get("survivors_only"))
+        """Its accuracy is the worst case so far, not its own: it attacked only what the earlier attacks left
+        (survivors_only), or it is one of the escalation's entries."""
+        return bool(self.params.get("survivors_only")) or self.attack == ESCALATION
 
     def to_json(self) -> dict:
         out = {"name": self.name, "attack": self.attack, "norm": self.norm, "eps": self.eps, "params": self.params,

@@ -80,7 +80,7 @@ def test_version_4_escalation_and_headline():
     assert record.escalation.why == [FlagName.ZERO_GRADIENT, FlagName.BLACK_BOX_BEATS_WHITE_BOX]
     assert [a.name for a in record.all_attacks()][-3:] == ["escalation-transfer", "escalation-estimated-gradient",
                                                            "escalation-square"]
-    assert all(a.cumulative is False for a in record.escalation.results)  # marked by accuracy_is, not survivors_only
+    assert all(a.cumulative for a in record.escalation.results) and not record.attacks[0].cumulative
     samples = read_samples(FIXTURES / record.per_sample)
     assert samples[3].broken_by == "escalation-transfer/pgd"
     assert samples[2].attacks["escalation-estimated-gradient"].broken_by == "nes-pgd"
