@@ -2,6 +2,7 @@
 training loop, and no module outside the attack registry tells attack kinds apart by string literals."""
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.lru_cache(maxsize=1)
 def modules() -> dict[str, ast.Module]:
     return {module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
 
@@ -100,3 +102,62 @@ def test_evaluation_flags_are_checked_without_pytorch(tmp_path):
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# results.json's keys and the per-sample rows' columns: only spikeguard/schema/ reads and writes them by name.
+RESULTS_KEYS = {"schema_version", "clean_accuracy", "ensemble_accuracy", "ensemble_accuracy_before_escalation",
+                "attacks", "headline", "flags", "flags_not_applicable", "escalation", "per_sample", "suite_spec",
+                "gradient_check", "unbounded_accuracy", "unbounded_check", "eps_sweep", "budget_sweep",
+                "estimator_bank", "threat_model", "accuracy_per_estimator", "external_model", "imported_checkpoint",
+                "checkpoint_sha256", "clean_correct", "robust", "broken_by", "zero_gradient"}
+# Other documents that use some of the same names for their own fields.
+OWN_DOCUMENTS = {
+    "spikeguard.evaluation.suites": {"attacks", "escalation"},  # a suite file's sections
+    "spikeguard.demo": {"attacks", "clean_accuracy", "ensemble_accuracy", "flags", "headline"},  # the demo's summary
+    "spikeguard.study.cell": {"headline"},  # a cell record's number to quote
+}
+# report helper converts these
+NOT_YET_ON_THE_SCHEMA = ("spikeguard.report", "spikeguard.study.summary")
+
+
+def results_key(node: ast.AST) -> str | None:
+    """The results key ``node`` reads or writes by name: x["key"], x.get("key"), or an f"{label}|..." column."""
+    if isinstance(node, ast.Subscript):
+        index = node.slice
+        if isinstance(index, ast.Constant) and index.value in RESULTS_KEYS:
+            return index.value
+        if isinstance(index, ast.JoinedStr) and any(isinstance(v, ast.Constant) and "|" in str(v.value)
+                                                    for v in index.values):
+            return "label|member column"
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault") and node.args):
+        first = node.args[0]
+        if isinstance(first, ast.Constant) and first.value in RESULTS_KEYS:
+            return first.value
+    return None
+
+
+def test_only_the_schema_indexes_results_by_key():
+    offenders = []
+    for name, tree in modules().items():
+        if name == "spikeguard.schema" or name.startswith(("spikeguard.schema.", *NOT_YET_ON_THE_SCHEMA)):
+            continue
+        for node in ast.walk(tree):
+            key = results_key(node)
+            if key is not None and key not in OWN_DOCUMENTS.get(name, ()):
+                offenders.append(f"{name}:{node.lineno} reads '{key}'")
+    assert offenders == [], "read results through spikeguard.schema (EvalRecord, SampleOutcome)"
+
+
+def test_the_key_check_finds_what_it_looks_for():
+    planted = ast.parse('a = r["headline"]\nb = r.get("flags")\nc = row[f"{label}|{member}"]\nd = r["model"]')
+    assert [results_key(n) for n in ast.walk(planted) if results_key(n)] == ["headline", "flags",
+                                                                           "label|member column"]
+
+
+def test_no_function_over_60_lines_in_the_evaluation():
+    long = [f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for name, tree in modules().items() if name.startswith("spikeguard.evaluation")
+            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > 60]
+    assert long == []
