@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
+from spikeguard.schema import SampleOutcome, read_results
 
 
 @dataclass
@@ -37,7 +38,8 @@ class Result:
         """results.json at ``path`` and the per-sample CSV beside it; returns the CSV's path."""
         from spikeguard.evaluation.evaluate import write_results
 
-        return write_results(Path(path), self.results, self.per_sample)
+        samples = [SampleOutcome.from_row(row) for row in self.per_sample]
+        return write_results(Path(path), read_results(self.results), samples)
 
     def __repr__(self) -> str:
         return (f"Result(clean={self.clean_accuracy:.4f}, robust={self.robust_accuracy:.4f}, "
@@ -96,17 +98,17 @@ def _evaluate(model, pairs, known_classes, name, suite, eps, n, return_adversari
             num_classes = int(model(pairs[0][0][None].to(device)).shape[1])
     config = EvalConfig(suite=suite, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
                         progress=progress)
-    record = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
-    r = record.results
+    evaluation = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
+    record = evaluation.record
     adversarial = None
     if return_adversarial:
-        count = len(record.rows)
+        count = len(evaluation.samples)
         x = torch.stack([pairs[i][0] for i in range(count)]).to(device)
         y = torch.as_tensor([int(pairs[i][1]) for i in range(count)], device=device)
-        adversarial = worst_examples(model, x, y, float(r["eps"]), suite, num_classes, seed)
-    accuracies = {label: a["accuracy"] for label, a in r.get("attacks", {}).items()} \
-        if isinstance(r.get("attacks"), dict) else {}
-    return Result(r["clean_accuracy"], r["ensemble_accuracy"], accuracies, r["flags"], record.rows, r, adversarial)
+        adversarial = worst_examples(model, x, y, float(record.eps), suite, num_classes, seed)
+    accuracies = {a.name: a.accuracy for a in record.attacks}
+    return Result(record.clean_accuracy, record.ensemble_accuracy, accuracies, [f.to_json() for f in record.flags],
+                  evaluation.rows, evaluation.results, adversarial)
 
 
 def load(path: str | Path) -> nn.Module:

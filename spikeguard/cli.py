@@ -282,7 +282,7 @@ def evaluate(
         record = run_evaluation(config, target, keep_batches=out, resume=resume)
         if ctx.is_main:
             csv_path = record.write(out)
-            _print_evaluation(record.results)
+            _print_evaluation(record.record)
             typer.echo(f"wrote {out} and {csv_path}")
     finally:
         held.release()
@@ -307,24 +307,22 @@ def _verify(path: Path, data_dir, device, progress: bool, everything: bool) -> N
     typer.echo(f"verified: {checked} samples in {batches} of {total} batches ({which}) match {path}")
 
 
-def _print_evaluation(record: dict) -> None:
+def _print_evaluation(record) -> None:
     from spikeguard.results import column_label, headline_text, print_table
 
-    escalated = [{**a, "params": {**a["params"], "survivors_only": True}}  # cumulative, like survivors_only
-                 for a in (record.get("escalation") or {}).get("results", [])]
-    row = {"clean": record["clean_accuracy"], **{column_label(a): a["accuracy"] for a in record["attacks"] + escalated},
-           "worst case": record["ensemble_accuracy"]}
-    threat = record.get("threat_model") or {"name": "linf"}
-    radius = f"budget {threat['budget']} events" if threat["name"] == "events-l0" else f"eps {record['eps']:.4g}"
-    print_table({record["model"]: row}, title=f"{record['model']} on {record['dataset']} test (n {record['n']}), "
-                                              f"{threat['name']} {radius}, suite {record['suite']}")
+    row = {"clean": record.clean_accuracy, **{column_label(a): a.accuracy for a in record.all_attacks()},
+           "worst case": record.ensemble_accuracy}
+    events = record.threat_name == "events-l0"
+    radius = f"budget {record.event_budget} events" if events else f"eps {record.eps:.4g}"
+    print_table({record.model: row}, title=f"{record.model} on {record.dataset} test (n {record.n}), "
+                                          f"{record.threat_name} {radius}, suite {record.suite}")
     typer.echo("alone: the attack ran on every clean-correct sample; cumulative: only on what the earlier attacks "
                "left, so its accuracy is the worst case up to it. Each is the worst case over its estimators.")
-    if headline_text(record):
-        typer.echo(headline_text(record))
-    for flag in record["flags"]:
-        typer.echo(f"FLAG {flag['name']}: {flag['detail']}")
-    for note in record["notes"]:
+    if record.headline:
+        typer.echo(headline_text(record.headline))
+    for flag in record.flags:
+        typer.echo(f"FLAG {flag.name}: {flag.detail}")
+    for note in record.notes:
         typer.echo(f"note: {note}")
 
 

@@ -22,8 +22,9 @@ from spikeguard.files import write_json, write_text
 from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
 from spikeguard.progress import Reporter
-from spikeguard.results import column_label, headline, headline_text, print_table
+from spikeguard.results import column_label, headline_text, print_table
 from spikeguard.rundir import BEST, METRICS, prepare_run_dir
+from spikeguard.schema import EvalRecord, Headline
 from spikeguard.training import train
 
 DEMO_DEFENSES = ("vanilla", "at", "rat", "gr", "sr", "sr_star")
@@ -71,39 +72,38 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
         best_pt = run.run_dir / BEST
         target = Target(run.model, cfg.model or "digits_cnn", "digits", data.test, data.num_classes, cfg.eps,
                         str(best_pt), file_sha256(best_pt), train=data.train)  # train: the escalation's substitute
-        record = run_evaluation(EvalConfig(suite=suite, eps=chosen["eps"], n=n, seed=seed, progress=progress), target)
-        record.write(run.run_dir / "results.json")
-        evaluation = record.results
+        evaluation = run_evaluation(EvalConfig(suite=suite, eps=chosen["eps"], n=n, seed=seed, progress=progress),
+                                    target)
+        evaluation.write(run.run_dir / "results.json")
+        record = evaluation.record
         best = best_epoch_metrics(run.run_dir, run.best_epoch)
-        results["models"][defense] = {
-            "clean_accuracy": evaluation["clean_accuracy"],
-            "attacks": {a["name"]: a["accuracy"] for a in evaluation["attacks"]},
-            "ensemble_accuracy": evaluation["ensemble_accuracy"],
-            "flags": evaluation["flags"],
-            "train_seconds": run.seconds,
-            "eval_seconds": evaluation["seconds"],
-            "best_epoch": run.best_epoch,
-            "val_accuracy": run.best_val_accuracy,
-            "lamb": cfg.lamb,
-            "input_gradient": {"l1": best["grad_l1"], "zero_fraction": best["grad_zero_fraction"]},
-            **({"headline": headline(evaluation)} if headline(evaluation) else {}),
-        }
-        results["n_test"] = evaluation["n"]
+        results["models"][defense] = demo_entry(record, run, cfg.lamb, best)
+        results["n_test"] = record.n
         # after every model, so an interrupted demo keeps its work and its readable summary
         write_json(out / "results.json", results)
         write_text(out / "summary.md", demo_report(results, selection))
         write_report([out / "runs"], out / "report.md")
-        print(f"{defense}: clean {evaluation['clean_accuracy']:.3f}, worst case over the {suite.name} suite "
-              f"{evaluation['ensemble_accuracy']:.3f} (trained in {run.seconds:.0f}s, attacked in "
-              f"{evaluation['seconds']:.0f}s)" + (f"; {headline_text(evaluation)}" if headline_text(evaluation) else ""),
-              flush=True)
-        table[defense] = {"clean": evaluation["clean_accuracy"],
-                          **{column_label(a): a["accuracy"] for a in evaluation["attacks"]},
-                          "worst case": evaluation["ensemble_accuracy"]}
+        print(f"{defense}: clean {record.clean_accuracy:.3f}, worst case over the {suite.name} suite "
+              f"{record.ensemble_accuracy:.3f} (trained in {run.seconds:.0f}s, attacked in {record.seconds:.0f}s)"
+              + (f"; {headline_text(record.headline)}" if record.headline else ""), flush=True)
+        table[defense] = {"clean": record.clean_accuracy, **{column_label(a): a.accuracy for a in record.attacks},
+                          "worst case": record.ensemble_accuracy}
     print_table(table, title=f"digits test split (n={results['n_test']}), eps {chosen['eps']:g}, suite {suite.name}")
     print(f"Does SR beat vanilla under attack? {_verdict(results['models'], results['n_test'])}")
     print(f"wrote {out / 'results.json'}, {out / 'summary.md'} and {out / 'report.md'}")
     return results
+
+
+def demo_entry(record: EvalRecord, run, lamb: float, best: dict) -> dict:
+    """One model's entry in the demo's own results.json (a summary of several models, not an evaluation's)."""
+    entry = {"clean_accuracy": record.clean_accuracy, "attacks": {a.name: a.accuracy for a in record.attacks},
+             "ensemble_accuracy": record.ensemble_accuracy, "flags": [f.to_json() for f in record.flags],
+             "train_seconds": run.seconds, "eval_seconds": record.seconds, "best_epoch": run.best_epoch,
+             "val_accuracy": run.best_val_accuracy, "lamb": lamb,
+             "input_gradient": {"l1": best["grad_l1"], "zero_fraction": best["grad_zero_fraction"]}}
+    if record.headline:
+        entry["headline"] = record.headline.to_json()
+    return entry
 
 
 def best_epoch_metrics(run_dir: Path, epoch: int) -> dict:
@@ -144,8 +144,8 @@ def demo_report(results: dict, selection: dict) -> str:
         lines.append(f"| {name} | {m['lamb']:g} | {_pct(m['clean_accuracy'])} | {cells} | "
                      f"{_pct(m['ensemble_accuracy'])} | {m['best_epoch']} | {m['train_seconds']:.0f} | "
                      f"{g['l1']:.3g} | {_pct(g['zero_fraction'])}% |")
-    not_bounds = [f"- {name}: {headline_text({'headline': m['headline']})}" for name, m in models.items()
-                  if m.get("headline") and not m["headline"].get("is_bound", True)]
+    headlines = {name: Headline.from_json(m["headline"]) for name, m in models.items() if m.get("headline")}
+    not_bounds = [f"- {name}: {headline_text(h)}" for name, h in headlines.items() if not h.is_bound]
     if not_bounds:
         lines += ["", "Worst-case numbers that are not a bound (the evaluation could not trust a gradient it "
                       "needed; do not claim them as robust accuracy):", "", *not_bounds]

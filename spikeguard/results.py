@@ -7,6 +7,9 @@ import shutil
 from rich.console import Console
 from rich.table import Table
 
+from spikeguard.errors import UserError
+from spikeguard.schema import AttackResult, Headline, read_results
+
 
 def print_table(rows: dict[str, dict[str, float]], title: str) -> None:
     """One row per model, one column per accuracy (fractions, printed in percent)."""
@@ -21,28 +24,30 @@ def print_table(rows: dict[str, dict[str, float]], title: str) -> None:
     Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
 
 
-def column_label(attack: dict) -> str:
+def column_label(attack: AttackResult | dict) -> str:
     """An attack's column header that says what its accuracy counts: alone (every clean-correct sample
     attacked) or cumulative (only the survivors of the earlier attacks attacked)."""
-    params = attack.get("params") or {}
-    return f"{attack['name']} ({'cumulative' if params.get('survivors_only') else 'alone'})"
+    attack = attack if isinstance(attack, AttackResult) else AttackResult.from_json(attack)
+    return f"{attack.name} ({'cumulative' if attack.cumulative else 'alone'})"
 
 
-def headline(record: dict) -> dict | None:
-    """The results' headline, when the file has one (older files do not)."""
-    value = record.get("headline")
-    return value if isinstance(value, dict) and "accuracy" in value else None
+def headline(results: dict) -> dict | None:
+    """The headline of results.json's content, when the file has one (older files do not). For report.py until
+    it reads EvalRecord (schema.read_results) itself."""
+    try:
+        found = read_results(results).headline
+    except UserError:
+        return None
+    return found.to_json() if found else None
 
 
-def headline_text(record: dict) -> str | None:
-    """The headline in one line; a number that is not a bound says so and why. None without a headline."""
-    found = headline(record)
+def headline_text(found: Headline | None) -> str | None:
+    """A headline in one line; a number that is not a bound says so and why. None without a headline."""
     if found is None:
         return None
-    text = f"headline {100 * found['accuracy']:.1f}%: {found.get('label') or ('bound' if found.get('is_bound') else 'not a bound')}"
-    if not found.get("is_bound", True):
-        why = "; ".join(found.get("why") or []) or "no reason recorded"
-        text += f" ({why})"
-        if found.get("tried"):
-            text += f"; tried: {', '.join(found['tried'])}"
+    text = f"headline {100 * found.accuracy:.1f}%: {found.label}"
+    if not found.is_bound:
+        text += f" ({'; '.join(found.why) or 'no reason recorded'})"
+        if found.tried:
+            text += f"; tried: {', '.join(found.tried)}"
     return text

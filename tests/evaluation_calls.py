@@ -23,4 +23,5 @@ def run_suite(model, dataset, suite, eps, *, num_classes, n=None, batch_size=256
     """The runner alone (no checks, no record): rows and run facts for the chosen batches."""
     plan = runner.Plan(model, dataset, suite, eps, num_classes, n=n, batch_size=batch_size, seed=seed, device=device,
                        draws=draws, source=source, threat=threat, progress=progress)
-    return runner.run_suite(plan, batches=batches, on_batch=on_batch)
+    rows, facts = runner.run_suite(plan, batches=batches, on_batch=on_batch)
+    return [row.to_row() for row in rows], facts

@@ -18,6 +18,7 @@ from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, load_suite, strongest_examples
 from evaluation_calls import evaluate
 from spikeguard.evaluation.flags import per_sample_flags
+from spikeguard.schema import SampleOutcome
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.snn import PoissonEncoder
 
@@ -299,14 +300,14 @@ def test_flags_stay_quiet_on_a_plain_model(tiny_model, digits):
 
 def test_cross_attack_flags_on_planted_outcomes():
     suite = fast_suite()
-    row = {"index": 0, "clean_correct": 1.0, "zero_gradient": "", "fgsm": 0.0, "pgd-5": 1.0, "square": 0.0,
-           "random-sign": 1.0}
-    names = {f["name"] for f in per_sample_flags([row], suite, ["fgsm", "pgd-5", "square", "random-sign"],
-                                                 ["triangle:1", "ann"])}
+    row = {"index": 0, "label": 0, "clean_correct": 1.0, "zero_gradient": "", "fgsm": 0.0, "pgd-5": 1.0,
+           "square": 0.0, "random-sign": 1.0}
+    names = {f.name for f in per_sample_flags([SampleOutcome.from_row(row)], suite,
+                                              ["fgsm", "pgd-5", "square", "random-sign"], ["triangle:1", "ann"])}
     assert names == {"iterative_weaker_than_single_step"}
     row.update({"fgsm": 1.0, "pgd-5": 1.0, "square": 0.0, "zero_gradient": "triangle:1 ann"})
-    names = {f["name"] for f in per_sample_flags([row], suite, ["fgsm", "pgd-5", "square", "random-sign"],
-                                                 ["triangle:1", "ann"])}
+    names = {f.name for f in per_sample_flags([SampleOutcome.from_row(row)], suite,
+                                              ["fgsm", "pgd-5", "square", "random-sign"], ["triangle:1", "ann"])}
     assert names == {"black_box_beats_white_box", "zero_gradient"}
 
 

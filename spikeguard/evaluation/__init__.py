@@ -12,7 +12,8 @@ from spikeguard.registry import lazy_exports
 _PUBLIC = {
     "EvalConfig": "spikeguard.evaluation.config",
     "check_eps": "spikeguard.evaluation.config",
-    "EvalRecord": "spikeguard.evaluation.evaluate",
+    "EvalRecord": "spikeguard.schema",
+    "Evaluation": "spikeguard.evaluation.evaluate",
     "evaluate_model": "spikeguard.evaluation.evaluate",
     "run_evaluation": "spikeguard.evaluation.evaluate",
     "write_results": "spikeguard.evaluation.evaluate",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from spikeguard.errors import UserError
 from spikeguard.files import write_json
+from spikeguard.schema import SampleOutcome
 
 
 class BatchStore:
@@ -53,15 +54,21 @@ class BatchStore:
             raise UserError(f"'{path}' cannot be read ({type(e).__name__}); remove its folder to start over") from None
 
     def finished(self) -> dict[int, dict]:
-        """Batch number -> {"rows": [...], "seconds": {attack: s}} of every batch on disk."""
+        """Batch number -> {"rows": [SampleOutcome, ...], "seconds": {attack: s}} of every batch on disk."""
         out = {}
         for path in sorted(self.folder.glob("batch-*.json")):
             part = self._read(path)
+            try:
+                part["rows"] = [SampleOutcome.from_row(row) for row in part["rows"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise UserError(f"'{path}' holds malformed rows ({type(e).__name__}); remove its folder to start "
+                                "over") from None
             out[int(part["number"])] = part
         return out
 
-    def save(self, number: int, rows: list[dict], seconds: dict[str, float]) -> None:
-        write_json(self.folder / f"batch-{number:06d}.json", {"number": number, "rows": rows, "seconds": seconds})
+    def save(self, number: int, rows: list[SampleOutcome], seconds: dict[str, float]) -> None:
+        write_json(self.folder / f"batch-{number:06d}.json",
+                   {"number": number, "rows": [row.to_row(lists=True) for row in rows], "seconds": seconds})
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -30,10 +30,9 @@ from spikeguard.evaluation.runner import Plan, SuiteRunner, batch_seed, craft, m
 from spikeguard.evaluation.suites import AttackSpec
 from spikeguard.progress import reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
+from spikeguard.schema import (ESCALATION, UNTRUSTING, AttackResult, EscalationAttack, EscalationRecord, Flag,
+                               Headline, SampleOutcome)
 from spikeguard.snn import ann_twin, is_spiking
-
-# The flags after which the gradient cannot be trusted; each starts the escalation.
-UNTRUSTED = ("zero_gradient", "black_box_beats_white_box", "unbounded_eps_not_zero", "grad_mode_dependence")
 TRANSFER_LABEL = "escalation-transfer"
 ESTIMATE_LABEL = "escalation-estimated-gradient"
 SQUARE_LABEL = "escalation-square"
@@ -42,8 +41,9 @@ SUBSTITUTE_BATCH = 64
 SUBSTITUTE_LR = 3e-3
 
 
-def untrusted(flags: list[dict]) -> list[dict]:
-    return [f for f in flags if f["name"] in UNTRUSTED]
+def untrusted(flags: list[Flag]) -> list[Flag]:
+    """The flags after which the gradient cannot be trusted (schema.UNTRUSTING): each starts the escalation."""
+    return [f for f in flags if f.name in UNTRUSTING]
 
 
 class SmallCNN(nn.Module):
@@ -110,31 +110,58 @@ def train_substitute(plan: Plan, train, draws: int, settings: dict) -> tuple[nn.
                         "seconds": round(time.perf_counter() - start, 3)}
 
 
-def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list[dict]) -> dict:
+def escalate(plan: Plan, runner: SuiteRunner, rows: list[SampleOutcome], train, why: list[Flag]) -> EscalationRecord:
     """Run the escalation on the samples ``rows`` still count as robust; writes its columns into ``rows``
-    and returns what it did (results.json's "escalation")."""
+    and returns what it did (results.json's "escalation", without its accuracies: ``attack_entries``)."""
     settings = plan.suite.escalation
     start = time.perf_counter()
     say = reporter_for(plan.progress).line
-    record = {"why": [f["name"] for f in why], "settings": dict(settings), "attacks": []}
-    order = {row["index"]: row for row in rows}
-    standing = sorted(i for i, row in order.items() if row["robust"] > 0)
-    say(f"escalation ({', '.join(record['why'])}: the gradient cannot be trusted): attacks that do not use it, "
+    record = EscalationRecord(why=[f.name for f in why], settings=dict(settings))
+    order = {row.index: row for row in rows}
+    standing = sorted(i for i, row in order.items() if row.robust > 0)
+    say(f"escalation ({', '.join(record.why)}: the gradient cannot be trusted): attacks that do not use it, "
         f"on the {len(standing)} samples still standing")
     for row in rows:  # samples not attacked keep their score so far
         for label in LABELS:
-            row[label] = row["robust"]
-            row[f"{label}|broken_by"] = ""
+            row.attack(label).score, row.attack(label).broken_by = row.robust, ""
+    substitute, record.substitute = _substitute(plan, runner, train, settings)
+    if "seconds" in record.substitute:
+        say(f"  substitute ({record.substitute['architecture']}) trained in {record.substitute['seconds']:.0f}s, "
+            f"agrees with the model on {100 * record.substitute['agreement_on_its_training_inputs']:.1f}% of its "
+            "training inputs")
+    subset = [plan.dataset[i] for i in standing]
+    for number, batch in enumerate(make_batches(subset, len(subset), plan.batch_size, None,
+                                                torch.device(plan.device))):
+        indices = [standing[i] for i in batch.indices]
+        worst = _escalate_batch(plan, runner, substitute, order, indices, batch, number)
+        say(f"  escalation batch {number + 1}: {int((worst.score >= 0.5).sum())} of {len(indices)} still standing, "
+            f"{time.perf_counter() - start:.0f}s so far")
+    steps = settings["transfer_steps"]
+    record.attacks = [
+        EscalationAttack(TRANSFER_LABEL, f"PGD-{steps} and APGD-CE-{steps} on the substitute, scored on the target",
+                         substitute is not None),
+        EscalationAttack(ESTIMATE_LABEL, f"PGD-{settings['estimate_steps']} on gradients estimated from outputs "
+                                         f"({2 * settings['estimate_directions']} queries a step)", True),
+        EscalationAttack(SQUARE_LABEL, f"Square, {settings['square_queries']} queries x "
+                                       f"{settings['square_restarts']} restarts, on the survivors", True)]
+    record.attacked_samples = len(standing)
+    record.seconds = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _substitute(plan: Plan, runner: SuiteRunner, train, settings: dict) -> tuple[nn.Module | None, dict]:
+    """The model the transfer attacks run on, and what it is: --source, else one distilled from the target."""
     if plan.source is not None:
-        substitute, facts = plan.source, {"architecture": f"the --source model ({type(plan.source).__name__})"}
-    elif train is not None and len(train):
-        substitute, facts = train_substitute(plan, train, runner.draws, settings)
-    else:
-        substitute, facts = None, {"architecture": None, "skipped": "no training split to train a substitute on"}
-    record["substitute"] = facts
-    if "seconds" in facts:
-        say(f"  substitute ({facts['architecture']}) trained in {facts['seconds']:.0f}s, agrees with the model on "
-            f"{100 * facts['agreement_on_its_training_inputs']:.1f}% of its training inputs")
+        return plan.source, {"architecture": f"the --source model ({type(plan.source).__name__})"}
+    if train is not None and len(train):
+        return train_substitute(plan, train, runner.draws, settings)
+    return None, {"architecture": None, "skipped": "no training split to train a substitute on"}
+
+
+def _escalate_batch(plan: Plan, runner: SuiteRunner, substitute: nn.Module | None, order: dict[int, SampleOutcome],
+                    indices: list[int], batch, number: int) -> WorstCase:
+    """The escalation's attacks in turn on one batch of standing samples, each on what the earlier ones left."""
+    settings = plan.suite.escalation
     steps = settings["transfer_steps"]
     transfer = [AttackSpec("pgd", "pgd", {"steps": steps, "alpha": None, "restarts": 1, "random_start": True}, ()),
                 AttackSpec("apgd-ce", "apgd-ce", {"steps": steps, "restarts": 1}, ())]
@@ -142,67 +169,50 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[dict], train, why: list
                                                  "directions": settings["estimate_directions"], "sigma": 0.1}, ())
     square = AttackSpec("square", "square", {"queries": settings["square_queries"],
                                              "restarts": settings["square_restarts"], "p_init": 0.8}, ())
-    subset = [plan.dataset[i] for i in standing]
-    for number, batch in enumerate(make_batches(subset, len(subset), plan.batch_size, None,
-                                                torch.device(plan.device))):
-        indices = [standing[i] for i in batch.indices]
-        score = torch.as_tensor([order[i]["robust"] for i in indices], device=batch.x.device, dtype=torch.float32)
-        worst = WorstCase(score)
-        if substitute is not None:
-            for slot, spec in enumerate(transfer):
-                _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + slot)
-            _write(rows, order, indices, worst, TRANSFER_LABEL)
-        _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050)
-        _write(rows, order, indices, worst, ESTIMATE_LABEL)
-        _attack(square, runner.model, runner, batch, worst, plan, number, 3100)
-        _write(rows, order, indices, worst, SQUARE_LABEL)
-        say(f"  escalation batch {number + 1}: {int((worst.score >= 0.5).sum())} of {len(indices)} still standing, "
-            f"{time.perf_counter() - start:.0f}s so far")
-    record["attacks"] = [
-        {"name": TRANSFER_LABEL, "what": f"PGD-{steps} and APGD-CE-{steps} on the substitute, scored on the target",
-         "ran": substitute is not None},
-        {"name": ESTIMATE_LABEL, "what": f"PGD-{settings['estimate_steps']} on gradients estimated from outputs "
-                                        f"({2 * settings['estimate_directions']} queries a step)", "ran": True},
-        {"name": SQUARE_LABEL, "what": f"Square, {settings['square_queries']} queries x "
-                                      f"{settings['square_restarts']} restarts, on the survivors", "ran": True}]
-    record["attacked_samples"] = len(standing)
-    record["seconds"] = round(time.perf_counter() - start, 3)
-    return record
+    score = torch.as_tensor([order[i].robust for i in indices], device=batch.x.device, dtype=torch.float32)
+    worst = WorstCase(score)
+    if substitute is not None:
+        for slot, spec in enumerate(transfer):
+            _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + slot)
+        _write(order, indices, worst, TRANSFER_LABEL)
+    _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050)
+    _write(order, indices, worst, ESTIMATE_LABEL)
+    _attack(square, runner.model, runner, batch, worst, plan, number, 3100)
+    _write(order, indices, worst, SQUARE_LABEL)
+    return worst
 
 
-def attack_entries(rows: list[dict], record: dict, eps: float) -> list[dict]:
+def attack_entries(rows: list[SampleOutcome], record: EscalationRecord, eps: float) -> list[AttackResult]:
     """results.json's entries for the escalation's columns (each the worst case so far: cumulative)."""
     out = []
-    for label, what in zip(LABELS, record["attacks"]):
-        accuracy = sum(r[label] for r in rows) / len(rows) if rows else math.nan
-        out.append({"name": label, "attack": "escalation", "norm": "linf", "eps": eps,
-                    "params": {"what": what["what"], "ran": what["ran"],
-                               "accuracy_is": "cumulative: robust to this and every earlier attack"},
-                    "estimators": [], "accuracy": accuracy, "accuracy_per_estimator": {}, "seconds": 0.0})
+    for label, what in zip(LABELS, record.attacks):
+        accuracy = sum(r.score(label) for r in rows) / len(rows) if rows else math.nan
+        out.append(AttackResult(label, ESCALATION, "linf", eps,
+                                {"what": what.what, "ran": what.ran,
+                                 "accuracy_is": "cumulative: robust to this and every earlier attack"},
+                                [], accuracy, {}, 0.0))
     return out
 
 
-def headline(results: dict, why: list[dict], record: dict | None, events: bool) -> dict:
+def headline(accuracy: float, why: list[Flag], record: EscalationRecord | None, events: bool) -> Headline:
     """The number to quote and whether it is a bound: not when a flag says the gradient cannot be trusted,
     even after the escalation (an attack that does not use the gradient lowers the number; nothing proves
     it low enough)."""
     if not why:
-        return {"accuracy": results["ensemble_accuracy"], "is_bound": True, "label": "bound",
-                "why": [], "tried": []}
+        return Headline(accuracy, True, "bound")
     tried = []
     if record is not None:
-        substitute = record["substitute"]
+        substitute = record.substitute
         if substitute.get("architecture"):
             tried.append(f"transfer from a substitute: {substitute['architecture']}"
                          + (f", {substitute['epochs']} epochs on {substitute['inputs']} training inputs labelled "
                             f"by the target ({substitute['queries']} queries)" if "epochs" in substitute else ""))
-        tried += [a["what"] for a in record["attacks"][1:]]
+        tried += [a.what for a in record.attacks[1:]]
     elif events:
         tried.append("none: the escalation's attacks are l-inf; none exists for events-l0")
     else:
         tried.append("none: the suite's escalation is disabled")
-    return {"accuracy": results["ensemble_accuracy"], "is_bound": False, "label": "not a bound",
-            "why": [f"{f['name']}: {f['detail']}" for f in why], "tried": tried}
+    return Headline(accuracy, False, "not a bound", [f"{f.name}: {f.detail}" for f in why], tried)
 
 
 def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, worst: WorstCase, plan: Plan,
@@ -218,8 +228,8 @@ def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, wors
     worst.update(spec.attack, idx, runner.score(within_budget(x_adv, x, plan.eps, "linf"), y))
 
 
-def _write(rows, order, indices, worst: WorstCase, label: str) -> None:
+def _write(order: dict[int, SampleOutcome], indices, worst: WorstCase, label: str) -> None:
     """The worst case so far (cumulative: this attack and everything before it) into column ``label``."""
     for i, value, by in zip(indices, worst.score.tolist(), worst.by):
-        order[i][label] = value
-        order[i][f"{label}|broken_by"] = by
+        outcome = order[i].attack(label)
+        outcome.score, outcome.broken_by = value, by

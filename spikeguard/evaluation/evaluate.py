@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spikeguard.adapters import coverage, has_external_neurons, library_facts, preserved_state
 from spikeguard.attacks import pgd
 from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
+from spikeguard.distributed import broadcast_object, context, gather_objects, on_main, shard_indices
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags
 from spikeguard.evaluation.batch_store import BatchStore
@@ -26,41 +28,66 @@ from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import Suite, load_suite
-from spikeguard.evaluation.summary import attack_labels, finish_rows, summarize, write_csv
+from spikeguard.evaluation.summary import attack_labels, finish_rows, mean, robust_accuracy, summarize
 from spikeguard.evaluation.targets import Target, load_source
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_attacks, make_threat_model
 from spikeguard.files import write_json
 from spikeguard.progress import reporter_for
+from spikeguard.provenance import code_version, library_versions
 from spikeguard.runtime import eval_mode, forked_rng, pick_device
+from spikeguard.schema import EvalRecord, Flag, GradientCheck, SampleOutcome, UnboundedCheck, write_samples
+from spikeguard.snn import spiking_layers
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
 BUDGET_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass
-class EvalRecord:
-    """What an evaluation found: ``results`` (results.json's content) and one row per sample (the CSV)."""
+class Evaluation:
+    """What one evaluation found: ``record`` (results.json's content, typed) and one outcome per sample (the
+    CSV), with the batches kept for --resume."""
 
-    results: dict
-    rows: list[dict]
+    record: EvalRecord
+    samples: list[SampleOutcome]
     kept: BatchStore | None = None  # finished batches kept for --resume; removed once the results are written
+
+    @property
+    def results(self) -> dict:
+        """results.json's content as the JSON object written."""
+        return self.record.to_json()
+
+    @property
+    def rows(self) -> list[dict]:
+        """The per-sample rows as the CSV's columns."""
+        return [s.to_row() for s in self.samples]
 
     def write(self, out: str | Path) -> Path:
         """results.json at ``out`` and the per-sample CSV beside it; returns the CSV's path."""
-        csv_path = write_results(Path(out), self.results, self.rows)
+        csv_path = write_results(Path(out), self.record, self.samples)
         if self.kept is not None:
             self.kept.remove()
         return csv_path
 
 
 def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_batches: Path | None = None,
-                   resume: bool = False) -> EvalRecord:
+                   resume: bool = False) -> Evaluation:
     """Attack ``target`` as ``config`` says. Inside a torch.distributed process group (torchrun) each rank
     attacks a contiguous block of the batches and the rows are gathered on every rank; batches are seeded
     by their number, so the merged result equals a single-process run. ``batches``: only these batch
     numbers (``--verify``). ``keep_batches``: the results path beside which finished batches are kept as
     they finish (batch_store.py); ``resume`` runs only the batches missing there."""
     config = config.for_target(target)
+    plan = make_plan(config, target)
+    store = None
+    if keep_batches is not None:
+        store = BatchStore(Path(keep_batches), run_identity(config, target, plan))
+        on_main(store.prepare, resume)  # rank 0 checks and writes; its refusal reaches every rank
+    record, samples = assess(plan, eps_sweep=config.eps_sweep, batches=batches, store=store)
+    return Evaluation(described(record, config, target, plan), samples, store)
+
+
+def make_plan(config: EvalConfig, target: Target) -> Plan:
+    """The resolved settings of one evaluation, checked before any attack: suite, threat model, source."""
     suite = config.suite if isinstance(config.suite, Suite) else load_suite(config.suite)
     if len(target.test) == 0:
         raise UserError("the evaluation split is empty")
@@ -71,62 +98,84 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_bat
     if isinstance(source, (str, Path)):
         source = load_source(str(source), target)
     check_suite(suite, threat, transfer=source is not None)
-    device = pick_device(config.device)
-    plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
-                batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
-                source=source, threat=threat, progress=reporter_for(config.progress), train=target.train)
-    store = None
-    if keep_batches is not None:
-        from spikeguard.distributed import on_main
+    return Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
+                batch_size=config.batch_size, seed=config.seed, device=pick_device(config.device),
+                draws=config.eot_draws, source=source, threat=threat, progress=reporter_for(config.progress),
+                train=target.train)
 
-        identity = {"checkpoint": target.checkpoint, "checkpoint_sha256": target.checkpoint_sha256,
-                    "model_fn": target.model_fn, "suite_spec": suite.raw, "eps": config.eps, "n": plan.count,
-                    "batch_size": config.batch_size, "seed": config.seed, "eot_draws": config.eot_draws,
-                    "threat_model": threat.describe(), "eps_sweep": config.eps_sweep,
-                    "source": str(config.source) if config.source is not None else None}
-        store = BatchStore(Path(keep_batches), identity)
-        on_main(store.prepare, resume)  # rank 0 checks and writes; its refusal reaches every rank
-    results, rows = assess(plan, eps_sweep=config.eps_sweep, batches=batches, store=store)
-    record = {"model": target.name, "dataset": target.dataset, "checkpoint": target.checkpoint,
-              "checkpoint_sha256": target.checkpoint_sha256, "model_fn": target.model_fn,
-              "source": str(config.source) if isinstance(config.source, (str, Path)) else None,
-              **results, "suite_spec": suite.raw, **provenance(), "device": str(device)}
-    from spikeguard.adapters import library_facts
 
-    external = library_facts(target.model)
-    if external is not None:  # an external model: its SNN library, version and weights
-        record["external_model"] = external
+def run_identity(config: EvalConfig, target: Target, plan: Plan) -> dict:
+    """What defines a run for --resume: kept batches of another run are refused."""
+    return {"checkpoint": target.checkpoint, "checkpoint_sha256": target.checkpoint_sha256,
+            "model_fn": target.model_fn, "suite_spec": plan.suite.raw, "eps": config.eps, "n": plan.count,
+            "batch_size": config.batch_size, "seed": config.seed, "eot_draws": config.eot_draws,
+            "threat_model": plan.threat.describe(), "eps_sweep": config.eps_sweep,
+            "source": str(config.source) if config.source is not None else None}
+
+
+def described(record: EvalRecord, config: EvalConfig, target: Target, plan: Plan) -> EvalRecord:
+    """``record`` with what was evaluated and where: the model, its checkpoint, the code and libraries."""
+    record = dataclasses.replace(
+        record, model=target.name, dataset=target.dataset, checkpoint=target.checkpoint,
+        checkpoint_sha256=target.checkpoint_sha256, model_fn=target.model_fn,
+        source=str(config.source) if isinstance(config.source, (str, Path)) else None, suite_spec=plan.suite.raw,
+        code_version=code_version(), libraries=library_versions(), device=str(plan.device),
+        external_model=library_facts(target.model))  # an external model: its SNN library, version and weights
     if target.imported:  # a published checkpoint: where it came from and that its authors chose it on test
-        record["imported_checkpoint"] = target.imported
-        record.setdefault("notes", []).append(f"imported checkpoint {target.imported['selection']}")
-    return EvalRecord(record, rows, store)
-
-
-def provenance() -> dict:
-    from spikeguard.provenance import code_version, library_versions
-
-    return {"code_version": code_version(), "libraries": library_versions()}
+        record.imported_checkpoint = target.imported
+        record.notes = [*record.notes, f"imported checkpoint {target.imported['selection']}"]
+    return record
 
 
 def assess(plan: Plan, eps_sweep: bool = False, batches=None,
-           store: BatchStore | None = None) -> tuple[dict, list[dict]]:
-    """The suite, the checks and the results of one plan: (results without provenance, per-sample rows).
-    With ``store``, batches already finished there are taken as stored and each new one is saved."""
-    from spikeguard.distributed import context, gather_objects, shard_indices
-
+           store: BatchStore | None = None) -> tuple[EvalRecord, list[SampleOutcome]]:
+    """The suite, the checks and the results of one plan: (the record without what was evaluated, the
+    per-sample outcomes). With ``store``, batches already finished there are taken as stored and each new
+    one is saved. The steps, in order: attack every batch; summarise; the per-sample flags; the unbounded
+    check; the sweeps; the escalation when a flag says the gradient cannot be trusted; the headline; notes."""
     suite, threat = plan.suite, plan.threat or make_threat_model("linf", eps=plan.eps)
+    check_before_attacking(plan, threat, eps_sweep)
+    start = time.perf_counter()
+    rows, facts = attacked_rows(plan, batches, store)
+    labels = attack_labels(suite, rows)
+    rows = finish_rows(rows, labels)
+    record = summary(plan, threat, rows, labels, facts)
+    found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
+    found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
+    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
+    runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
+    found += unbounded_step(record, settled, runner, threat)
+    found += sweep_step(record, settled, threat, eps_sweep)
+    found += flags.grad_mode_flag(facts["grad_mode_dependent"])
+    rows = escalation_step(record, settled, runner, rows, labels, found, threat)
+    record.flags = found
+    record.flags_not_applicable = flags.not_applicable(suite, threat, eps_sweep)
+    record.estimator_bank, record.notes = library_notes(plan.model, runner, facts)
+    record.seconds = round(time.perf_counter() - start, 3)
+    return record, rows
+
+
+def check_before_attacking(plan: Plan, threat: ThreatModel, eps_sweep: bool) -> None:
+    """Refuse what would fail only after the long work: too few classes for a targeted attack, a suite the
+    eps sweep cannot use."""
+    suite = plan.suite
     needed = max((s.kind.min_classes for s in suite.attacks), default=1)
     if plan.num_classes < needed:
         raise UserError(f"suite '{suite.name}' has targeted attacks, which need at least {needed} classes; the "
                         f"data set has {plan.num_classes}")
     if eps_sweep and not threat.events:  # (events-l0: check_suite made sure a white-box event attack is there)
-        sweep_attack(suite)  # refuse a suite it cannot sweep before the long work
-    start = time.perf_counter()
+        sweep_attack(suite)
+
+
+def attacked_rows(plan: Plan, batches, store: BatchStore | None) -> tuple[list[SampleOutcome], dict]:
+    """Every wanted batch attacked (under torchrun: this rank's block, then gathered from every rank), those
+    a killed run finished taken from ``store``; and the run facts (seconds summed over ranks and resumes)."""
+    total = math.ceil(plan.count / plan.batch_size)
     distributed = context().distributed
     if distributed:
-        batches = shard_indices(math.ceil(plan.count / plan.batch_size))
+        batches = shard_indices(total)
     done = store.finished() if store is not None else {}
-    wanted = list(range(math.ceil(plan.count / plan.batch_size))) if batches is None else list(batches)
+    wanted = list(range(total)) if batches is None else list(batches)
     rows, facts = run_suite(plan, [b for b in wanted if b not in done], on_batch=store.save if store else None)
     for number in (b for b in wanted if b in done):  # finished before a kill: as stored
         rows += done[number]["rows"]
@@ -136,79 +185,95 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
         rows = [row for part_rows, _ in parts for row in part_rows]
         facts = {**facts, "ranks": len(parts),  # seconds summed over ranks: the compute spent, not wall time
                  "seconds": {k: sum(f["seconds"][k] for _, f in parts) for k in facts["seconds"]}}
-    labels = attack_labels(suite, rows)
-    rows = finish_rows(rows, labels)
-    results = {"suite": suite.name, "eps": plan.eps, "threat_model": threat.describe(), "seed": plan.seed,
-               "n": len(rows), "batch_size": plan.batch_size, "cascade": suite.cascade,
-               "stochastic": facts["stochastic"], "eot_draws": facts["draws"], "ranks": facts.get("ranks", 1),
-               **summarize(rows, suite, labels, plan.eps, facts["seconds"], threat)}
-    results["gradient_check"] = _gradient_check(rows, facts["gradient_estimators"])
-    found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
-    found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
-    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
-    runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
-    reporter_for(plan.progress).line(f"unbounded check: {unbounded_check(suite, threat)['attack']}")
-    with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, caller's RNG untouched
-        unbounded, unbounded_n = unbounded_accuracy(settled, runner)
-    results["unbounded_accuracy"] = unbounded
-    results["unbounded_check"] = unbounded_check(suite, threat)
-    found += flags.unbounded_flag(unbounded, unbounded_n, results["unbounded_check"]["attack"])
-    if eps_sweep and threat.events:
-        results["budget_sweep"] = budget_sweep(settled)
-        found += flags.sweep_flags(results["budget_sweep"], plan.num_classes, min(facts["n"], 200), radius="budget")
-    elif eps_sweep:
-        results["eps_sweep"] = sweep(settled)
-        found += flags.sweep_flags(results["eps_sweep"], plan.num_classes, min(facts["n"], 200))
-    found += flags.grad_mode_flag(facts["grad_mode_dependent"])
-    why = escalation.untrusted(found)
-    record = None
-    if why and suite.escalation["enabled"] and not threat.events:
-        record = escalation.escalate(settled, runner, rows, plan.train, why)
-        labels += list(escalation.LABELS)
-        rows = finish_rows(rows, labels)
-        record["results"] = escalation.attack_entries(rows, record, plan.eps)
-        results["escalation"] = record
-        results["ensemble_accuracy_before_escalation"] = results["ensemble_accuracy"]
-        results["ensemble_accuracy"] = sum(r["robust"] for r in rows) / len(rows)
-    results["headline"] = escalation.headline(results, why, record, threat.events)
-    results["flags"] = found
-    results["flags_not_applicable"] = flags.not_applicable(suite, threat, eps_sweep)
-    from spikeguard.snn import spiking_layers
+    return rows, facts
 
+
+def summary(plan: Plan, threat: ThreatModel, rows: list[SampleOutcome], labels: list[str], facts: dict) -> EvalRecord:
+    """The record's numbers before any check: settings, accuracies per attack, the worst case, zero gradients."""
+    suite = plan.suite
+    return EvalRecord(
+        suite=suite.name, eps=plan.eps, threat_model=threat.describe(), seed=plan.seed, n=len(rows),
+        batch_size=plan.batch_size, cascade=suite.cascade, stochastic=facts["stochastic"],
+        eot_draws=facts["draws"], ranks=facts.get("ranks", 1), clean_accuracy=mean(r.clean_correct for r in rows),
+        attacks=summarize(rows, suite, labels, plan.eps, facts["seconds"], threat),
+        ensemble_accuracy=robust_accuracy(rows), gradient_check=gradient_check(rows, facts["gradient_estimators"]))
+
+
+def unbounded_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, threat: ThreatModel) -> list[Flag]:
+    """The unbounded check into ``record``; its flag when the attack does not reach 0%."""
+    check = unbounded_check(plan.suite, threat)
+    reporter_for(plan.progress).line(f"unbounded check: {check.attack}")
+    with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, caller's RNG untouched
+        accuracy, count = unbounded_accuracy(plan, runner)
+    record.unbounded_accuracy, record.unbounded_check = accuracy, check
+    return flags.unbounded_flag(accuracy, count, check.attack)
+
+
+def sweep_step(record: EvalRecord, plan: Plan, threat: ThreatModel, eps_sweep: bool) -> list[Flag]:
+    """With --eps-sweep: the eps sweep (the event budget sweep under events-l0) into ``record``; its flags."""
+    if not eps_sweep:
+        return []
+    if threat.events:
+        record.budget_sweep = budget_sweep(plan)
+        return flags.sweep_flags(record.budget_sweep, plan.num_classes, min(plan.count, 200), radius="budget")
+    record.eps_sweep = sweep(plan)
+    return flags.sweep_flags(record.eps_sweep, plan.num_classes, min(plan.count, 200))
+
+
+def escalation_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, rows: list[SampleOutcome],
+                    labels: list[str], found: list[Flag], threat: ThreatModel) -> list[SampleOutcome]:
+    """When a flag says the gradient cannot be trusted and the suite allows it: the escalation, run once
+    (rank 0 under torchrun, its outcome sent to every rank); then the headline. Returns the rows, with the
+    escalation's columns when it ran."""
+    why = escalation.untrusted(found)
+    escalated = None
+    if why and plan.suite.escalation["enabled"] and not threat.events:
+        def run() -> tuple:
+            done = escalation.escalate(plan, runner, rows, plan.train, why)
+            return done, finish_rows(rows, labels + list(escalation.LABELS))
+
+        escalated, rows = broadcast_object(on_main(run))
+        escalated.results = escalation.attack_entries(rows, escalated, plan.eps)
+        record.escalation = escalated
+        record.ensemble_accuracy_before_escalation = record.ensemble_accuracy
+        record.ensemble_accuracy = robust_accuracy(rows)
+    record.headline = escalation.headline(record.ensemble_accuracy, why, escalated, threat.events)
+    return rows
+
+
+def library_notes(model: nn.Module, runner: SuiteRunner, facts: dict) -> tuple[dict | None, list[str]]:
+    """(per bank member, whether it drove every SpikingJelly / snnTorch neuron, or None; the notes on how the
+    model was attacked)."""
     what = ("ANN (ReLU units in place of spiking neurons, e.g. trained with --network ann)"
-            if spiking_layers(plan.model) else "model without spiking layers spikeguard can drive")
+            if spiking_layers(model) else "model without spiking layers spikeguard can drive")
     notes = [] if runner.native else [f"{what}: attacked through its own backward pass, so the estimator bank "
                                       "does not apply (one member stands for all)"]
-    from spikeguard.adapters import coverage, has_external_neurons
-
-    if has_external_neurons(plan.model):  # per member: whether it drove every SpikingJelly / snnTorch neuron
-        results["estimator_bank"] = coverage(plan.model, facts["gradient_estimators"])
-        partial = [m for m, c in results["estimator_bank"].items() if not c["applied"]]
+    bank_coverage = None
+    if has_external_neurons(model):
+        bank_coverage = coverage(model, facts["gradient_estimators"])
+        partial = [m for m, c in bank_coverage.items() if not c["applied"]]
         if partial:
             notes.append(f"bank members not applied to every neuron (see estimator_bank): {', '.join(partial)}")
     if facts["stochastic"]:
         notes.append(f"stochastic model: gradients averaged over {facts['draws']} draws (EoT) and accuracy "
                      f"averaged over {facts['draws']} draws")
-    results["notes"] = notes
-    results["seconds"] = round(time.perf_counter() - start, 3)
-    return results, rows
+    return bank_coverage, notes
 
 
-def _gradient_check(rows: list[dict], estimators: list[str]) -> dict:
-    clean = [r for r in rows if r["clean_correct"] >= BROKEN]
-    fraction = {e: sum(e in r["zero_gradient"].split() for r in clean) / max(len(clean), 1) for e in estimators}
-    return {"zero_gradient_fraction": fraction,
-            "all_zero_samples": sum(bool(estimators) and len(r["zero_gradient"].split()) == len(estimators)
-                                    for r in clean)}
+def gradient_check(rows: list[SampleOutcome], estimators: list[str]) -> GradientCheck:
+    """Per gradient member, the fraction of clean-correct samples whose input gradient is exactly zero."""
+    clean = [r for r in rows if r.clean_correct >= BROKEN]
+    fraction = {e: sum(e in r.zero_gradient for r in clean) / max(len(clean), 1) for e in estimators}
+    return GradientCheck(fraction, sum(bool(estimators) and len(r.zero_gradient) == len(estimators) for r in clean))
 
 
-def unbounded_check(suite: Suite, threat: ThreatModel) -> dict:
+def unbounded_check(suite: Suite, threat: ThreatModel) -> UnboundedCheck:
     """What the unbounded check runs, in words (results.json stores it beside its accuracy)."""
     if threat.events:
         steps = max(suite.unbounded_steps, threat.frame_range)
-        return {"attack": f"the sparse event attack with no budget ({steps} steps of one event per bin: any "
-                          "count in [0, R] reachable in every unsaturated bin)", "steps": steps}
-    return {"attack": "PGD with eps = 1 (any input in [0, 1] allowed)", "steps": suite.unbounded_steps}
+        return UnboundedCheck(f"the sparse event attack with no budget ({steps} steps of one event per bin: any "
+                              "count in [0, R] reachable in every unsaturated bin)", steps)
+    return UnboundedCheck("PGD with eps = 1 (any input in [0, 1] allowed)", suite.unbounded_steps)
 
 
 def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, int]:
@@ -253,8 +318,7 @@ def _accuracy_at(plan: Plan, spec, **changes) -> float:
     single = dataclasses.replace(plan.suite, attacks=(spec,))
     point = dataclasses.replace(plan, suite=single, n=min(plan.count, 200), source=None, **changes)
     rows, _ = run_suite(point)
-    rows = finish_rows(rows, [spec.label])
-    return sum(r["robust"] for r in rows) / len(rows)
+    return robust_accuracy(finish_rows(rows, [spec.label]))
 
 
 def sweep(plan: Plan) -> list[dict]:
@@ -280,20 +344,18 @@ def budget_sweep(plan: Plan) -> list[dict]:
     return out
 
 
-def write_results(out: Path, results: dict, rows: list[dict]) -> Path:
+def write_results(out: Path, record: EvalRecord, samples: list[SampleOutcome]) -> Path:
     """results.json at ``out`` and the per-sample CSV beside it (same stem, .csv)."""
     csv_path = out.with_suffix(".csv")
-    write_csv(csv_path, rows)
-    write_json(out, {**results, "per_sample": csv_path.name})
+    write_samples(csv_path, samples)
+    write_json(out, dataclasses.replace(record, per_sample=csv_path.name).to_json())
     return csv_path
 
 
 def evaluate_model(model: nn.Module, test, num_classes: int, config: EvalConfig | None = None, *,
-                   frame_range: int | None = None, **settings) -> EvalRecord:
+                   frame_range: int | None = None, **settings) -> Evaluation:
     """Evaluate a model held in memory on ``test`` (a sequence of (input, label)): ``run_evaluation`` with a
     Target made from the model. ``settings`` are EvalConfig fields (suite, eps, n, ...)."""
-    from spikeguard.adapters import preserved_state
-
     config = dataclasses.replace(config or EvalConfig(), **settings)
     with preserved_state(model):  # SpikingJelly / snnTorch neuron state as found, after every reset
         return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))

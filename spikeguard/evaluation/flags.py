@@ -1,27 +1,29 @@
 """Sanity flags: signs that an evaluation is weaker than it looks (masked or obfuscated gradients, a
-broken attack, an unhandled random model). Each is {"name", "detail"}; an empty list means none fired."""
+broken attack, an unhandled random model). Each is a schema.Flag named by schema.FlagName; an empty list means
+none fired."""
 
 from __future__ import annotations
 
 from spikeguard.attacks.ensemble import BROKEN
 from spikeguard.attacks.registry import TRANSFER, attack_kind
 from spikeguard.evaluation.suites import Suite
+from spikeguard.schema import Flag, FlagName, NotApplicable, SampleOutcome
 
 
-def _broken(rows: list[dict], label: str) -> set[int]:
-    return {r["index"] for r in rows if label in r and r["clean_correct"] >= BROKEN and r[label] < BROKEN}
+def _broken(rows: list[SampleOutcome], label: str) -> set[int]:
+    return {r.index for r in rows if label in r.attacks and r.clean_correct >= BROKEN and r.score(label) < BROKEN}
 
 
-def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient_estimators: list[str]) -> list[dict]:
+def per_sample_flags(rows: list[SampleOutcome], suite: Suite, labels: list[str],
+                     gradient_estimators: list[str]) -> list[Flag]:
     flags = []
-    clean = [r for r in rows if r["clean_correct"] >= BROKEN]
-    masked = [r["index"] for r in clean if gradient_estimators
-              and len(r["zero_gradient"].split()) == len(gradient_estimators)]
+    clean = [r for r in rows if r.clean_correct >= BROKEN]
+    masked = [r.index for r in clean if gradient_estimators and len(r.zero_gradient) == len(gradient_estimators)]
     if masked:
-        flags.append({"name": "zero_gradient",
-                      "detail": f"{len(masked)} of {len(clean)} clean-correct samples have an exactly zero input "
-                                f"gradient under every estimator (e.g. sample {masked[0]}): gradient attacks start "
-                                "blind there; trust the black-box attacks"})
+        flags.append(Flag(FlagName.ZERO_GRADIENT,
+                          f"{len(masked)} of {len(clean)} clean-correct samples have an exactly zero input gradient "
+                          f"under every estimator (e.g. sample {masked[0]}): gradient attacks start blind there; "
+                          "trust the black-box attacks"))
     kinds = {s.label: attack_kind(s.attack) for s in suite.attacks}
     kinds.setdefault(TRANSFER, attack_kind(TRANSFER))  # the transfer attack's rows carry its label
     white = [lab for lab in labels if kinds[lab].gradient]
@@ -31,9 +33,9 @@ def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient
         for lab in black:
             extra = _broken(rows, lab) - broken_white
             if extra:
-                flags.append({"name": "black_box_beats_white_box",
-                              "detail": f"{lab} broke {len(extra)} samples that no white-box attack broke "
-                                        f"(e.g. sample {min(extra)}): the gradients mislead the attacks"})
+                flags.append(Flag(FlagName.BLACK_BOX_BEATS_WHITE_BOX,
+                                  f"{lab} broke {len(extra)} samples that no white-box attack broke "
+                                  f"(e.g. sample {min(extra)}): the gradients mislead the attacks"))
     estimators = {s.label: set(s.estimators) for s in suite.attacks}
     for single in (lab for lab in labels if kinds[lab].single_step):
         # compared only where the iterative attack had every estimator the single step had
@@ -41,76 +43,75 @@ def per_sample_flags(rows: list[dict], suite: Suite, labels: list[str], gradient
                           and estimators[single] <= estimators[lab]):
             missed = _broken(rows, single) - _broken(rows, iterative)
             if missed:
-                flags.append({"name": "iterative_weaker_than_single_step",
-                              "detail": f"{iterative} missed {len(missed)} samples that {single} broke "
-                                        f"(e.g. sample {min(missed)})"})
+                flags.append(Flag(FlagName.ITERATIVE_WEAKER_THAN_SINGLE_STEP,
+                                  f"{iterative} missed {len(missed)} samples that {single} broke "
+                                  f"(e.g. sample {min(missed)})"))
     return flags
 
 
-def grad_mode_flag(members: list[str]) -> list[dict]:
+def grad_mode_flag(members: list[str]) -> list[Flag]:
     if members:
-        return [{"name": "grad_mode_dependence",
-                 "detail": f"the model's outputs change when the input requires a gradient (under "
-                           f"{', '.join(members)}): the gradient belongs to another function than the one that is "
-                           "scored, so gradient attacks are misled; trust the transfer and black-box attacks"}]
+        return [Flag(FlagName.GRAD_MODE_DEPENDENCE,
+                     f"the model's outputs change when the input requires a gradient (under {', '.join(members)}): "
+                     "the gradient belongs to another function than the one that is scored, so gradient attacks "
+                     "are misled; trust the transfer and black-box attacks")]
     return []
 
 
-def stochastic_flag(stochastic: bool, draws: int) -> list[dict]:
+def stochastic_flag(stochastic: bool, draws: int) -> list[Flag]:
     if stochastic and draws <= 1:
-        return [{"name": "stochastic_without_eot",
-                 "detail": "two forward passes on the same input differ, but gradients and accuracy use one draw: "
-                           "robust accuracy is overstated; rerun without --eot-draws 1"}]
+        return [Flag(FlagName.STOCHASTIC_WITHOUT_EOT,
+                     "two forward passes on the same input differ, but gradients and accuracy use one draw: robust "
+                     "accuracy is overstated; rerun without --eot-draws 1")]
     return []
 
 
-def unbounded_flag(accuracy: float | None, n: int, attack: str = "PGD with eps = 1 (any image allowed)") -> list[dict]:
+def unbounded_flag(accuracy: float | None, n: int, attack: str = "PGD with eps = 1 (any image allowed)") -> list[Flag]:
     if accuracy is not None and accuracy > 0:
-        return [{"name": "unbounded_eps_not_zero",
-                 "detail": f"{attack} leaves {accuracy:.1%} of {n} samples correct: "
-                           "the attack is not working, so no number from it is a bound"}]
+        return [Flag(FlagName.UNBOUNDED_EPS_NOT_ZERO, f"{attack} leaves {accuracy:.1%} of {n} samples correct: the "
+                     "attack is not working, so no number from it is a bound")]
     return []
 
 
-def not_applicable(suite: Suite, threat, eps_sweep: bool) -> list[dict]:
+def not_applicable(suite: Suite, threat, eps_sweep: bool) -> list[NotApplicable]:
     """The flags that could not fire in this evaluation, and why (so no check is skipped silently)."""
     kinds = [s.kind for s in suite.attacks]
     white = any(k.gradient for k in kinds)
     out = []
     if not white:
-        out.append({"name": "zero_gradient", "why": "the suite has no white-box attack"})
+        out.append(NotApplicable(FlagName.ZERO_GRADIENT, "the suite has no white-box attack"))
     if not white or all(k.gradient for k in kinds):
-        out.append({"name": "black_box_beats_white_box",
-                    "why": "the suite needs both a white-box and a black-box or random attack"})
+        out.append(NotApplicable(FlagName.BLACK_BOX_BEATS_WHITE_BOX,
+                                 "the suite needs both a white-box and a black-box or random attack"))
     if not any(k.single_step for k in kinds) or not any(k.iterative for k in kinds):
-        out.append({"name": "iterative_weaker_than_single_step",
-                    "why": "no single-step event attack exists (events-l0)" if threat is not None and threat.events
-                    else "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"})
+        out.append(NotApplicable(FlagName.ITERATIVE_WEAKER_THAN_SINGLE_STEP,
+                                 "no single-step event attack exists (events-l0)" if threat is not None and threat.events
+                                 else "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"))
     if suite.unbounded_n == 0:
-        out.append({"name": "unbounded_eps_not_zero", "why": "the suite's checks.unbounded_n is 0"})
+        out.append(NotApplicable(FlagName.UNBOUNDED_EPS_NOT_ZERO, "the suite's checks.unbounded_n is 0"))
     events = threat is not None and threat.events
     if not eps_sweep:
-        sweep = "accuracy_rises_with_budget" if events else "accuracy_rises_with_eps"
-        out += [{"name": sweep, "why": "run without --eps-sweep"},
-                {"name": "accuracy_not_toward_chance", "why": "run without --eps-sweep"}]
+        sweep = FlagName.ACCURACY_RISES_WITH_BUDGET if events else FlagName.ACCURACY_RISES_WITH_EPS
+        out += [NotApplicable(sweep, "run without --eps-sweep"),
+                NotApplicable(FlagName.ACCURACY_NOT_TOWARD_CHANCE, "run without --eps-sweep")]
     elif events:
-        out.append({"name": "accuracy_not_toward_chance",
-                    "why": "under events-l0 the unbounded check (no budget) is the toward-chance check"})
+        out.append(NotApplicable(FlagName.ACCURACY_NOT_TOWARD_CHANCE,
+                                 "under events-l0 the unbounded check (no budget) is the toward-chance check"))
     return out
 
 
-def sweep_flags(sweep: list[dict], num_classes: int, n: int, radius: str = "eps") -> list[dict]:
+def sweep_flags(sweep: list[dict], num_classes: int, n: int, radius: str = "eps") -> list[Flag]:
     """Accuracy must fall as the radius (eps, or the event budget) grows; an eps sweep ends at eps = 1,
     where it must be near chance (a budget sweep's no-budget end is the unbounded check)."""
     flags = []
     tolerance = 2 / max(n, 1)
     for before, after in zip(sweep, sweep[1:]):
         if after["accuracy"] > before["accuracy"] + tolerance:
-            flags.append({"name": f"accuracy_rises_with_{radius}",
-                          "detail": f"accuracy {before['accuracy']:.1%} at {radius} {before[radius]:.4g} but "
-                                    f"{after['accuracy']:.1%} at {radius} {after[radius]:.4g}"})
+            name = FlagName.ACCURACY_RISES_WITH_EPS if radius == "eps" else FlagName.ACCURACY_RISES_WITH_BUDGET
+            flags.append(Flag(name, f"accuracy {before['accuracy']:.1%} at {radius} {before[radius]:.4g} but "
+                                    f"{after['accuracy']:.1%} at {radius} {after[radius]:.4g}"))
     if radius == "eps" and sweep and sweep[-1]["accuracy"] > 1 / num_classes + tolerance:
-        flags.append({"name": "accuracy_not_toward_chance",
-                      "detail": f"at eps {sweep[-1]['eps']:.4g} accuracy is {sweep[-1]['accuracy']:.1%}, "
-                                f"above chance ({1 / num_classes:.1%})"})
+        flags.append(Flag(FlagName.ACCURACY_NOT_TOWARD_CHANCE,
+                          f"at eps {sweep[-1]['eps']:.4g} accuracy is {sweep[-1]['accuracy']:.1%}, "
+                          f"above chance ({1 / num_classes:.1%})"))
     return flags

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from spikeguard.adapters import has_external_neurons
 from spikeguard.attacks import input_gradient
 from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.attacks.events import within_event_budget
@@ -40,6 +41,7 @@ from spikeguard.evaluation.suites import AttackSpec, Suite
 from spikeguard.evaluation.threat_models import ThreatModel, check_suite, event_budget
 from spikeguard.progress import Reporter, reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
+from spikeguard.schema import SampleOutcome
 from spikeguard.snn import is_spiking, spiking_layers
 
 NATIVE = "native"  # the one member of an external model: its own backward pass
@@ -158,8 +160,6 @@ class SuiteRunner:
         # A model without spikeguard, SpikingJelly or snnTorch spiking layers (an ANN, also spikeguard's ANN
         # twin trained with --network ann) has its own backward only: one member stands for all, instead of
         # repeating the same attack under every name.
-        from spikeguard.adapters import has_external_neurons
-
         self.native = is_spiking(self.model) or has_external_neurons(self.model)
         transfer = self.suite.transfer["estimators"]  # the same rule for a transfer source
         self.transfer_members = (tuple(transfer) if self.source is None or is_spiking(self.source)
@@ -190,12 +190,11 @@ class SuiteRunner:
     def score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return correct_fraction(self.model, x, y, self.draws)
 
-    def run(self, batch: Batch) -> list[dict]:
+    def run(self, batch: Batch) -> list[SampleOutcome]:
         x, y = batch.x, batch.y
         with forked_rng(x.device, seed=batch_seed(self.seed, batch.number, 0)):  # stochastic models' own draws
             clean = self.score(x, y)
-            rows = [{"index": i, "label": int(t), "clean_correct": float(c)}
-                    for i, t, c in zip(batch.indices, y.tolist(), clean.tolist())]
+            rows = [SampleOutcome(i, int(t), float(c)) for i, t, c in zip(batch.indices, y.tolist(), clean.tolist())]
             self._zero_gradients(x, y, rows)
             standing = clean.clone()  # the ensemble so far
             for slot, spec in enumerate(self.suite.attacks, start=1):
@@ -244,18 +243,18 @@ class SuiteRunner:
         return self._attack_columns(spec.label, worst, rows)
 
     def _member_column(self, label: str, member: str, worst: WorstCase, scores: torch.Tensor,
-                       rows: list[dict]) -> None:
+                       rows: list[SampleOutcome]) -> None:
         """Take one member's scores into the attack's worst case, and write its column: cumulative (the worst
         case over this and the earlier members) in a cascade, its own scores otherwise."""
         worst.update(member, torch.arange(len(rows)), scores)
         for row, value in zip(rows, (worst.score if self.suite.cascade else scores).tolist()):
-            row[f"{label}|{member}"] = value
+            row.attack(label).members[member] = value
 
     @staticmethod
-    def _attack_columns(label: str, worst: WorstCase, rows: list[dict]) -> torch.Tensor:
+    def _attack_columns(label: str, worst: WorstCase, rows: list[SampleOutcome]) -> torch.Tensor:
         for row, value, member in zip(rows, worst.score.tolist(), worst.by):
-            row[label] = value
-            row[f"{label}|broken_by"] = member
+            outcome = row.attack(label)
+            outcome.score, outcome.broken_by = value, member
         return worst.score
 
     def _random_draws(self, spec: AttackSpec, x, y, eps, clean, generator, rows) -> torch.Tensor:
@@ -266,7 +265,7 @@ class SuiteRunner:
             draws.append(self.score(within_threat(spec, x_rand, x, eps, self.threat), y))
         stacked = torch.stack(draws)
         for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
-            row[f"{spec.label}|mean"] = mean
+            row.attack(spec.label).mean = mean
         worst = WorstCase(clean)
         self._member_column(spec.label, "draws", worst, torch.minimum(clean, stacked.min(0).values), rows)
         return self._attack_columns(spec.label, worst, rows)
@@ -308,7 +307,7 @@ class SuiteRunner:
                 if flat:
                     zero[i].append(member)
         for row, names in zip(rows, zero):
-            row["zero_gradient"] = " ".join(names)
+            row.zero_gradient = names
 
 
 def probe_batch(plan: Plan) -> torch.Tensor:
@@ -326,7 +325,8 @@ def detect_draws(plan: Plan, probe: torch.Tensor) -> tuple[bool, int]:
 
 
 def run_suite(plan: Plan, batches: Sequence[int] | None = None,
-              on_batch: Callable[[int, list[dict], dict[str, float]], None] | None = None) -> tuple[list[dict], dict]:
+              on_batch: Callable[[int, list[SampleOutcome], dict[str, float]], None] | None = None,
+              ) -> tuple[list[SampleOutcome], dict]:
     """Rows of per-sample outcomes for the chosen batches (all by default), and run facts: whether the
     model is stochastic, the draws used, and seconds per attack. ``on_batch(number, rows, seconds)`` is
     called as each batch finishes (seconds: per attack, of that batch)."""
@@ -338,7 +338,7 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     stochastic, used = detect_draws(plan, probe)
     runner = SuiteRunner(plan, used)
     grad_mode = runner.grad_mode_members(probe)
-    rows: list[dict] = []
+    rows: list[SampleOutcome] = []
     chosen = make_batches(plan.dataset, plan.count, plan.batch_size, batches, device)
     runner.batch_count = math.ceil(plan.count / plan.batch_size)
     radius = f"budget {plan.threat.budget}" if plan.threat is not None and plan.threat.events else f"eps {plan.eps:.4g}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeguard.errors import UserError
+from spikeguard.schema import AttackResult, read_results
 from spikeguard.study.plan import StudyPlan
 from spikeguard.study.state import (cell_dir, cell_record_path, evaluation_path, log_line, now, read_cell_record,
                                     write_cell_record)
@@ -184,7 +185,7 @@ def analyze_step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, pro
 
 def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
     """What the aggregation reads, from the cell's files: training, every evaluation, the analysis."""
-    from spikeguard.results import column_label, headline
+    from spikeguard.results import column_label
     from spikeguard.rundir import METRICS, read_metrics
 
     run_dir = cell_dir(study, cell_id)
@@ -199,17 +200,16 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
     }
     evaluations = []
     for number, settings in enumerate(plan.evaluate, start=1):
-        results = json.loads(evaluation_path(run_dir, number, str(settings["suite"])).read_text())
-        top = headline(results)
+        record = read_results(evaluation_path(run_dir, number, str(settings["suite"])))
         evaluations.append({
-            "suite": results["suite"], "eps": results["eps"], "n": results["n"],
-            "clean": results["clean_accuracy"], "worst_case": results["ensemble_accuracy"],
-            "headline": top["accuracy"] if top else results["ensemble_accuracy"],
-            "is_bound": bool(top.get("is_bound", True)) if top else True,
-            "attacks": {column_label(a): a["accuracy"] for a in results["attacks"]},
+            "suite": record.suite, "eps": record.eps, "n": record.n,
+            "clean": record.clean_accuracy, "worst_case": record.ensemble_accuracy,
+            "headline": record.headline_accuracy(),
+            "is_bound": record.headline.is_bound if record.headline else True,
+            "attacks": {column_label(a): a.accuracy for a in record.attacks},
             # the published protocol's columns (FGSM, PGD-10/30/50) of attacks run alone
-            "columns": paper_columns(results["attacks"]),
-            "flags": [f["name"] for f in results.get("flags", [])],
+            "columns": paper_columns(record.attacks),
+            "flags": record.flag_names,
         })
     numbers["evaluations"] = evaluations
     numbers["clean"], numbers["worst_case"] = evaluations[0]["clean"], evaluations[0]["headline"]
@@ -219,16 +219,16 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
     return numbers
 
 
-def paper_columns(attacks: list[dict]) -> dict[str, float]:
+def paper_columns(attacks: list[AttackResult]) -> dict[str, float]:
     from spikeguard.report import attack_column
 
     columns: dict[str, float] = {}
     for attack in attacks:
-        if (attack.get("params") or {}).get("survivors_only"):
+        if attack.cumulative:
             continue  # a cumulative accuracy is the worst case up to it, not this attack's alone
-        column = attack_column(attack)
-        if column and attack.get("accuracy") is not None:
-            columns[column] = min(columns.get(column, 1.0), attack["accuracy"])
+        column = attack_column(attack.to_json())
+        if column and attack.accuracy is not None:
+            columns[column] = min(columns.get(column, 1.0), attack.accuracy)
     return columns
 
 
