@@ -112,10 +112,9 @@ LONG_MODULES = {
     "spikeguard/cli.py",        # policy moves out of the CLI
     "spikeguard/adapters.py",   # split per library
     "spikeguard/training.py",   # the loop's state moves out
+    "spikeguard/schema.py",     # the results schema, new in issue 20: its per-sample rows can go to a module of their own
 }
-LONG_FUNCTIONS = {
-    "spikeguard/evaluation/evaluate.py:assess",  # split into steps read top to bottom
-}
+LONG_FUNCTIONS: set[str] = set()  # evaluate.assess was the one offender until issue 20 split it into steps
 
 
 def _source_files():
