@@ -1,6 +1,7 @@
-"""Finding a report's inputs: results files, analyses (with their per-sample rows) and the run directories
-they belong to, from explicit files and from directories searched a few levels deep. Each input gets a short
-unique label; a results file or analysis that contradicts its run's model is refused."""
+"""Finding a report's inputs: results files (read through spikeguard.schema, so every older format is
+upgraded on the way in), analyses (with their per-sample rows) and the run directories they belong to, from
+explicit files and from directories searched a few levels deep. Each input gets a short unique label; a
+results file or analysis that contradicts its run's model is refused."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from spikeguard.rundir import (
     read_metrics,
     run_directory,
 )
+from spikeguard.schema import EvalRecord, read_results, results_version
 
 MAX_DEPTH = 3
 RUN_MARKERS = (CONFIG, METRICS, BEST, LAST)
@@ -36,20 +38,29 @@ class Run:
 
 
 @dataclass
-class Item:
-    """One results file or analysis, with the run it belongs to (if any)."""
+class ResultsItem:
+    """One results file, with the run it belongs to (if any)."""
+    path: Path
+    record: EvalRecord
+    run: Run | None
+    label: str = ""
+
+
+@dataclass
+class AnalysisItem:
+    """One analysis (analysis.json and its per-sample rows), with the run it belongs to (if any)."""
     path: Path
     data: dict
     run: Run | None
     label: str = ""
-    rows: list[dict] = field(default_factory=list)  # an analysis's per-sample rows
+    rows: list[dict] = field(default_factory=list)
 
 
 @dataclass
 class Inputs:
     runs: dict[Path, Run] = field(default_factory=dict)
-    results: list[Item] = field(default_factory=list)
-    analyses: list[Item] = field(default_factory=list)
+    results: list[ResultsItem] = field(default_factory=list)
+    analyses: list[AnalysisItem] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
 
@@ -66,7 +77,7 @@ def _kind(data: dict | None) -> str | None:
         return None
     if data.get("format") == ANALYSIS_FORMAT:
         return "analysis"
-    if "attacks" in data and "clean_accuracy" in data:
+    if results_version(data) is not None:
         return "results"
     return None
 
@@ -86,30 +97,47 @@ def _run_for(path: Path, inputs: Inputs) -> Run | None:
     return None
 
 
-def _check_same_model(item: Item, what: str) -> None:
-    """A results file or analysis must describe the model of the run it sits in."""
-    if item.run is None or not item.run.config:
+def _check_same_model(what: str, path: Path, found: tuple, run: Run | None) -> None:
+    """A results file or analysis must describe the model (and data set) of the run it sits in."""
+    if run is None or not run.config:
         return
-    expected = (item.run.config.get("model"), item.run.config.get("dataset"))
-    found = (item.data.get("model"), item.data.get("dataset"))
+    expected = (run.config.get("model"), run.config.get("dataset"))
     if None not in expected and found != expected:
-        raise UserError(f"{what} '{item.path}' is for model '{found[0]}' on '{found[1]}', but it sits in run "
-                        f"'{item.run.path}' of model '{expected[0]}' on '{expected[1]}'")
+        raise UserError(f"{what} '{path}' is for model '{found[0]}' on '{found[1]}', but it sits in run "
+                        f"'{run.path}' of model '{expected[0]}' on '{expected[1]}'")
 
 
-def _add_file(path: Path, data: dict, kind: str, inputs: Inputs) -> None:
-    if kind == "results":
-        item = Item(path, data, _run_for(path.parent, inputs))
-        _check_same_model(item, "results file")
-        inputs.results.append(item)
-        return
+class UnreadableResults(UserError):
+    """A file that looks like results but that the schema's reader refuses (malformed, or from a newer
+    spikeguard): an error when named as an input, listed as ignored when found by searching."""
+
+
+def _add_results(path: Path, inputs: Inputs) -> None:
+    """A results file, upgraded by the schema's reader."""
+    try:
+        record = read_results(path)
+    except UserError as e:
+        raise UnreadableResults(str(e)) from None
+    item = ResultsItem(path, record, _run_for(path.parent, inputs))
+    _check_same_model("results file", path, (item.record.model, item.record.dataset), item.run)
+    inputs.results.append(item)
+
+
+def _add_analysis(path: Path, data: dict, inputs: Inputs) -> None:
     run = _run_for(path.parent, inputs)
     checkpoint = data.get("checkpoint")
     if run is None and checkpoint and run_directory(checkpoint).is_dir():
         run = _run_for(run_directory(checkpoint), inputs)  # an analysis written elsewhere names its run
-    item = Item(path, data, run, rows=_read_rows(path.parent / data.get("per_sample", "per_sample.csv")))
-    _check_same_model(item, "analysis")
-    inputs.analyses.append(item)
+    _check_same_model("analysis", path, (data.get("model"), data.get("dataset")), run)
+    rows = _read_rows(path.parent / data.get("per_sample", "per_sample.csv"))
+    inputs.analyses.append(AnalysisItem(path, data, run, rows=rows))
+
+
+def _add_file(path: Path, data: dict, kind: str, inputs: Inputs) -> None:
+    if kind == "results":
+        _add_results(path, inputs)
+    else:
+        _add_analysis(path, data, inputs)
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -167,7 +195,11 @@ def _scan_dir(root: Path, inputs: Inputs, seen: set[Path]) -> bool:
                     inputs.ignored.append(f"{path} (not in the results or analysis schema)")
                 continue
             seen.add(path.resolve())
-            _add_file(path, data, kind, inputs)
+            try:
+                _add_file(path, data, kind, inputs)
+            except UnreadableResults as e:  # found by searching, not named: listed as ignored
+                inputs.ignored.append(str(e))
+                continue
             found = True
     return found
 
@@ -180,8 +212,8 @@ def _name_everything(inputs: Inputs) -> None:
         counts[label] = counts.get(label, 0) + 1
     for key, run in inputs.runs.items():
         run.label = base[key] if counts[base[key]] == 1 else f"{base[key]} [{run.path.name}]"
-    for item in inputs.results + inputs.analyses:
-        if item.run is not None:
-            item.label = item.run.label
-        else:
-            item.label = item.data.get("label") or item.data.get("defense") or item.path.parent.name or item.path.stem
+    for results in inputs.results:
+        results.label = results.run.label if results.run else results.path.parent.name or results.path.stem
+    for analysis in inputs.analyses:
+        analysis.label = (analysis.run.label if analysis.run else analysis.data.get("label")
+                          or analysis.data.get("defense") or analysis.path.parent.name or analysis.path.stem)

@@ -20,7 +20,7 @@ from spikeguard.report.blocks import (
     Paragraph,
     Table,
 )
-from spikeguard.report.collect import Inputs, Item
+from spikeguard.report.collect import AnalysisItem, Inputs, ResultsItem
 from spikeguard.report.tables import (
     ABSENT,
     STRONG_SUITE,
@@ -31,7 +31,7 @@ from spikeguard.report.tables import (
     pct,
     table_column,
 )
-from spikeguard.results import headline
+from spikeguard.schema import AttackResult, EvalRecord
 
 SECTIONS = ("Verdict", "Robust accuracy", "Attacks and estimators", "Sanity flags", "Theory: the adversarial-random gap",
             "Activity and energy", "Figures", "Configurations")
@@ -63,51 +63,55 @@ def build_document(inputs: Inputs, figure_folder: Path) -> list[Block]:
 
 # ---- verdict ---------------------------------------------------------------------------------------------
 
-def _broke_most(results: dict) -> str:
+def _is_random(attack: AttackResult) -> bool:
+    return attack.attack in ATTACKS and bool(ATTACKS.facts(attack.attack).get("random"))
+
+
+def _broke_most(record: EvalRecord) -> str:
     """The attack with the lowest accuracy (random baselines aside), and within it the estimator that broke
     the most samples: in a cascade the one whose cumulative accuracy fell most, else the lowest."""
-    attacks = [a for a in results.get("attacks", []) if a.get("accuracy") is not None
-               and not (a.get("attack") in ATTACKS and ATTACKS.facts(a["attack"]).get("random"))]
+    attacks = [a for a in record.attacks if a.accuracy is not None and not _is_random(a)]
     if not attacks:
         return ABSENT
-    worst = min(attacks, key=lambda a: a["accuracy"])
-    per = worst.get("accuracy_per_estimator") or {}
-    if not per:
-        return str(worst.get("name", ABSENT))
-    cumulative = "cumulative" in str((worst.get("params") or {}).get("per_estimator", ""))
-    previous, drops = results.get("clean_accuracy") or 1.0, {}
-    for estimator, accuracy in per.items():
+    worst = min(attacks, key=lambda a: a.accuracy if a.accuracy is not None else 1.0)
+    if not worst.accuracy_per_estimator:
+        return worst.name
+    previous, drops = record.clean_accuracy or 1.0, {}
+    for estimator, accuracy in worst.accuracy_per_estimator.items():
         if accuracy is None:
             continue
         drops[estimator] = previous - accuracy
-        previous = accuracy if cumulative else previous
+        previous = accuracy if record.cascade else previous  # a cascade's accuracies are cumulative
     best = max(drops, key=lambda e: drops[e]) if drops else None
-    return f"{worst.get('name')} / {best}" if best else str(worst.get("name"))
+    return f"{worst.name} / {best}" if best else worst.name
 
 
-def headline_mark(results: dict) -> str:
+def headline_mark(record: EvalRecord) -> str:
     """"bound", or "not a bound: why" for a headline that is not one; absent without a headline."""
-    found = headline(results)
+    found = record.headline
     if found is None:
         return ABSENT
-    if found.get("is_bound", True):
-        return str(found.get("label") or "bound")
-    why = "; ".join(found.get("why") or []) or "no reason recorded"
-    return f"{found.get('label') or 'not a bound'}: {why}"
+    if found.is_bound:
+        return found.label
+    return f"{found.label}: {'; '.join(found.why) or 'no reason recorded'}"
+
+
+def _flag_names(record: EvalRecord) -> str:
+    """The flags raised; absent for a file that records none (version 0 checked no flags)."""
+    return ABSENT if record.flags is None else ", ".join(record.flag_names) or "none"
 
 
 def _verdict(inputs: Inputs) -> list[Block]:
     if not inputs.results:
         return [Paragraph(NO_RESULTS)]
-    marked = any(headline(item.data) for item in inputs.results)  # results files from before headlines: no column
+    # results files from before headlines: no column
+    marked = any(item.record.headline is not None for item in inputs.results)
     rows = []
     for item in inputs.results:
-        d = item.data
-        flags = d.get("flags")
-        rows.append([item.label, f"{d.get('suite', ABSENT)}, {threat_text(d)}", str(d.get("n", ABSENT)),
-                     pct(d.get("clean_accuracy")), pct(d.get("ensemble_accuracy")),
-                     *([headline_mark(d)] if marked else []), _broke_most(d), ABSENT if flags is None else
-                     (", ".join(str(f.get("name", "?")) for f in flags) or "none")])
+        r = item.record
+        rows.append([item.label, f"{r.suite or ABSENT}, {threat_text(r)}", str(r.n), pct(r.clean_accuracy),
+                     pct(r.ensemble_accuracy), *([headline_mark(r)] if marked else []), _broke_most(r),
+                     _flag_names(r)])
     header = ["model", "suite and threat", "n", "clean", "worst case", *(["headline"] if marked else []),
               "broke most (attack / estimator)", "flags"]
     note = ("Accuracy in percent; worst case: per sample over every attack and estimator of the suite. "
@@ -118,54 +122,61 @@ def _verdict(inputs: Inputs) -> list[Block]:
 
 # ---- robust accuracy: the paper-style table --------------------------------------------------------------
 
-def threat_text(results: dict) -> str:
-    """The threat model and its radius in a few words, for headings."""
-    threat = results.get("threat_model") or {"name": "linf"}  # files from before threat models were image l-inf
-    if threat.get("name") == "events-l0":
-        return f"events-l0, budget {threat.get('budget', ABSENT)} events"
-    eps = results.get("eps")
-    radius = ABSENT if eps is None else f"{eps:.4g}"
-    if threat.get("name") == "frames-linf":
-        return f"frames-linf, eps {radius} of the frame range R = {threat.get('frame_range', ABSENT)}"
-    return f"{threat.get('name', 'linf')}, eps {radius}"
+EVENTS_L0 = "events-l0"  # the event threat model: a budget of edited events, no eps
 
 
-def _threat_groups(items: list[Item]) -> dict[tuple, list[Item]]:
+def _frame_range(record: EvalRecord):
+    """The frame range R of frame threat models (the threat's own description, kept as written)."""
+    return (record.threat_model or {}).get("frame_range")
+
+
+def threat_text(record: EvalRecord) -> str:
+    """The threat model and its radius in a few words, for headings (files from before threat models were
+    image l-inf)."""
+    if record.threat_name == EVENTS_L0:
+        budget = record.event_budget
+        return f"{EVENTS_L0}, budget {ABSENT if budget is None else budget} events"
+    radius = ABSENT if record.eps is None else f"{record.eps:.4g}"
+    if record.threat_name == "frames-linf":
+        frame_range = _frame_range(record)
+        return f"frames-linf, eps {radius} of the frame range R = {ABSENT if frame_range is None else frame_range}"
+    return f"{record.threat_name}, eps {radius}"
+
+
+def _threat_groups(items: list[ResultsItem]) -> dict[tuple, list[ResultsItem]]:
     """Results that share a data set and threat model, keyed by exact values: eps 8/255 and 0.03137 print
     alike but are not alike."""
-    groups: dict[tuple, list[Item]] = {}
+    groups: dict[tuple, list[ResultsItem]] = {}
     for item in items:
-        threat = item.data.get("threat_model") or {}
-        eps = None if threat.get("name") == "events-l0" else item.data.get("eps")  # unused under events-l0
-        key = (item.data.get("dataset"), threat.get("name", "linf"), eps, threat.get("budget"),
-               threat.get("frame_range"))
-        groups.setdefault(key, []).append(item)
+        r = item.record
+        eps = None if r.threat_name == EVENTS_L0 else r.eps  # unused under events-l0
+        groups.setdefault((r.dataset, r.threat_name, eps, r.event_budget, _frame_range(r)), []).append(item)
     return groups
 
 
-def _lowest_per_column(item: Item) -> dict[str, float]:
+def _lowest_per_column(record: EvalRecord) -> dict[str, float]:
     """Each table column's accuracy in one results file: the lowest where several entries fit it."""
     cols: dict[str, float] = {}
-    for attack in item.data.get("attacks", []):
+    for attack in record.attacks:
         col = table_column(attack)
-        if col and attack.get("accuracy") is not None:
-            cols[col] = min(cols.get(col, 1.0), attack["accuracy"])
+        if col and attack.accuracy is not None:
+            cols[col] = min(cols.get(col, 1.0), attack.accuracy)
     return cols
 
 
-def _paper_rows(items: list[Item]) -> list[PaperRow]:
+def _paper_rows(items: list[ResultsItem]) -> list[PaperRow]:
     """One row per results file; a model's strong-suite worst case goes in its own column of the model's
     other rows (a strong-suite file gets a row of its own only where the model has no other)."""
     strong: dict[str, float] = {}
     for item in items:
-        if item.data.get("suite") == STRONG_SUITE and item.data.get("ensemble_accuracy") is not None:
-            strong[item.label] = min(strong.get(item.label, 1.0), item.data["ensemble_accuracy"])
-    labels_with_other = {i.label for i in items if i.data.get("suite") != STRONG_SUITE}
-    shown = [i for i in items if not (i.data.get("suite") == STRONG_SUITE and i.label in labels_with_other)]
-    return [PaperRow([item.label, str(item.data.get("suite", ABSENT)), str(item.data.get("n", ABSENT))],
-                     pct(item.data.get("clean_accuracy")),
-                     {column: pct(value) for column, value in _lowest_per_column(item).items()},
-                     [pct(item.data.get("ensemble_accuracy")), pct(strong.get(item.label))])
+        worst = item.record.ensemble_accuracy
+        if item.record.suite == STRONG_SUITE and worst is not None:
+            strong[item.label] = min(strong.get(item.label, 1.0), worst)
+    labels_with_other = {i.label for i in items if i.record.suite != STRONG_SUITE}
+    shown = [i for i in items if not (i.record.suite == STRONG_SUITE and i.label in labels_with_other)]
+    return [PaperRow([item.label, item.record.suite or ABSENT, str(item.record.n)], pct(item.record.clean_accuracy),
+                     {column: pct(value) for column, value in _lowest_per_column(item.record).items()},
+                     [pct(item.record.ensemble_accuracy), pct(strong.get(item.label))])
             for item in shown]
 
 
@@ -174,7 +185,7 @@ def _paper_table(inputs: Inputs) -> list[Block]:
         return [Paragraph(NO_RESULTS)]
     blocks: list[Block] = []
     for (dataset, *_), items in _threat_groups(inputs.results).items():
-        blocks += [Heading(3, f"{dataset}, {threat_text(items[0].data)}"),
+        blocks += [Heading(3, f"{dataset}, {threat_text(items[0].record)}"),
                    paper_table(["model", "suite", "n"], _paper_rows(items),
                                ["ensemble (suite)", "ensemble (strong suite)"])]
     blocks.append(Paragraph(
@@ -193,27 +204,23 @@ def _attack_tables(inputs: Inputs) -> list[Block]:
         return [Paragraph("Absent: no results files among the inputs.")]
     blocks: list[Block] = []
     for item in inputs.results:
-        d = item.data
-        attacks = d.get("attacks", [])
-        blocks.append(Heading(3, f"{item.label}: suite {d.get('suite', ABSENT)} ({item.path})"))
-        rows = [[str(a.get("name", ABSENT)), str(a.get("norm", ABSENT)), num(a.get("eps"), ".4g"),
-                 ", ".join(a.get("estimators") or []) or ABSENT, params_text(a.get("params") or {}),
-                 pct(a.get("accuracy")), num(a.get("seconds"), ".1f")] for a in attacks]
+        attacks = item.record.attacks
+        blocks.append(Heading(3, f"{item.label}: suite {item.record.suite or ABSENT} ({item.path})"))
+        rows = [[a.name, a.norm, num(a.eps, ".4g"), ", ".join(a.estimators) or ABSENT, params_text(a.params),
+                 pct(a.accuracy), num(a.seconds, ".1f")] for a in attacks]
         blocks.append(Table(["attack", "norm", "eps", "estimators", "params", "accuracy", "seconds"], rows)
                       if rows else Paragraph("Absent: the results list no attacks."))
-        blocks += _per_estimator(attacks)
+        blocks += _per_estimator(attacks, bool(item.record.cascade))
     return blocks
 
 
-def _per_estimator(attacks: list[dict]) -> list[Block]:
-    """Each attack's accuracy per backward estimator, in suite order (not alphabetical): in a cascade each
-    column is the worst case up to that estimator."""
-    estimators = list(dict.fromkeys(e for a in attacks for e in (a.get("accuracy_per_estimator") or {})))
+def _per_estimator(attacks: list[AttackResult], cumulative: bool) -> list[Block]:
+    """Each attack's accuracy per backward estimator, in suite order (not alphabetical): in a cascade
+    (``cumulative``) each column is the worst case up to that estimator."""
+    estimators = list(dict.fromkeys(e for a in attacks for e in a.accuracy_per_estimator))
     if not estimators:
         return []
-    cumulative = any("cumulative" in str((a.get("params") or {}).get("per_estimator", "")) for a in attacks)
-    rows = [[str(a.get("name", ABSENT)), *(pct((a.get("accuracy_per_estimator") or {}).get(e)) for e in estimators)]
-            for a in attacks]
+    rows = [[a.name, *(pct(a.accuracy_per_estimator.get(e)) for e in estimators)] for a in attacks]
     return [Paragraph("Accuracy per backward estimator (percent"
                       + ("; cumulative, in cascade order: each column is the worst case over it and the "
                          "columns to its left" if cumulative else "") + "):"),
@@ -225,14 +232,14 @@ def _flags(inputs: Inputs) -> list[Block]:
         return [Paragraph("Absent: no results files among the inputs.")]
     blocks: list[Block] = []
     for item in inputs.results:
-        flags = item.data.get("flags")
-        title = f"{item.label}, suite {item.data.get('suite', ABSENT)}"
+        flags = item.record.flags
+        title = f"{item.label}, suite {item.record.suite or ABSENT}"
         if flags is None:
             blocks.append(Paragraph(f"{title}: absent (the results file records no flags)."))
         elif not flags:
             blocks.append(Paragraph(f"{title}: no flag raised."))
         else:
-            blocks += [Paragraph(f"{title}:"), Items([f"{f.get('name', '?')}: {f.get('detail', '')}" for f in flags])]
+            blocks += [Paragraph(f"{title}:"), Items([f"{f.name}: {f.detail}" for f in flags])]
     return blocks
 
 
@@ -244,14 +251,14 @@ THEORY_NOTE = ("f is the two-class probability of the true class against its str
                "docs/theory.md.")
 
 
-def _gap_rows(item: Item) -> list[list[str]]:
+def _gap_rows(item: AnalysisItem) -> list[list[str]]:
     return [[item.label, f"{r['eps']:.4g}", num(r.get("rho_adv"), ".4f"), num(r.get("rho_rand"), ".4f"),
              num(r.get("ratio")), num(r.get("rho_rand_abs"), ".4f"), num(r.get("ratio_abs")),
              num(r.get("rho_sign_abs"), ".4f"), num(r.get("ratio_sign_abs")), pct(r.get("accuracy_adv")),
              pct(r.get("accuracy_rand")), pct(r.get("accuracy_sign"))] for r in item.data.get("per_eps", [])]
 
 
-def _gradient_row(item: Item) -> list[str]:
+def _gradient_row(item: AnalysisItem) -> list[str]:
     g = item.data.get("gradient", {})
     bracket = g.get("first_order_ratio_abs")
     return [item.label, str(g.get("estimator", ABSENT)), pct(g.get("zero_fraction")), pct(g.get("small_fraction")),
@@ -260,7 +267,7 @@ def _gradient_row(item: Item) -> list[str]:
             num(g.get("sparsity_bound_rand")), str(g.get("cauchy_schwarz_violations", ABSENT))]
 
 
-def _min_eps_row(item: Item) -> list[str]:
+def _min_eps_row(item: AnalysisItem) -> list[str]:
     m = item.data.get("min_eps") or {}
     adv, rand = m.get("adv", {}), m.get("rand", {})
     return [item.label, f"{num(adv.get('tolerance'), '.3g')} / {num(rand.get('tolerance'), '.3g')}",
@@ -269,7 +276,7 @@ def _min_eps_row(item: Item) -> list[str]:
             str(m.get("ratio_above_range", ABSENT))]
 
 
-def _analysis_attack(item: Item) -> str:
+def _analysis_attack(item: AnalysisItem) -> str:
     a, info = item.data, item.data.get("attack", {})
     return (f"{item.label}: {info.get('name', ABSENT)}" + (f" ({info['note']})" if info.get("note") else "")
             + f"; n = {a.get('n')}, {a.get('draws')} random draws, seed {a.get('seed')}")
@@ -328,15 +335,15 @@ def _figures(inputs: Inputs, folder: Path) -> list[Block]:
     rows = {i.label: i.rows for i in inputs.analyses if i.rows}
     metrics = {run.label: run.metrics for run in inputs.runs.values() if run.metrics}
     points: dict[str, list] = {}
+    compared: dict[str, dict[str, float]] = {}
     for item in inputs.results:
-        if item.data.get("eps") is not None and item.data.get("ensemble_accuracy") is not None:
-            points.setdefault(item.label, []).append((item.data["eps"], item.data["ensemble_accuracy"],
-                                                      item.data.get("suite", "?")))
-    compared = {item.label if item.label not in {i.label for i in inputs.results if i is not item}
-                else f"{item.label} ({item.data.get('suite', '?')})":
-                {"clean": item.data["clean_accuracy"], "worst case": item.data["ensemble_accuracy"]}
-                for item in inputs.results
-                if item.data.get("clean_accuracy") is not None and item.data.get("ensemble_accuracy") is not None}
+        r = item.record
+        if r.eps is not None and r.ensemble_accuracy is not None:
+            points.setdefault(item.label, []).append((r.eps, r.ensemble_accuracy, r.suite or "?"))
+        if r.clean_accuracy is not None and r.ensemble_accuracy is not None:
+            shared = item.label in {i.label for i in inputs.results if i is not item}
+            compared[f"{item.label} ({r.suite or '?'})" if shared else item.label] = {
+                "clean": r.clean_accuracy, "worst case": r.ensemble_accuracy}
     paths = write_figures(analyses, rows, metrics, folder, points, compared)
     blocks: list[Block] = [Figure(p, FIGURE_CAPTIONS[name]) for name, p in paths.items()]
     missing = [caption for name, caption in FIGURE_CAPTIONS.items() if name not in paths]
@@ -352,14 +359,14 @@ def _configs(inputs: Inputs) -> list[Block]:
         blocks.append(Code(yaml.safe_dump(run.config, sort_keys=False) if run.config
                            else "absent: the run has no config.yaml"))
     for item in inputs.results:
-        d = item.data
-        meaning = (d.get("threat_model") or {}).get("meaning")
-        blocks.append(Paragraph(f"Results {item.path}: suite {d.get('suite', ABSENT)}, {threat_text(d)}, "
-                                f"n {d.get('n', ABSENT)}, seed {d.get('seed', ABSENT)}, per-sample file "
-                                f"{d.get('per_sample', ABSENT)}." + (f" Threat model: {meaning}" if meaning else "")))
-    for item in inputs.analyses:
-        settings = item.data.get("settings")
-        blocks.append(Paragraph(f"Analysis {item.path} of checkpoint {item.data.get('checkpoint', ABSENT)}:"))
+        r = item.record
+        meaning = (r.threat_model or {}).get("meaning")  # the threat's own description, kept as written
+        blocks.append(Paragraph(f"Results {item.path}: suite {r.suite or ABSENT}, {threat_text(r)}, n {r.n}, "
+                                f"seed {ABSENT if r.seed is None else r.seed}, per-sample file "
+                                f"{r.per_sample or ABSENT}." + (f" Threat model: {meaning}" if meaning else "")))
+    for analysis in inputs.analyses:
+        settings = analysis.data.get("settings")
+        blocks.append(Paragraph(f"Analysis {analysis.path} of checkpoint {analysis.data.get('checkpoint', ABSENT)}:"))
         blocks.append(Code(yaml.safe_dump(settings, sort_keys=False) if settings else "absent"))
     if inputs.ignored:
         blocks += [Paragraph("Ignored files:"), Items(inputs.ignored)]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from spikeguard.attacks.registry import ATTACKS
 from spikeguard.report.blocks import Table
 from spikeguard.results import column_label
+from spikeguard.schema import AttackResult
 
 ABSENT = "—"  # shown where the inputs hold no such number: never filled in
 PAPER_COLUMNS = ("FGSM", "PGD-10", "PGD-30", "PGD-50")
@@ -27,12 +28,18 @@ def num(v: float | None, fmt: str = ".3g") -> str:
     return ABSENT if v is None else format(v, fmt)
 
 
-def attack_column(attack: dict) -> str | None:
+def _typed(attack: AttackResult | dict) -> AttackResult:
+    """An attack entry as the schema reads it (callers holding results.json's dict pass that)."""
+    return attack if isinstance(attack, AttackResult) else AttackResult.from_json(attack)
+
+
+def attack_column(attack: AttackResult | dict) -> str | None:
     """The paper-table column an attack entry belongs to: FGSM, PGD-10/30/50, or None (other attacks)."""
-    kind = str(attack.get("attack", "")).lower()  # the evaluator's attack kind beside a free-form label
-    params = dict(attack.get("params") or {})
+    attack = _typed(attack)
+    kind = attack.attack.lower()  # the evaluator's attack kind beside a free-form label
+    params = dict(attack.params)
     if kind not in ATTACKS:  # a results file without the kind: read it off the label ("pgd-10")
-        match = re.fullmatch(r"([a-z]+)[-_]?(\d*)", str(attack.get("name", "")).lower())
+        match = re.fullmatch(r"([a-z]+)[-_]?(\d*)", attack.name.lower())
         kind = match.group(1) if match else ""
         if match and match.group(2):
             params["steps"] = int(match.group(2))
@@ -44,16 +51,14 @@ def attack_column(attack: dict) -> str | None:
     return column if column in PAPER_COLUMNS else None
 
 
-def table_column(attack: dict) -> str | None:
+def table_column(attack: AttackResult) -> str | None:
     """The main table's column of an attack entry: the published protocol's (FGSM, PGD-10/30/50), else the
     attack's name marked cumulative or alone; None for a random baseline (listed under Attacks)."""
     column = attack_column(attack)
     if column:
         return column
-    kind = str(attack.get("attack", attack.get("name", ""))).lower()
+    kind = attack.attack.lower()
     if kind in ATTACKS and ATTACKS.facts(kind).get("random"):
-        return None
-    if "name" not in attack:
         return None
     return column_label(attack)
 
