@@ -308,7 +308,11 @@ def _verify(path: Path, data_dir, device, progress: bool, everything: bool) -> N
 
 
 def _print_evaluation(record) -> None:
+    """The table, headline, flags and notes of an EvalRecord (or of results.json's content)."""
     from spikeguard.results import column_label, headline_text, print_table
+    from spikeguard.schema import read_results
+
+    record = read_results(record) if isinstance(record, dict) else record
 
     row = {"clean": record.clean_accuracy, **{column_label(a): a.accuracy for a in record.all_attacks()},
            "worst case": record.ensemble_accuracy}
