@@ -112,7 +112,6 @@ LONG_MODULES = {
     "spikeguard/cli.py",        # policy moves out of the CLI
     "spikeguard/adapters.py",   # split per library
     "spikeguard/training.py",   # the loop's state moves out
-    "spikeguard/schema.py",     # the results schema, new in issue 20: its per-sample rows can go to a module of their own
 }
 LONG_FUNCTIONS: set[str] = set()  # evaluate.assess was the one offender until issue 20 split it into steps
 
@@ -144,3 +143,55 @@ def test_no_function_in_evaluation_or_report_is_over_60_lines():
                     long[f"{_relative(path)}:{node.name}"] = length
     assert set(long) - LONG_FUNCTIONS == set(), long
     assert LONG_FUNCTIONS - set(long) == set(), "no longer over the limit: drop the exemption"
+
+
+# results.json's keys and the per-sample rows' columns: only spikeguard/schema/ reads and writes them by name.
+RESULTS_KEYS = {"schema_version", "clean_accuracy", "ensemble_accuracy", "ensemble_accuracy_before_escalation",
+                "attacks", "headline", "flags", "flags_not_applicable", "escalation", "per_sample", "suite_spec",
+                "gradient_check", "unbounded_accuracy", "unbounded_check", "eps_sweep", "budget_sweep",
+                "estimator_bank", "threat_model", "accuracy_per_estimator", "external_model", "imported_checkpoint",
+                "checkpoint_sha256", "clean_correct", "robust", "broken_by", "zero_gradient"}
+# Other documents that use some of the same names for their own fields.
+OWN_DOCUMENTS = {
+    "spikeguard.evaluation.suites": {"attacks", "escalation"},  # a suite file's sections
+    "spikeguard.demo": {"attacks", "clean_accuracy", "ensemble_accuracy", "flags", "headline"},  # the demo's summary
+    "spikeguard.study.cell": {"headline"},  # a cell record's number to quote
+    "spikeguard.study.summary": {"headline"},  # ... which the study summary reads
+    "spikeguard.report.collect": {"per_sample"},  # an analysis.json's per-sample file
+}
+
+
+def results_key(node: ast.AST) -> str | None:
+    """The results key ``node`` reads or writes by name: x["key"], x.get("key"), or an f"{label}|..." column."""
+    if isinstance(node, ast.Subscript):
+        index = node.slice
+        if isinstance(index, ast.Constant) and index.value in RESULTS_KEYS:
+            return index.value
+        if isinstance(index, ast.JoinedStr) and any(isinstance(v, ast.Constant) and "|" in str(v.value)
+                                                    for v in index.values):
+            return "label|member column"
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "pop", "setdefault") and node.args):
+        first = node.args[0]
+        if isinstance(first, ast.Constant) and first.value in RESULTS_KEYS:
+            return first.value
+    return None
+
+
+def test_only_the_schema_indexes_results_by_key():
+    offenders = []
+    for name, tree in modules().items():
+        if name == "spikeguard.schema" or name.startswith("spikeguard.schema."):
+            continue
+        for node in ast.walk(tree):
+            key = results_key(node)
+            if key is not None and key not in OWN_DOCUMENTS.get(name, ()):
+                offenders.append(f"{name}:{node.lineno} reads '{key}'")
+    assert offenders == [], "read results through spikeguard.schema (EvalRecord, SampleOutcome): " + "; ".join(offenders)
+
+
+def test_the_key_check_finds_what_it_looks_for():
+    planted = ast.parse('a = r["headline"]\nb = r.get("flags")\nc = row[f"{label}|{member}"]\nd = r["model"]')
+    assert [results_key(n) for n in ast.walk(planted) if results_key(n)] == ["headline", "flags",
+                                                                           "label|member column"]
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from spikeguard.analysis.min_eps import (
 )
 from spikeguard.attacks import pgd
 from spikeguard.runtime import eval_mode, forked_rng
+from spikeguard.schema import EvalRecord, read_results
 from spikeguard.errors import UserError
 from spikeguard.files import write_json, write_text
 from spikeguard.locks import is_lock_file
@@ -287,22 +287,18 @@ def prepare_output_dir(out: str | Path) -> Path:
     return out
 
 
-def check_results_match(results_path: str | Path, checkpoint: str | Path, arch_name: str, dataset: str) -> dict:
-    """The results file as a dict, after checking it describes this checkpoint's model; UserError else."""
+def check_results_match(results_path: str | Path, checkpoint: str | Path, arch_name: str, dataset: str) -> EvalRecord:
+    """The results file (any version, read through the schema), after checking it describes this checkpoint's
+    model; UserError else."""
     path = Path(results_path)
     if not path.is_file():
         raise UserError(f"results file '{path}' does not exist")
-    try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"results file '{path}' is not valid JSON ({e})") from None
-    if not isinstance(results, dict) or "attacks" not in results or "clean_accuracy" not in results:
-        raise UserError(f"'{path}' is not a spikeguard results file (no 'attacks' and 'clean_accuracy')")
-    found = (results.get("model"), results.get("dataset"))
+    results = read_results(path)
+    found = (results.model, results.dataset)
     if found != (arch_name, dataset):
         raise UserError(f"results file '{path}' is for model '{found[0]}' on '{found[1]}', but the checkpoint "
                         f"holds '{arch_name}' on '{dataset}'")
-    recorded = results.get("checkpoint")
+    recorded = results.checkpoint
     run = run_directory(checkpoint).resolve()
     if recorded and run_directory(recorded).resolve() != run:
         raise UserError(f"results file '{path}' was computed on checkpoint '{recorded}', not '{checkpoint}'")
@@ -313,10 +309,10 @@ def check_results_match(results_path: str | Path, checkpoint: str | Path, arch_n
     return results
 
 
-def evaluation_record(results: dict, path: Path) -> dict:
-    return {"file": str(path), "suite": results.get("suite"), "eps": results.get("eps"), "n": results.get("n"),
-            "clean_accuracy": results.get("clean_accuracy"), "ensemble_accuracy": results.get("ensemble_accuracy"),
-            "attacks": {a.get("name", "?"): a.get("accuracy") for a in results.get("attacks", [])}}
+def evaluation_record(results: EvalRecord, path: Path) -> dict:
+    return {"file": str(path), "suite": results.suite, "eps": results.eps, "n": results.n,
+            "clean_accuracy": results.clean_accuracy, "ensemble_accuracy": results.ensemble_accuracy,
+            "attacks": {a.name: a.accuracy for a in results.attacks}}
 
 
 def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None, out: str | Path,

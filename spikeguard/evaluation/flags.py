@@ -84,9 +84,10 @@ def not_applicable(suite: Suite, threat, eps_sweep: bool) -> list[NotApplicable]
         out.append(NotApplicable(FlagName.BLACK_BOX_BEATS_WHITE_BOX,
                                  "the suite needs both a white-box and a black-box or random attack"))
     if not any(k.single_step for k in kinds) or not any(k.iterative for k in kinds):
+        events = threat is not None and threat.events
         out.append(NotApplicable(FlagName.ITERATIVE_WEAKER_THAN_SINGLE_STEP,
-                                 "no single-step event attack exists (events-l0)" if threat is not None and threat.events
-                                 else "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"))
+                                 "no single-step event attack exists (events-l0)" if events else
+                                 "the suite needs both a single-step (fgsm, rfgsm) and an iterative l-inf attack"))
     if suite.unbounded_n == 0:
         out.append(NotApplicable(FlagName.UNBOUNDED_EPS_NOT_ZERO, "the suite's checks.unbounded_n is 0"))
     events = threat is not None and threat.events
