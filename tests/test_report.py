@@ -234,7 +234,6 @@ HEADLINE = {"accuracy": 0.31, "is_bound": False, "label": "not a bound",
 def test_a_headline_that_is_not_a_bound_is_shown_as_such(tmp_path, capsys):
     from spikeguard.cli import _print_evaluation
     from spikeguard.demo import demo_report, demo_selection
-    from spikeguard.schema import read_results
 
     data = results("quick", 0.9, 0.31, [attack("fgsm", 0.5)]) | {"headline": HEADLINE, "notes": []}
     path = tmp_path / "results.json"
@@ -244,7 +243,7 @@ def test_a_headline_that_is_not_a_bound_is_shown_as_such(tmp_path, capsys):
     assert "not a bound: zero gradients under every estimator on 12 samples" in verdict
     page = write_report([path], tmp_path / "r.html", html=True).read_text()
     assert '<td class="bad">not a bound: zero gradients' in page
-    _print_evaluation(read_results(data))
+    _print_evaluation(data)
     assert "headline 31.0%: not a bound (zero gradients under every estimator on 12 samples); tried: " \
            "triangle:1, bpda" in capsys.readouterr().out
     model = {"clean_accuracy": 0.9, "attacks": {"fgsm": 0.5}, "ensemble_accuracy": 0.31, "flags": [],

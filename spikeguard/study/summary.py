@@ -71,7 +71,7 @@ def flat_numbers(numbers: dict) -> dict[str, Any]:
     statistics (the analysis's on the test split where there is one, else training's on a validation batch),
     firing rate, energy."""
     out = {k: v for k, v in numbers.items() if not isinstance(v, (dict, list))}
-    for k, evaluation in enumerate(numbers.get("evaluations", []), start=1):
+    for evaluation in numbers.get("evaluations", []):
         suite = evaluation["suite"]
         out[f"worst_case@{suite}"] = evaluation["headline"]
         out[f"clean@{suite}"] = evaluation["clean"]
