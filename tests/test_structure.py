@@ -2,6 +2,7 @@
 training loop, and no module outside the attack registry tells attack kinds apart by string literals."""
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.lru_cache(maxsize=1)
 def modules() -> dict[str, ast.Module]:
     return {module_name(p): ast.parse(p.read_text(), str(p)) for p in PACKAGE.rglob("*.py")}
 

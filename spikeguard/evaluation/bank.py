@@ -11,6 +11,8 @@ from typing import Iterator, Sequence
 
 from torch import nn
 
+from spikeguard.adapters import has_external_neurons
+from spikeguard.adapters import under as external_under
 from spikeguard.attacks.bpda import BPDAModel
 from spikeguard.errors import UserError
 from spikeguard.snn import estimator, is_spiking, parse_estimator
@@ -63,9 +65,6 @@ def under(model: nn.Module, name: str, cache: dict | None = None) -> Iterator[nn
     attribute or forward switched, restored on exit). A model without any spiking layers (ReLU-mode
     IFNeurons count as none) has one gradient only: every member yields the model unchanged."""
     if not is_spiking(model):
-        from spikeguard.adapters import has_external_neurons
-        from spikeguard.adapters import under as external_under
-
         if name and name != "native" and has_external_neurons(model):
             with external_under(model, name) as target:
                 yield target

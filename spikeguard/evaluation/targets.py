@@ -9,8 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spikeguard.checkpoint import load_model
+from spikeguard.data import DATASETS, load_dataset
 from spikeguard.errors import UserError
-from spikeguard.rundir import BEST
+from spikeguard.external import load_external, wrap_external
+from spikeguard.provenance import file_sha256
+from spikeguard.rundir import BEST, load_splits
 
 
 @dataclass
@@ -33,7 +37,6 @@ class Target:
            eps: float | None = None, frame_range: int | None = None, train=None) -> Target:
         """A model held in memory and its test data (any sequence of (input, label)): the Python API's way
         to evaluate without a checkpoint file."""
-        from spikeguard.external import wrap_external
 
         # SpikingJelly / snnTorch models: neuron state reset before every forward pass
         return cls(wrap_external(model), name, dataset, test, num_classes, eps,
@@ -42,18 +45,11 @@ class Target:
 
 def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | None, expect_model: str | None,
                 data_dir: str | None, download: bool) -> Target:
-    from spikeguard.checkpoint import load_model
-    from spikeguard.data import DATASETS, load_dataset
-    from spikeguard.provenance import file_sha256
-    from spikeguard.rundir import load_splits
-
     if (checkpoint is None) == (model_fn is None):
         raise UserError("give either a run directory / checkpoint or --model-fn package.module:function")
     if model_fn is not None:
         if dataset is None:
             raise UserError(f"--model-fn needs --dataset ({', '.join(DATASETS)})")
-        from spikeguard.external import load_external
-
         data = load_dataset(dataset, data_dir, download, augment=False)
         model = load_external(model_fn)
         _check_outputs(model, data, f"the model of {model_fn}")
@@ -70,7 +66,6 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
 def load_source(source: str, target: Target) -> nn.Module:
     """A transfer source: a spikeguard checkpoint (SNN) or ``package.module:function`` (any model, e.g. an
     ANN); it must be trained on the target's data set."""
-    from spikeguard.checkpoint import load_model
 
     if Path(source).exists():
         model, ckpt = load_model(source)
@@ -78,7 +73,6 @@ def load_source(source: str, target: Target) -> nn.Module:
             raise UserError(f"--source '{source}' was trained on '{ckpt['dataset']}', the target on '{target.dataset}'")
         return model
     if ":" in source:
-        from spikeguard.external import load_external
 
         model = load_external(source)
         _check_outputs(model, None, f"--source {source}", target)
