@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from spikeguard.attacks.registry import ATTACKS
-from spikeguard.figures import write_figures
+from spikeguard.figures import FIGURE_FILES, write_figures
 from spikeguard.report.blocks import (
     Block,
     Code,
@@ -51,7 +51,7 @@ def build_document(inputs: Inputs, figure_folder: Path) -> list[Block]:
     """The whole report: a title, what it was made from, and one fold per section (the verdict open, with the
     comparison chart beside it)."""
     figures = _figures(inputs, figure_folder)
-    chart = [b for b in figures if isinstance(b, Figure) and Path(b.path).name == "comparison.png"]
+    chart = [b for b in figures if isinstance(b, Figure) and Path(b.path).name == FIGURE_FILES["comparison"]]
     figures = [b for b in figures if b not in chart]
     bodies = (_verdict(inputs) + chart, _paper_table(inputs), _attack_tables(inputs), _flags(inputs),
               _theory(inputs), _activity(inputs), figures, _configs(inputs))
