@@ -97,7 +97,7 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
 def demo_entry(record: EvalRecord, run, lamb: float, best: dict) -> dict:
     """One model's entry in the demo's own results.json (a summary of several models, not an evaluation's)."""
     entry = {"clean_accuracy": record.clean_accuracy, "attacks": {a.name: a.accuracy for a in record.attacks},
-             "ensemble_accuracy": record.ensemble_accuracy, "flags": [f.to_json() for f in record.flags],
+             "ensemble_accuracy": record.ensemble_accuracy, "flags": [f.to_json() for f in record.flags or []],
              "train_seconds": run.seconds, "eval_seconds": record.seconds, "best_epoch": run.best_epoch,
              "val_accuracy": run.best_val_accuracy, "lamb": lamb,
              "input_gradient": {"l1": best["grad_l1"], "zero_fraction": best["grad_zero_fraction"]}}

@@ -280,7 +280,7 @@ def test_accuracy_rising_with_the_budget_is_flagged():
     from spikeguard.evaluation.flags import sweep_flags
 
     planted = [{"budget": 4, "accuracy": 0.5}, {"budget": 8, "accuracy": 0.7}]
-    assert [f["name"] for f in sweep_flags(planted, 10, 100, radius="budget")] == ["accuracy_rises_with_budget"]
+    assert [f.name for f in sweep_flags(planted, 10, 100, radius="budget")] == ["accuracy_rises_with_budget"]
     assert sweep_flags(planted[::-1], 10, 100, radius="budget") == []
 
 

@@ -118,12 +118,12 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[SampleOutcome], train, 
     say = reporter_for(plan.progress).line
     record = EscalationRecord(why=[f.name for f in why], settings=dict(settings))
     order = {row.index: row for row in rows}
-    standing = sorted(i for i, row in order.items() if row.robust > 0)
+    standing = sorted(i for i, row in order.items() if row.worst_case > 0)
     say(f"escalation ({', '.join(record.why)}: the gradient cannot be trusted): attacks that do not use it, "
         f"on the {len(standing)} samples still standing")
     for row in rows:  # samples not attacked keep their score so far
         for label in LABELS:
-            row.attack(label).score, row.attack(label).broken_by = row.robust, ""
+            row.attack(label).score, row.attack(label).broken_by = row.worst_case, ""
     substitute, record.substitute = _substitute(plan, runner, train, settings)
     if "seconds" in record.substitute:
         say(f"  substitute ({record.substitute['architecture']}) trained in {record.substitute['seconds']:.0f}s, "
@@ -169,7 +169,7 @@ def _escalate_batch(plan: Plan, runner: SuiteRunner, substitute: nn.Module | Non
                                                  "directions": settings["estimate_directions"], "sigma": 0.1}, ())
     square = AttackSpec("square", "square", {"queries": settings["square_queries"],
                                              "restarts": settings["square_restarts"], "p_init": 0.8}, ())
-    score = torch.as_tensor([order[i].robust for i in indices], device=batch.x.device, dtype=torch.float32)
+    score = torch.as_tensor([order[i].worst_case for i in indices], device=batch.x.device, dtype=torch.float32)
     worst = WorstCase(score)
     if substitute is not None:
         for slot, spec in enumerate(transfer):

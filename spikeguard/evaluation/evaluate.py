@@ -237,7 +237,7 @@ def escalation_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, rows: l
         record.escalation = escalated
         record.ensemble_accuracy_before_escalation = record.ensemble_accuracy
         record.ensemble_accuracy = robust_accuracy(rows)
-    record.headline = escalation.headline(record.ensemble_accuracy, why, escalated, threat.events)
+    record.headline = escalation.headline(robust_accuracy(rows), why, escalated, threat.events)
     return rows
 
 

@@ -25,9 +25,8 @@ def finish_rows(rows: list[SampleOutcome], labels: list[str]) -> list[SampleOutc
     for row in rows:
         robust, by = row.clean_correct, "" if row.clean_correct >= BROKEN else "clean"
         for label in labels:
-            outcome = row.attacks[label]
-            if outcome.score < robust:  # the attack that reached the worst case (the first, if several did)
-                robust, member = outcome.score, outcome.broken_by
+            if row.score(label) < robust:  # the attack that reached the worst case (the first, if several did)
+                robust, member = row.score(label), row.attacks[label].broken_by
                 by = f"{label}/{member}" if member and member != label else label
         row.robust, row.broken_by = robust, by if robust < BROKEN else ""
     return rows
@@ -39,7 +38,7 @@ def mean(values) -> float:
 
 
 def robust_accuracy(rows: list[SampleOutcome]) -> float:
-    return mean(r.robust for r in rows)
+    return mean(r.worst_case for r in rows)
 
 
 def summarize(rows: list[SampleOutcome], suite: Suite, labels: list[str], eps: float, seconds: dict[str, float],
@@ -58,7 +57,7 @@ def _attack_result(rows: list[SampleOutcome], label: str, spec, suite: Suite, ep
         eps=spec.eps if spec and spec.eps is not None else eps,
         params=dict(spec.params) if spec else dict(suite.transfer),
         estimators=members if counted else [],  # those that ran
-        accuracy=mean(r.attacks[label].score for r in rows),
+        accuracy=mean(r.score(label) for r in rows),
         accuracy_per_estimator={m: mean(r.attacks[label].members[m] for r in rows) for m in members} if counted
         else {},
         seconds=round(seconds.get(label, 0.0), 3))

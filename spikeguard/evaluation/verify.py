@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import Callable
 
 from spikeguard.errors import UserError
 from spikeguard.evaluation.escalation import LABELS as ESCALATION_LABELS
@@ -35,11 +36,12 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
            progress: bool = True) -> tuple[int, int, int, list[str]]:
     """(samples checked, batches re-run, batches in all, mismatch descriptions). ``fraction`` 1: every batch."""
     record = read_verifiable(path)
+    assert record.eps is not None and record.batch_size is not None and record.seed is not None  # read_verifiable
     stored_rows = read_samples(Path(path).parent / str(record.per_sample))
     stored = {r.index: r for r in stored_rows}
     mismatches = _summary_mismatches(record, stored_rows)
     external = record.model_fn
-    target = load_target(None if external else Path(record.checkpoint), external, record.dataset, None,
+    target = load_target(None if external else Path(str(record.checkpoint)), external, record.dataset, None,
                          data_dir, False)
     if record.checkpoint_sha256 and target.checkpoint_sha256 != record.checkpoint_sha256:
         raise UserError(f"checkpoint '{target.checkpoint}' changed since the evaluation (sha256 differs)")
@@ -96,22 +98,30 @@ def _summary_mismatches(record: EvalRecord, rows: list[SampleOutcome]) -> list[s
     n = record.n
     if len(rows) != n or sorted(r.index for r in rows) != list(range(n)):
         return [f"the CSV holds {len(rows)} rows, not samples 0..{n - 1}"]
-    pairs = [("clean_accuracy", record.clean_accuracy, "clean_correct", lambda r: r.clean_correct),
-             ("ensemble_accuracy", record.ensemble_accuracy, "robust", lambda r: r.robust)]
+    pairs: list[tuple[str, float | None, str, Callable[[SampleOutcome], float]]] = [
+        ("clean_accuracy", record.clean_accuracy, "clean_correct", lambda r: r.clean_correct),
+        ("ensemble_accuracy", record.ensemble_accuracy, "robust", lambda r: r.worst_case)]
     for attack in record.attacks:
         name = attack.name
-        pairs.append((f"attack {name}", attack.accuracy, name, lambda r, a=name: r.attacks[a].score))
+        pairs.append((f"attack {name}", attack.accuracy, name, _attack_score(name)))
         for member, value in attack.accuracy_per_estimator.items():
-            pairs.append((f"attack {name} under {member}", value, f"{name}|{member}",
-                          lambda r, a=name, m=member: r.attacks[a].members[m]))
+            pairs.append((f"attack {name} under {member}", value, f"{name}|{member}", _member_score(name, member)))
     out = []
     for what, stored, column, read in pairs:
         try:
             total = sum(read(r) for r in rows)
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             total = None
         if total is None or not isinstance(stored, (int, float)):
             out.append(f"{what}: no stored value or no '{column}' column")
         elif abs(total / n - stored) > 1e-6:
             out.append(f"{what}: results.json says {stored:.6g}, its CSV gives {total / n:.6g}")
     return out
+
+
+def _attack_score(label: str) -> Callable[[SampleOutcome], float]:
+    return lambda sample: sample.score(label)
+
+
+def _member_score(label: str, member: str) -> Callable[[SampleOutcome], float]:
+    return lambda sample: sample.attacks[label].members[member]

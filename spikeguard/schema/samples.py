@@ -45,7 +45,18 @@ class SampleOutcome:
         return self.attacks.setdefault(label, AttackOutcome())
 
     def score(self, label: str) -> float:
-        return self.attacks[label].score
+        """Attack ``label``'s worst-case score (every attack run on the sample has one)."""
+        value = self.attacks[label].score
+        if value is None:
+            raise ValueError(f"sample {self.index} has no score for attack {label}")
+        return value
+
+    @property
+    def worst_case(self) -> float:
+        """``robust``, once the attacks are combined (evaluation.summary.finish_rows)."""
+        if self.robust is None:
+            raise ValueError(f"sample {self.index}: the attacks are not combined yet")
+        return self.robust
 
     def to_row(self, lists: bool = False) -> dict:
         """The flat row of the CSV ("label", "label|member", "label|broken_by", "label|mean" columns); with
