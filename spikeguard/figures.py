@@ -1,14 +1,18 @@
-"""Figures (PNG) of analyses and training runs, drawn with matplotlib's object API on the Agg canvas
-(no pyplot: no global figure state, no display needed).
+"""Every figure spikeguard draws (PNG): analyses, training runs, reports and a study's trade-offs. Drawn with
+matplotlib's object API on the Agg canvas, chosen here once (no pyplot: no global figure state, no backend
+switch, no display needed) and written through the atomic writer.
 
-Each function takes data keyed by a model label and writes one file; ``write_figures`` writes every
-figure it has data for and returns their paths.
+Each function takes plain data keyed by a label and writes one file; ``write_figures`` writes every
+figure of an analysis or report it has data for and returns their paths.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -26,8 +30,8 @@ FIGURE_FILES = {
 }
 
 
-def _new(ncols: int = 1, nrows: int = 1, size=(6.4, 4.2)):
-    fig = Figure(figsize=size, layout="constrained")
+def _new(ncols: int = 1, nrows: int = 1, size=(6.4, 4.2), layout: Literal["constrained", "tight"] = "constrained"):
+    fig = Figure(figsize=size, layout=layout)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
@@ -52,7 +56,7 @@ def accuracy_vs_eps(analyses: dict[str, dict], path: Path,
     one colour per model; the evaluator's ensemble accuracies (label -> [(eps, accuracy, suite)]) as marks."""
     fig, axes = _new()
     ax = axes[0][0]
-    colours = {}
+    colours: dict[str, str] = {}
     for i, (label, a) in enumerate(analyses.items()):
         colour = colours.setdefault(label, f"C{i % 10}")
         rows = a.get("per_eps", [])
@@ -66,8 +70,8 @@ def accuracy_vs_eps(analyses: dict[str, dict], path: Path,
             ax.plot(eps, [clean] + [r[key] for r in rows], style, color=colour, label=f"{label}: {what}")
     for i, (label, points) in enumerate((evaluator_points or {}).items()):
         colour = colours.get(label, f"C{(len(colours) + i) % 10}")
-        for eps, acc, suite in points:
-            ax.plot([eps], [acc], "x", color=colour, markersize=9, label=f"{label}: evaluator ({suite})")
+        for at, acc, suite in points:
+            ax.plot([at], [acc], "x", color=colour, markersize=9, label=f"{label}: evaluator ({suite})")
     ax.set_xlabel("eps (l-inf, pixel scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -207,6 +211,50 @@ def comparison(models: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_xlabel("accuracy (%)")
     ax.set_title("Clean and worst-case accuracy")
     ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class TradeOffLine:
+    """One line of a trade-off panel (a defense and its other settings): (lambda, mean, 95% half-width or None)
+    points, and (mean, half-width) levels of settings without lambda, drawn as horizontal lines and bands."""
+    name: str
+    points: list[tuple[float, float, float | None]]
+    levels: list[tuple[float, float | None]]
+
+
+def _trade_off_panel(ax, title: str, lines: list[TradeOffLine], log_lambda: bool) -> None:
+    """Lines are coloured by their place in ``lines``: the same colour for a line in every panel."""
+    for number, line in enumerate(lines):
+        color = f"C{number % 10}"
+        if line.points:
+            xs, means, halves = zip(*line.points)
+            ax.errorbar(xs, means, yerr=[h or 0 for h in halves], marker="o", capsize=3, color=color,
+                        label=line.name)
+        for mean, half in line.levels:
+            ax.axhline(mean, color=color, linestyle="--", label=line.name)
+            if half:
+                ax.axhspan(mean - half, mean + half, color=color, alpha=0.15)
+    if log_lambda:
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def trade_offs(panels: dict[str, list[TradeOffLine]], path: Path, log_lambda: bool, cols: int = 4) -> Path:
+    """One panel per quantity (title -> its lines), x is lambda (log scale where ``log_lambda``); one legend
+    for the figure, taken from the first panel."""
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = _new(ncols=cols, nrows=rows, size=(4.2 * cols, 3.2 * rows), layout="tight")
+    flat = [ax for row in axes for ax in row]
+    for ax, (title, lines) in zip(flat, panels.items()):
+        _trade_off_panel(ax, title, lines, log_lambda)
+    for ax in flat[len(panels):]:
+        ax.axis("off")
+    handles, names = flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower right", fontsize=9)
     return _save(fig, path)
 
 

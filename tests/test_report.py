@@ -272,3 +272,20 @@ def test_training_curves_have_whole_epochs_and_no_flat_zero_panel():
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
     zero = axes[3]
     assert zero.get_ylim()[1] >= 1 and any("0 at every epoch" in t.get_text() for t in zero.texts)
+
+
+def test_results_of_every_schema_version_are_reported(tmp_path):
+    """Each results.json format spikeguard has written (tests/fixtures/results/) is read through the schema's
+    reader: a version-0 file (before the suites) is a results file too, its flags absent, not 'none'."""
+    from pathlib import Path
+
+    fixtures = sorted((Path(__file__).parent / "fixtures" / "results").glob("v*.json"))
+    assert len(fixtures) >= 5
+    text = write_report(fixtures, tmp_path / "r.md").read_text()
+    assert f"{len(fixtures)} results file(s)" in text
+    verdict = text.split("## Verdict")[1].split("## Robust accuracy")[0]
+    rows = [line for line in verdict.splitlines() if line.startswith("| results |")]
+    assert len(rows) == len(fixtures)
+    assert rows[0].endswith("| 100.0 | 66.7 | — | fgsm | — |")  # v0: no headline, no per-estimator numbers, no flags
+    assert "| 100.0 | 50.0 | not a bound: zero_gradient" in rows[-1]  # v4: the headline says why
+    assert "FGSM" in text.split("## Robust accuracy")[1].split("## Attacks")[0]

@@ -104,6 +104,49 @@ def test_evaluation_flags_are_checked_without_pytorch(tmp_path):
     assert done.stdout.strip() == "False"
 
 
+# ---- size limits (issue 20): a module a reader can hold in mind, a function a reader can follow ----------
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+SHORT_FUNCTION_PACKAGES = ("spikeguard.evaluation", "spikeguard.report")
+# Today's offenders, being shrunk by other work in issue 20; the lead removes each once that work is merged.
+LONG_MODULES = {
+    "spikeguard/cli.py",        # policy moves out of the CLI
+    "spikeguard/adapters.py",   # split per library
+    "spikeguard/training.py",   # the loop's state moves out
+}
+LONG_FUNCTIONS: set[str] = set()  # "module:function"; evaluate.assess was one until issue 20 split it into steps
+
+
+def _source_files():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(PACKAGE.parent).as_posix()
+
+
+def test_no_module_is_over_450_lines():
+    long = {_relative(p): n for p in _source_files() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert set(long) - LONG_MODULES == set(), long
+    assert LONG_MODULES - set(long) == set(), "no longer over the limit: drop the exemption"
+
+
+def test_no_function_in_evaluation_or_report_is_over_60_lines():
+    """From its def line to its last line (docstring and comments included, decorators not)."""
+    long = {}
+    for name, tree in modules().items():
+        if not any(name == package or name.startswith(package + ".") for package in SHORT_FUNCTION_PACKAGES):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{name}:{node.name}"] = length
+    assert set(long) - LONG_FUNCTIONS == set(), long
+    assert LONG_FUNCTIONS - set(long) == set(), "no longer over the limit: drop the exemption"
+
+
 # results.json's keys and the per-sample rows' columns: only spikeguard/schema/ reads and writes them by name.
 RESULTS_KEYS = {"schema_version", "clean_accuracy", "ensemble_accuracy", "ensemble_accuracy_before_escalation",
                 "attacks", "headline", "flags", "flags_not_applicable", "escalation", "per_sample", "suite_spec",
@@ -115,9 +158,9 @@ OWN_DOCUMENTS = {
     "spikeguard.evaluation.suites": {"attacks", "escalation"},  # a suite file's sections
     "spikeguard.demo": {"attacks", "clean_accuracy", "ensemble_accuracy", "flags", "headline"},  # the demo's summary
     "spikeguard.study.cell": {"headline"},  # a cell record's number to quote
+    "spikeguard.study.summary": {"headline"},  # ... which the study summary reads
+    "spikeguard.report.collect": {"per_sample"},  # an analysis.json's per-sample file
 }
-# report helper converts these
-NOT_YET_ON_THE_SCHEMA = ("spikeguard.report", "spikeguard.study.summary")
 
 
 def results_key(node: ast.AST) -> str | None:
@@ -140,7 +183,7 @@ def results_key(node: ast.AST) -> str | None:
 def test_only_the_schema_indexes_results_by_key():
     offenders = []
     for name, tree in modules().items():
-        if name == "spikeguard.schema" or name.startswith(("spikeguard.schema.", *NOT_YET_ON_THE_SCHEMA)):
+        if name == "spikeguard.schema" or name.startswith("spikeguard.schema."):
             continue
         for node in ast.walk(tree):
             key = results_key(node)
@@ -154,10 +197,3 @@ def test_the_key_check_finds_what_it_looks_for():
     assert [results_key(n) for n in ast.walk(planted) if results_key(n)] == ["headline", "flags",
                                                                            "label|member column"]
 
-
-def test_no_function_over_60_lines_in_the_evaluation():
-    long = [f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
-            for name, tree in modules().items() if name.startswith("spikeguard.evaluation")
-            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > 60]
-    assert long == []

@@ -14,12 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikeguard.figures import TradeOffLine, trade_offs
 from spikeguard.files import write_text
+from spikeguard.report.blocks import (
+    Block,
+    Code,
+    Figure,
+    Fold,
+    Heading,
+    Items,
+    Paragraph,
+    Table,
+)
+from spikeguard.report.render import render_html, render_markdown
+from spikeguard.report.tables import (
+    ABSENT,
+    PAPER_SUITE,
+    STRONG_SUITE,
+    PaperRow,
+    ordered_columns,
+    paper_table,
+    pct,
+)
 from spikeguard.study.plan import group_key
-from spikeguard.study.state import read_study
+from spikeguard.study.state import PLAN, read_plan, read_study, write_study
 
-ABSENT = "—"
-PAPER_SUITE, STRONG_SUITE = "paper", "strong"
 FIGURES = "figures"
 # (key in a cell's numbers, axis label, is a fraction shown in percent)
 TRADE_OFF = (("clean", "clean accuracy (%)", True), ("worst_case", "worst-case accuracy (%)", True),
@@ -52,7 +71,7 @@ def flat_numbers(numbers: dict) -> dict[str, Any]:
     statistics (the analysis's on the test split where there is one, else training's on a validation batch),
     firing rate, energy."""
     out = {k: v for k, v in numbers.items() if not isinstance(v, (dict, list))}
-    for k, evaluation in enumerate(numbers.get("evaluations", []), start=1):
+    for evaluation in numbers.get("evaluations", []):
         suite = evaluation["suite"]
         out[f"worst_case@{suite}"] = evaluation["headline"]
         out[f"clean@{suite}"] = evaluation["clean"]
@@ -86,10 +105,10 @@ def groups_of(study: dict) -> list[Group]:
         group.planned += 1
         if cell["status"] == "done" and cell.get("numbers"):
             group.cells.append(cell)
-    values = {}
+    values: dict[str, set[str]] = {}
     for group in groups.values():
-        for key, value in group.settings.items():
-            values.setdefault(key, set()).add(json.dumps(value))
+        for name, value in group.settings.items():
+            values.setdefault(name, set()).add(json.dumps(value))
     constant = tuple(k for k, seen in values.items() if len(seen) == 1 and len(groups) > 1)
     for group in groups.values():
         group.constant = constant
@@ -112,7 +131,7 @@ def cell_text(values: list[float], percent: bool, fmt: str = ".3g") -> str:
 
 # ---- the document ---------------------------------------------------------------------------------------
 
-def build(study_dir: Path) -> list[tuple]:
+def build(study_dir: Path) -> list[Block]:
     study = read_study(study_dir)
     plan = study["plan"]
     groups = groups_of(study)
@@ -121,190 +140,152 @@ def build(study_dir: Path) -> list[tuple]:
     suites = ([e["suite"] for e in finished[0]["numbers"]["evaluations"]] if finished
               else [Path(str(e["suite"])).stem for e in plan["evaluate"]])
     counts = ", ".join(f"{v} {k}" for k, v in study.get("counts", {}).items())
-    blocks: list[tuple] = [
-        ("h", 1, f"Study {study['name']}"),
-        ("p", f"{len(study['cells'])} cells ({counts}); {study.get('threads')} torch thread(s) per cell. Numbers are "
-              "means over seeds with 95% confidence intervals (Student t); accuracies in percent on the test split. "
-              f"The headline worst case is that of the first evaluation (suite {suites[0]}). Cells: {study_dir / 'cells'}."),
+    return [
+        Heading(1, f"Study {study['name']}"),
+        Paragraph(f"{len(study['cells'])} cells ({counts}); {study.get('threads')} torch thread(s) per cell. Numbers "
+                  "are means over seeds with 95% confidence intervals (Student t); accuracies in percent on the test "
+                  f"split. The headline worst case is that of the first evaluation (suite {suites[0]}). Cells: "
+                  f"{study_dir / 'cells'}."),
+        Fold("Verdict", _verdict(groups), folded=False),
+        Fold("Paper-style table", _paper_table(groups, suites)),
+        Fold("FGSM and PGD with and without SR", _fgsm_pgd(groups, suites)),
+        Fold("Trade-offs across lambda", _trade_offs(groups, study_dir)),
+        Fold("Cells", _cells(study)),
+        Fold("Plan", [Code(json.dumps(plan, indent=2))]),
     ]
-    blocks += [("h", 2, "Verdict"), *_verdict(groups)]
-    blocks += [("h", 2, "Paper-style table"), *_paper_table(groups, suites)]
-    blocks += [("h", 2, "FGSM and PGD with and without SR"), *_fgsm_pgd(groups, suites)]
-    blocks += [("h", 2, "Trade-offs across lambda"), *_trade_offs(groups, study_dir)]
-    blocks += [("h", 2, "Cells"), *_cells(study)]
-    blocks += [("h", 2, "Plan"), ("code", json.dumps(plan, indent=2))]
-    return blocks
 
 
-def _verdict(groups: list[Group]) -> list[tuple]:
+def _verdict_line(group: Group, baseline: Group) -> str | None:
+    """The group's worst case against vanilla's, paired by seed; None without a seed both finished."""
+    ours, theirs = group.by_seed("worst_case"), baseline.by_seed("worst_case")
+    seeds = sorted(set(ours) & set(theirs), key=str)
+    if not seeds:
+        return None
+    mean, half = mean_interval([ours[s] - theirs[s] for s in seeds])
+    if half is None:
+        verdict = "one seed: no interval, no verdict"
+    elif mean - half > 0:
+        verdict = "better than vanilla"
+    elif mean + half < 0:
+        verdict = "worse than vanilla"
+    else:
+        verdict = "not distinguishable from vanilla"
+    interval = f" [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]" if half is not None else ""
+    return (f"{group.label}: worst case {100 * mean:+.1f} points against vanilla{interval} over "
+            f"{len(seeds)} paired seed(s): {verdict}.")
+
+
+def _verdict(groups: list[Group]) -> list[Block]:
     """Each penalised group against vanilla with the same other settings, paired by seed."""
+    def others(g: Group) -> dict:
+        return {k: v for k, v in g.settings.items() if k not in ("defense", "lamb")}
+
     lines = []
     for group in groups:
         if group.settings.get("defense") in (None, "vanilla") or not group.cells:
             continue
-        others = {k: v for k, v in group.settings.items() if k not in ("defense", "lamb")}
-        baseline = next((g for g in groups if g.settings.get("defense") == "vanilla"
-                         and {k: v for k, v in g.settings.items() if k not in ("defense", "lamb")} == others), None)
-        if baseline is None or not baseline.cells:
-            continue
-        ours, theirs = group.by_seed("worst_case"), baseline.by_seed("worst_case")
-        seeds = sorted(set(ours) & set(theirs), key=str)
-        if not seeds:
-            continue
-        diffs = [ours[s] - theirs[s] for s in seeds]
-        mean, half = mean_interval(diffs)
-        if half is None:
-            verdict = "one seed: no interval, no verdict"
-        elif mean - half > 0:
-            verdict = "better than vanilla"
-        elif mean + half < 0:
-            verdict = "worse than vanilla"
-        else:
-            verdict = "not distinguishable from vanilla"
-        interval = f" [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]" if half is not None else ""
-        lines.append(f"{group.label}: worst case {100 * mean:+.1f} points against vanilla{interval} over "
-                     f"{len(seeds)} paired seed(s): {verdict}.")
+        baseline = next((g for g in groups if g.settings.get("defense") == "vanilla" and others(g) == others(group)),
+                        None)
+        line = _verdict_line(group, baseline) if baseline is not None and baseline.cells else None
+        if line is not None:
+            lines.append(line)
     if not lines:
-        return [("p", "No comparison with vanilla: the study has no finished vanilla cells beside other defenses.")]
-    return [("list", lines), ("p", "The interval is the 95% interval of the mean difference over seeds that both "
-                                   "finished (paired: the same seed gives the same split and initialisation).")]
+        return [Paragraph("No comparison with vanilla: the study has no finished vanilla cells beside other defenses.")]
+    return [Items(lines), Paragraph("The interval is the 95% interval of the mean difference over seeds that both "
+                                    "finished (paired: the same seed gives the same split and initialisation).")]
 
 
-def _paper_table(groups: list[Group], suites: list[str]) -> list[tuple]:
+def _attack_columns(groups: list[Group], suite: str) -> list[str]:
+    """The FGSM and PGD-k columns of ``suite``'s evaluations that finished cells hold."""
+    found = (k.split("@")[0] for g in groups for c in g.cells for k in flat_numbers(c["numbers"])
+             if k.endswith(f"@{suite}") and k.split("@")[0] not in ("worst_case", "clean"))
+    return ordered_columns(found)
+
+
+def _attack_texts(group: Group, columns: list[str], suite: str) -> dict[str, str]:
+    return {c: cell_text(group.values(f"{c}@{suite}"), True) for c in columns}
+
+
+def _paper_table(groups: list[Group], suites: list[str]) -> list[Block]:
     """Clean, the published protocol's attacks and worst case, and the strong suite's worst case."""
     columns = _attack_columns(groups, PAPER_SUITE)
-    header = ["cells", "finished", "clean", *columns, "worst case (published protocol)", "worst case (strong suite)"]
-    rows = []
-    for g in groups:
-        rows.append([g.label, f"{len(g.cells)} of {g.planned}", cell_text(g.values("clean"), True),
-                     *(cell_text(g.values(f"{c}@{PAPER_SUITE}"), True) for c in columns),
-                     cell_text(g.values(f"worst_case@{PAPER_SUITE}"), True),
-                     cell_text(g.values(f"worst_case@{STRONG_SUITE}"), True)])
+    rows = [PaperRow([g.label, f"{len(g.cells)} of {g.planned}"], cell_text(g.values("clean"), True),
+                     _attack_texts(g, columns, PAPER_SUITE),
+                     [cell_text(g.values(f"worst_case@{PAPER_SUITE}"), True),
+                      cell_text(g.values(f"worst_case@{STRONG_SUITE}"), True)]) for g in groups]
     missing = [s for s in (PAPER_SUITE, STRONG_SUITE) if s not in suites]
     note = ("The published protocol is the `paper` suite (FGSM and PGD under the four published estimators); "
             "the strong suite adds the full estimator bank, APGD and Square: it can only be lower.")
     if missing:
         note += f" {ABSENT} in a worst-case column: the plan does not evaluate with the {' or '.join(missing)} suite."
-    return [("table", header, rows), ("p", note)]
+    return [paper_table(["cells", "finished"], rows, ["worst case (published protocol)", "worst case (strong suite)"]),
+            Paragraph(note)]
 
 
-def _column_order(column: str) -> tuple:
-    if column == "FGSM":
-        return (0, 0)
-    if column.startswith("PGD-") and column[4:].isdigit():
-        return (1, int(column[4:]))
-    return (2, column)
-
-
-def _attack_columns(groups: list[Group], suite: str) -> list[str]:
-    """The FGSM and PGD-k columns of ``suite``'s evaluations that finished cells hold."""
-    found = {k.split("@")[0] for g in groups for c in g.cells for k in flat_numbers(c["numbers"])
-             if k.endswith(f"@{suite}") and k.split("@")[0] not in ("worst_case", "clean")}
-    return sorted(found, key=_column_order)
-
-
-def _fgsm_pgd(groups: list[Group], suites: list[str]) -> list[tuple]:
+def _fgsm_pgd(groups: list[Group], suites: list[str]) -> list[Block]:
     suite = next((s for s in dict.fromkeys((PAPER_SUITE, *suites)) if _attack_columns(groups, s)), None)
     if suite is None:
-        return [("p", f"{ABSENT}: no evaluation of the plan runs FGSM or PGD (the paper suite does).")]
+        return [Paragraph(f"{ABSENT}: no evaluation of the plan runs FGSM or PGD (the paper suite does).")]
     columns = _attack_columns(groups, suite)
-    rows = [[g.label, cell_text(g.values("clean"), True), *(cell_text(g.values(f"{c}@{suite}"), True) for c in columns)]
+    rows = [PaperRow([g.label], cell_text(g.values("clean"), True), _attack_texts(g, columns, suite), [])
             for g in groups]
-    return [("table", ["cells", "clean", *columns], rows),
-            ("p", f"From the `{suite}` suite's evaluation; each attack alone on every clean-correct sample, worst "
-                  "case over that suite's estimators.")]
+    return [paper_table(["cells"], rows, []),
+            Paragraph(f"From the `{suite}` suite's evaluation; each attack alone on every clean-correct sample, worst "
+                      "case over that suite's estimators.")]
 
 
-def _trade_offs(groups: list[Group], study_dir: Path) -> list[tuple]:
+def _trade_offs(groups: list[Group], study_dir: Path) -> list[Block]:
     header = ["cells", *(label for _, label, _ in TRADE_OFF)]
     rows = [[g.label, *(cell_text(g.values(key), percent) for key, _, percent in TRADE_OFF)] for g in groups]
-    blocks: list[tuple] = [("table", header, rows),
-                           ("p", "Gradient statistics: from the analysis (test samples, the model's training estimator) "
-                                 "where the plan analyses, else from training (a fixed validation batch at the best "
-                                 "epoch). Firing rate and energy need the analysis.")]
+    blocks: list[Block] = [
+        Table(header, rows),
+        Paragraph("Gradient statistics: from the analysis (test samples, the model's training estimator) where the "
+                  "plan analyses, else from training (a fixed validation batch at the best epoch). Firing rate and "
+                  "energy need the analysis.")]
     figure = trade_off_figure(groups, study_dir / FIGURES / "tradeoff.png")
     if figure is not None:
-        blocks.append(("img", figure, "Trade-offs across lambda: mean over seeds, bars and bands are 95% intervals; "
-                                      "defenses without lambda are horizontal lines"))
+        blocks.append(Figure(figure, "Trade-offs across lambda: mean over seeds, bars and bands are 95% intervals; "
+                                     "defenses without lambda are horizontal lines"))
     return blocks
+
+
+def _trade_off_line(name: str, members: list[Group], key: str, scale: float) -> TradeOffLine:
+    """A line's points over lambda and levels without lambda for one quantity, in display units."""
+    with_lamb = sorted((g for g in members if "lamb" in g.settings), key=lambda g: g.settings["lamb"])
+    points = [(g.settings["lamb"], *mean_interval(g.values(key))) for g in with_lamb if g.values(key)]
+    levels = [mean_interval(g.values(key)) for g in members if "lamb" not in g.settings and g.values(key)]
+    return TradeOffLine(name, [(x, scale * m, None if h is None else scale * h) for x, m, h in points],
+                        [(scale * m, None if h is None else scale * h) for m, h in levels])
 
 
 def trade_off_figure(groups: list[Group], path: Path) -> Path | None:
     """One panel per quantity; x is lambda (log scale), a line per defense (and other grid settings)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     finished = [g for g in groups if g.cells]
-    if not finished:
-        return None
-    lambdas = sorted({g.settings["lamb"] for g in finished if "lamb" in g.settings})
-    panels = [(k, label, pct) for k, label, pct in TRADE_OFF if any(g.values(k) for g in finished)]
-    cols = 4
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    lines: dict[tuple, list[Group]] = {}
+    lines: dict[tuple, list[Group]] = {}  # one line per setting other than lambda that varies in the study
     for g in finished:
-        lines.setdefault(tuple((k, _text(v)) for k, v in g.settings.items() if k != "lamb" and k not in g.constant),
-                         []).append(g)
-    for ax, (key, label, pct) in zip(axes.flat, panels):
-        scale = 100 if pct else 1
-        for number, (line_key, members) in enumerate(lines.items()):
-            name = ", ".join(v for _, v in line_key) or "all"
-            color = f"C{number % 10}"
-            with_lamb = sorted((g for g in members if "lamb" in g.settings), key=lambda g: g.settings["lamb"])
-            if with_lamb and lambdas:
-                points = [(g.settings["lamb"], *mean_interval(g.values(key))) for g in with_lamb if g.values(key)]
-                if points:
-                    xs, means, halves = zip(*points)
-                    ax.errorbar(xs, [scale * m for m in means], yerr=[scale * (h or 0) for h in halves], marker="o",
-                                capsize=3, color=color, label=name)
-            for g in (g for g in members if "lamb" not in g.settings):
-                if not g.values(key):
-                    continue
-                mean, half = mean_interval(g.values(key))
-                ax.axhline(scale * mean, color=color, linestyle="--", label=name)
-                if half:
-                    ax.axhspan(scale * (mean - half), scale * (mean + half), color=color, alpha=0.15)
-        if lambdas:
-            ax.set_xscale("log")
-            ax.set_xlabel("lambda")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="lower right", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        setting = tuple((k, _text(v)) for k, v in g.settings.items() if k != "lamb" and k not in g.constant)
+        lines.setdefault(setting, []).append(g)
+    names = {setting: ", ".join(v for _, v in setting) or "all" for setting in lines}
+    panels = {label: [_trade_off_line(names[s], members, key, 100 if percent else 1) for s, members in lines.items()]
+              for key, label, percent in TRADE_OFF if any(g.values(key) for g in finished)}
+    if not panels:
+        return None
+    return trade_offs(panels, path, log_lambda=any("lamb" in g.settings for g in finished))
 
 
-def _cells(study: dict) -> list[tuple]:
+def _cells(study: dict) -> list[Block]:
     rows = []
     for cell in study["cells"]:
         n = cell.get("numbers") or {}
         seconds = sum((cell.get("timing") or {}).values())
-        rows.append([cell["id"], cell["status"], _pct(n.get("clean")), _pct(n.get("worst_case")),
+        rows.append([cell["id"], cell["status"], pct(n.get("clean")), pct(n.get("worst_case")),
                      f"{seconds:.0f}" if seconds else ABSENT, cell.get("reason", "")])
-    return [("table", ["cell", "status", "clean", "worst case", "seconds", "reason"], rows)]
-
-
-def _pct(v) -> str:
-    return ABSENT if v is None else f"{100 * v:.1f}"
+    return [Table(["cell", "status", "clean", "worst case", "seconds", "reason"], rows)]
 
 
 def write_summary(study_dir: Path) -> tuple[Path, Path]:
     """DIR/summary.md and DIR/summary.html (figures embedded), after bringing study.json up to date with the
     cells' records."""
-    from spikeguard.report import render_html, render_markdown
-
-    from spikeguard.study.state import PLAN, read_plan, write_study
-
     study_dir = Path(study_dir)
     if (study_dir / PLAN).is_file():  # cells that ran elsewhere (Slurm jobs) since study.json was written
         write_study(study_dir, read_plan(study_dir))
