@@ -192,3 +192,42 @@ def test_rat_beta_renamed_and_old_configs_still_load():
     assert config_from_dict({"defense": "rat", "rat_beta": 0.02}).rat_beta == 0.02
     with pytest.raises(UserError, match="old name"):
         config_from_dict({"beta": 0.01, "rat_beta": 0.02})
+
+
+# ----------------------------------------------------------------- registered rules reach library neurons
+
+@pytest.mark.parametrize("which", ["jelly", "snn"])
+def test_user_registered_rules_drive_library_neurons(which, request, data):
+    from spikeguard.snn.estimators import RateEstimator, rectangular
+    from spikeguard.snn.registry import register_estimator, unregister_estimator
+
+    model = request.getfixturevalue(which)
+    x, y = data[2][:8], data[3][:8]
+    seen = []
+
+    class Box:  # a surrogate-kind rule object without a ``shape``: only its derivative is used
+        def derivative(self, estimator, v, sigma=None):
+            return rectangular(v, estimator.width)
+
+        def fire(self, estimator, neuron, currents):
+            raise AssertionError("library neurons use the derivative of a surrogate rule")
+
+    class CountingRate(RateEstimator):  # a user's rate rule: gets the library neuron through its fire()
+        def fire(self, estimator, neuron, currents):
+            seen.append(type(neuron).__name__)
+            return super().fire(estimator, neuron, currents)
+
+    register_estimator("box_test", Box, default_width=1.0)
+    register_estimator("rate_test", CountingRate, kind="rate")
+    try:
+        for mine, builtin in (("box_test:1", "rectangular:1"), ("rate_test", "bptr")):
+            with bank.under(model, mine) as target:
+                g_mine = input_grad(target, x, y)
+            with bank.under(model, builtin) as target:
+                g_builtin = input_grad(target, x, y)
+            torch.testing.assert_close(g_mine, g_builtin)
+            assert g_mine.abs().sum() > 0
+        assert seen and set(seen) == {"LibraryNeuron"}
+    finally:
+        unregister_estimator("box_test")
+        unregister_estimator("rate_test")
