@@ -104,6 +104,8 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
     dataset: Optional[str] = typer.Option(None, help=DATASET_HELP),
     model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    model_fn: Optional[str] = typer.Option(None, "--model-fn", help="Train the torch.nn.Module (SpikingJelly, "
+                                           "snnTorch, any) that package.module:function returns, instead of --model."),
     defense: Optional[str] = typer.Option(None, help=DEFENSE_HELP),
     lamb: Optional[float] = typer.Option(None, help=LAMB_HELP),
     h: Optional[float] = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
@@ -157,7 +159,8 @@ def train(
                       checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                       channels_last=channels_last, compile=compile_)
     if resume is not None:
-        changed = _overrides(out=out, config=config, dataset=dataset, model=model, defense=defense, lamb=lamb, h=h,
+        changed = _overrides(out=out, config=config, dataset=dataset, model=model, model_fn=model_fn, defense=defense,
+                             lamb=lamb, h=h,
                              eps=eps, alpha=alpha, steps=steps, attack=attack, batch_size=batch_size, lr=lr,
                              time_steps=time_steps, tau=tau, encoder=encoder, train_estimator=train_estimator,
                              network=network, seed=seed, sync_bn=sync_bn, bf16=bf16, tf32=tf32)
@@ -178,7 +181,8 @@ def train(
             raise UserError("train needs --out NEW_RUN_DIR, or --resume RUN_DIR to continue a run")
         prepare_run_dir(out)
         values = load_config_file(config) if config else {}
-        values.update(_overrides(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha,
+        values.update(_overrides(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, h=h,
+                                 eps=eps, alpha=alpha,
                                  steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr,
                                  time_steps=time_steps, tau=tau, encoder=encoder, train_estimator=train_estimator,
                                  network=network, seed=seed, sync_bn=sync_bn, bf16=bf16, tf32=tf32, **kept))

@@ -145,3 +145,49 @@ def wrap_external(model: nn.Module) -> nn.Module:
 def load_external(spec: str) -> nn.Module:
     """``load_model_fn`` then ``wrap_external``: an external model ready to attack."""
     return wrap_external(load_model_fn(spec))
+
+
+def source_sha256(spec: str) -> str | None:
+    """sha256 of the source file of ``package.module:function``'s module (None when it has no file):
+    which code built a trained model, recorded beside its weights."""
+    import hashlib
+
+    module = sys.modules.get(str(spec).partition(":")[0])
+    path = getattr(module, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def external_model(spec: str | None, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """A model built outside spikeguard, ready to train (library neurons reset before every pass), and what
+    its checkpoints record of it: ``model_fn`` and the sha256 of its module's source when built from
+    ``spec`` (``package.module:function``), else the class of the ``model`` given as an object."""
+    if model is None:
+        model = load_model_fn(spec).train()
+        return wrap_external(model), {"model_fn": spec, "model_fn_sha256": source_sha256(spec)}
+    cls = type(model)
+    return wrap_external(model), {"model_fn": spec, "model_class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def rebuild(ckpt: dict, where: str) -> nn.Module:
+    """The (untrained) model a checkpoint of an external model records, from its model function; one line
+    naming the module when it cannot be imported, and a warning when its source changed since training."""
+    spec = ckpt.get("model_fn")
+    if not spec:
+        raise UserError(f"checkpoint '{where}' holds a {ckpt.get('model_class', 'model')} given as an object, "
+                        "not a model function: build it yourself and load_state_dict(checkpoint['model'])")
+    try:
+        model = load_model_fn(spec)
+    except UserError as error:
+        module = spec.partition(":")[0]
+        raise UserError(f"checkpoint '{where}' was trained from model function '{spec}': {error} (put module "
+                        f"'{module}' on the Python path, e.g. run from its directory)") from None
+    recorded, now = ckpt.get("model_fn_sha256"), source_sha256(spec)
+    if recorded and now and recorded != now:
+        import logging
+
+        logging.getLogger(__name__).warning("the source of module '%s' changed since checkpoint '%s' was trained",
+                                            spec.partition(":")[0], where)
+    return wrap_external(model)

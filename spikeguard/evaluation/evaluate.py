@@ -54,12 +54,13 @@ class EvalRecord:
 
 
 def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_batches: Path | None = None,
-                   resume: bool = False) -> EvalRecord:
+                   resume: bool = False, examples=None) -> EvalRecord:
     """Attack ``target`` as ``config`` says. Inside a torch.distributed process group (torchrun) each rank
     attacks a contiguous block of the batches and the rows are gathered on every rank; batches are seeded
     by their number, so the merged result equals a single-process run. ``batches``: only these batch
     numbers (``--verify``). ``keep_batches``: the results path beside which finished batches are kept as
-    they finish (batch_store.py); ``resume`` runs only the batches missing there."""
+    they finish (batch_store.py); ``resume`` runs only the batches missing there. ``examples`` (a
+    ScoredExamples) receives each sample's counted adversarial example."""
     config = config.for_target(target)
     suite = config.suite if isinstance(config.suite, Suite) else load_suite(config.suite)
     if len(target.test) == 0:
@@ -74,7 +75,8 @@ def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_bat
     device = pick_device(config.device)
     plan = Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=device, draws=config.eot_draws,
-                source=source, threat=threat, progress=reporter_for(config.progress), train=target.train)
+                source=source, threat=threat, progress=reporter_for(config.progress), train=target.train,
+                examples=examples)
     store = None
     if keep_batches is not None:
         from spikeguard.distributed import on_main
@@ -145,8 +147,9 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     results["gradient_check"] = _gradient_check(rows, facts["gradient_estimators"])
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
-    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
-    runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
+    # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
+    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
+    runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
     reporter_for(plan.progress).line(f"unbounded check: {unbounded_check(suite, threat)['attack']}")
     with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, caller's RNG untouched
         unbounded, unbounded_n = unbounded_accuracy(settled, runner)
