@@ -81,9 +81,17 @@ def evaluate(model: nn.Module, data: Any = None, suite: str = "quick", eps: floa
         raise UserError(_python_words(str(error))) from None
 
 
+_SWITCHES = ("download",)  # flags that switch something on: download=True
+
+
 def _python_words(message: str) -> str:
-    """``--data-dir`` -> ``data_dir``: the evaluation's messages in the words of this function's arguments."""
-    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
+    """``--data-dir`` -> ``data_dir``, ``--download`` -> ``download=True``: the evaluation's messages (shared
+    with the command line) in the words of this function's arguments."""
+    def word(match: re.Match) -> str:
+        name = match.group(1).replace("-", "_")
+        return f"{name}=True" if name in _SWITCHES else name
+
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", word, message)
 
 
 def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int | None, str]:

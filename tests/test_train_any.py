@@ -104,7 +104,11 @@ def test_model_function_runs_from_the_cli_resume_and_load(tmp_path, monkeypatch)
     with torch.no_grad():
         assert model(x).shape == (3, 10)
     assert model.facts["model_fn"] == f"{name}:make" and model.facts["dataset"] == "digits"
-    assert model.facts["defense"] == "sr"
+    assert model.facts["defense"] == "sr" and model.facts["eps"] == best["config"]["eps"]
+    small = tmp_path / "small.yaml"
+    small.write_text("name: small\nattacks:\n  - attack: fgsm\n    estimators: [triangle:1]\n")
+    result = spikeguard.evaluate(model, suite=str(small), n=4)  # the checkpoint's data set and eps
+    assert result.results["dataset"] == "digits" and result.results["eps"] == best["config"]["eps"]
     # a checkpoint whose module cannot be imported: one line naming it
     sys.modules.pop(name, None)
     (tmp_path / f"{name}.py").unlink()
