@@ -202,14 +202,21 @@ def _check_counted(examples, rows: list[dict]) -> None:
 
 # ------------------------------------------------------------------------------------------- load
 
-def load(path: str | Path) -> nn.Module:
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """The model of a run directory or a checkpoint (images in [0, 1] -> logits), in eval mode, with what the
     checkpoint says of it in ``model.facts``: ``dataset``, ``eps`` (the training radius), ``defense``,
     ``estimator`` (the training estimator; None for a model built outside spikeguard), ``model_fn``,
-    ``epoch``, ``val_accuracy``, ``checkpoint`` and ``config``. ``evaluate`` uses dataset and eps by default."""
+    ``epoch``, ``val_accuracy``, ``checkpoint`` and ``config``. ``evaluate`` uses dataset and eps by default.
+
+    ``model``: a fresh instance of the network to load the weights into (for a run trained from a module
+    given as an object, which the checkpoint cannot rebuild); it is returned wrapped so that SpikingJelly /
+    snnTorch state is reset before every forward pass."""
     from spikeguard.checkpoint import load_model
 
-    model, ckpt = load_model(path)
+    if model is None:
+        model, ckpt = load_model(path)
+    else:
+        model, ckpt = _into(model, path)
     cfg = ckpt.get("config", {}) or {}
     external = ckpt.get("arch") is None
     model.facts = {"dataset": ckpt.get("dataset"), "eps": cfg.get("eps"), "defense": cfg.get("defense"),
@@ -217,3 +224,16 @@ def load(path: str | Path) -> nn.Module:
                    "epoch": ckpt.get("epoch"), "val_accuracy": ckpt.get("val_accuracy"), "checkpoint": str(path),
                    "config": cfg}
     return model.eval()
+
+
+def _into(model: nn.Module, path: str | Path) -> tuple[nn.Module, dict]:
+    from spikeguard.checkpoint import describe_mismatch, read_checkpoint
+    from spikeguard.external import wrap_external
+
+    ckpt = read_checkpoint(path)
+    model = wrap_external(model) if ckpt.get("arch") is None else model  # trained wrapped: keys under "model."
+    mismatch = describe_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise UserError(f"model: the weights of checkpoint '{path}' do not fit it ({mismatch})")
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt

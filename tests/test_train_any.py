@@ -64,6 +64,11 @@ def test_sr_training_of_a_library_csnn_records_the_hand_written_penalty(make, sp
     best = read_checkpoint(tmp_path / "run" / "best.pt")
     assert best["arch"] is None and best["model_class"].endswith(make.__name__)
     assert best["config"]["model"] is None and best["config"]["defense"] == "sr"
+    loaded = spikeguard.load(tmp_path / "run", model=make())  # a class given as an object: its weights loaded
+    assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), result.model.parameters()))
+    assert loaded.facts["defense"] == "sr" and loaded.facts["model_fn"] is None
+    with pytest.raises(UserError, match="given as an object"):
+        spikeguard.load(tmp_path / "run")
 
 
 MODULE = """
@@ -109,6 +114,10 @@ def test_model_function_runs_from_the_cli_resume_and_load(tmp_path, monkeypatch)
     small.write_text("name: small\nattacks:\n  - attack: fgsm\n    estimators: [triangle:1]\n")
     result = spikeguard.evaluate(model, suite=str(small), n=4)  # the checkpoint's data set and eps
     assert result.results["dataset"] == "digits" and result.results["eps"] == best["config"]["eps"]
+    assert main(["evaluate", str(run), "--suite", str(small), "--n", "4", "--out", str(tmp_path / "r.json"),
+                 "--no-progress"]) == 0
+    cli = json.loads((tmp_path / "r.json").read_text())
+    assert cli["model_fn"] == f"{name}:make" and cli["ensemble_accuracy"] == result.robust_accuracy
     # a checkpoint whose module cannot be imported: one line naming it
     sys.modules.pop(name, None)
     (tmp_path / f"{name}.py").unlink()
