@@ -165,6 +165,8 @@ def external_model(spec: str | None, model: nn.Module | None = None) -> tuple[nn
     its checkpoints record of it: ``model_fn`` and the sha256 of its module's source when built from
     ``spec`` (``package.module:function``), else the class of the ``model`` given as an object."""
     if model is None:
+        if spec is None:
+            raise UserError("give a model or a model function (package.module:function)")
         model = load_model_fn(spec).train()
         return wrap_external(model), {"model_fn": spec, "model_fn_sha256": source_sha256(spec)}
     cls = type(model)

@@ -54,8 +54,8 @@ def train(model: nn.Module | str, data: Any = "digits", defense: str = "vanilla"
             raise UserError("resume=True continues the run in out: give out")
         return training.resume(out, epochs=epochs, progress=progress, data=splits, model=given,
                                **{k: v for k, v in settings.items() if k in training.RESUME_FIELDS})
-    cfg = _config(model if given is None else None, splits.name if splits is not None else data, defense, lamb,
-                  epochs, settings)
+    named = None if given is not None else str(model)  # a model function or an architecture's name
+    cfg = _config(named, splits.name if splits is not None else data, defense, lamb, epochs, settings)
     out = Path(tempfile.mkdtemp(prefix="spikeguard-run-")) if out is None else Path(out)
     return training.train(cfg, out, progress=progress, data=splits, model=given)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import spikeguard.attacks as attacks
 from conftest import tiny_spec
 from ecosystem_models import JellyCSNN, TorchCSNN, reset
+
+import spikeguard.attacks as attacks
 from spikeguard.attacks.registry import ATTACKS, attack_class_names
 from spikeguard.errors import UserError
 from spikeguard.models import create_model
@@ -87,6 +87,7 @@ def test_every_attack_class_on_every_kind_of_model(kind, batch):
 @pytest.mark.parametrize("library", ["spikeguard", "spikingjelly", "snntorch"])
 def test_pgd_uses_the_estimator_and_restores_everything(library, batch, tiny_model, digits_tensors):
     from ecosystem_models import train
+
     from spikeguard.snn import spiking_layers
 
     x, y = batch

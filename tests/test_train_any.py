@@ -8,15 +8,14 @@ import copy
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ecosystem_models import JellyCSNN, TorchCSNN, reset, train
 from torch.utils.data import Subset
 
 import spikeguard
-from ecosystem_models import JellyCSNN, TorchCSNN, reset, train
 from spikeguard.checkpoint import read_checkpoint
 from spikeguard.cli import main
 from spikeguard.data import load_dataset

@@ -13,7 +13,14 @@ from spikeguard.adapters.library import (
     uses_library,
 )
 from spikeguard.adapters.provenance import library_facts, weights_sha256
-from spikeguard.adapters.rules import LibraryNeuron, SpikeWith, coverage, not_applicable, surrogate_for, under
+from spikeguard.adapters.rules import (
+    LibraryNeuron,
+    SpikeWith,
+    coverage,
+    not_applicable,
+    surrogate_for,
+    under,
+)
 from spikeguard.adapters.snntorch_neurons import snntorch_logits
 from spikeguard.adapters.state import Resetting, preserved_state, stateless
 

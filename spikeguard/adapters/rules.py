@@ -19,7 +19,7 @@ sigma)``), built-in or registered with ``register_estimator``.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -148,7 +148,8 @@ class LibraryNeuron:
 
     def __init__(self, neuron: ExternalNeuron, original: Callable):
         self.neuron, self.original = neuron, original
-        self.tau, self.scale = neuron.dynamics() if neuron.known else (None, 1.0)
+        dynamics: tuple[Any, Any] = neuron.dynamics() if neuron.known else (None, 1.0)
+        self.tau, self.scale = dynamics
         self.threshold = neuron.threshold()
 
     def integrate(self, currents: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None,
@@ -231,7 +232,7 @@ def under(model: nn.Module, member: str) -> Iterator[nn.Module]:
         yield BPDAModel(model, twin=lambda: swapped_forwards(driven, _relu_twin))
         return
     est = parse_estimator(member)
-    est.rule  # a rule that cannot load fails here, before any switch
+    _ = est.rule  # a rule that cannot load fails here, before any switch
     if est.kind == "surrogate":
         with swapped_surrogates(driven, lambda n: surrogate_for(est, n.library)):
             yield model

@@ -24,7 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikeguard.attacks.registry import ATTACKS, AttackCall, attack_class_names, attack_kind
+from spikeguard.attacks.registry import (
+    ATTACKS,
+    AttackCall,
+    attack_class_names,
+    attack_kind,
+)
 from spikeguard.errors import UserError
 
 
@@ -147,7 +152,7 @@ def attack_class(kind: str) -> type:
     """The Attack subclass of registered kind ``kind`` (made once per registry entry)."""
     entry = attack_kind(kind)
     cached = _CLASSES.get(kind)
-    if cached is None or cached._entry is not entry:
+    if cached is None or getattr(cached, "_entry", None) is not entry:
         params = ", ".join(f"{k}={v!r}" for k, v in entry.params.items()) or "none"
         doc = (f"Attack kind '{kind}' of spikeguard's attack registry as an object: "
                f"``{class_name(kind)}(model, eps, **params)(x, y) -> x_adv``. Parameters and defaults: {params}. "
