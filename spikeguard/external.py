@@ -90,25 +90,6 @@ def _from(module: nn.Module, framework: str) -> bool:
     return any(cls.__module__.partition(".")[0] == framework for cls in type(module).__mro__)
 
 
-def _reset_spikingjelly(model: nn.Module) -> None:
-    try:
-        from spikingjelly.activation_based.functional import reset_net
-    except ImportError:  # older releases (clock_driven) or a partial install: the modules' own reset()
-        for module in model.modules():
-            if _from(module, "spikingjelly") and callable(getattr(module, "reset", None)):
-                module.reset()
-        return
-    reset_net(model)
-
-
-def _reset_snntorch(model: nn.Module) -> None:
-    # Per neuron rather than snntorch.utils.reset: in snnTorch 1.0 that function only looks at the
-    # model's direct children, so neurons nested in blocks would keep their state.
-    for module in model.modules():
-        if _from(module, "snntorch") and callable(getattr(module, "reset_mem", None)):
-            module.reset_mem()
-
-
 def _snntorch_neurons_without_reset(model: nn.Module) -> list[str]:
     # snnTorch neurons carry ``init_hidden``; one without reset_mem() comes from a release whose state
     # this adapter cannot clear.
@@ -119,27 +100,21 @@ def _snntorch_neurons_without_reset(model: nn.Module) -> list[str]:
 
 def wrap_external(model: nn.Module) -> nn.Module:
     """Wrap a SpikingJelly or snnTorch model (detected from its modules' classes) in a
-    StatefulSNNAdapter that resets all its neurons before every forward pass; return any other model
-    unchanged (spikeguard's own neurons hold no state between calls)."""
+    StatefulSNNAdapter that resets all its neurons before every forward pass, each library's way
+    (spikeguard.adapters.reset_state); return any other model unchanged (spikeguard's own neurons hold no
+    state between calls)."""
+    from spikeguard.adapters import reset_state
+
     if isinstance(model, StatefulSNNAdapter):
         return model
     modules = list(model.modules())
-    resets = []
-    if any(_from(m, "spikingjelly") and callable(getattr(m, "reset", None)) for m in modules):
-        resets.append(_reset_spikingjelly)
-    if any(_from(m, "snntorch") for m in modules):
+    jelly = any(_from(m, "spikingjelly") and callable(getattr(m, "reset", None)) for m in modules)
+    torch_neurons = any(_from(m, "snntorch") for m in modules)
+    if torch_neurons:
         stuck = _snntorch_neurons_without_reset(model)
         if stuck:
             raise UserError(f"snnTorch neurons {', '.join(stuck)} have no reset_mem(); install snntorch>=0.9")
-        resets.append(_reset_snntorch)
-    if not resets:
-        return model
-
-    def reset_all(net: nn.Module) -> None:
-        for reset in resets:
-            reset(net)
-
-    return StatefulSNNAdapter(model, reset_all)
+    return StatefulSNNAdapter(model, reset_state) if jelly or torch_neurons else model
 
 
 def load_external(spec: str) -> nn.Module:

@@ -16,7 +16,9 @@ class SpikingJelly(LibraryAdapter):
     known = ("ParametricLIFNode", "LIFNode", "IFNode")
 
     def reset(self, module: nn.Module) -> None:
-        if callable(getattr(module, "reset", None)) and hasattr(module, "_memories"):
+        # what functional.reset_net does, for SpikingJelly's modules only (another library's module may
+        # hold a tensor named reset: snnTorch's neurons do)
+        if callable(getattr(module, "reset", None)):
             module.reset()
 
     def multi_step(self, module: nn.Module) -> bool:
