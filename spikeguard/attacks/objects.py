@@ -11,6 +11,10 @@ surrogate, ``bptr``, ``hart``, ``pdsg``, ``ann`` for BPDA; None: the model's own
 caller's train/eval mode, estimator and neuron state as they were. Every example is checked to lie in
 [0, 1] and the eps ball, as in an evaluation.
 
+``eot_draws``: forward passes averaged per gradient and score, for a stochastic model (EoT); ``seed``: the
+attack's random stream (random starts, queries), continued from call to call; ``num_classes``: read off
+the model's output when not given.
+
 Step sizes: ``alpha`` is a fraction of ``eps`` (as suites write it: ``alpha=0.25`` is eps / 4). For an
 absolute step in pixel units (torchattacks' ``alpha=2/255``) pass ``step_size=2/255`` instead.
 """
@@ -39,10 +43,10 @@ class Attack:
     kind: str = ""
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, *, estimator: str | None = None,
-                 norm: str | None = None, step_size: float | None = None, draws: int = 1, seed: int = 0,
+                 norm: str | None = None, step_size: float | None = None, eot_draws: int = 1, seed: int = 0,
                  num_classes: int | None = None, frame_range: int | None = None, **params: Any):
         entry = attack_kind(self.kind)
-        self.model, self.eps, self.estimator, self.draws = model, float(eps), estimator, int(draws)
+        self.model, self.eps, self.estimator, self.draws = model, float(eps), estimator, int(eot_draws)
         self.norm = norm or entry.norms[0]
         if self.norm not in entry.norms:
             raise UserError(f"{type(self).__name__}: norm '{self.norm}' is not one of {', '.join(entry.norms)}")
