@@ -231,3 +231,44 @@ def test_user_registered_rules_drive_library_neurons(which, request, data):
     finally:
         unregister_estimator("box_test")
         unregister_estimator("rate_test")
+
+
+def test_same_rule_same_gradient_on_spikeguard_spikingjelly_and_snntorch_neurons():
+    """One integrate-and-fire layer (threshold 1, reset to 0 with the reset detached) written in each
+    library: every rule, run on each library's own neuron, gives spikeguard's input gradient."""
+    import snntorch
+    from spikingjelly.activation_based import neuron as sj_neuron
+
+    from spikeguard.snn import IFNeuron
+
+    steps, torch_gen = 4, torch.Generator().manual_seed(0)
+    first, readout = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+    with torch.no_grad():
+        first.weight.copy_(torch.randn(8, 6, generator=torch_gen) * 0.8)
+
+    class Net(torch.nn.Module):
+        def __init__(self, spiking, multi_step):
+            super().__init__()
+            self.first, self.spiking, self.readout, self.multi_step = first, spiking, readout, multi_step
+
+        def forward(self, x):
+            if self.multi_step is None:  # spikeguard: time folded into the batch, time-major
+                spikes = self.spiking(self.first(x.repeat(steps, 1))).reshape(steps, len(x), -1)
+            elif self.multi_step:
+                spikes = self.spiking(self.first(x).unsqueeze(0).repeat(steps, 1, 1))
+            else:
+                spikes = torch.stack([self.spiking(self.first(x)) for _ in range(steps)])
+            return self.readout(spikes.mean(0))
+
+    ours = Net(IFNeuron(tau=1.0, threshold=1.0, time_steps=steps, detach_reset=True), None)
+    jelly = Net(sj_neuron.IFNode(v_threshold=1.0, v_reset=0.0, detach_reset=True, step_mode="m"), True)
+    snn = Net(snntorch.Leaky(beta=1.0, threshold=1.0, reset_mechanism="zero", init_hidden=True), False)
+    x, y = torch.randn(16, 6, generator=torch_gen) + 0.5, torch.randint(0, 3, (16,), generator=torch_gen)
+    for member in ("sigmoid:4", "bptr", "hart:0.5", "pdsg", "ann"):
+        grads = []
+        for model in (ours, jelly, snn):
+            with bank.under(model, member) as target:
+                grads.append(input_grad(target, x, y))
+        assert grads[0].abs().sum() > 0, member
+        torch.testing.assert_close(grads[1], grads[0], msg=member)
+        torch.testing.assert_close(grads[2], grads[0], msg=member)

@@ -9,7 +9,10 @@ sigma)``), built-in or registered with ``register_estimator``.
   offers what spikeguard's IFNeuron offers a rule (``integrate``, ``tau``, ``threshold``) by running the
   library's own neuron over a current sequence. A multi-step neuron's call holds the whole sequence. A
   single-step neuron sees one step per call, so a gradient-free first pass records every step's input and,
-  in the second, call t runs the rule on that sequence with step t live and returns step t's spikes.
+  in the second, call t runs the rule on that sequence and returns step t's spikes, the gradient the rule
+  gives any step's current routed to call t's input. When every step's input depends on the model's input
+  alike (an image repeated over time, then layers linear per step; rate rules in any depth), the input
+  gradient equals the multi-step neuron's (tests/test_ecosystem.py: spikeguard, SpikingJelly, snnTorch).
   These rules need the neuron's dynamics (leak, input scale): known for the classes each library adapter
   lists; other classes keep their own backward for them and are listed as not applicable.
 * ``ann`` (BPDA): the model's spiking logits with the gradient of the same model whose known neurons are
@@ -157,13 +160,19 @@ class LibraryNeuron:
         n = self.neuron
         shim = SpikeWith(lambda v: estimator.derivative(v, sigma), n.lib.strict, record=record)
         inputs = currents / self.scale if not isinstance(self.scale, float) or self.scale != 1.0 else currents
+        seen: list[torch.Tensor] = []  # v at each step's firing (snnTorch also calls it for the reset first)
         with preserved_state(n.module), swapped_surrogates([n], lambda _: shim):
             n.lib.reset(n.module)
             if n.multi_step:
                 spikes = _spikes(self.original(inputs))
+                seen = shim.seen[-len(currents):]
             else:
-                spikes = torch.stack([_spikes(self.original(step)) for step in inputs])
-        membranes = torch.stack(shim.seen[-len(currents):]) + self.threshold if record else None
+                steps = []
+                for step in inputs:
+                    steps.append(_spikes(self.original(step)))
+                    seen += shim.seen[-1:]
+                spikes = torch.stack(steps)
+        membranes = torch.stack(seen) + self.threshold if record else None
         return spikes, membranes
 
 
@@ -177,8 +186,9 @@ def _rule_forward(estimator: Estimator, inputs: dict[str, list], calls: dict[str
             if n.multi_step:
                 return with_spikes(out, estimator.fire(proxy, proxy.scale * x))
             t = calls[n.name] = calls.get(n.name, -1) + 1
-            seen = inputs[n.name]
-            sequence = torch.stack([*seen[:t], x, *seen[t + 1:]])
+            # the recorded sequence's values, every step's gradient routed to this call's input (the only
+            # one this call can reach): see the module docstring
+            sequence = torch.stack(inputs[n.name]) + (x - x.detach())
             return with_spikes(out, estimator.fire(proxy, proxy.scale * sequence)[t])
         return forward
     return make
