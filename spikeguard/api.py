@@ -114,6 +114,12 @@ def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int |
         x = x[:n] if n is not None else x
         _check_range(x)
         return list(zip(x.float() if not x.is_floating_point() else x, y.long())), None, "custom"
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):  # a data set or a list of (image, label)
+        count = len(data) if n is None else min(n, len(data))
+        pairs = [(torch.as_tensor(data[i][0]), torch.as_tensor(data[i][1]).long()) for i in range(count)]
+        if pairs:
+            _check_range(torch.stack([p[0] for p in pairs]))
+        return pairs, None, "custom"
     if hasattr(data, "__iter__"):
         pairs = []
         for batch in data:
@@ -126,7 +132,8 @@ def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int |
         if pairs:
             _check_range(torch.stack([p[0] for p in pairs]))
         return pairs, None, "custom"
-    raise UserError("data must be a tensor or NumPy pair (images, labels), a DataLoader or a data set's name")
+    raise UserError("data must be a tensor or NumPy pair (images, labels), a DataLoader, a data set of (image, "
+                    "label) or a data set's name")
 
 
 def _is_array(value: Any) -> bool:

@@ -144,6 +144,8 @@ def test_numpy_input_loaders_read_up_to_n_and_mode_restored(digits_tensors):
 
     b = spikeguard.evaluate(model, OneBatchOnly(), suite=SMALL_PATH(), eps=0.1, n=6)
     assert [r["robust"] for r in a.per_sample] == [r["robust"] for r in b.per_sample]
+    c = spikeguard.evaluate(model, torch.utils.data.TensorDataset(x[:6], y[:6]), suite=SMALL_PATH(), eps=0.1)
+    assert [r["robust"] for r in a.per_sample] == [r["robust"] for r in c.per_sample]
 
 
 def test_bad_inputs_end_in_one_line_naming_the_argument(digits_tensors):
