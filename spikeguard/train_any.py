@@ -24,7 +24,7 @@ from torch import nn
 from spikeguard.errors import UserError
 
 
-def train(model: nn.Module | str, data: Any = "digits", defense: str = "vanilla", *, lamb: float | None = None,
+def train(model: nn.Module | str, data: Any = "digits", defense: str | None = None, *, lamb: float | None = None,
           epochs: int | None = None, out: str | Path | None = None, resume: bool = False, progress: bool | None = None,
           **settings: Any):
     """Train ``model`` on ``data`` with ``defense``; returns a ``TrainResult`` (run_dir, model with the
@@ -33,10 +33,11 @@ def train(model: nn.Module | str, data: Any = "digits", defense: str = "vanilla"
     * ``model``: an ``nn.Module`` mapping images in [0, 1] to logits (trained in place), a
       ``"package.module:function"`` building one, or a registered architecture's name (``"digits_cnn"``).
     * ``data``: a data set's name (``"digits"``, ``"cifar10"``, ...) or a ``spikeguard.data.DataSplits``.
-    * ``defense``: any registered defense (``vanilla``, ``sr``, ``sr_star``, ``at``, ``rat``, ``gr``, ...);
-      ``lamb`` its penalty weight (on digits the validated one by default).
+    * ``defense``: any registered defense (``vanilla``, the default, ``sr``, ``sr_star``, ``at``, ``rat``,
+      ``gr``, ...); ``lamb`` its penalty weight (on digits the validated one by default).
     * ``out``: the new run directory (None: a fresh temporary one); ``resume=True`` continues the run in
-      ``out`` from its newest checkpoint (``epochs`` may raise the total).
+      ``out`` from its newest checkpoint with its own settings (``epochs`` may raise the total; a setting
+      given that differs from the run's is refused).
     * ``settings``: any other training field (``eps``, ``h``, ``steps``, ``batch_size``, ``lr``, ``seed``,
       ``device``, ``checkpoint_every``, ...), as ``spikeguard train`` flags name them, with underscores.
     * ``progress``: a line per epoch on stderr (None: when stderr is a terminal).
@@ -52,10 +53,12 @@ def train(model: nn.Module | str, data: Any = "digits", defense: str = "vanilla"
     if resume:
         if out is None:
             raise UserError("resume=True continues the run in out: give out")
+        dataset = data if isinstance(data, str) else splits.name
+        _same_as_run(Path(out), {"dataset": dataset, "defense": defense, "lamb": lamb, **settings})
         return training.resume(out, epochs=epochs, progress=progress, data=splits, model=given,
                                **{k: v for k, v in settings.items() if k in training.RESUME_FIELDS})
     named = None if given is not None else str(model)  # a model function or an architecture's name
-    cfg = _config(named, splits.name if splits is not None else data, defense, lamb, epochs, settings)
+    cfg = _config(named, splits.name if splits is not None else data, defense or "vanilla", lamb, epochs, settings)
     out = Path(tempfile.mkdtemp(prefix="spikeguard-run-")) if out is None else Path(out)
     return training.train(cfg, out, progress=progress, data=splits, model=given)
 
@@ -74,6 +77,20 @@ def _config(model: str | None, dataset: str, defense: str, lamb: float | None, e
     if lamb is not None:
         values["lamb"] = lamb
     return config_from_dict(values).resolved()
+
+
+def _same_as_run(out: Path, given: dict[str, Any]) -> None:
+    """A resumed run keeps its settings: one given that differs from its config.yaml is refused."""
+    from spikeguard.config import config_from_dict
+    from spikeguard.rundir import existing_run_dir, read_config
+    from spikeguard.training import RESUME_FIELDS
+
+    run = config_from_dict(read_config(existing_run_dir(out)))
+    given = {k: v for k, v in given.items() if v is not None and k not in RESUME_FIELDS}
+    changed = {k for k, v in config_from_dict(given, base=run).to_dict().items() if getattr(run, k) != v}
+    if changed:
+        raise UserError(f"resume=True continues the run in '{out}' with its own settings; "
+                        f"{', '.join(sorted(changed))} cannot change (allowed: {', '.join(RESUME_FIELDS)})")
 
 
 def _splits(data: Any):

@@ -100,7 +100,10 @@ def test_model_function_runs_from_the_cli_resume_and_load(tmp_path, monkeypatch)
     best = read_checkpoint(run / "best.pt")
     assert best["model_fn"] == f"{name}:make" and len(best["model_fn_sha256"]) == 64
     assert best["config"]["model_fn"] == f"{name}:make" and best["config"]["model"] is None
-    result = spikeguard.train(f"{name}:make", "digits", resume=True, epochs=2, out=run, progress=False)
+    with pytest.raises(UserError, match="lamb cannot change"):
+        spikeguard.train(f"{name}:make", "digits", "sr", lamb=0.5, resume=True, epochs=2, out=run)
+    result = spikeguard.train(f"{name}:make", "digits", "sr", lamb=0.1, resume=True, epochs=2, out=run,
+                              progress=False)
     assert result.best_epoch in (1, 2)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     model = spikeguard.load(run)
