@@ -1,16 +1,22 @@
 """The Python API in the conventions users know from RobustBench and AutoAttack:
 
     result = spikeguard.evaluate(model, (x, y), suite="quick", eps=8/255, n=1000)
-    model = spikeguard.load("runs/c10_sr")
+    model = spikeguard.load("runs/c10_sr")          # model.facts: eps, dataset, defense, estimator, ...
+    result = spikeguard.evaluate(model)               # the checkpoint's data set and eps
 
 ``evaluate`` takes any ``nn.Module`` mapping images in [0, 1] to logits (spikeguard, SpikingJelly or
-snnTorch; library neuron state is reset before every forward pass) and data as a tensor pair, a DataLoader
-or a data set's name; it runs exactly what ``spikeguard evaluate`` runs (``run_evaluation``).
+snnTorch; library neuron state is reset before every forward pass) and data as a tensor or NumPy pair, a
+DataLoader or a data set's name; it runs exactly what ``spikeguard evaluate`` runs (``run_evaluation``).
+The caller's model comes back on its device, in its train/eval mode and with its neuron state as found.
+
+The file reads: the Result, evaluate (its door: the checks of the caller's arguments, each one line naming
+the argument; then the run), load.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,13 @@ class Result:
 
     clean_accuracy: float
     robust_accuracy: float                      # per-sample worst case over every (attack, estimator) pair
-    accuracies: dict[str, float]                # per attack
+    accuracies: dict[str, float]                # per attack (its label), each the worst case over its estimators
     flags: list                                 # the sanity flags raised (empty: none)
     per_sample: list[dict]                      # one row per sample: clean_correct, robust, broken_by, ...
     results: dict                               # results.json's content
-    adversarial: torch.Tensor | None = field(default=None, repr=False)
+    adversarial: torch.Tensor | None = field(default=None, repr=False)  # return_adversarial: the scored ones
+    # The headline (results["headline"]: the number to quote and whether it is a bound) gets its typed
+    # accessors (headline, is_bound) from the results schema; they belong here.
 
     def save(self, path: str | Path) -> Path:
         """results.json at ``path`` and the per-sample CSV beside it; returns the CSV's path."""
@@ -46,117 +54,197 @@ class Result:
                 f"n={len(self.per_sample)}, flags={len(self.flags)})")
 
 
-def _as_pairs(data, data_dir, download) -> tuple[Any, int | None, str]:
-    """(a sequence of (image, label), the number of classes when known, the data set's name)."""
+# ------------------------------------------------------------------------------------------- evaluate
+
+def evaluate(model: nn.Module, data: Any = None, suite: str = "quick", eps: float | str | None = None,
+             n: int | None = None, return_adversarial: bool = False, *, num_classes: int | None = None,
+             batch_size: int = 256, seed: int = 0, device: str = "auto", threat_model: str | None = None,
+             eot_draws: int | None = None, source: Any = None, data_dir: str | None = None, download: bool = False,
+             progress: bool | None = None) -> Result:
+    """Attack ``model`` on ``data`` with ``suite`` at radius ``eps``; the first ``n`` samples (all: None).
+
+    ``data`` and ``eps`` default to a loaded checkpoint's (``model.facts``, see ``load``). ``threat_model``,
+    ``eot_draws`` and ``source`` (a transfer source: checkpoint, ``package.module:function`` or module) are
+    ``spikeguard evaluate``'s options. ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda:N``.
+    ``progress``: news on stderr (None: when stderr is a terminal). ``return_adversarial``: ``Result.adversarial``
+    holds, per sample, the example the evaluation counted (the lowest-scored input any attack reached;
+    the clean input where none lowered it)."""
+    try:
+        facts = getattr(model, "facts", None) or {}
+        if data is None and "dataset" not in facts:
+            raise UserError("give data: a tensor or NumPy pair (images, labels), a DataLoader or a data set's name")
+        eps = facts.get("eps") if eps is None else eps
+        pairs, known_classes, name = _as_pairs(facts if data is None else data, n, data_dir, download)
+        return _evaluate(model, pairs, num_classes or known_classes, name, return_adversarial,
+                         dict(suite=suite, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
+                              threat_model=threat_model, eot_draws=eot_draws, source=source,
+                              progress=sys.stderr.isatty() if progress is None else progress))
+    except UserError as error:  # the messages shared with the command line name its flags: name arguments
+        raise UserError(_python_words(str(error))) from None
+
+
+_SWITCHES = ("download",)  # flags that switch something on: download=True
+
+
+def _python_words(message: str) -> str:
+    """``--data-dir`` -> ``data_dir``, ``--download`` -> ``download=True``: the evaluation's messages (shared
+    with the command line) in the words of this function's arguments."""
+    def word(match: re.Match) -> str:
+        name = match.group(1).replace("-", "_")
+        return f"{name}=True" if name in _SWITCHES else name
+
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", word, message)
+
+
+def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int | None, str]:
+    """(a sequence of (image, label), the number of classes when known, the data set's name); a DataLoader
+    or other iterable is read only as far as ``n`` samples."""
+    if isinstance(data, dict):  # a loaded checkpoint's facts: its own split of its data set
+        from spikeguard.rundir import load_splits
+
+        splits = load_splits({"dataset": data["dataset"], "config": data.get("config", {})}, data_dir, download)
+        return splits.test, splits.num_classes, data["dataset"]
     if isinstance(data, str):
         from spikeguard.data import load_dataset
 
         splits = load_dataset(data, data_dir, download, augment=False)
         return splits.test, splits.num_classes, data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(t) for t in data):
+        x, y = (torch.as_tensor(t) for t in data)
         if len(x) != len(y):
-            raise UserError(f"images and labels differ in length ({len(x)} vs {len(y)})")
-        return list(zip(x, y.long())), None, "custom"
-    if isinstance(data, torch.utils.data.DataLoader) or hasattr(data, "__iter__"):
-        pairs = [(xi, yi) for xb, yb in data for xi, yi in zip(xb, yb)]
+            raise UserError(f"data: images and labels differ in length ({len(x)} vs {len(y)})")
+        x = x[:n] if n is not None else x
+        _check_range(x)
+        return list(zip(x.float() if not x.is_floating_point() else x, y.long())), None, "custom"
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):  # a data set or a list of (image, label)
+        count = len(data) if n is None else min(n, len(data))
+        pairs = [(torch.as_tensor(data[i][0]), torch.as_tensor(data[i][1]).long()) for i in range(count)]
+        if pairs:
+            _check_range(torch.stack([p[0] for p in pairs]))
         return pairs, None, "custom"
-    raise UserError("data must be a tensor pair (images, labels), a DataLoader or a data set's name")
+    if hasattr(data, "__iter__"):
+        pairs = []
+        for batch in data:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise UserError("data: a DataLoader must yield (images, labels) batches")
+            pairs += list(zip(torch.as_tensor(batch[0]), torch.as_tensor(batch[1]).long()))
+            if n is not None and len(pairs) >= n:
+                break
+        pairs = pairs[:n] if n is not None else pairs
+        if pairs:
+            _check_range(torch.stack([p[0] for p in pairs]))
+        return pairs, None, "custom"
+    raise UserError("data must be a tensor or NumPy pair (images, labels), a DataLoader, a data set of (image, "
+                    "label) or a data set's name")
 
 
-def evaluate(model: nn.Module, data, suite: str = "quick", eps: float | str | None = None, n: int | None = None,
-             return_adversarial: bool = False, *, num_classes: int | None = None, batch_size: int = 256,
-             seed: int = 0, device: str = "cpu", data_dir: str | None = None, download: bool = False,
-             progress: bool = False) -> Result:
-    """Attack ``model`` on ``data`` with ``suite`` at radius ``eps``; the first ``n`` samples (all: None).
-    ``return_adversarial``: also one example per sample (see ``worst_examples``)."""
-    pairs, known_classes, name = _as_pairs(data, data_dir, download)
-    if not pairs:
-        raise UserError("the data hold no samples")
+def _is_array(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or type(value).__module__ == "numpy" and hasattr(value, "shape")
+
+
+def _check_range(x: torch.Tensor) -> None:
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        raise UserError(f"data: images must lie in [0, 1] (found values in [{low:.4g}, {high:.4g}]); pass them "
+                        "before normalisation, which belongs inside the model")
+
+
+def _evaluate(model: nn.Module, pairs: list, num_classes: int | None, name: str, return_adversarial: bool,
+              settings: dict) -> Result:
     from spikeguard.adapters import preserved_state
 
+    if not pairs:
+        raise UserError("data: no samples")
     modes = [(m, m.training) for m in model.modules()]
+    home = next((t.device for t in (*model.parameters(), *model.buffers())), None)
     try:
         with preserved_state(model):  # SpikingJelly / snnTorch state: reset before every pass, as found after
-            return _evaluate(model, pairs, known_classes, name, suite, eps, n, return_adversarial, num_classes,
-                             batch_size, seed, device, progress)
+            return _run(model, pairs, num_classes, name, return_adversarial, settings)
     finally:
         for module, training in modes:  # train/eval mode as found
             module.training = training
+        if home is not None:
+            model.to(home)  # the device as found
 
 
-def _evaluate(model, pairs, known_classes, name, suite, eps, n, return_adversarial, num_classes, batch_size, seed,
-              device, progress) -> Result:
+def _run(model, pairs, num_classes, name, return_adversarial, settings) -> Result:
     from spikeguard.evaluation import EvalConfig, Target, run_evaluation
+    from spikeguard.evaluation.examples import ScoredExamples
     from spikeguard.external import wrap_external
+    from spikeguard.runtime import pick_device
 
-    model = wrap_external(model).eval()
-    if num_classes is None:
-        num_classes = known_classes
-    if num_classes is None:
-        with torch.no_grad():
-            num_classes = int(model(pairs[0][0][None].to(device)).shape[1])
-    config = EvalConfig(suite=suite, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
-                        progress=progress)
-    evaluation = run_evaluation(config, dataclasses.replace(Target.of(model, pairs, num_classes), dataset=name))
+    device = pick_device(settings["device"])
+    target = wrap_external(model).eval().to(device)
+    probe = _probe(target, pairs[0][0], device)  # after the move: the classes the model gives where it runs
+    num_classes = num_classes or int(probe.shape[1])
+    config = EvalConfig(**{**settings, "device": str(device)})
+    examples = ScoredExamples() if return_adversarial else None
+    evaluation = run_evaluation(config, Target.of(target, pairs, num_classes, dataset=name), examples=examples)
     record = evaluation.record
     adversarial = None
-    if return_adversarial:
-        count = len(evaluation.samples)
-        x = torch.stack([pairs[i][0] for i in range(count)]).to(device)
-        y = torch.as_tensor([int(pairs[i][1]) for i in range(count)], device=device)
-        adversarial = worst_examples(model, x, y, float(record.eps), suite, num_classes, seed)
+    if examples is not None:
+        adversarial = examples.stacked([sample.index for sample in evaluation.samples])
+        _check_counted(examples, evaluation.samples)
     accuracies = {a.name: a.accuracy for a in record.attacks}
     return Result(record.clean_accuracy, record.ensemble_accuracy, accuracies, [f.to_json() for f in record.flags],
                   evaluation.rows, evaluation.results, adversarial)
 
 
-def load(path: str | Path) -> nn.Module:
-    """The model of a run directory or a checkpoint (images in [0, 1] -> logits), in eval mode."""
+@torch.no_grad()
+def _probe(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The model's output for one input, which must be logits [1, classes]."""
+    out = model(x[None].to(device))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"model: for one input of shape {tuple(x[None].shape)} it returned {shape}; expected "
+                        "logits of shape (1, classes), i.e. [N, classes] for N inputs (for an output per time "
+                        "step [T, N, classes], return its mean or sum over time)")
+    return out
+
+
+def _check_counted(examples, samples: list[SampleOutcome]) -> None:
+    """Each kept example's score is its sample's worst case: anything else is a bug in the bookkeeping."""
+    for sample in samples:
+        kept = examples.score[sample.index]
+        if sample.clean_correct > 0 and abs(kept - sample.worst_case) > 1e-6:
+            raise RuntimeError(f"the kept example of sample {sample.index} scores {kept}, its worst case is "
+                               f"{sample.worst_case}: a bug in spikeguard")
+
+
+# ------------------------------------------------------------------------------------------- load
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The model of a run directory or a checkpoint (images in [0, 1] -> logits), in eval mode, with what the
+    checkpoint says of it in ``model.facts``: ``dataset``, ``eps`` (the training radius), ``defense``,
+    ``estimator`` (the training estimator; None for a model built outside spikeguard), ``model_fn``,
+    ``epoch``, ``val_accuracy``, ``checkpoint`` and ``config``. ``evaluate`` uses dataset and eps by default.
+
+    ``model``: a fresh instance of the network to load the weights into (for a run trained from a module
+    given as an object, which the checkpoint cannot rebuild); it is returned wrapped so that SpikingJelly /
+    snnTorch state is reset before every forward pass."""
     from spikeguard.checkpoint import load_model
 
-    model, _ = load_model(path)
+    if model is None:
+        model, ckpt = load_model(path)
+    else:
+        model, ckpt = _into(model, path)
+    cfg = ckpt.get("config", {}) or {}
+    external = ckpt.get("arch") is None
+    model.facts = {"dataset": ckpt.get("dataset"), "eps": cfg.get("eps"), "defense": cfg.get("defense"),
+                   "estimator": None if external else cfg.get("train_estimator"), "model_fn": ckpt.get("model_fn"),
+                   "epoch": ckpt.get("epoch"), "val_accuracy": ckpt.get("val_accuracy"), "checkpoint": str(path),
+                   "config": cfg}
     return model.eval()
 
 
-def worst_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, suite, num_classes: int,
-                   seed: int = 0) -> torch.Tensor:
-    """Per sample, the first example that broke it in the suite's cascade order (attacks in order, each
-    attack's estimators in order), else the lowest-margin example found (margin: the true-class
-    probability against the strongest rival). A replay of the suite's l-inf attacks with its own random
-    stream, so it finds what the evaluation found up to the randomness of random starts and queries."""
-    import contextlib
+def _into(model: nn.Module, path: str | Path) -> tuple[nn.Module, dict]:
+    from spikeguard.checkpoint import describe_mismatch, read_checkpoint
+    from spikeguard.external import wrap_external
 
-    from spikeguard.defenses import true_class_probability
-    from spikeguard.evaluation import bank
-    from spikeguard.evaluation.runner import Plan, SuiteRunner, craft, within_budget
-    from spikeguard.evaluation.suites import Suite, load_suite
-    from spikeguard.runtime import eval_mode
-
-    suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    runner = SuiteRunner(Plan(model, (), suite, eps, num_classes), 1)
-    generator = torch.Generator().manual_seed(seed)
-    with eval_mode(model), torch.no_grad():
-        logits = model(x)
-    best, margin = x.clone(), true_class_probability(logits, y)
-    broken = logits.argmax(1) != y
-    for spec in suite.attacks:
-        if spec.norm != "linf":
-            continue
-        radius = eps if spec.eps is None else spec.eps
-        for member in (runner.members(spec) or ("",)) if not spec.random else ("",):
-            idx = (~broken).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return best
-            context = bank.under(model, member, runner.twins) if member else contextlib.nullcontext(model)
-            with eval_mode(model), context as target:
-                x_adv = craft(spec, target, x[idx], y[idx], radius, 1, generator, num_classes)
-            x_adv = within_budget(x_adv, x[idx], radius, "linf")
-            with eval_mode(model), torch.no_grad():
-                out = model(x_adv)
-            wrong, f = out.argmax(1) != y[idx], true_class_probability(out, y[idx])
-            lower = wrong | (f < margin[idx])
-            best[idx[lower]] = x_adv[lower]
-            margin[idx[lower]] = torch.minimum(margin[idx[lower]], f[lower])
-            broken[idx[wrong]] = True
-    return best
+    ckpt = read_checkpoint(path)
+    model = wrap_external(model) if ckpt.get("arch") is None else model  # trained wrapped: keys under "model."
+    mismatch = describe_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise UserError(f"model: the weights of checkpoint '{path}' do not fit it ({mismatch})")
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt

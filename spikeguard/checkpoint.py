@@ -205,6 +205,8 @@ def load_model(path: str | Path, expect_model: str | None = None,
     architecture and data set. The checksum is verified last, before the weights are loaded, so a file
     of the wrong model is named as such even when it was also edited."""
     ckpt = read_checkpoint(path, verify=False)
+    if ckpt.get("arch") is None and ("model_fn" in ckpt or "model_class" in ckpt):  # trained by spikeguard.train
+        return _load_external(path, ckpt, expect_dataset)
     try:
         spec = ModelSpec.from_dict(ckpt["arch"])
     except UserError:
@@ -223,6 +225,21 @@ def load_model(path: str | Path, expect_model: str | None = None,
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
+
+
+def _load_external(path: str | Path, ckpt: dict[str, Any], expect_dataset: str | None) -> tuple[Any, dict[str, Any]]:
+    """A checkpoint of a model built outside spikeguard: rebuilt from its model function (spikeguard.external)."""
+    from spikeguard.external import rebuild
+
+    if expect_dataset is not None and ckpt["dataset"] != expect_dataset:
+        raise UserError(f"checkpoint '{path}' was trained on '{ckpt['dataset']}', not '{expect_dataset}'")
+    model = rebuild(ckpt, str(path))
+    mismatch = describe_mismatch(model.state_dict(), ckpt["model"])
+    if mismatch:
+        raise UserError(f"checkpoint '{path}' weights do not fit what '{ckpt['model_fn']}' builds now ({mismatch})")
+    verify_checksum(path, ckpt)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
 
 
 def describe_mismatch(expected: dict[str, torch.Tensor], found: Any) -> str:

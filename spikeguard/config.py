@@ -28,6 +28,8 @@ SPIKING_ONLY = ("train_estimator", "tau")  # settings of spiking neurons: none a
 # schedule, see spikeguard.training.resume).
 RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
                  "checkpoint_every", "keep_checkpoints", "channels_last", "compile")
+# settings of a model spikeguard builds: none applies to one a model function builds (model_fn)
+BUILT_MODEL_ONLY = ("model", "time_steps", "tau", "train_estimator", "network", "encoder")
 H_MIN = 1e-3
 LAMB_MAX = 100.0
 # Inclusive ranges beyond the type and sign checks: values outside them are typing slips or make garbage (why).
@@ -55,6 +57,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
 class TrainConfig:
     dataset: str = "digits"
     model: str | None = None          # None: the data set's default model
+    model_fn: str | None = None       # "package.module:function" building any nn.Module instead (model unused)
     defense: str = "vanilla"
     lamb: float | None = None         # weight of the SR or GR penalty; None: validated_lamb's, else 0
     h: float = 0.01                   # SR finite-difference step
@@ -98,7 +101,7 @@ class TrainConfig:
         for f in fields(cfg):  # types first: a TrainConfig built in Python gets the same checks as YAML
             setattr(cfg, f.name, coerce_field(f.name, getattr(cfg, f.name), str(f.type)))
         data = DATASET_REGISTRY.get(cfg.dataset)
-        if cfg.model is None:
+        if cfg.model is None and cfg.model_fn is None:
             cfg.model = data.default_model
         if cfg.eps is None:
             cfg.eps = data.default_eps
@@ -149,6 +152,13 @@ class TrainConfig:
                 raise UserError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
         if not self.momentum < 1:
             raise UserError(f"momentum must be below 1, got {self.momentum}")
+        if self.model_fn is not None:
+            module, colon, function = self.model_fn.partition(":")
+            if not (module and colon and function):
+                raise UserError(f"model_fn '{self.model_fn}' must look like package.module:function")
+            if self.model is not None:
+                raise UserError("give model (a registered architecture) or model_fn (a function building any "
+                                "nn.Module), not both")
         defense = DEFENSES.get(self.defense)
         if defense.needs_lamb and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight); none has been "
@@ -213,6 +223,8 @@ class TrainConfig:
         defenses that read it, a data-loading option only for the data sets whose loader takes it (the
         registries' facts), a spiking neuron's setting only for network 'snn' (and T for an ANN on event
         frames only)."""
+        if self.model_fn is not None and name in BUILT_MODEL_ONLY:  # the user's function builds the model
+            return False
         if name in DEFENSE_SETTINGS:
             used = DEFENSES.facts(self.defense).get("settings")
             return used is None or name in used

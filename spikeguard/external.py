@@ -90,25 +90,6 @@ def _from(module: nn.Module, framework: str) -> bool:
     return any(cls.__module__.partition(".")[0] == framework for cls in type(module).__mro__)
 
 
-def _reset_spikingjelly(model: nn.Module) -> None:
-    try:
-        from spikingjelly.activation_based.functional import reset_net
-    except ImportError:  # older releases (clock_driven) or a partial install: the modules' own reset()
-        for module in model.modules():
-            if _from(module, "spikingjelly") and callable(getattr(module, "reset", None)):
-                module.reset()
-        return
-    reset_net(model)
-
-
-def _reset_snntorch(model: nn.Module) -> None:
-    # Per neuron rather than snntorch.utils.reset: in snnTorch 1.0 that function only looks at the
-    # model's direct children, so neurons nested in blocks would keep their state.
-    for module in model.modules():
-        if _from(module, "snntorch") and callable(getattr(module, "reset_mem", None)):
-            module.reset_mem()
-
-
 def _snntorch_neurons_without_reset(model: nn.Module) -> list[str]:
     # snnTorch neurons carry ``init_hidden``; one without reset_mem() comes from a release whose state
     # this adapter cannot clear.
@@ -119,29 +100,71 @@ def _snntorch_neurons_without_reset(model: nn.Module) -> list[str]:
 
 def wrap_external(model: nn.Module) -> nn.Module:
     """Wrap a SpikingJelly or snnTorch model (detected from its modules' classes) in a
-    StatefulSNNAdapter that resets all its neurons before every forward pass; return any other model
-    unchanged (spikeguard's own neurons hold no state between calls)."""
+    StatefulSNNAdapter that resets all its neurons before every forward pass, each library's way
+    (spikeguard.adapters.reset_state); return any other model unchanged (spikeguard's own neurons hold no
+    state between calls)."""
+    from spikeguard.adapters import reset_state
+
     if isinstance(model, StatefulSNNAdapter):
         return model
     modules = list(model.modules())
-    resets = []
-    if any(_from(m, "spikingjelly") and callable(getattr(m, "reset", None)) for m in modules):
-        resets.append(_reset_spikingjelly)
-    if any(_from(m, "snntorch") for m in modules):
+    jelly = any(_from(m, "spikingjelly") and callable(getattr(m, "reset", None)) for m in modules)
+    torch_neurons = any(_from(m, "snntorch") for m in modules)
+    if torch_neurons:
         stuck = _snntorch_neurons_without_reset(model)
         if stuck:
             raise UserError(f"snnTorch neurons {', '.join(stuck)} have no reset_mem(); install snntorch>=0.9")
-        resets.append(_reset_snntorch)
-    if not resets:
-        return model
-
-    def reset_all(net: nn.Module) -> None:
-        for reset in resets:
-            reset(net)
-
-    return StatefulSNNAdapter(model, reset_all)
+    return StatefulSNNAdapter(model, reset_state) if jelly or torch_neurons else model
 
 
 def load_external(spec: str) -> nn.Module:
     """``load_model_fn`` then ``wrap_external``: an external model ready to attack."""
     return wrap_external(load_model_fn(spec))
+
+
+def source_sha256(spec: str) -> str | None:
+    """sha256 of the source file of ``package.module:function``'s module (None when it has no file):
+    which code built a trained model, recorded beside its weights."""
+    import hashlib
+
+    module = sys.modules.get(str(spec).partition(":")[0])
+    path = getattr(module, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def external_model(spec: str | None, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """A model built outside spikeguard, ready to train (library neurons reset before every pass), and what
+    its checkpoints record of it: ``model_fn`` and the sha256 of its module's source when built from
+    ``spec`` (``package.module:function``), else the class of the ``model`` given as an object."""
+    if model is None:
+        if spec is None:
+            raise UserError("give a model or a model function (package.module:function)")
+        model = load_model_fn(spec).train()
+        return wrap_external(model), {"model_fn": spec, "model_fn_sha256": source_sha256(spec)}
+    cls = type(model)
+    return wrap_external(model), {"model_fn": spec, "model_class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+def rebuild(ckpt: dict, where: str) -> nn.Module:
+    """The (untrained) model a checkpoint of an external model records, from its model function; one line
+    naming the module when it cannot be imported, and a warning when its source changed since training."""
+    spec = ckpt.get("model_fn")
+    if not spec:
+        raise UserError(f"checkpoint '{where}' holds a {ckpt.get('model_class', 'model')} given as an object, "
+                        "not a model function: build it yourself and load_state_dict(checkpoint['model'])")
+    try:
+        model = load_model_fn(spec)
+    except UserError as error:
+        module = spec.partition(":")[0]
+        raise UserError(f"checkpoint '{where}' was trained from model function '{spec}': {error} (put module "
+                        f"'{module}' on the Python path, e.g. run from its directory)") from None
+    recorded, now = ckpt.get("model_fn_sha256"), source_sha256(spec)
+    if recorded and now and recorded != now:
+        import logging
+
+        logging.getLogger(__name__).warning("the source of module '%s' changed since checkpoint '%s' was trained",
+                                            spec.partition(":")[0], where)
+    return wrap_external(model)

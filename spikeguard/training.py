@@ -12,6 +12,7 @@ NaN or inf does (nan_policy) in spikeguard.training_faults; the files of a run d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -50,6 +51,7 @@ from spikeguard.distributed import (
     wrap_objective,
 )
 from spikeguard.errors import UserError
+from spikeguard.external import external_model
 from spikeguard.locks import claim
 from spikeguard.models import ModelSpec, SpikingNet, create_model
 from spikeguard.progress import Reporter, times
@@ -91,11 +93,12 @@ class TrainResult:
 # ---- entry points: a new run, or a resumed one
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSplits | None = None,
-          take_over_lock: bool = False) -> TrainResult:
-    """Train one model as ``cfg`` says into the new run directory ``out``. Python's, NumPy's and torch's
+          take_over_lock: bool = False, model: torch.nn.Module | None = None) -> TrainResult:
+    """Train one model as ``cfg`` says into the new run directory ``out`` (``model``: a module built outside
+    spikeguard, trained in place; else ``cfg.model_fn``'s or the registry's). Python's, NumPy's and torch's
     global random states are seeded with ``cfg.seed`` inside a fork, so the caller's are unchanged.
     ``out`` is claimed for this run (spikeguard.locks); ``take_over_lock``: also from a run on another host."""
-    cfg = cfg.resolved()
+    cfg = settled(cfg, model)
     _, device = init_distributed(cfg.device)  # under torchrun: join the group; rank 0 alone writes files
     run_dir = Path(out)
     on_main(prepare_run_dir, out)
@@ -103,30 +106,30 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: DataSp
         if data is None:
             data = load_data(cfg)
         with seeded_rngs(cfg.seed, device):
-            state = build_run(cfg, run_dir, device, data)
+            state = build_run(cfg, run_dir, device, data, model)
             decorrelate_ranks(state.defense, cfg.seed)
             on_main(start_run_dir, run_dir, cfg)
             return fit(state, progress)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
-           take_over_lock: bool = False, **changes: Any) -> TrainResult:
+           take_over_lock: bool = False, model: torch.nn.Module | None = None, **changes: Any) -> TrainResult:
     """``_resume`` holding the run directory's lock (spikeguard.locks), taken over from a killed run on this
     host, or with ``take_over_lock`` from one on another host; taken before any file there is touched."""
     run_dir = existing_run_dir(run_dir)
     with claim(run_dir, directory=True, take_over=True, other_host=take_over_lock):
-        return _resume(run_dir, epochs, progress, data, **changes)
+        return _resume(run_dir, epochs, progress, data, model, **changes)
 
 
 def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = True, data: DataSplits | None = None,
-            **changes: Any) -> TrainResult:
+            model: torch.nn.Module | None = None, **changes: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its newest valid training checkpoint, up to ``epochs`` epochs
     (default: its config's). ``changes`` may set the RESUME_FIELDS, e.g. device="cpu" or nan_policy="skip".
 
     A different ``epochs`` stretches the cosine schedule: from the resumed epoch on, the learning rate is the
     one an ``epochs``-epoch schedule has there (so only the same ``epochs`` repeats an uninterrupted run)."""
     run_dir = existing_run_dir(run_dir)
-    cfg = config_from_dict(load_config_file(run_dir / CONFIG)).resolved()
+    cfg = settled(config_from_dict(load_config_file(run_dir / CONFIG)), model)
     path, ckpt = latest_resumable(run_dir)
     # Under torchrun every rank gets here before any can pass init_distributed below, so none is writing yet.
     remove_stale_temporaries(run_dir)  # half-written files of the killed process
@@ -145,12 +148,12 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
         if epochs < ckpt["epoch"]:
             raise UserError(f"--epochs {epochs} is fewer than the {ckpt['epoch']} epochs '{run_dir}' has finished")
         changes["epochs"] = epochs
-    cfg = config_from_dict(changes, base=cfg).resolved()
+    cfg = settled(config_from_dict(changes, base=cfg), model)
     _, device = init_distributed(cfg.device)
     if data is None:
         data = load_data(cfg)
     with seeded_rngs(cfg.seed, device):
-        state = build_run(cfg, run_dir, device, data)
+        state = build_run(cfg, run_dir, device, data, model)
         restore(state, ckpt)
         if cfg.epochs != saved.get("epochs"):
             stretch_schedule(state)
@@ -160,6 +163,11 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
         on_main(keep_metrics_up_to, run_dir, state.epoch)
         log.info("resuming %s from %s: epoch %d, step %d", run_dir, path.name, state.epoch, state.step)
         return fit(state, progress)
+
+
+def settled(cfg: TrainConfig, model: torch.nn.Module | None) -> TrainConfig:
+    """``cfg.resolved()``; for a module given as an object no registry architecture is named."""
+    return dataclasses.replace(cfg.resolved(), model=None) if model is not None else cfg.resolved()
 
 
 def load_data(cfg: TrainConfig) -> DataSplits:
@@ -195,10 +203,13 @@ def model_spec(cfg: TrainConfig, data: DataSplits) -> ModelSpec:
                      spiking=cfg.network == "snn")
 
 
-def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits) -> RunState:
-    """A fresh run: the model initialised from the global generator, optimiser, schedule and defense."""
-    spec = model_spec(cfg, data)
-    model = create_model(spec).to(device)
+def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataSplits,
+              model: torch.nn.Module | None = None) -> RunState:
+    """A fresh run: the model initialised from the global generator (or ``model``, or the one
+    ``cfg.model_fn`` builds, with its library neurons reset before every pass), optimiser, schedule, defense."""
+    spec = model_spec(cfg, data) if model is None and cfg.model_fn is None else None
+    model, facts = (create_model(spec), {}) if spec is not None else external_model(cfg.model_fn, model)
+    model = model.to(device)
     defense = create_defense(cfg.defense, lamb=cfg.lamb, h=cfg.h, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                              attack=cfg.attack, beta=cfg.rat_beta, seed=cfg.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -210,7 +221,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
     # the speed options and SyncBatchNorm keep the model's parameter objects, so the optimiser holds them still
     objective = wrap_objective(prepare_model(model, options), defense, device, sync_bn=cfg.sync_bn)
     return RunState(cfg, run_dir, device, data, spec, model, optimizer, scheduler, defense,
-                    shuffle=torch.Generator().manual_seed(cfg.seed), objective=objective, options=options)
+                    shuffle=torch.Generator().manual_seed(cfg.seed), objective=objective, options=options, facts=facts)
 
 
 def stretch_schedule(state: RunState) -> None:
@@ -230,7 +241,7 @@ def fit(state: RunState, progress: bool) -> TrainResult:
     # The target of a rollback before the first checkpoint exists: the run as it started, on the CPU.
     start = snapshot(state) if cfg.nan_policy == "rollback" else None
     news = Reporter(enabled=bool(progress) and is_main())
-    news.line(f"training {cfg.model} with {cfg.defense} on {cfg.dataset}: epochs {state.epoch + 1} to {cfg.epochs} of "
+    news.line(f"training {cfg.model_fn or cfg.model or type(state.model).__name__} with {cfg.defense} on {cfg.dataset}: epochs {state.epoch + 1} to {cfg.epochs} of "
               f"{state.steps_per_epoch()} steps, into {state.run_dir}")
     first = (state.elapsed(), state.epoch)  # this process's pace estimates the time remaining
     while state.epoch < cfg.epochs:

@@ -47,7 +47,7 @@ class RunState:
     run_dir: Path
     device: torch.device
     data: DataSplits
-    spec: ModelSpec
+    spec: ModelSpec | None                  # None: a model built outside spikeguard (facts says which)
     model: SpikingNet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
@@ -69,6 +69,9 @@ class RunState:
     # loss(x, y) of the defense on the model as the speed options prepared it, inside DDP under torchrun
     objective: torch.nn.Module | None = None
     options: SpeedOptions = field(default_factory=SpeedOptions)
+    # a model not built from a ModelSpec (spec None): what its checkpoints record of it (model_fn and the
+    # sha256 of its module's source, or the class of a module given as an object)
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def elapsed(self) -> float:
         return self.seconds + time.perf_counter() - self.clock
@@ -82,8 +85,9 @@ class RunState:
 
 def describe(state: RunState) -> dict[str, Any]:
     """What every checkpoint of the run carries besides its weights."""
-    return {"arch": state.spec.to_dict(), "dataset": state.cfg.dataset, "config": state.cfg.to_dict(),
-            "epoch": state.epoch, "val_accuracy": state.val_accuracy, "code_version": code_version()}
+    return {"arch": state.spec.to_dict() if state.spec is not None else None, "dataset": state.cfg.dataset,
+            "config": state.cfg.to_dict(), "epoch": state.epoch, "val_accuracy": state.val_accuracy,
+            "code_version": code_version(), **state.facts}
 
 
 def capture(state: RunState) -> dict[str, Any]:

@@ -192,3 +192,83 @@ def test_rat_beta_renamed_and_old_configs_still_load():
     assert config_from_dict({"defense": "rat", "rat_beta": 0.02}).rat_beta == 0.02
     with pytest.raises(UserError, match="old name"):
         config_from_dict({"beta": 0.01, "rat_beta": 0.02})
+
+
+# ----------------------------------------------------------------- registered rules reach library neurons
+
+@pytest.mark.parametrize("which", ["jelly", "snn"])
+def test_user_registered_rules_drive_library_neurons(which, request, data):
+    from spikeguard.snn.estimators import RateEstimator, rectangular
+    from spikeguard.snn.registry import register_estimator, unregister_estimator
+
+    model = request.getfixturevalue(which)
+    x, y = data[2][:8], data[3][:8]
+    seen = []
+
+    class Box:  # a surrogate-kind rule object without a ``shape``: only its derivative is used
+        def derivative(self, estimator, v, sigma=None):
+            return rectangular(v, estimator.width)
+
+        def fire(self, estimator, neuron, currents):
+            raise AssertionError("library neurons use the derivative of a surrogate rule")
+
+    class CountingRate(RateEstimator):  # a user's rate rule: gets the library neuron through its fire()
+        def fire(self, estimator, neuron, currents):
+            seen.append(type(neuron).__name__)
+            return super().fire(estimator, neuron, currents)
+
+    register_estimator("box_test", Box, default_width=1.0)
+    register_estimator("rate_test", CountingRate, kind="rate")
+    try:
+        for mine, builtin in (("box_test:1", "rectangular:1"), ("rate_test", "bptr")):
+            with bank.under(model, mine) as target:
+                g_mine = input_grad(target, x, y)
+            with bank.under(model, builtin) as target:
+                g_builtin = input_grad(target, x, y)
+            torch.testing.assert_close(g_mine, g_builtin)
+            assert g_mine.abs().sum() > 0
+        assert seen and set(seen) == {"LibraryNeuron"}
+    finally:
+        unregister_estimator("box_test")
+        unregister_estimator("rate_test")
+
+
+def test_same_rule_same_gradient_on_spikeguard_spikingjelly_and_snntorch_neurons():
+    """One integrate-and-fire layer (threshold 1, reset to 0 with the reset detached) written in each
+    library: every rule, run on each library's own neuron, gives spikeguard's input gradient."""
+    import snntorch
+    from spikingjelly.activation_based import neuron as sj_neuron
+
+    from spikeguard.snn import IFNeuron
+
+    steps, torch_gen = 4, torch.Generator().manual_seed(0)
+    first, readout = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+    with torch.no_grad():
+        first.weight.copy_(torch.randn(8, 6, generator=torch_gen) * 0.8)
+
+    class Net(torch.nn.Module):
+        def __init__(self, spiking, multi_step):
+            super().__init__()
+            self.first, self.spiking, self.readout, self.multi_step = first, spiking, readout, multi_step
+
+        def forward(self, x):
+            if self.multi_step is None:  # spikeguard: time folded into the batch, time-major
+                spikes = self.spiking(self.first(x.repeat(steps, 1))).reshape(steps, len(x), -1)
+            elif self.multi_step:
+                spikes = self.spiking(self.first(x).unsqueeze(0).repeat(steps, 1, 1))
+            else:
+                spikes = torch.stack([self.spiking(self.first(x)) for _ in range(steps)])
+            return self.readout(spikes.mean(0))
+
+    ours = Net(IFNeuron(tau=1.0, threshold=1.0, time_steps=steps, detach_reset=True), None)
+    jelly = Net(sj_neuron.IFNode(v_threshold=1.0, v_reset=0.0, detach_reset=True, step_mode="m"), True)
+    snn = Net(snntorch.Leaky(beta=1.0, threshold=1.0, reset_mechanism="zero", init_hidden=True), False)
+    x, y = torch.randn(16, 6, generator=torch_gen) + 0.5, torch.randint(0, 3, (16,), generator=torch_gen)
+    for member in ("sigmoid:4", "bptr", "hart:0.5", "pdsg", "ann"):
+        grads = []
+        for model in (ours, jelly, snn):
+            with bank.under(model, member) as target:
+                grads.append(input_grad(target, x, y))
+        assert grads[0].abs().sum() > 0, member
+        torch.testing.assert_close(grads[1], grads[0], msg=member)
+        torch.testing.assert_close(grads[2], grads[0], msg=member)

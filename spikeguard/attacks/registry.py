@@ -17,7 +17,8 @@ Facts (all plain data, readable without importing PyTorch):
 - ``min_classes``: targeted attacks need this many classes;
 - ``in_suites``: False for ``transfer``, which a suite configures under ``transfer:``, not ``attacks:``;
 - ``label``: the default label of a suite entry (format fields: the parameters);
-- ``paper_column``: the column of the published protocol's table it fills (format fields: the parameters).
+- ``paper_column``: the column of the published protocol's table it fills (format fields: the parameters);
+- ``class_name``: the name of its attack object in ``spikeguard.attacks`` (``PGD``; objects.py).
 
 The target is a function ``craft(model, x, y, call) -> x_adv`` (one draw for random attacks), ``call``
 an :class:`AttackCall`. ``register_attack`` adds a kind from anywhere (a test, a user's package).
@@ -51,13 +52,19 @@ def register_attack(name: str, craft: Callable | str, *, params: dict[str, Any] 
                     gradient: bool = True, norms: tuple[str, ...] = ("linf",), single_step: bool = False,
                     iterative: bool = False, random: bool = False, library: bool = False, min_classes: int = 1,
                     in_suites: bool = True, label: str | None = None, paper_column: str | None = None,
-                    replace: bool = False) -> Entry:
+                    class_name: str | None = None, replace: bool = False) -> Entry:
     """Register an attack kind (see the module docstring for the facts). ``craft`` is the function or a
     ``"package.module:function"`` string imported on first use."""
     return ATTACKS.register(name, craft, replace=replace, params=dict(params or {}), gradient=gradient,
                             estimators=gradient, norms=tuple(norms), single_step=single_step, iterative=iterative,
                             random=random, library=library, min_classes=min_classes, in_suites=in_suites,
-                            label=label or name, paper_column=paper_column)
+                            label=label or name, paper_column=paper_column,
+                            class_name=class_name or "".join(part.capitalize() for part in name.split("-")))
+
+
+def attack_class_names() -> dict[str, str]:
+    """Class name -> attack kind, for every kind a suite may name (``transfer`` is PGD on another model)."""
+    return {ATTACKS.facts(k)["class_name"]: k for k in ATTACKS.names(in_suites=True)}
 
 
 def attack_kind(name: str) -> Entry:
@@ -73,19 +80,25 @@ def is_event_attack(name: str) -> bool:
 # target names the function that implements it.
 _GRADIENT = "spikeguard.attacks.gradient"
 _LIBRARY = "spikeguard.attacks.autoattack_adapter"
-register_attack("fgsm", f"{_GRADIENT}:craft_fgsm", single_step=True, paper_column="FGSM")
-register_attack("rfgsm", f"{_GRADIENT}:craft_rfgsm", params={"alpha": 0.5}, single_step=True)
-register_attack("pgd", f"{_GRADIENT}:craft_pgd", iterative=True, label="pgd-{steps}", paper_column="PGD-{steps}",
+register_attack("fgsm", f"{_GRADIENT}:craft_fgsm", class_name="FGSM", single_step=True, paper_column="FGSM")
+register_attack("rfgsm", f"{_GRADIENT}:craft_rfgsm", class_name="RFGSM", params={"alpha": 0.5}, single_step=True)
+register_attack("pgd", f"{_GRADIENT}:craft_pgd", class_name="PGD", iterative=True, label="pgd-{steps}",
+                paper_column="PGD-{steps}",
                 params={"steps": 10, "alpha": None, "restarts": 1, "random_start": True})
-register_attack("apgd-ce", f"{_LIBRARY}:craft_apgd_ce", params={"steps": 100, "restarts": 1}, iterative=True,
+register_attack("apgd-ce", f"{_LIBRARY}:craft_apgd_ce", class_name="APGDCE",
+                params={"steps": 100, "restarts": 1}, iterative=True,
                 norms=("linf", "l2"), library=True)
-register_attack("apgd-dlr", f"{_LIBRARY}:craft_apgd_dlr", params={"steps": 100, "restarts": 1}, iterative=True,
+register_attack("apgd-dlr", f"{_LIBRARY}:craft_apgd_dlr", class_name="APGDDLR",
+                params={"steps": 100, "restarts": 1}, iterative=True,
                 norms=("linf", "l2"), library=True)
-register_attack("apgd-t", f"{_LIBRARY}:craft_apgd_t", params={"steps": 100, "restarts": 1}, iterative=True,
+register_attack("apgd-t", f"{_LIBRARY}:craft_apgd_t", class_name="APGDT",
+                params={"steps": 100, "restarts": 1}, iterative=True,
                 norms=("linf", "l2"), library=True, min_classes=4)
-register_attack("fab-t", f"{_LIBRARY}:craft_fab_t", params={"steps": 100, "restarts": 1}, iterative=True,
+register_attack("fab-t", f"{_LIBRARY}:craft_fab_t", class_name="FABT",
+                params={"steps": 100, "restarts": 1}, iterative=True,
                 norms=("linf", "l2"), library=True, min_classes=4)
-register_attack("autoattack", f"{_LIBRARY}:craft_autoattack", iterative=True, norms=("linf", "l2"), library=True,
+register_attack("autoattack", f"{_LIBRARY}:craft_autoattack", class_name="AutoAttack", iterative=True,
+                norms=("linf", "l2"), library=True,
                 min_classes=4)
 register_attack("square", f"{_LIBRARY}:craft_square", gradient=False, norms=("linf", "l2"), library=True,
                 params={"queries": 5000, "restarts": 1, "p_init": 0.8})
@@ -96,7 +109,8 @@ register_attack("random-sign", "spikeguard.attacks.noise:craft_signs", gradient=
 # PGD on a gradient estimated from outputs alone (spikeguard/attacks/estimated_gradient.py): sigma and alpha
 # are fractions of eps; 2 x directions queries per step
 register_attack("nes-pgd", "spikeguard.attacks.estimated_gradient:craft_nes_pgd", gradient=False, iterative=True,
-                params={"steps": 20, "directions": 50, "sigma": 0.1}, label="nes-pgd-{steps}")
+                params={"steps": 20, "directions": 50, "sigma": 0.1}, label="nes-pgd-{steps}",
+                class_name="NESPGD")
 # events-l0 only (spikeguard/attacks/events.py); budget: events per sample, None = the evaluation's
 register_attack("sparse-events", "spikeguard.attacks.events:craft_sparse_events", norms=("events",),
                 params={"steps": 20, "budget": None})

@@ -81,6 +81,8 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="YAML file of training fields; flags override it."),
     dataset: str | None = typer.Option(None, help=DATASET_HELP),
     model: str | None = typer.Option(None, help=MODEL_HELP),
+    model_fn: str | None = typer.Option(None, "--model-fn", help="Train the torch.nn.Module (SpikingJelly, "
+                                        "snnTorch, any) that package.module:function returns, instead of --model."),
     defense: str | None = typer.Option(None, help=DEFENSE_HELP),
     lamb: float | None = typer.Option(None, help=LAMB_HELP),
     h: float | None = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
@@ -125,7 +127,7 @@ def train(
 ) -> None:
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
-    fields = given(dataset=dataset, model=model, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha, steps=steps,
+    fields = given(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha, steps=steps,
                    attack=attack, epochs=epochs, batch_size=batch_size, lr=lr, time_steps=time_steps, tau=tau,
                    encoder=encoder, train_estimator=train_estimator, network=network, seed=seed, data_dir=data_dir,
                    download=download, device=device, checkpoint_every=checkpoint_every,

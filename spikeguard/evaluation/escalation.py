@@ -182,11 +182,11 @@ def _escalate_batch(plan: Plan, runner: SuiteRunner, substitute: nn.Module | Non
     worst = WorstCase(score)
     if substitute is not None:
         for slot, spec in enumerate(transfer):
-            _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + slot)
+            _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + slot, indices)
         _write(order, indices, worst, TRANSFER_LABEL)
-    _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050)
+    _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050, indices)
     _write(order, indices, worst, ESTIMATE_LABEL)
-    _attack(square, runner.model, runner, batch, worst, plan, number, 3100)
+    _attack(square, runner.model, runner, batch, worst, plan, number, 3100, indices)
     _write(order, indices, worst, SQUARE_LABEL)
     return worst
 
@@ -225,7 +225,7 @@ def headline(accuracy: float, why: list[Flag], record: EscalationRecord | None, 
 
 
 def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, worst: WorstCase, plan: Plan,
-            number: int, slot: int) -> None:
+            number: int, slot: int, keys: list[int]) -> None:
     idx = worst.standing()
     if idx.numel() == 0:
         return
@@ -234,7 +234,8 @@ def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, wors
     with eval_mode(model):
         x_adv = craft(spec, model, x, y, plan.eps, 1 if model is not runner.model else runner.draws, generator,
                       plan.num_classes, runner.threat)
-    worst.update(spec.attack, idx, runner.score(within_budget(x_adv, x, plan.eps, "linf"), y))
+    scored = runner.score(within_budget(x_adv, x, plan.eps, "linf"), y, [keys[i] for i in idx.tolist()])
+    worst.update(spec.attack, idx, scored)
 
 
 def _write(order: dict[int, SampleOutcome], indices, worst: WorstCase, label: str) -> None:

@@ -24,6 +24,7 @@ from spikeguard.distributed import broadcast_object, context, gather_objects, on
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags
 from spikeguard.evaluation.batch_store import BatchStore
+from spikeguard.evaluation.examples import ScoredExamples
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
@@ -70,14 +71,15 @@ class Evaluation:
 
 
 def run_evaluation(config: EvalConfig, target: Target, *, batches=None, keep_batches: Path | None = None,
-                   resume: bool = False) -> Evaluation:
+                   resume: bool = False, examples: ScoredExamples | None = None) -> Evaluation:
     """Attack ``target`` as ``config`` says. Inside a torch.distributed process group (torchrun) each rank
     attacks a contiguous block of the batches and the rows are gathered on every rank; batches are seeded
     by their number, so the merged result equals a single-process run. ``batches``: only these batch
     numbers (``--verify``). ``keep_batches``: the results path beside which finished batches are kept as
-    they finish (batch_store.py); ``resume`` runs only the batches missing there."""
+    they finish (batch_store.py); ``resume`` runs only the batches missing there. ``examples`` (a
+    ScoredExamples) receives each sample's counted adversarial example."""
     config = config.for_target(target)
-    plan = make_plan(config, target)
+    plan = dataclasses.replace(make_plan(config, target), examples=examples)
     store = None
     if keep_batches is not None:
         store = BatchStore(Path(keep_batches), run_identity(config, target, plan))
@@ -142,8 +144,9 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     record = summary(plan, threat, rows, labels, facts)
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
-    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"])
-    runner = SuiteRunner(dataclasses.replace(settled, source=None), facts["draws"])
+    # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
+    settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
+    runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
     found += unbounded_step(record, settled, runner, threat)
     found += sweep_step(record, settled, threat, eps_sweep)
     found += flags.grad_mode_flag(facts["grad_mode_dependent"])

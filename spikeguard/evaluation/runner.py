@@ -32,6 +32,7 @@ from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.attacks.events import within_event_budget
 from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind
 from spikeguard.evaluation import bank
+from spikeguard.evaluation.examples import ScoredExamples
 from spikeguard.evaluation.stochastic import (
     check_state_carry,
     correct_fraction,
@@ -67,6 +68,7 @@ class Plan:
     train: Any = None                # the training split (the escalation's substitute learns on it)
     threat: ThreatModel | None = None  # None: the l-inf attacks on whatever shape the data have
     progress: bool | Reporter = True  # False: silent; True: news on stderr; or a Reporter to share
+    examples: ScoredExamples | None = None  # when given: keeps each sample's counted adversarial example
 
     @property
     def count(self) -> int:
@@ -188,13 +190,18 @@ class SuiteRunner:
     def members(self, spec: AttackSpec) -> tuple[str, ...]:
         return spec.estimators if self.native or not spec.estimators else (NATIVE,)
 
-    def score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return correct_fraction(self.model, x, y, self.draws)
+    def score(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[int] | None = None) -> torch.Tensor:
+        """Per-sample scores of inputs ``x``; with ``keys`` (the samples' indices in the data) they count
+        towards the evaluation, and the plan's ``examples`` keeps the lowest-scored input per sample."""
+        scores = correct_fraction(self.model, x, y, self.draws)
+        if keys is not None and self.plan.examples is not None:
+            self.plan.examples.offer(keys, x, scores)
+        return scores
 
     def run(self, batch: Batch) -> list[SampleOutcome]:
         x, y = batch.x, batch.y
         with forked_rng(x.device, seed=batch_seed(self.seed, batch.number, 0)):  # stochastic models' own draws
-            clean = self.score(x, y)
+            clean = self.score(x, y, batch.indices)
             rows = [SampleOutcome(i, int(t), float(c)) for i, t, c in zip(batch.indices, y.tolist(), clean.tolist())]
             self._zero_gradients(x, y, rows)
             standing = clean.clone()  # the ensemble so far
@@ -238,7 +245,8 @@ class SuiteRunner:
                     x_adv = craft(spec, target, x[idx], y[idx], eps, self.draws, generator, self.num_classes,
                                   self.threat)
                 x_adv = within_threat(spec, x_adv, x[idx], eps, self.threat)
-                scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx]))
+                keys = [rows[i].index for i in idx.tolist()]
+                scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx], keys))
             self._member_column(spec.label, member or spec.attack, worst, scores, rows)
             self.reporter.advance()
         return self._attack_columns(spec.label, worst, rows)
@@ -263,7 +271,7 @@ class SuiteRunner:
         draws = []
         for _ in range(spec.params["draws"]):
             x_rand = craft(spec, self.model, x, y, eps, self.draws, generator, self.num_classes, self.threat)
-            draws.append(self.score(within_threat(spec, x_rand, x, eps, self.threat), y))
+            draws.append(self.score(within_threat(spec, x_rand, x, eps, self.threat), y, [r.index for r in rows]))
         stacked = torch.stack(draws)
         for row, mean in zip(rows, torch.minimum(clean, stacked.mean(0)).tolist()):
             row.attack(spec.label).mean = mean
@@ -281,7 +289,8 @@ class SuiteRunner:
                 self._unit(TRANSFER, member, batch)
             with eval_mode(self.source), bank.under(self.source, member, self.twins) as source:
                 x_adv = craft(spec, source, x, y, self.eps, 1, generator, self.num_classes)
-            scores = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y))
+            scores = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y,
+                                                     [r.index for r in rows]))
             self._member_column(TRANSFER, member, worst, scores, rows)
             self.reporter.advance()
         self._attack_columns(TRANSFER, worst, rows)

@@ -59,8 +59,10 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
     cfg = ckpt.get("config", {})
     data = load_splits(ckpt, data_dir, download)
     path = Path(checkpoint) / BEST if Path(checkpoint).is_dir() else Path(checkpoint)
-    return Target(net, ckpt["arch"]["name"], ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"),
-                  str(path), file_sha256(path), data.frame_range, train=data.train, imported=cfg.get("imported"))
+    name = (ckpt["arch"] or {}).get("name") or ckpt.get("model_fn") or ckpt.get("model_class")  # spikeguard.train
+    return Target(net, name, ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"), str(path),
+                  file_sha256(path), data.frame_range, ckpt.get("model_fn"), train=data.train,
+                  imported=cfg.get("imported"))
 
 
 def load_source(source: str, target: Target) -> nn.Module:
