@@ -27,8 +27,10 @@ the next step rather than train silently wrong) and the graph need not be declar
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +112,33 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tup
     return DistContext(rank, world, local, backend), target
 
 
+TEARDOWN_MEETING_S = 120  # how long a rank waits for the others at the end before it leaves anyway
+
+
 def close_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group, every rank the same way.
+
+    Gloo's worker threads can still hold the group's last pieces of work, with their tensors, through the
+    objects that used it (a DistributedDataParallel wrapper). Freed only while Python shuts down, those
+    tensors need an interpreter that is going away, and the process ends with SIGABRT ("terminate called
+    without an active exception"). So: every such object no longer reachable is freed now (a collection),
+    the ranks meet (none closes its connections while another is still inside a collective with it), the
+    group is destroyed, and what it leaves is freed again, all while the interpreter is whole. After an
+    error the ranks do not meet: a peer may be waiting inside another collective.
+    """
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    if sys.exc_info()[0] is None:  # a normal end; (called from a finally clause, it sees the error leaving)
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=TEARDOWN_MEETING_S))
+            else:
+                dist.barrier()
+        except Exception:  # a peer already gone: leave all the same
+            pass
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def context() -> DistContext:

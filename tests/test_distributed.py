@@ -95,13 +95,18 @@ def _worker(rank, world, port, batches, out_dir):
     try:
         assert ctx == DistContext(rank, world, rank, "gloo") == context() and device.type == "cpu"
         for name in DEFENSE_KW:
-            model, defense, opt = _fresh(name)
-            objective = wrap_objective(model, defense, device)
-            assert isinstance(objective, DistributedDataParallel)
-            torch.save(_train(objective, model, defense, opt, batches, rank, world), out_dir / f"{name}-{rank}.pt")
+            torch.save(_ddp_steps(name, device, batches, rank, world), out_dir / f"{name}-{rank}.pt")
         torch.save(_helpers(rank, batches), out_dir / f"helpers-{rank}.pt")
     finally:
         close_distributed()
+
+
+def _ddp_steps(name, device, batches, rank, world):
+    """The parameters after the steps; the DDP wrapper is gone when this returns, before the group is closed."""
+    model, defense, opt = _fresh(name)
+    objective = wrap_objective(model, defense, device)
+    assert isinstance(objective, DistributedDataParallel)
+    return _train(objective, model, defense, opt, batches, rank, world)
 
 
 def _helpers(rank, batches):
@@ -247,3 +252,56 @@ def test_torchrun_training_writes_once_and_resumes_at_another_world_size(tmp_pat
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert read_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+TINY_SUITE = {"name": "tiny", "checks": {"unbounded_n": 4, "unbounded_steps": 2},
+              "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+                             "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
+              "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},
+                          {"attack": "pgd", "steps": 5, "estimators": ["triangle:1"]}]}
+MARK_SECONDS = 1000.0  # a kept batch's recorded attack time: shows in the total only if it was taken as stored
+
+
+def test_torchrun_evaluate_resume_takes_the_kept_batches_and_equals_one_uninterrupted_process(tmp_path, monkeypatch):
+    """A one-process evaluation interrupted after two of its four batches, resumed by two torchrun processes:
+    the kept batches are taken as they are (not attacked again), the others shared out, and the result is
+    the uninterrupted run's, CSV included."""
+    import yaml
+
+    from spikeguard.cli import main
+    from spikeguard.evaluation.batch_store import BatchStore
+
+    run, suite = tmp_path / "run", tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(TINY_SUITE))
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--time-steps", "2", "--out", str(run),
+                 "--no-progress"]) == 0
+
+    def evaluate(out, *extra):
+        return ["evaluate", str(run), "--suite", str(suite), "--num-samples", "24", "--batch-size", "6",
+                "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+    whole, resumed = tmp_path / "whole.json", tmp_path / "resumed.json"
+    assert main(evaluate(whole)) == 0
+    saved = []
+    original = BatchStore.save
+
+    def save_then_stop(self, number, rows, seconds):  # the process is stopped after its second batch
+        original(self, number, rows, {k: MARK_SECONDS for k in seconds})
+        saved.append(number)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(BatchStore, "save", save_then_stop)
+    assert main(evaluate(resumed)) != 0 and saved == [0, 1] and not resumed.exists()
+    monkeypatch.undo()
+    done = _spikeguard(*evaluate(resumed, "--resume"), nproc=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, expected = json.loads(resumed.read_text()), json.loads(whole.read_text())
+    assert got["ranks"] == 2 and expected["ranks"] == 1
+    assert resumed.with_suffix(".csv").read_text() == whole.with_suffix(".csv").read_text()
+    for key in ("clean_accuracy", "ensemble_accuracy", "flags", "unbounded_accuracy", "n"):
+        assert got[key] == expected[key], key
+    assert [a["accuracy"] for a in got["attacks"]] == [a["accuracy"] for a in expected["attacks"]]
+    assert all(a["seconds"] >= 2 * MARK_SECONDS for a in got["attacks"])  # batches 0 and 1 as kept
+    assert all(a["seconds"] < MARK_SECONDS for a in expected["attacks"])
+    assert not (tmp_path / ".resumed.json.batches").exists()

@@ -8,7 +8,7 @@ import typer
 
 from spikeguard.commands.options import QUIET_HELP, given
 from spikeguard.errors import UserError
-from spikeguard.study.executors import EXECUTORS
+from spikeguard.study.executors import EXECUTORS, WAIT_MINUTES
 
 EXECUTOR_HELP = "Where cells run: " + "; ".join(f"{n}: {EXECUTORS.facts(n)['description']}" for n in EXECUTORS) + "."
 
@@ -24,13 +24,19 @@ def study(
     partition: str | None = typer.Option(None, "--partition", help="Slurm partition (default: the plan's)."),
     gpus_per_cell: int | None = typer.Option(None, "--gpus-per-cell", min=0, help="GPUs per cell; above 1 the "
                                                 "cell is one torch.distributed job over them (default: the "
-                                                "plan's, else 1)."),
+                                                "plan's, else 0 with --device cpu or on a partition without "
+                                                "GPUs, else 1)."),
     time_per_cell: int | None = typer.Option(None, "--time-per-cell", min=1, help="Minutes per cell (Slurm "
                                                 "time limit; default: the plan's, else 60)."),
     cpus_per_cell: int | None = typer.Option(None, "--cpus-per-cell", min=1, help="CPUs per cell on Slurm "
                                                 "(default: the plan's threads)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="slurm: write the sbatch script, submit nothing."),
-    wait: bool = typer.Option(False, "--wait", help="slurm: wait for the jobs instead of returning once queued."),
+    wait: bool = typer.Option(False, "--wait", help="slurm: wait for the cells' jobs to end (news of each cell as "
+                              "it ends) instead of returning once queued."),
+    wait_timeout: float = typer.Option(WAIT_MINUTES, "--wait-timeout", min=0, help="slurm: minutes --wait waits at "
+                                       "most (default: a day); the jobs go on after it."),
+    ignore_slurm_jobs: bool = typer.Option(False, "--ignore-slurm-jobs", help="Run (or submit) cells even where a "
+                                           "queued or running Slurm job holds them; cancel those jobs first."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="News of each cell on stderr."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -54,7 +60,9 @@ def study(
     if status:
         if not is_study(study_dir):
             raise UserError(f"'{study_dir}' holds no study yet; run it first")
-        _print_study(study_dir, chosen)
+        from spikeguard.study.run import refresh_study
+
+        _print_study(study_dir, chosen, refresh_study(study_dir, chosen))  # what Slurm says of its jobs, too
         return
     if executor != "slurm" and (dry_run or wait):
         raise UserError("--dry-run and --wait are for --executor slurm")
@@ -63,7 +71,8 @@ def study(
     from spikeguard.study.run import run_study
 
     data = run_study(chosen, study_dir, executor=executor, parallel=parallel, device=device,
-                     progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait)
+                     progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait,
+                     wait_minutes=wait_timeout, ignore_slurm_jobs=ignore_slurm_jobs)
     _print_study(study_dir, chosen, data)
 
 

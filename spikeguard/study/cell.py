@@ -36,10 +36,12 @@ ANALYSIS = "analysis"
 TRAINED = "train"
 
 
-def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto", progress: bool = True) -> dict:
+def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto", progress: bool = True,
+             job: str | None = None) -> dict:
     """Run the cell's missing steps; returns its record. A step's failure ends the cell as failed (with the
     one-line reason) and is not raised: the study goes on with the other cells. An interrupt (Ctrl-C, a kill)
-    leaves it running, so that the next run resumes it."""
+    leaves it running, so that the next run resumes it. ``job``: the Slurm job running it, kept in the record
+    so that a rerun leaves the cell to that job while it lives."""
     import torch
 
     from spikeguard.distributed import is_main
@@ -52,7 +54,7 @@ def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto"
         timing = dict(previous.get("timing") or {})
         steps = dict(previous.get("steps") or {})
         base = {"settings": cell.settings, "threads": plan.threads, "host": socket.gethostname(), "pid": os.getpid(),
-                "started": now()}
+                "started": now(), **({"job": job} if job else {})}
         threads_before = torch.get_num_threads()
         torch.set_num_threads(plan.threads)  # the same under every executor, so the numbers are too
 

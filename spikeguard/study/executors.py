@@ -8,7 +8,12 @@ the per-cell resume logic lives in the cell, not in the scheduler.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
+import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -21,14 +26,13 @@ from spikeguard.errors import UserError
 from spikeguard.progress import Reporter
 from spikeguard.registry import Registry
 from spikeguard.study.plan import StudyPlan
-from spikeguard.study.state import (cell_log_path, log_line, read_cell_record, read_plan, write_cell_record,
+from spikeguard.study.state import (cell_log_path, log_line, now, read_cell_record, read_plan, write_cell_record,
                                     write_study)
 
 SUBMITIT_FOLDER = "submitit"
 SLURM_SCRIPT = "slurm-array.sbatch"
-# Slurm job states after which a queued cell is no longer coming (sacct's words).
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL",
-         "DEADLINE", "UNKNOWN", "NOT_FOUND")
+POLL_S = 5.0  # between two looks at the Slurm jobs --wait waits for
+WAIT_MINUTES = 24 * 60  # --wait's default limit: a day
 
 EXECUTORS = Registry("executor")
 
@@ -45,6 +49,7 @@ class Launch:
     slurm: dict[str, Any] = field(default_factory=dict)  # the plan's slurm block with the flags over it
     dry_run: bool = False
     wait: bool = False
+    wait_minutes: float = WAIT_MINUTES
     news: Reporter = field(default_factory=lambda: Reporter(enabled=False))
 
     def say(self, text: str) -> None:
@@ -136,14 +141,30 @@ def cell_job(study: str, cell_id: str, device: str) -> str:
     if environment.num_tasks > 1:
         # every task sees the node's GPUs; init_distributed picks cuda:LOCAL_RANK
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    from spikeguard.distributed import close_distributed
+    from spikeguard.distributed import close_distributed, is_main
     from spikeguard.study.cell import run_cell
 
+    on_slurm = environment.cluster == "slurm"
+    if on_slurm:  # scancel, a time limit, a preemption: the cell records why it stopped (submitit ignores TERM)
+        signal.signal(signal.SIGTERM, _stopped_by_slurm)
+    plan = read_plan(Path(study))
     try:
-        record = run_cell(Path(study), read_plan(Path(study)), cell_id, device=device, progress=True)
+        record = run_cell(Path(study), plan, cell_id, device=device, progress=True,
+                          job=environment.job_id if on_slurm else None)
     finally:
         close_distributed()
+        if on_slurm and is_main():  # the cell's record changed: so does study.json, also after a stop
+            write_study(Path(study), plan)
     return record["status"]
+
+
+class StoppedBySlurm(Exception):
+    """Slurm sent the job SIGTERM."""
+
+
+def _stopped_by_slurm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second TERM ends the job at once
+    raise StoppedBySlurm("Slurm stopped the job (SIGTERM: scancel, its time limit, or preemption)")
 
 
 @EXECUTORS.register("submitit-local", description="submitit's local executor: --parallel N jobs on this "
@@ -203,21 +224,61 @@ def submit_slurm(launch: Launch, cells: list[str]) -> None:
         launch.say(f"dry run: {len(cells)} cells as one Slurm array; the script is {path}; array task K runs cell "
                    f"K of: {', '.join(cells)}")
         return
-    with executor.batch():
-        jobs = [(cell_id, executor.submit(cell_job, str(launch.study), cell_id, launch.device)) for cell_id in cells]
+    said = io.StringIO()  # submitit prints sbatch's complaint itself; the user gets it once, as one line
+    try:
+        with contextlib.redirect_stderr(said), executor.batch():
+            jobs = [(cell_id, executor.submit(cell_job, str(launch.study), cell_id, launch.device))
+                    for cell_id in cells]
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as e:
+        raise UserError(f"sbatch refused the array: {_sbatch_reason(str(e) or said.getvalue())} (partition "
+                        f"{parameters['partition']}, {parameters.get('gpus_per_node', 0)} GPU(s) per cell; Slurm's "
+                        "commands find the cluster through SLURM_CONF or /etc/slurm)") from None
     for cell_id, job in jobs:
-        write_cell_record(launch.study, cell_id, {"status": "queued", "job": job.job_id})
+        write_cell_record(launch.study, cell_id, {"status": "queued", "job": job.job_id, "submitted": now()})
     write_study(launch.study, launch.plan)
     launch.say(f"study {launch.plan.name}: submitted {len(jobs)} cells as Slurm array {jobs[0][1].job_id.split('_')[0]}; "
                f"`spikeguard study {launch.study} --status` shows them, `spikeguard report {launch.study}` "
                "aggregates what has finished")
-    if launch.wait:
-        for cell_id, job in jobs:
-            try:
-                job.result()
-            except Exception as e:
-                launch.say(f"cell {cell_id}: job {job.job_id} ended: {_first_line(e)}")
+
+
+def _sbatch_reason(text: str) -> str:
+    """sbatch's own words: its fatal line, else its last error line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    fatal = [line for line in lines if "fatal:" in line]
+    errors = fatal or [line for line in lines if "error:" in line] or lines or ["no reason given"]
+    return re.sub(r"^\S*sbatch: (error|fatal): ", "", errors[-1])
+
+
+def wait_for_cells(launch: Launch, cells: list[str]) -> None:
+    """Watch the Slurm jobs of ``cells`` until each has ended, saying each cell's end as it comes and keeping
+    study.json current; gives up after ``launch.wait_minutes`` (the jobs go on; a rerun with --wait waits
+    again)."""
+    from spikeguard.study.slurm_jobs import settle
+
+    started = time.monotonic()
+    left = list(cells)
+    launch.say(f"study {launch.plan.name}: waiting for {len(left)} cell(s) on Slurm (at most "
+               f"{launch.wait_minutes:g} min)")
+    while left:
+        standing = settle(launch.study, left, launch.plan.name)
+        ended = [cell for cell in left if standing[cell] == "ended"]
+        if ended:
             write_study(launch.study, launch.plan)
+        for cell_id in ended:
+            _report(launch, cell_id, read_cell_record(launch.study, cell_id))
+        left = [cell for cell in left if cell not in ended]
+        if left and all(standing[cell] == "unchecked" for cell in left):
+            launch.say(f"study {launch.plan.name}: neither squeue nor sacct answers here; stopped waiting for "
+                       f"{len(left)} cell(s)")
+            return
+        if left and time.monotonic() - started > 60 * launch.wait_minutes:
+            launch.say(f"study {launch.plan.name}: stopped waiting after {launch.wait_minutes:g} min; "
+                       f"{len(left)} cell(s) still on Slurm; `spikeguard study {launch.study} --executor slurm "
+                       "--wait` waits again")
+            return
+        if left:
+            time.sleep(POLL_S)
+    launch.say(f"study {launch.plan.name}: every awaited cell has ended ({time.monotonic() - started:.0f} s)")
 
 
 def slurm_parameters(plan: StudyPlan, slurm: dict[str, Any], cells: int, parallel: int = 1) -> dict[str, Any]:
@@ -225,7 +286,7 @@ def slurm_parameters(plan: StudyPlan, slurm: dict[str, Any], cells: int, paralle
     per GPU on one node (a torch.distributed group, see cell_job)."""
     if not slurm.get("partition"):
         raise UserError("--executor slurm needs a partition: --partition NAME or slurm.partition in the plan")
-    gpus = int(slurm.get("gpus_per_cell", 1))
+    gpus = int(slurm["gpus_per_cell"] if slurm.get("gpus_per_cell") is not None else 1)
     if gpus < 0:
         raise UserError(f"gpus per cell must be at least 0, got {gpus}")
     params = {"job_name": plan.name, "partition": slurm["partition"], "time": int(slurm.get("time_per_cell", 60)),
@@ -244,16 +305,21 @@ def slurm_parameters(plan: StudyPlan, slurm: dict[str, Any], cells: int, paralle
     return params
 
 
-def still_queued(study: Path, record: dict) -> bool:
-    """A cell submitted to Slurm whose job has not ended: not submitted again."""
-    if record.get("status") not in ("queued", "running") or not record.get("job"):
-        return False
+def default_gpus(slurm: dict[str, Any], device: str) -> int:
+    """GPUs per cell where neither the flag nor the plan says: none for --device cpu; else one if the
+    partition has GPUs, none if it has not (sinfo); one where sinfo cannot tell (a dry run off the cluster)."""
+    if slurm.get("gpus_per_cell") is not None:
+        return int(slurm["gpus_per_cell"])
+    if device == "cpu":
+        return 0
     try:
-        submitit = _submitit()
-        state = submitit.SlurmJob(folder=study / SUBMITIT_FOLDER, job_id=str(record["job"])).state
-    except Exception:  # no Slurm here (sacct missing): the job cannot be alive
-        return False
-    return state.upper() not in ENDED
+        done = subprocess.run(["sinfo", "--noheader", f"--partition={slurm.get('partition', '')}", "--format=%G"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+    if done.returncode != 0 or not done.stdout.strip():
+        return 1
+    return int(any(re.match(r"gpu(:|$)", gres) for line in done.stdout.split() for gres in line.split(",")))
 
 
 def _submitit():

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from spikeguard.study.plan import StudyPlan, load_plan
 FORMAT = "spikeguard-study/1"
 PLAN = "plan.yaml"
 STUDY = "study.json"
+WRITING = ".study.json.writing"  # the lock file of study.json's writers
 LOG = "study.log"
 CELLS = "cells"
 STATUSES = ("pending", "queued", "running", "done", "failed")
@@ -147,9 +150,27 @@ def collect(study: Path, plan: StudyPlan) -> dict[str, Any]:
 
 
 def write_study(study: Path, plan: StudyPlan) -> dict[str, Any]:
-    data = collect(study, plan)
-    write_json(Path(study) / STUDY, data)
+    """Rebuild study.json. Slurm jobs that end together each rebuild it: one at a time, so that the last
+    writer has read every record written before it."""
+    with _writing(Path(study)):
+        data = collect(study, plan)
+        write_json(Path(study) / STUDY, data)
     return data
+
+
+@contextmanager
+def _writing(study: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one writer at a time is then the user's affair
+        yield
+        return
+    with open(study / WRITING, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_study(study: Path) -> dict[str, Any]:
