@@ -227,6 +227,12 @@ def load_model(path: str | Path, expect_model: str | None = None,
     return model, ckpt
 
 
+def model_name(ckpt: dict[str, Any]) -> str:
+    """The architecture a checkpoint holds, or for a network trained by spikeguard.train its model
+    function (or class)."""
+    return (ckpt.get("arch") or {}).get("name") or ckpt.get("model_fn") or ckpt.get("model_class") or "model"
+
+
 def _load_external(path: str | Path, ckpt: dict[str, Any], expect_dataset: str | None) -> tuple[Any, dict[str, Any]]:
     """A checkpoint of a model built outside spikeguard: rebuilt from its model function (spikeguard.external)."""
     from spikeguard.external import rebuild
