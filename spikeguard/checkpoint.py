@@ -206,6 +206,8 @@ def load_model(path: str | Path, expect_model: str | None = None,
     of the wrong model is named as such even when it was also edited."""
     ckpt = read_checkpoint(path, verify=False)
     if ckpt.get("arch") is None and ("model_fn" in ckpt or "model_class" in ckpt):  # trained by spikeguard.train
+        if expect_model is not None:
+            raise UserError(f"checkpoint '{path}' holds {model_name(ckpt)}, not a '{expect_model}' model")
         return _load_external(path, ckpt, expect_dataset)
     try:
         spec = ModelSpec.from_dict(ckpt["arch"])
