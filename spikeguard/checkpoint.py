@@ -206,6 +206,8 @@ def load_model(path: str | Path, expect_model: str | None = None,
     of the wrong model is named as such even when it was also edited."""
     ckpt = read_checkpoint(path, verify=False)
     if ckpt.get("arch") is None and ("model_fn" in ckpt or "model_class" in ckpt):  # trained by spikeguard.train
+        if expect_model is not None:
+            raise UserError(f"checkpoint '{path}' holds {model_name(ckpt)}, not a '{expect_model}' model")
         return _load_external(path, ckpt, expect_dataset)
     try:
         spec = ModelSpec.from_dict(ckpt["arch"])
@@ -225,6 +227,12 @@ def load_model(path: str | Path, expect_model: str | None = None,
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
+
+
+def model_name(ckpt: dict[str, Any]) -> str:
+    """The architecture a checkpoint holds, or for a network trained by spikeguard.train its model
+    function (or class)."""
+    return (ckpt.get("arch") or {}).get("name") or ckpt.get("model_fn") or ckpt.get("model_class") or "model"
 
 
 def _load_external(path: str | Path, ckpt: dict[str, Any], expect_dataset: str | None) -> tuple[Any, dict[str, Any]]:

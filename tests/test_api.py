@@ -177,3 +177,18 @@ def test_top_level_names_are_listed_and_lazy():
             "assert set(spikeguard.__all__) <= set(names)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     assert (ROOT / "spikeguard" / "py.typed").is_file()
+
+
+def test_evaluation_options_reach_the_evaluation(digits_tensors):
+    import torch
+
+    from ecosystem_models import JellyCSNN
+
+    _, (x, y) = digits_tensors
+    torch.manual_seed(0)
+    model, source = JellyCSNN(), JellyCSNN()
+    result = spikeguard.evaluate(model, (x[:4], y[:4]), suite=SMALL_PATH(), eps=0.1, threat_model="linf",
+                                 eot_draws=2, source=source)
+    r = result.results
+    assert r["eot_draws"] == 2 and r["threat_model"]["name"] == "linf"
+    assert "transfer" in result.accuracies and r["device"] == ("cuda" if torch.cuda.is_available() else "cpu")

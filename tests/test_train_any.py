@@ -120,6 +120,8 @@ def test_model_function_runs_from_the_cli_resume_and_load(tmp_path, monkeypatch)
                  "--no-progress"]) == 0
     cli = json.loads((tmp_path / "r.json").read_text())
     assert cli["model_fn"] == f"{name}:make" and cli["ensemble_accuracy"] == result.robust_accuracy
+    assert main(["analyze", str(run), "--n", "4", "--draws", "2", "--bisect-steps", "2", "--out",
+                 str(tmp_path / "analysis"), "--no-progress"]) == 0
     # a checkpoint whose module cannot be imported: one line naming it
     sys.modules.pop(name, None)
     (tmp_path / f"{name}.py").unlink()

@@ -320,7 +320,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
                        progress: bool = True) -> dict:
     """Analyse a checkpoint (or a run directory's best.pt) on the first n test samples; write
     out/analysis.json, out/per_sample.csv and out/figures/*.png. ``settings.eps`` empty: the training eps."""
-    from spikeguard.checkpoint import load_model
+    from spikeguard.checkpoint import load_model, model_name
     from spikeguard.figures import write_figures
     from spikeguard.data import stack
     from spikeguard.runtime import pick_device
@@ -329,7 +329,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     target = pick_device(device)
     model, ckpt = load_model(checkpoint)
     cfg = ckpt.get("config", {})
-    arch, dataset = ckpt["arch"]["name"], ckpt["dataset"]
+    arch, dataset = model_name(ckpt), ckpt["dataset"]
     if settings is None or settings.eps == ():
         if cfg.get("eps") is None:
             raise UserError("the checkpoint records no eps; pass --eps")

@@ -10,6 +10,7 @@ evaluation attacks with. The public names load on first use, so the registry's f
 
 from __future__ import annotations
 
+from spikeguard.attacks.registry import attack_class_names  # facts only: no PyTorch
 from spikeguard.registry import lazy_exports
 
 _PUBLIC = {
@@ -26,14 +27,12 @@ _PUBLIC = {
     "register_attack": "spikeguard.attacks.registry",
 }
 
-__all__ = sorted(_PUBLIC)  # and the attack classes, one per registered kind (registry.attack_class_names)
+__all__ = sorted([*_PUBLIC, *attack_class_names()])  # and the attack class of any kind registered later
 
 _module_getattr, _module_dir = lazy_exports(globals(), _PUBLIC)
 
 
 def __getattr__(name: str):
-    from spikeguard.attacks.registry import attack_class_names
-
     kind = attack_class_names().get(name)
     if kind is not None:  # made afresh when the kind was registered again
         from spikeguard.attacks.objects import attack_class
@@ -43,6 +42,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    from spikeguard.attacks.registry import attack_class_names
-
     return sorted(set(_module_dir()) | set(attack_class_names()))

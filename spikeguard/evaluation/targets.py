@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spikeguard.checkpoint import load_model
+from spikeguard.checkpoint import load_model, model_name
 from spikeguard.data import DATASETS, load_dataset
 from spikeguard.errors import UserError
 from spikeguard.external import load_external, wrap_external
@@ -59,7 +59,7 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
     cfg = ckpt.get("config", {})
     data = load_splits(ckpt, data_dir, download)
     path = Path(checkpoint) / BEST if Path(checkpoint).is_dir() else Path(checkpoint)
-    name = (ckpt["arch"] or {}).get("name") or ckpt.get("model_fn") or ckpt.get("model_class")  # spikeguard.train
+    name = model_name(ckpt)
     return Target(net, name, ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"), str(path),
                   file_sha256(path), data.frame_range, ckpt.get("model_fn"), train=data.train,
                   imported=cfg.get("imported"))
