@@ -75,7 +75,7 @@ def run_demo(out: str | Path, defenses: list[str] | None = None, epochs: int | N
         evaluation.write(run.run_dir / "results.json")
         record = evaluation.record
         best = best_epoch_metrics(run.run_dir, run.best_epoch)
-        results["models"][defense] = demo_entry(record, run, cfg.lamb, best)
+        results["models"][defense] = demo_entry(record, run, cfg.lamb or 0.0, best)
         results["n_test"] = record.n
         # after every model, so an interrupted demo keeps its work and its readable summary
         write_json(out / "results.json", results)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, cast
 
 from spikeguard.defenses.registry import DEFENSES
 from spikeguard.errors import UserError
@@ -83,7 +83,7 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def prepare_model(model: nn.Module, options: SpeedOptions, **compile_kwargs) -> Callable[..., Any]:
+def prepare_model(model: nn.Module, options: SpeedOptions, **compile_kwargs) -> nn.Module:
     """Apply ``options`` to ``model`` in place and return the module to call (the compiled one for
     compile="model"). Parameters, state-dict keys and the model object stay the same, so checkpoints and
     the defenses' weight updates are unaffected; run the forward under :func:`autocast` for bf16.
@@ -101,7 +101,7 @@ def prepare_model(model: nn.Module, options: SpeedOptions, **compile_kwargs) -> 
     if options.compile == "neurons":
         compile_neurons(model, **compile_kwargs)
     elif options.compile == "model":
-        return torch.compile(model, **compile_kwargs)
+        return cast("nn.Module", torch.compile(model, **compile_kwargs))  # an OptimizedModule for a module
     return model
 
 
@@ -138,8 +138,8 @@ def keep_float32_ends(model: nn.Module) -> list[nn.Module]:
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     ends: list[nn.Module] = [layers[0], layers[-1]] if layers else []
     for layer in dict.fromkeys(ends):  # one layer can be both ends
-        layer.forward = types.MethodType(  # type: ignore[method-assign]  # per instance, so state-dict keys stay
-            _float32_forward(type(layer).forward), layer)
+        # per instance, not a wrapper module, so state-dict keys stay
+        layer.forward = types.MethodType(_float32_forward(type(layer).forward), layer)
     return ends
 
 

@@ -53,7 +53,7 @@ def train(model: nn.Module | str, data: Any = "digits", defense: str | None = No
     if resume:
         if out is None:
             raise UserError("resume=True continues the run in out: give out")
-        dataset = data if isinstance(data, str) else splits.name
+        dataset = data if isinstance(data, str) or splits is None else splits.name
         _same_as_run(Path(out), {"dataset": dataset, "defense": defense, "lamb": lamb, **settings})
         return training.resume(out, epochs=epochs, progress=progress, data=splits, model=given,
                                **{k: v for k, v in settings.items() if k in training.RESUME_FIELDS})

@@ -18,7 +18,7 @@ def library_facts(model: nn.Module) -> dict | None:
     used = sorted({lib.name for m in model.modules() if (lib := library_of(m)) is not None})
     if not used:
         return None
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in used:
         try:
             versions[name] = version(name)

@@ -22,7 +22,8 @@ sigma)``), built-in or registered with ``register_estimator``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn

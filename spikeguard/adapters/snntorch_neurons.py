@@ -3,6 +3,8 @@ time step, the membrane kept in the module (``reset_mem`` clears it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,14 +18,17 @@ class SnnTorch(LibraryAdapter):
     known = ("Leaky",)
 
     def reset(self, module: nn.Module) -> None:
-        if callable(getattr(module, "reset_mem", None)):
-            module.reset_mem()
+        reset_mem = getattr(module, "reset_mem", None)
+        if callable(reset_mem):
+            reset_mem()
 
     def threshold(self, module: nn.Module) -> torch.Tensor:
-        return module.threshold.detach()
+        neuron: Any = module  # a library neuron: its attributes are the library's, not nn.Module's
+        return neuron.threshold.detach()
 
     def dynamics(self, module: nn.Module, known: str):
-        return module.beta.detach().clamp(0, 1), 1.0
+        neuron: Any = module
+        return neuron.beta.detach().clamp(0, 1), 1.0
 
 
 SNNTORCH = SnnTorch()

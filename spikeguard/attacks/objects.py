@@ -119,6 +119,7 @@ class Attack:
         if self.norm == "events":
             from spikeguard.attacks.events import within_event_budget
 
+            assert self.frame_range is not None  # __init__ refused an events attack without it
             return within_event_budget(x_adv, x, self.params.get("budget"), self.frame_range)
         from spikeguard.evaluation.runner import within_budget
 

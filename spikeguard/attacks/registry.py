@@ -55,11 +55,13 @@ def register_attack(name: str, craft: Callable | str, *, params: dict[str, Any] 
                     class_name: str | None = None, replace: bool = False) -> Entry:
     """Register an attack kind (see the module docstring for the facts). ``craft`` is the function or a
     ``"package.module:function"`` string imported on first use."""
-    return ATTACKS.register(name, craft, replace=replace, params=dict(params or {}), gradient=gradient,
+    entry = ATTACKS.register(name, craft, replace=replace, params=dict(params or {}), gradient=gradient,
                             estimators=gradient, norms=tuple(norms), single_step=single_step, iterative=iterative,
                             random=random, library=library, min_classes=min_classes, in_suites=in_suites,
                             label=label or name, paper_column=paper_column,
                             class_name=class_name or "".join(part.capitalize() for part in name.split("-")))
+    assert isinstance(entry, Entry)  # a target was given, so register returned the entry, not a decorator
+    return entry
 
 
 def attack_class_names() -> dict[str, str]:

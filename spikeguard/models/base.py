@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from spikeguard.snn import ENCODERS, IFNeuron
+from spikeguard.snn.registry import Estimator
 
 
 class SpikingNet(nn.Module):
@@ -29,7 +30,7 @@ def conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> list[nn.Mo
     return [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout)]
 
 
-def neuron_factory(time_steps: int, tau: float, estimator: str, spiking: bool = True):
+def neuron_factory(time_steps: int, tau: float, estimator: str | Estimator, spiking: bool = True):
     """A function making identically configured neurons, so a model builds them in one line each;
     ``spiking=False`` makes them ReLUs (the ANN twin, spikeguard.snn.neuron)."""
 

@@ -6,6 +6,8 @@ estimators and encoders) is importable without PyTorch."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from typing import Any
 
 from spikeguard.registry import lazy_exports
 
@@ -24,7 +26,11 @@ _DYNAMIC = {"ESTIMATOR_FAMILIES", "SURROGATES"}  # follow registrations: looked 
 __all__ = sorted(_EXPORTS)
 
 
+def _read_afresh(name: str) -> Callable[[], Any]:
+    """A dynamic name's value, read from its module at each access (a registration changes it)."""
+    return lambda: getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
 __getattr__, __dir__ = lazy_exports(
     globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items() if name not in _DYNAMIC},
-    dynamic={name: (lambda name=name: getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name))
-             for name in _DYNAMIC})
+    dynamic={name: _read_afresh(name) for name in _DYNAMIC})
