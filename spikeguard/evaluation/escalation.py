@@ -96,7 +96,9 @@ def train_substitute(plan: Plan, train, draws: int, settings: dict) -> tuple[nn.
     count = min(len(train), settings["substitute_queries"])
     (batch,) = make_batches(train, count, count, [0], device)
     answers = torch.cat([target_probabilities(plan.model, batch.x[i:i + 256], draws) for i in range(0, count, 256)])
-    substitute, architecture = build_substitute(plan.model, batch.x.shape[1:], plan.num_classes)
+    # its initial weights from the evaluation's seed, not from whatever the caller's global RNG holds
+    with forked_rng(device, seed=batch_seed(plan.seed, 0, 2000)):
+        substitute, architecture = build_substitute(plan.model, batch.x.shape[1:], plan.num_classes)
     substitute = substitute.to(device)
     optimizer = torch.optim.Adam(substitute.parameters(), lr=SUBSTITUTE_LR)
     order = torch.Generator().manual_seed(batch_seed(plan.seed, 0, 2001))
