@@ -51,7 +51,6 @@ from dvs_files import (
 )
 
 from spikeguard.attacks import pgd
-from spikeguard.runtime import eval_mode
 from spikeguard.attacks.events import sparse_events, within_event_budget
 from spikeguard.data.aedat import read_events
 from spikeguard.data.cifar10_dvs import (
@@ -65,6 +64,7 @@ from spikeguard.data.cifar10_dvs import (
 from spikeguard.data.dvs_options import DvsOptions
 from spikeguard.data.event_frames import events_to_frames
 from spikeguard.models import ModelSpec, create_model
+from spikeguard.runtime import eval_mode
 from spikeguard.snn.control import estimator
 
 RECORDINGS = 10_000  # CIFAR10-DVS

@@ -28,8 +28,8 @@ from spikeguard.data import load_dataset
 from spikeguard.demo import demo_config, demo_selection
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.runner import Plan, run_suite
-from spikeguard.evaluation.summary import finish_rows
 from spikeguard.evaluation.suites import suite_from_dict
+from spikeguard.evaluation.summary import finish_rows
 from spikeguard.training import train
 
 
@@ -55,8 +55,8 @@ def textbook(model, data, steps: int, n: int, eps: float) -> dict:
     """One estimator, every sample, every step, last iterate (PGD as ANN libraries run it): the cost most
     published SNN evaluations pay for one estimator."""
     from spikeguard.attacks import pgd
-    from spikeguard.runtime import eval_mode
     from spikeguard.data import stack
+    from spikeguard.runtime import eval_mode
 
     x, y = stack(data.test, n)
     start = time.perf_counter()

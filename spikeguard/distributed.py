@@ -42,8 +42,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from spikeguard.runtime import eval_mode, pick_device
 from spikeguard.errors import UserError
+from spikeguard.runtime import eval_mode, pick_device
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from spikeguard.errors import UserError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+
+    @overload
+    def register(self, name: str, target: None = None, *, replace: bool = False,
+                 **facts: Any) -> Callable[[_T], _T]: ...
+
+    @overload
+    def register(self, name: str, target: Callable[..., Any] | str, *, replace: bool = False,
+                 **facts: Any) -> Entry: ...
 
     def register(self, name: str, target: Any = None, *, replace: bool = False,
                  **facts: Any) -> Entry | Callable[[Any], Any]:

@@ -17,7 +17,8 @@ T = 4
 class JellyCSNN(nn.Module):
     def __init__(self, neuron: str = "IFNode", surrogate_function=None, step_mode: str = "m"):
         super().__init__()
-        from spikingjelly.activation_based import functional, layer, neuron as sj_neuron, surrogate
+        from spikingjelly.activation_based import functional, layer, surrogate
+        from spikingjelly.activation_based import neuron as sj_neuron
 
         make = getattr(sj_neuron, neuron)
         sg = surrogate_function if surrogate_function is not None else surrogate.ATan()

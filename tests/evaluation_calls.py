@@ -4,8 +4,7 @@ so the tests exercise run_evaluation and run_suite exactly as the command line a
 
 from __future__ import annotations
 
-from spikeguard.evaluation import EvalConfig, Target, run_evaluation
-from spikeguard.evaluation import runner
+from spikeguard.evaluation import EvalConfig, Target, run_evaluation, runner
 
 
 def evaluate(model, dataset, suite, eps, *, num_classes, n=None, batch_size=256, seed=0, device="cpu", draws=None,

@@ -110,7 +110,8 @@ def test_gap_matches_closed_forms_of_a_one_pixel_linear_model():
     attack, _, _ = fallback_attacks(seed=0)
     out = gap_at_eps(model, x, y, eps, attack(eps), uniform, signs)
 
-    s = lambda v: 1 / (1 + math.exp(-v))
+    def s(v):
+        return 1 / (1 + math.exp(-v))
     assert out["drop_adv"].item() == pytest.approx(s(m) - s(m - b), abs=1e-12)  # PGD reaches the corner
     assert out["drop_adv_softmax"].item() == pytest.approx(out["drop_adv"].item(), abs=1e-12)  # two classes
     mean_f = (softplus(m + b) - softplus(m - b)) / (2 * b)
@@ -127,7 +128,8 @@ def test_gap_matches_closed_forms_of_a_one_pixel_linear_model():
 def test_adversarial_drop_is_never_negative_because_x_is_in_the_ball():
     model = binary_linear([1.0, -1.0], 0.2)
     x, y = images([[0.5, 0.5], [0.4, 0.7]]), torch.tensor([0, 0])
-    helpful = lambda model, x, y: (x + torch.tensor([0.05, -0.05], dtype=x.dtype).view(1, 1, 1, 2))
+    def helpful(model, x, y):
+        return x + torch.tensor([0.05, -0.05], dtype=x.dtype).view(1, 1, 1, 2)
     u, s = draw_directions(x, 3, torch.Generator().manual_seed(0))
     out = gap_at_eps(model, x, y, 0.05, helpful, u, s)
     assert torch.equal(out["drop_adv"], torch.zeros(2, dtype=torch.float64))

@@ -74,7 +74,6 @@ def test_cli_and_api_agree_per_sample(builder, tmp_path, monkeypatch):
 
 def test_tensor_pair_and_adversarial_examples(digits_tensors):
     import torch
-
     from ecosystem_models import TorchCSNN, reset
 
     _, (x, y) = digits_tensors
@@ -110,7 +109,6 @@ def test_load_names_a_missing_checkpoint_in_one_line(tmp_path):
 
 def test_evaluate_leaves_the_neuron_state_as_found(digits_tensors):
     import torch
-
     from ecosystem_models import JellyCSNN
 
     _, (x, y) = digits_tensors
@@ -128,7 +126,6 @@ def test_evaluate_leaves_the_neuron_state_as_found(digits_tensors):
 
 def test_numpy_input_loaders_read_up_to_n_and_mode_restored(digits_tensors):
     import torch
-
     from ecosystem_models import JellyCSNN
 
     _, (x, y) = digits_tensors
@@ -181,7 +178,6 @@ def test_top_level_names_are_listed_and_lazy():
 
 def test_evaluation_options_reach_the_evaluation(digits_tensors):
     import torch
-
     from ecosystem_models import JellyCSNN
 
     _, (x, y) = digits_tensors

@@ -3,8 +3,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeguard.attacks import fgsm, pgd, worst_case_accuracy
-from spikeguard.runtime import eval_mode
 from spikeguard.evaluation.bank import PAPER as PAPER_ESTIMATORS
+from spikeguard.runtime import eval_mode
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

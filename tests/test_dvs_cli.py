@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import yaml
-
 from dvs_files import make_synthetic_cifar10dvs
+
 from spikeguard.cli import main
 
 TIME_STEPS = 4

@@ -24,8 +24,8 @@ from spikeguard.data.cifar10_dvs import (
     frame_range,
     stratified_split,
 )
-from spikeguard.data.dvs_options import DvsOptions
 from spikeguard.data.dvs_augment import DvsAugment
+from spikeguard.data.dvs_options import DvsOptions
 from spikeguard.data.event_frames import events_to_frames
 from spikeguard.errors import UserError
 

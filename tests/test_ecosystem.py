@@ -4,14 +4,13 @@ README's test command (no skip)."""
 
 from __future__ import annotations
 
-
 import pytest
-import spikingjelly.activation_based.surrogate as sj_surrogate
 import snntorch.surrogate as snn_surrogate
+import spikingjelly.activation_based.surrogate as sj_surrogate
 import torch
 import torch.nn.functional as F
-
 from ecosystem_models import JellyCSNN, TorchCSNN, reset, train
+
 from spikeguard import adapters
 from spikeguard.defenses import sparsity_penalty
 from spikeguard.evaluation import bank

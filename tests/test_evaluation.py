@@ -5,21 +5,21 @@ import sys
 
 import pytest
 import torch
+from evaluation_calls import evaluate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from spikeguard.attacks import pgd, rfgsm
-from spikeguard.runtime import eval_mode
 from spikeguard.attacks import autoattack_adapter as library
+from spikeguard.attacks import pgd, rfgsm
 from spikeguard.attacks.noise import random_signs, uniform_noise
 from spikeguard.cli import main
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, load_suite, strongest_examples
-from evaluation_calls import evaluate
 from spikeguard.evaluation.flags import per_sample_flags
-from spikeguard.schema import SampleOutcome
 from spikeguard.evaluation.suites import suite_from_dict
+from spikeguard.runtime import eval_mode
+from spikeguard.schema import SampleOutcome
 from spikeguard.snn import PoissonEncoder
 
 FAST = {"name": "fast", "eot_draws": 3, "checks": {"unbounded_n": 8, "unbounded_steps": 5},

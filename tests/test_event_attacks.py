@@ -6,19 +6,19 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from evaluation_calls import evaluate, run_suite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeguard.runtime import eval_mode
 from spikeguard.attacks.events import random_events, sparse_events, within_event_budget
 from spikeguard.attacks.noise import NOISES
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, load_suite
-from evaluation_calls import evaluate, run_suite
 from spikeguard.evaluation.runner import craft
 from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.evaluation.threat_models import make_threat_model, threat_from_record
 from spikeguard.models import ModelSpec, create_model
+from spikeguard.runtime import eval_mode
 
 R, T, S, CLASSES = 8, 3, 8, 4
 

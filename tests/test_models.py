@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from spikeguard.errors import UserError
 from spikeguard.data.registry import DEFAULT_MODEL
+from spikeguard.errors import UserError
 from spikeguard.models import ModelSpec, ann_twin, create_model
 from spikeguard.models.wrn import MixedResidualBlock
 from spikeguard.snn import IFNeuron, spiking_layers

@@ -7,13 +7,12 @@ normalisation, logits averaged over time."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from spikeguard.cli import main
 from spikeguard.checkpoint import load_model
+from spikeguard.cli import main
 from spikeguard.release import NORMALISATION
 
 T = 8

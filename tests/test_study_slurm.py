@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from test_study import PLAN, numbers, run_cli, write_plan
 
 from spikeguard.study import executors, slurm_jobs
-from test_study import PLAN, numbers, run_cli, write_plan
 
 pytestmark = pytest.mark.slurm
 

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_data import _make_cifar
 
 from spikeguard.checkpoint import load_model
 from spikeguard.cli import main
@@ -14,8 +15,6 @@ from spikeguard.config import TrainConfig
 from spikeguard.data.splits import ImageDataset
 from spikeguard.errors import UserError
 from spikeguard.training import train
-
-from test_data import _make_cifar
 
 FAST = dict(dataset="digits", epochs=1, time_steps=2, batch_size=128)
 

@@ -12,7 +12,7 @@ from spikeguard.errors import UserError
 from spikeguard.evaluation import EvalConfig, Target, run_evaluation, runner
 from spikeguard.evaluation.bank import BANK
 from spikeguard.evaluation.stochastic import check_state_carry, grad_mode_dependent, is_stochastic
-from spikeguard.evaluation.suites import suite_from_dict, load_suite
+from spikeguard.evaluation.suites import load_suite, suite_from_dict
 
 EPS, N, STEPS = 0.1, 100, 20
 SMALL = {"name": "small", "checks": {"unbounded_n": 16, "unbounded_steps": 10},

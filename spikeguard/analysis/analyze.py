@@ -35,12 +35,12 @@ from spikeguard.analysis.min_eps import (
     summarize_min_eps,
 )
 from spikeguard.attacks import pgd
-from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.schema import EvalRecord, read_results
 from spikeguard.errors import UserError
 from spikeguard.files import write_json, write_text
 from spikeguard.locks import is_lock_file
 from spikeguard.rundir import BEST, CONFIG, LAST, METRICS, label_for, load_splits, read_metrics, run_directory
+from spikeguard.runtime import eval_mode, forked_rng
+from spikeguard.schema import EvalRecord, read_results
 from spikeguard.snn import estimator as use_estimator
 from spikeguard.snn import is_spiking, spiking_layers
 
@@ -321,8 +321,8 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     """Analyse a checkpoint (or a run directory's best.pt) on the first n test samples; write
     out/analysis.json, out/per_sample.csv and out/figures/*.png. ``settings.eps`` empty: the training eps."""
     from spikeguard.checkpoint import load_model, model_name
-    from spikeguard.figures import write_figures
     from spikeguard.data import stack
+    from spikeguard.figures import write_figures
     from spikeguard.runtime import pick_device
 
     out = prepare_output_dir(out)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from spikeguard.runtime import eval_mode
 from spikeguard.defenses.sparsity import true_class_probability
+from spikeguard.runtime import eval_mode
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 Scores = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (f, softmax probability of y, prediction)

@@ -11,8 +11,8 @@ import math
 import torch
 from torch import nn
 
-from spikeguard.runtime import eval_mode
 from spikeguard.defenses.sparsity import true_class_probability
+from spikeguard.runtime import eval_mode
 
 # An entry counts as "small" when |g_i| <= SMALL_TOLERANCE * max_j |g_j| (relative, so scale-free).
 SMALL_TOLERANCE = 1e-3

@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -11,7 +11,7 @@ neuron state is cleared before each pass.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -26,8 +26,9 @@ an :class:`AttackCall`. ``register_attack`` adds a kind from anywhere (a test, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from spikeguard.registry import Entry, Registry
 

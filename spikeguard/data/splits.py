@@ -8,8 +8,8 @@ model's job, so that adversarial attacks can clip to the valid pixel range.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikeguard.adapters import stateless
 from spikeguard.attacks import fgsm, pgd
-from spikeguard.runtime import eval_mode
 from spikeguard.defenses.gradient_norm import gradient_norm_terms
 from spikeguard.defenses.orthogonal import retract_model
-from spikeguard.adapters import stateless
 from spikeguard.defenses.sparsity import sparsity_terms
+from spikeguard.runtime import eval_mode
 
 Parts = dict[str, torch.Tensor]
 

@@ -24,8 +24,8 @@ from spikeguard.distributed import broadcast_object, context, gather_objects, on
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags
 from spikeguard.evaluation.batch_store import BatchStore
-from spikeguard.evaluation.examples import ScoredExamples
 from spikeguard.evaluation.config import EvalConfig
+from spikeguard.evaluation.examples import ScoredExamples
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import Suite, load_suite

@@ -60,7 +60,7 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         try:
             return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
         except (TypeError, KeyError) as e:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 from torch import nn
 
 from spikeguard.errors import UserError
 from spikeguard.snn.encoders import FramesEncoder
-from spikeguard.snn.registry import Estimator, parse_estimator
 from spikeguard.snn.neuron import IFNeuron
+from spikeguard.snn.registry import Estimator, parse_estimator
 
 _WIDTH_KEYWORDS = ("width", "gamma", "alpha")
 

@@ -47,7 +47,7 @@ class IFNeuron(nn.Module):
     @estimator.setter
     def estimator(self, spec: str | Estimator) -> None:
         est = parse_estimator(spec)
-        est.rule  # loaded now, not inside a forward pass that torch.compile traces
+        _ = est.rule  # loaded now, not inside a forward pass that torch.compile traces
         self._estimator = est
 
     def extra_repr(self) -> str:

@@ -16,9 +16,10 @@ checks a name against this registry, ``parse_training_estimator`` also that the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 from spikeguard.errors import UserError
 from spikeguard.registry import Registry

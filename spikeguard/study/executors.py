@@ -26,8 +26,15 @@ from spikeguard.errors import UserError
 from spikeguard.progress import Reporter
 from spikeguard.registry import Registry
 from spikeguard.study.plan import StudyPlan
-from spikeguard.study.state import (cell_log_path, log_line, now, read_cell_record, read_plan, write_cell_record,
-                                    write_study)
+from spikeguard.study.state import (
+    cell_log_path,
+    log_line,
+    now,
+    read_cell_record,
+    read_plan,
+    write_cell_record,
+    write_study,
+)
 
 SUBMITIT_FOLDER = "submitit"
 SLURM_SCRIPT = "slurm-array.sbatch"
@@ -198,7 +205,7 @@ def cells_job(study: str, cell_ids: list[str], device: str) -> list[str]:
 @EXECUTORS.register("slurm", description="a Slurm job array through submitit (--partition, --gpus-per-cell, "
                     "--time-per-cell); --dry-run writes the sbatch script without submitting")
 def submit_slurm(launch: Launch, cells: list[str]) -> None:
-    submitit = _submitit()
+    submitit: Any = _submitit()  # imported on use: the executor is optional
     if launch.dry_run:  # submitit's own script, built where Slurm's srun need not exist
         class Planning(submitit.SlurmExecutor):
             @classmethod

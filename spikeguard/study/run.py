@@ -10,8 +10,15 @@ from typing import Any
 
 from spikeguard.locks import claim
 from spikeguard.progress import Reporter
-from spikeguard.study.executors import (EXECUTORS, WAIT_MINUTES, Launch, default_gpus, finished, slurm_parameters,
-                                        wait_for_cells)
+from spikeguard.study.executors import (
+    EXECUTORS,
+    WAIT_MINUTES,
+    Launch,
+    default_gpus,
+    finished,
+    slurm_parameters,
+    wait_for_cells,
+)
 from spikeguard.study.plan import StudyPlan
 from spikeguard.study.slurm_jobs import held_job, settle
 from spikeguard.study.state import STUDY, open_study, read_cell_record, write_study

@@ -140,9 +140,9 @@ def collect(study: Path, plan: StudyPlan) -> dict[str, Any]:
     cells = []
     for cell in plan.cells:
         record = read_cell_record(study, cell.id)
+        kept: dict[str, Any] = {k: record[k] for k in ("reason", "numbers", "timing", "threads", "job") if k in record}
         cells.append({"id": cell.id, "settings": cell.settings, "dir": f"{CELLS}/{cell.id}",
-                      "status": shown_status(study, record),
-                      **{k: record[k] for k in ("reason", "numbers", "timing", "threads", "job") if k in record}})
+                      "status": shown_status(study, record), **kept})
     counts = {s: sum(c["status"] == s for c in cells) for s in (*STATUSES, "killed")}
     return {"format": FORMAT, "name": plan.name, "plan": plan.to_dict(), "fingerprint": plan.fingerprint(),
             "threads": plan.threads, "updated": now(), "counts": {k: v for k, v in counts.items() if v},
