@@ -3,7 +3,7 @@ import json
 import pytest
 
 from spikeguard.cli import main
-from spikeguard.demo import demo_selection
+from spikeguard.demo import DEMO_THREADS, demo_selection
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,33 @@ def test_verdict_reports_honestly_and_diagnoses_a_loss():
     assert no_shrink.startswith("No") and "did not shrink" in no_shrink
     shrunk = _verdict(_models(0.15, 0.20, 1.0, 2.0), 360)
     assert shrunk.startswith("No") and "did shrink" in shrunk
+
+
+def _without_times_and_paths(value):
+    """A results document with what may differ between two identical runs left out: times and file paths."""
+    if isinstance(value, dict):
+        return {k: _without_times_and_paths(v) for k, v in value.items()
+                if "seconds" not in k and k not in ("checkpoint", "out")}
+    if isinstance(value, list):
+        return [_without_times_and_paths(v) for v in value]
+    return value
+
+
+def test_the_demo_is_reproducible_in_a_fresh_process(demo_out, tmp_path):
+    """The same command in a new process (other hash seed, no earlier tests' random state, the tests' one
+    thread not inherited: the demo sets its own thread count) writes the same results: weights (their sha256)
+    and every number."""
+    import os
+    import subprocess
+    import sys
+
+    again = tmp_path / "again"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-m", "spikeguard", "demo", "--out", str(again), "--defenses", "vanilla,sr",
+                    "--epochs", "1", "--n", "24", "--no-progress"], check=True, env=env, capture_output=True)
+    for name in ("results.json", "runs/vanilla/results.json", "runs/sr/results.json"):
+        first = _without_times_and_paths(json.loads((demo_out / name).read_text()))
+        second = _without_times_and_paths(json.loads((again / name).read_text()))
+        assert first == second, name
+    assert json.loads((again / "results.json").read_text())["threads"] == DEMO_THREADS
+    assert (demo_out / "runs/sr/results.csv").read_text() == (again / "runs/sr/results.csv").read_text()
