@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from spikeguard.errors import UserError
-from spikeguard.schema import (SCHEMA_VERSION, UNTRUSTING, EvalRecord, FlagName, SampleOutcome, read_results,
-                               read_samples, results_version, write_samples)
+from spikeguard.schema import (
+    SCHEMA_VERSION,
+    UNTRUSTING,
+    EvalRecord,
+    FlagName,
+    SampleOutcome,
+    read_results,
+    read_samples,
+    results_version,
+    write_samples,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 VERSIONS = {0: "v0-pre-suite", 1: "v1-suite", 2: "v2-ranks", 3: "v3-threat-model", 4: "v4-trust"}

@@ -7,7 +7,7 @@ or ``ann``: BPDA through the ANN twin, which is not a per-layer setting but a wr
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from torch import nn
 

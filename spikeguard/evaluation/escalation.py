@@ -30,9 +30,18 @@ from spikeguard.evaluation.runner import Plan, SuiteRunner, batch_seed, craft, m
 from spikeguard.evaluation.suites import AttackSpec
 from spikeguard.progress import reporter_for
 from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.schema import (ESCALATION, UNTRUSTING, AttackResult, EscalationAttack, EscalationRecord, Flag,
-                               Headline, SampleOutcome)
+from spikeguard.schema import (
+    ESCALATION,
+    UNTRUSTING,
+    AttackResult,
+    EscalationAttack,
+    EscalationRecord,
+    Flag,
+    Headline,
+    SampleOutcome,
+)
 from spikeguard.snn import ann_twin, is_spiking
+
 TRANSFER_LABEL = "escalation-transfer"
 ESTIMATE_LABEL = "escalation-estimated-gradient"
 SQUARE_LABEL = "escalation-square"

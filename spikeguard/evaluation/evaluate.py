@@ -91,14 +91,15 @@ def make_plan(config: EvalConfig, target: Target) -> Plan:
     suite = config.suite if isinstance(config.suite, Suite) else load_suite(config.suite)
     if len(target.test) == 0:
         raise UserError("the evaluation split is empty")
-    threat = make_threat_model(config.threat_model, eps=config.eps, budget=config.budget,
-                               frame_range=target.frame_range)
+    eps, name = config.eps, config.threat_model
+    assert eps is not None and not isinstance(eps, str) and name is not None  # config.for_target resolved both
+    threat = make_threat_model(name, eps=eps, budget=config.budget, frame_range=target.frame_range)
     threat.check_sample(target.test[0][0])
     source = config.source
     if isinstance(source, (str, Path)):
         source = load_source(str(source), target)
     check_suite(suite, threat, transfer=source is not None)
-    return Plan(target.model, target.test, suite, config.eps, target.num_classes, n=config.n,
+    return Plan(target.model, target.test, suite, eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=pick_device(config.device),
                 draws=config.eot_draws, source=source, threat=threat, progress=reporter_for(config.progress),
                 train=target.train)
@@ -106,6 +107,7 @@ def make_plan(config: EvalConfig, target: Target) -> Plan:
 
 def run_identity(config: EvalConfig, target: Target, plan: Plan) -> dict:
     """What defines a run for --resume: kept batches of another run are refused."""
+    assert plan.threat is not None  # make_plan sets it
     return {"checkpoint": target.checkpoint, "checkpoint_sha256": target.checkpoint_sha256,
             "model_fn": target.model_fn, "suite_spec": plan.suite.raw, "eps": config.eps, "n": plan.count,
             "batch_size": config.batch_size, "seed": config.seed, "eot_draws": config.eot_draws,
@@ -267,9 +269,10 @@ def gradient_check(rows: list[SampleOutcome], estimators: list[str]) -> Gradient
     return GradientCheck(fraction, sum(bool(estimators) and len(r.zero_gradient) == len(estimators) for r in clean))
 
 
-def unbounded_check(suite: Suite, threat: ThreatModel) -> UnboundedCheck:
+def unbounded_check(suite: Suite, threat: ThreatModel | None) -> UnboundedCheck:
     """What the unbounded check runs, in words (results.json stores it beside its accuracy)."""
-    if threat.events:
+    if threat is not None and threat.events:
+        assert threat.frame_range is not None  # events-l0 runs on event frames
         steps = max(suite.unbounded_steps, threat.frame_range)
         return UnboundedCheck(f"the sparse event attack with no budget ({steps} steps of one event per bin: any "
                               "count in [0, R] reachable in every unsaturated bin)", steps)
@@ -284,8 +287,7 @@ def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, i
     if count == 0:
         return None, 0
     (batch,) = make_batches(plan.dataset, count, count, [0], torch.device(plan.device))
-    events = threat is not None and threat.events
-    steps = max(suite.unbounded_steps, threat.frame_range) if events else suite.unbounded_steps
+    steps = unbounded_check(suite, threat).steps
     worst = WorstCase(correct_fraction(runner.model, batch.x, batch.y, runner.draws))
     generator = torch.Generator().manual_seed(runner.seed)
     for member in runner.gradient_estimators or (runner.own_member(),):
@@ -293,7 +295,8 @@ def unbounded_accuracy(plan: Plan, runner: SuiteRunner) -> tuple[float | None, i
         if idx.numel() == 0:
             break
         with eval_mode(runner.model), bank.under(runner.model, member, runner.twins) as target:
-            if events:
+            if threat is not None and threat.events:
+                assert threat.frame_range is not None  # events-l0 runs on event frames
                 x_adv = sparse_events(target, batch.x[idx], batch.y[idx], None, threat.frame_range, steps,
                                       runner.draws)
             else:
@@ -333,6 +336,7 @@ def budget_sweep(plan: Plan) -> list[dict]:
     """events-l0: the suite's first white-box event attack at budgets K/4 .. 8K on up to 200 samples
     (accuracy must not rise with the budget; the unbounded check is the no-budget end)."""
     threat = plan.threat
+    assert threat is not None and threat.budget is not None  # a budget sweep is run under events-l0 only
     white = event_attacks(gradient=True)
     spec = next(s for s in plan.suite.attacks if s.attack in white)
     spec = dataclasses.replace(spec, params={**spec.params, "budget": None})  # each point's budget

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -119,7 +120,9 @@ def craft(spec: AttackSpec, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
         return folded.reshape(x.shape)
     budget = frame_range = None
     if "events" in kind.norms:
-        budget, frame_range = event_budget(spec, threat), threat.frame_range
+        budget = event_budget(spec, threat)  # refuses a missing or non-event threat model
+        assert threat is not None
+        frame_range = threat.frame_range
     call = AttackCall(eps=eps, params=spec.params, norm=spec.norm, draws=draws, generator=generator,
                       num_classes=num_classes, budget=budget, frame_range=frame_range)
     return kind.load()(target, x, y, call)
@@ -141,7 +144,9 @@ def within_threat(spec: AttackSpec, x_adv: torch.Tensor, x: torch.Tensor, eps: f
                   threat: ThreatModel | None) -> torch.Tensor:
     """The guard that fits the attack: the event budget for whole-event edits, else the norm ball."""
     if spec.norm == "events":
-        return within_event_budget(x_adv, x, event_budget(spec, threat), threat.frame_range)
+        budget = event_budget(spec, threat)  # refuses a missing or non-event threat model
+        assert threat is not None and threat.frame_range is not None
+        return within_event_budget(x_adv, x, budget, threat.frame_range)
     return within_budget(x_adv, x, eps, spec.norm)
 
 
@@ -219,9 +224,9 @@ class SuiteRunner:
         if spec.random:
             if batch is not None:
                 self._unit(spec.label, "random draws", batch)
-            worst = self._random_draws(spec, x, y, eps, clean, generator, rows)
+            drawn = self._random_draws(spec, x, y, eps, clean, generator, rows)
             self.reporter.advance()
-            return worst
+            return drawn
         worst = WorstCase(clean)
         everyone = (clean > 0).nonzero().squeeze(1)
         for member in self.members(spec) or ("",):
@@ -274,6 +279,7 @@ class SuiteRunner:
         """PGD on the source model under each of the suite's transfer estimators, scored on the target."""
         spec = AttackSpec(TRANSFER, TRANSFER, {"steps": self.suite.transfer["steps"], "alpha": None,
                                                    "restarts": 1, "random_start": True}, ())
+        assert self.source is not None  # called only with a transfer source
         worst = WorstCase(clean)
         for member in self.transfer_members:
             if batch is not None:
@@ -299,7 +305,7 @@ class SuiteRunner:
     def _zero_gradients(self, x, y, rows) -> None:
         """Per sample, the estimators under which the input gradient at the clean point is exactly zero:
         an attack that starts there sees nothing (masked gradients)."""
-        zero = [[] for _ in rows]
+        zero: list[list[str]] = [[] for _ in rows]
         for member in self.gradient_estimators:
             with eval_mode(self.model), bank.under(self.model, member, self.twins) as target:
                 grad, _ = input_gradient(target, x, y, self.draws)

@@ -102,5 +102,6 @@ def correct_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: 
     """Per sample, the fraction of ``draws`` forward passes that classify it correctly (0 or 1 when the
     model is deterministic and draws = 1). NaN or inf logits are a one-line UserError."""
     with eval_mode(model):
-        hits = sum((finite_logits(model(x), "scored inputs").argmax(1) == y).float() for _ in range(draws))
+        hits = torch.stack([(finite_logits(model(x), "scored inputs").argmax(1) == y).float()
+                            for _ in range(draws)]).sum(0)
     return hits / draws

@@ -42,4 +42,5 @@ def strongest_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
                     x_adv = within_budget(craft(spec, target, x, y, eps, draws, generator, num_classes), x, eps,
                                           "linf")
                 worst.update(f"{spec.label}/{member}", everyone, mean_f(x_adv), x_adv)
+    assert worst.example is not None  # kept: WorstCase was given the inputs
     return worst.example

@@ -81,9 +81,9 @@ class Suite:
 # inputs, attacked with PGD and APGD-CE of transfer_steps; PGD on a gradient estimated from outputs
 # (estimate_steps, 2 x estimate_directions queries a step); Square with square_queries x square_restarts;
 # each on the samples still standing. enabled: false turns it off (the headline is still "not a bound").
-ESCALATION_DEFAULTS = {"enabled": True, "substitute_epochs": 30, "substitute_queries": 5000, "transfer_steps": 50,
-                       "estimate_steps": 50, "estimate_directions": 50, "square_queries": 5000,
-                       "square_restarts": 2}
+ESCALATION_DEFAULTS: dict[str, Any] = {
+    "enabled": True, "substitute_epochs": 30, "substitute_queries": 5000, "transfer_steps": 50, "estimate_steps": 50,
+    "estimate_directions": 50, "square_queries": 5000, "square_restarts": 2}
 
 
 def load_suite(name_or_path: str | Path) -> Suite:

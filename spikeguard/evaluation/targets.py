@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,14 +23,14 @@ class Target:
     model: nn.Module
     name: str            # the model's name (architecture, or the model function)
     dataset: str
-    test: object         # the test split
+    test: Any            # the test split: a sequence of (input, label)
     num_classes: int
     eps: float | None    # the training eps, when the checkpoint records one
     checkpoint: str      # path or model function
     checkpoint_sha256: str | None
     frame_range: int | None = None  # event data: the events per bin that a frame value of 1 stands for
     model_fn: str | None = None     # an external model: the "package.module:function" that built it
-    train: object = None            # the training split: the escalation trains its substitute on it
+    train: Any = None               # the training split: the escalation trains its substitute on it
     imported: dict | None = None    # an imported published checkpoint: its origin and how it was selected
 
     @classmethod
@@ -55,6 +56,7 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
         _check_outputs(model, data, f"the model of {model_fn}")
         return Target(model, model_fn, dataset, data.test, data.num_classes, None, model_fn, None, data.frame_range,
                       model_fn, data.train)
+    assert checkpoint is not None  # exactly one of checkpoint and model_fn, checked above
     net, ckpt = load_model(checkpoint, expect_model=expect_model, expect_dataset=dataset)
     cfg = ckpt.get("config", {})
     data = load_splits(ckpt, data_dir, download)
@@ -66,14 +68,12 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
 def load_source(source: str, target: Target) -> nn.Module:
     """A transfer source: a spikeguard checkpoint (SNN) or ``package.module:function`` (any model, e.g. an
     ANN); it must be trained on the target's data set."""
-
     if Path(source).exists():
         model, ckpt = load_model(source)
         if ckpt["dataset"] != target.dataset:
             raise UserError(f"--source '{source}' was trained on '{ckpt['dataset']}', the target on '{target.dataset}'")
         return model
     if ":" in source:
-
         model = load_external(source)
         _check_outputs(model, None, f"--source {source}", target)
         return model
@@ -82,8 +82,8 @@ def load_source(source: str, target: Target) -> nn.Module:
 
 @torch.no_grad()
 def _check_outputs(model: nn.Module, data, what: str, target: Target | None = None) -> None:
-    test = data.test if data is not None else target.test
-    classes = data.num_classes if data is not None else target.num_classes
+    test: Any = data.test if data is not None else target.test if target is not None else None
+    classes = data.num_classes if data is not None else target.num_classes if target is not None else None
     x = test[0][0][None]
     try:
         out = model(x)

@@ -39,6 +39,7 @@ class ThreatModel:
                                "clamped to [0, 1]"}
         r = self.frame_range
         if self.name == "frames-linf":
+            assert self.eps is not None and r is not None  # make_threat_model sets both for frames-linf
             return {"name": "frames-linf", "eps": self.eps, "frame_range": r, "eps_events_per_bin": self.eps * r,
                     "meaning": f"eps={self.eps:.6g} is relative to the frame range R={r} events per bin: every "
                                f"(frame, polarity, pixel) bin may change by at most eps*R={self.eps * r:.6g} events "
@@ -96,7 +97,7 @@ def check_suite(suite, threat: ThreatModel | None, transfer: bool = False) -> No
                             f"threat model, not {name}")
     if events and transfer:
         raise UserError("--source (a transfer attack) crafts l-inf examples; it does not apply under events-l0")
-    if events:
+    if threat is not None and threat.events:
         threat._check_budgets(suite)
 
 
@@ -105,6 +106,7 @@ def event_budget(spec, threat: ThreatModel | None) -> int:
     if threat is None or not threat.events:
         raise UserError(f"attack '{spec.label}' edits whole events; it needs the events-l0 threat model")
     own = spec.params.get("budget")
+    assert threat.budget is not None  # make_threat_model gives events-l0 a budget
     return own if own is not None else threat.budget
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from spikeguard.errors import UserError
 from spikeguard.evaluation.escalation import LABELS as ESCALATION_LABELS

@@ -44,9 +44,21 @@ above and a fixture in tests/fixtures/results/.
 
 from __future__ import annotations
 
-from spikeguard.schema.records import (ESCALATION, SCHEMA_VERSION, UNTRUSTING, AttackResult, EscalationAttack,
-                                       EscalationRecord, EvalRecord, Flag, FlagName, GradientCheck, Headline,
-                                       NotApplicable, UnboundedCheck)
+from spikeguard.schema.records import (
+    ESCALATION,
+    SCHEMA_VERSION,
+    UNTRUSTING,
+    AttackResult,
+    EscalationAttack,
+    EscalationRecord,
+    EvalRecord,
+    Flag,
+    FlagName,
+    GradientCheck,
+    Headline,
+    NotApplicable,
+    UnboundedCheck,
+)
 from spikeguard.schema.samples import CSV_FIRST, AttackOutcome, SampleOutcome, read_samples, write_samples
 from spikeguard.schema.upgrade import read_results, results_version
 

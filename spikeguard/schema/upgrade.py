@@ -10,6 +10,7 @@ from typing import Any
 from spikeguard.errors import UserError
 from spikeguard.schema.records import SCHEMA_VERSION, EvalRecord
 
+
 def results_version(data: Any) -> int | None:
     """The format version of a JSON object read from a results file; None when it is not one."""
     if not isinstance(data, dict):

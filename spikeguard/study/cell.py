@@ -22,8 +22,15 @@ from typing import Any
 from spikeguard.errors import UserError
 from spikeguard.schema import AttackResult, read_results
 from spikeguard.study.plan import StudyPlan
-from spikeguard.study.state import (cell_dir, cell_record_path, evaluation_path, log_line, now, read_cell_record,
-                                    write_cell_record)
+from spikeguard.study.state import (
+    cell_dir,
+    cell_record_path,
+    evaluation_path,
+    log_line,
+    now,
+    read_cell_record,
+    write_cell_record,
+)
 
 ANALYSIS = "analysis"
 TRAINED = "train"
