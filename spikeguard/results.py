@@ -7,8 +7,7 @@ import shutil
 from rich.console import Console
 from rich.table import Table
 
-from spikeguard.errors import UserError
-from spikeguard.schema import AttackResult, Headline, read_results
+from spikeguard.schema import AttackResult, Headline
 
 
 def print_table(rows: dict[str, dict[str, float]], title: str) -> None:
@@ -29,16 +28,6 @@ def column_label(attack: AttackResult | dict) -> str:
     attacked) or cumulative (only the survivors of the earlier attacks attacked)."""
     attack = attack if isinstance(attack, AttackResult) else AttackResult.from_json(attack)
     return f"{attack.name} ({'cumulative' if attack.cumulative else 'alone'})"
-
-
-def headline(results: dict) -> dict | None:
-    """The headline of results.json's content, when the file has one (older files do not). For report.py until
-    it reads EvalRecord (schema.read_results) itself."""
-    try:
-        found = read_results(results).headline
-    except UserError:
-        return None
-    return found.to_json() if found else None
 
 
 def headline_text(found: Headline | None) -> str | None:
