@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from spikeguard.errors import UserError
-from spikeguard.schema import SampleOutcome, read_results
+from spikeguard.schema import EvalRecord, Headline, SampleOutcome, read_results
 
 
 @dataclass
@@ -39,8 +39,19 @@ class Result:
     per_sample: list[dict]                      # one row per sample: clean_correct, robust, broken_by, ...
     results: dict                               # results.json's content
     adversarial: torch.Tensor | None = field(default=None, repr=False)  # return_adversarial: the scored ones
-    # The headline (results["headline"]: the number to quote and whether it is a bound) gets its typed
-    # accessors (headline, is_bound) from the results schema; they belong here.
+    record: EvalRecord | None = field(default=None, repr=False)         # the same results, typed
+
+    @property
+    def headline(self) -> Headline | None:
+        """The number to quote: ``accuracy``, ``is_bound`` (False when a check found a gradient it could not
+        trust) and ``why``; None only for results of a format that had no headline."""
+        return (self.record or read_results(self.results)).headline
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the headline is an upper bound on robust accuracy as far as the checks can tell (False without
+        a headline)."""
+        return self.headline is not None and self.headline.is_bound
 
     def save(self, path: str | Path) -> Path:
         """results.json at ``path`` and the per-sample CSV beside it; returns the CSV's path."""
@@ -50,7 +61,9 @@ class Result:
         return write_results(Path(path), read_results(self.results), samples)
 
     def __repr__(self) -> str:
-        return (f"Result(clean={self.clean_accuracy:.4f}, robust={self.robust_accuracy:.4f}, "
+        found = self.headline
+        quoted = "no headline" if found is None else f"headline={found.accuracy:.4f} ({found.label})"
+        return (f"Result(clean={self.clean_accuracy:.4f}, robust={self.robust_accuracy:.4f}, {quoted}, "
                 f"n={len(self.per_sample)}, flags={len(self.flags)})")
 
 
@@ -187,7 +200,7 @@ def _run(model, pairs, num_classes, name, return_adversarial, settings) -> Resul
         _check_counted(examples, evaluation.samples)
     accuracies = {a.name: a.accuracy for a in record.attacks}
     return Result(record.clean_accuracy, record.ensemble_accuracy, accuracies, [f.to_json() for f in record.flags],
-                  evaluation.rows, evaluation.results, adversarial)
+                  evaluation.rows, evaluation.results, adversarial, record)
 
 
 @torch.no_grad()

@@ -90,6 +90,23 @@ def test_tensor_pair_and_adversarial_examples(digits_tensors):
     assert bool(wrong[clean_wrong].all())
     assert wrong.tolist() == [row["robust"] == 0 for row in result.per_sample]
     assert result.accuracies and result.accuracies == {a["name"]: a["accuracy"] for a in result.results["attacks"]}
+    # the honesty signal, typed: the number to quote and whether it is a bound, also in the printed form
+    assert result.headline.accuracy == result.results["headline"]["accuracy"]
+    assert result.is_bound == result.results["headline"]["is_bound"]
+    assert f"({result.headline.label})" in repr(result)
+
+
+def test_result_says_when_its_headline_is_not_a_bound():
+    from spikeguard.api import Result
+
+    results = {"clean_accuracy": 0.9, "ensemble_accuracy": 0.5, "attacks": [], "flags": [], "n": 2,
+               "headline": {"accuracy": 0.5, "is_bound": False, "label": "not a bound", "why": ["zero gradients"]}}
+    result = Result(0.9, 0.5, {}, [], [], results)
+    assert result.is_bound is False and result.headline.why == ["zero gradients"]
+    assert "not a bound" in repr(result)
+    result = Result(0.9, 0.5, {}, [], [], {**results, "headline": {**results["headline"], "is_bound": True,
+                                                                     "label": "bound"}})
+    assert result.is_bound is True and "(bound)" in repr(result)
 
 
 def SMALL_PATH():
