@@ -28,8 +28,9 @@ SPIKING_ONLY = ("train_estimator", "tau")  # settings of spiking neurons: none a
 # schedule, see spikeguard.training.resume).
 RESUME_FIELDS = ("epochs", "device", "data_dir", "download", "nan_policy", "rollback_lr_factor", "max_rollbacks",
                  "checkpoint_every", "keep_checkpoints", "channels_last", "compile")
-# settings of a model spikeguard builds: none applies to one a model function builds (model_fn)
-BUILT_MODEL_ONLY = ("model", "time_steps", "tau", "train_estimator", "network", "encoder")
+# settings of a model spikeguard builds: none applies to one a model function builds (model_fn). "model" is not
+# among them: a plan or config naming both is refused, not silently reduced to one (TrainConfig.validated)
+BUILT_MODEL_ONLY = ("time_steps", "tau", "train_estimator", "network", "encoder")
 H_MIN = 1e-3
 LAMB_MAX = 100.0
 # Inclusive ranges beyond the type and sign checks: values outside them are typing slips or make garbage (why).
