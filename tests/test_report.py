@@ -286,6 +286,27 @@ def test_results_of_every_schema_version_are_reported(tmp_path):
     verdict = text.split("## Verdict")[1].split("## Robust accuracy")[0]
     rows = [line for line in verdict.splitlines() if line.startswith("| results |")]
     assert len(rows) == len(fixtures)
-    assert rows[0].endswith("| 100.0 | 66.7 | — | fgsm | — |")  # v0: no headline, no per-estimator numbers, no flags
+    # v0: no headline, no flags, and no per-sample rows to say which attack broke samples first
+    assert rows[0].endswith("| 100.0 | 66.7 | — | — (no per-sample file) | — |")
     assert "| 100.0 | 50.0 | not a bound: zero_gradient" in rows[-1]  # v4: the headline says why
     assert "FGSM" in text.split("## Robust accuracy")[1].split("## Attacks")[0]
+
+
+def test_broke_most_names_the_attack_that_broke_most_samples_first(tmp_path):
+    """Square attacks only survivors, so its cumulative accuracy is the lowest; it broke 1 sample, PGD-30 3."""
+    from spikeguard.report.sections import broke_most
+    from spikeguard.schema import SampleOutcome, write_samples
+
+    attacks = [attack("fgsm", 0.6), attack("pgd-30", 0.3), attack("square", 0.2)]
+    data = results("quick", 1.0, 0.2, attacks)
+    data["per_sample"] = "r.csv"
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    broken = ["fgsm/bptr", "pgd-30/triangle:1", "pgd-30/bptr", "pgd-30/bptr", "square", "", "clean", "clean"]
+    write_samples(tmp_path / "r.csv", [SampleOutcome(i, 0, 1.0, robust=0.0 if by else 1.0, broken_by=by)
+                                       for i, by in enumerate(broken)])
+    text = write_report([tmp_path / "r.json"], tmp_path / "report.md").read_text()
+    verdict = text.split("## Verdict")[1].split("## Robust")[0]
+    assert "pgd-30 (3 samples)" in verdict and "square (" not in verdict
+    (tmp_path / "r.csv").unlink()  # without the per-sample rows nothing can say which attack broke most
+    from spikeguard.report.collect import collect
+    assert broke_most(collect([tmp_path / "r.json"]).results[0]) == "— (no per-sample file)"
