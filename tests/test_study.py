@@ -100,6 +100,7 @@ def test_a_second_run_skips_every_finished_cell(baseline, tmp_path):
     code, _, err = run_cli(["study", plan, "--out", study])  # the same plan into the same directory
     assert code == 0, err
     assert "4 finished before, 0 to run" in err
+    assert "tiny-digits: 4 done; wrote" in err and "{'" not in err  # counts in words, not a dict
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and numbers(study) == before
     code, _, err = run_cli(["report", study])
     assert code == 0 and "summary.md" in err + _
@@ -325,6 +326,30 @@ def test_the_summary_pairs_seeds_and_draws_the_lambda_trade_off(tmp_path):
               Group({"defense": "sr", "lamb": 0.1}, cells[6:], 3)]
     figure = trade_off_figure(groups, tmp_path / "f.png")
     assert figure.stat().st_size > 10_000
+
+
+def test_a_one_seed_study_page_shows_its_numbers_and_figure_open(tmp_path):
+    """One seed: the verdict gives each group's numbers and says why there is no interval; the headline table
+    and the trade-off figure are open on the page (not in a fold), the figure two panels wide."""
+    import struct
+
+    from spikeguard.study.summary import counts_text, write_summary
+
+    cells = [_cell("vanilla", 0, 0.10), _cell("sr", 0, 0.30, lamb=0.01), _cell("sr", 0, 0.35, lamb=0.1)]
+    cells.append({**_cell("sr", 1, 0.3, lamb=0.1), "status": "failed", "numbers": None})
+    study = {"format": "spikeguard-study/1", "name": "one-seed", "threads": 1, "counts": {"done": 3, "failed": 1},
+             "plan": {"evaluate": [{"suite": "paper"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    markdown, page = write_summary(tmp_path)
+    text = markdown.read_text()
+    assert "worst case 30.0% against vanilla's 10.0% (+20.0 points) on seed 0 only: with one seed no interval" in text
+    assert "| defense sr, lamb 0.1 | 1 of 2 | 90.0 (n=1) | 35.0 (n=1) |" in text and "3 done, 1 failed" in text
+    html = page.read_text()
+    opened = html.split("<details>")[0]  # everything before the first fold
+    assert "<td>35.0 (n=1)</td>" in opened and opened.count('src="data:image/png;base64,') == 1
+    png = (tmp_path / "figures" / "tradeoff.png").read_bytes()
+    assert struct.unpack(">I", png[16:20])[0] <= 1000  # two panels wide: shown near its own size, not shrunk
+    assert counts_text({"done": 4, "failed": 1}) == "4 done, 1 failed"
 
 
 def test_plan_file_suite_paths_are_kept_absolute(tmp_path):

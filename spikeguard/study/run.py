@@ -62,10 +62,10 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
             wait_for_cells(launch, [c.id for c in plan.cells if c.id in waiting or c.id in todo])
         data = write_study(study, plan)
         if any(cell["status"] == "done" for cell in data["cells"]):
-            from spikeguard.study.summary import write_summary
+            from spikeguard.study.summary import counts_text, write_summary
 
             markdown, page = write_summary(study)
-            launch.say(f"study {plan.name}: {data['counts']}; wrote {markdown} and {page}")
+            launch.say(f"study {plan.name}: {counts_text(data['counts'])}; wrote {markdown} and {page}")
     return data
 
 
