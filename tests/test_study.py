@@ -155,6 +155,34 @@ def test_a_killed_cell_resumes_training_and_finishes(tmp_path):
     assert json.loads((study / "study.json").read_text())["counts"] == {"done": 1}
 
 
+@pytest.mark.parametrize("sent, code, how", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_an_interrupted_study_says_what_it_kept_and_how_to_resume(tmp_path, sent, code, how):
+    plan = write_plan(tmp_path, {"name": "stop", "grid": {"defense": ["vanilla"]},
+                                 "train": {"epochs": 4, "time_steps": 2, "batch_size": 16},
+                                 "evaluate": [{"suite": "tiny.yaml", "n": 16}]})
+    study = tmp_path / "my study"  # a space: the resume command must quote it
+    cell = study / "cells" / "defense-vanilla"
+    process = subprocess.Popen([sys.executable, "-m", "spikeguard", "study", str(plan), "--out", str(study), "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as on a terminal
+    try:
+        deadline = time.time() + 120
+        while not (cell / "metrics.jsonl").exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the study ended before training its cell"
+        process.send_signal(sent)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    lines = err.strip().splitlines()
+    assert process.returncode == code, err
+    assert lines[-1] == (f"study stop interrupted ({how}): 0 of 1 cells finished and kept; an unfinished cell "
+                         f"resumes from its last checkpoint and evaluated batches; resume with: spikeguard study "
+                         f"'{study}'"), err
+    assert "Traceback" not in err
+
+
 def test_a_killed_evaluation_resumes_from_its_kept_batches(baseline, tmp_path):
     """A cell killed after the first of its two evaluation batches: the rerun attacks only the second, and
     the cell's numbers equal the uninterrupted run's."""

@@ -68,11 +68,16 @@ def study(
         raise UserError("--dry-run and --wait are for --executor slurm")
     slurm = given(partition=partition, gpus_per_cell=gpus_per_cell, time_per_cell=time_per_cell,
                        cpus_per_cell=cpus_per_cell)
-    from spikeguard.study.run import run_study
+    from spikeguard.commands.interrupts import command_line, resumable
+    from spikeguard.study.run import kept_cells, run_study
 
-    data = run_study(chosen, study_dir, executor=executor, parallel=parallel, device=device,
-                     progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait,
-                     wait_minutes=wait_timeout, ignore_slurm_jobs=ignore_slurm_jobs)
+    flags = [*(["--executor", executor] if executor != "local" else []),
+             *(["--parallel", parallel] if parallel > 1 else []), *(["--device", device] if device != "auto" else [])]
+    with resumable(f"study {chosen.name}", lambda: kept_cells(study_dir, chosen),
+                   lambda: "resume with: " + command_line("study", study_dir, *flags)):
+        data = run_study(chosen, study_dir, executor=executor, parallel=parallel, device=device,
+                         progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait,
+                         wait_minutes=wait_timeout, ignore_slurm_jobs=ignore_slurm_jobs)
     _print_study(study_dir, chosen, data)
 
 

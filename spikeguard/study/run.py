@@ -69,6 +69,16 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
     return data
 
 
+def kept_cells(study: Path, plan: StudyPlan) -> str:
+    """What an interrupted study keeps: its finished cells, and the interrupted cell's checkpoints and
+    evaluated batches, from which a rerun resumes it."""
+    if not (Path(study) / STUDY).parent.is_dir():
+        return "nothing written yet"
+    done = sum(finished(Path(study), plan, c.id) for c in plan.cells)
+    return (f"{done} of {len(plan.cells)} cells finished and kept; an unfinished cell resumes from its last "
+            "checkpoint and evaluated batches")
+
+
 def slurm_held(study: Path, plan: StudyPlan, cells: list[str]) -> tuple[list[str], list[str]]:
     """Of ``cells``, those whose Slurm job may still run them, and those among them that nothing here can
     check; the others' records are brought up to date first (a job that ended early: failed, with why)."""
