@@ -135,3 +135,26 @@ def test_ctrl_c_on_train_names_the_kept_epoch_and_the_resume_command(tmp_path, c
     assert 1 <= epoch < 6
     assert line == (f"training of {out} interrupted (Ctrl-C): checkpoint {out / 'last.pt'} kept (after epoch "
                     f"{epoch}); resume with: spikeguard train --resume {out}"), line
+
+
+FGSM_ONLY = "name: fgsm-only\ncascade: true\nattacks:\n  - {attack: fgsm, estimators: [triangle:1]}\n"
+
+
+def test_evaluating_a_run_still_training_warns_and_records_the_checkpoint_epoch(run, tmp_path, capsys):
+    from spikeguard.locks import claim
+    from spikeguard.schema import read_results
+
+    suite = tmp_path / "fgsm.yaml"
+    suite.write_text(FGSM_ONLY)
+    argv = ["evaluate", str(run), "--suite", str(suite), "--n", "4", "--eps", "0.1", "--no-progress"]
+    held = claim(run, directory=True)  # as the training process holds it
+    try:
+        assert main([*argv, "--out", str(tmp_path / "during.json")]) == 0
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert (f"warning: run '{run}' is still training (process {os.getpid()} holds its lock): attacking the "
+            "checkpoint of epoch 1, not the finished run") in err
+    assert read_results(tmp_path / "during.json").checkpoint_epoch == 1
+    assert main([*argv, "--out", str(tmp_path / "after.json")]) == 0
+    assert "still training" not in capsys.readouterr().err  # no lock held: no warning

@@ -94,6 +94,8 @@ def evaluate(
 
         config = dataclasses.replace(config, device=str(target_device), progress=progress and ctx.is_main)
         target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
+        if ctx.is_main and checkpoint is not None:
+            _warn_if_training(checkpoint, target.epoch)
         with resumable(f"evaluation into {out}", lambda: _kept_batches(out),
                        lambda: "resume with: " + this_command(invocation, add=("--resume",))):
             record = run_evaluation(config, target, keep_batches=out, resume=resume)
@@ -104,6 +106,21 @@ def evaluate(
     finally:
         held.release()
         close_distributed()
+
+
+def _warn_if_training(checkpoint: Path, epoch: int | None) -> None:
+    """One line on stderr when the checkpoint's run is still training (its lock is held): what is attacked
+    is that checkpoint as it was read now, not the finished run (results.json records the epoch)."""
+    from spikeguard.locks import lock_holder
+
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    held = lock_holder(run_dir, directory=True)
+    if held is None or held[1] == "gone":  # no lock, or one left by a killed process
+        return
+    holder, standing = held
+    who = f"process {holder.get('pid')}" + (f" on {holder.get('host')}" if standing == "unknown" else "")
+    print(f"warning: run '{run_dir}' is still training ({who} holds its lock): attacking the checkpoint of epoch "
+          f"{epoch if epoch is not None else '(unrecorded)'}, not the finished run", file=sys.stderr)
 
 
 def _kept_batches(out: Path) -> str:

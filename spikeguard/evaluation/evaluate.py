@@ -121,7 +121,7 @@ def described(record: EvalRecord, config: EvalConfig, target: Target, plan: Plan
     """``record`` with what was evaluated and where: the model, its checkpoint, the code and libraries."""
     record = dataclasses.replace(
         record, model=target.name, dataset=target.dataset, checkpoint=target.checkpoint,
-        checkpoint_sha256=target.checkpoint_sha256, model_fn=target.model_fn,
+        checkpoint_sha256=target.checkpoint_sha256, checkpoint_epoch=target.epoch, model_fn=target.model_fn,
         source=str(config.source) if isinstance(config.source, (str, Path)) else None, suite_spec=plan.suite.raw,
         code_version=code_version(), libraries=library_versions(), device=str(plan.device),
         external_model=library_facts(target.model))  # an external model: its SNN library, version and weights
