@@ -158,3 +158,18 @@ def test_evaluating_a_run_still_training_warns_and_records_the_checkpoint_epoch(
     assert read_results(tmp_path / "during.json").checkpoint_epoch == 1
     assert main([*argv, "--out", str(tmp_path / "after.json")]) == 0
     assert "still training" not in capsys.readouterr().err  # no lock held: no warning
+
+
+def test_n_above_the_test_split_is_said_and_kept_in_the_notes(run, tmp_path, capsys):
+    from spikeguard.schema import read_results
+
+    suite = tmp_path / "fgsm.yaml"
+    suite.write_text(FGSM_ONLY)
+    out = tmp_path / "all.json"
+    assert main(["evaluate", str(run), "--suite", str(suite), "--n", "5000", "--eps", "0.1", "--no-progress",
+                 "--out", str(out)]) == 0
+    record = read_results(out)
+    note = f"n 5000 asked for more samples than the test split holds ({record.n}): all {record.n} were evaluated"
+    assert record.n < 5000 and note in record.notes
+    captured = capsys.readouterr()
+    assert f"note: {note}" in captured.err and f"note: {note}" in captured.out  # at once, and with the table

@@ -90,12 +90,15 @@ def evaluate(
                      check=lambda: _refuse_existing_results(out))
         from spikeguard.commands.interrupts import resumable, this_command
         from spikeguard.evaluation import run_evaluation
+        from spikeguard.evaluation.evaluate import fewer_samples_note
         from spikeguard.evaluation.targets import load_target
 
         config = dataclasses.replace(config, device=str(target_device), progress=progress and ctx.is_main)
         target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
         if ctx.is_main and checkpoint is not None:
             _warn_if_training(checkpoint, target.epoch)
+        if ctx.is_main and (fewer := fewer_samples_note(config.n, len(target.test))) is not None:
+            print(f"note: {fewer}", file=sys.stderr)  # now, not only with the table at the end
         with resumable(f"evaluation into {out}", lambda: _kept_batches(out),
                        lambda: "resume with: " + this_command(invocation, add=("--resume",))):
             record = run_evaluation(config, target, keep_batches=out, resume=resume)
