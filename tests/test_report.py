@@ -102,7 +102,12 @@ def test_missing_pieces_are_reported_absent(runs, tmp_path):
     theory = text.split("## Theory")[1].split("## Activity")[0]
     assert "Absent: no analyses" in theory
     assert "Absent for lack of data" in text  # no sparsity or firing-rate figures without an analysis
-    assert "accuracy_vs_eps.png" in text and "firing_rates.png" not in text
+    # one results file at one eps, no analysis: an accuracy-vs-eps figure would be a single point
+    assert "accuracy_vs_eps.png" not in text and "firing_rates.png" not in text
+    assert "Accuracy against eps under the analysis attack and random noise: left out, every results file is at " \
+           "one eps (0.15)" in text
+    assert (tmp_path / "r_figures" / "comparison.png").exists()
+    assert not (tmp_path / "r_figures" / "accuracy_vs_eps.png").exists()
 
 
 def test_attack_columns():

@@ -351,12 +351,26 @@ def _figures(inputs: Inputs, folder: Path) -> list[Block]:
             shared = item.label in {i.label for i in inputs.results if i is not item}
             compared[f"{item.label} ({r.suite or '?'})" if shared else item.label] = {
                 "clean": r.clean_accuracy, "worst case": r.ensemble_accuracy}
-    paths = write_figures(analyses, rows, metrics, folder, points, compared)
+    one_eps = _one_eps(analyses, points)
+    paths = write_figures(analyses, rows, metrics, folder, {} if one_eps else points, compared)
     blocks: list[Block] = [Figure(p, FIGURE_CAPTIONS[name]) for name, p in paths.items()]
-    missing = [caption for name, caption in FIGURE_CAPTIONS.items() if name not in paths]
+    missing = [caption for name, caption in FIGURE_CAPTIONS.items() if name not in paths
+               and not (one_eps and name == "accuracy_vs_eps")]
     if missing:
         blocks.append(Paragraph("Absent for lack of data: " + "; ".join(missing) + "."))
+    if one_eps:
+        blocks.append(Paragraph(f"{FIGURE_CAPTIONS['accuracy_vs_eps'].split(';')[0]}: left out, every results file "
+                                f"is at one eps ({one_eps}) and no analysis sweeps eps (`spikeguard analyze` does)."))
     return blocks
+
+
+def _one_eps(analyses: dict[str, dict], points: dict[str, list]) -> str:
+    """The single eps of the evaluator's points when nothing else would give the accuracy-vs-eps figure a
+    second eps (a figure of one eps says nothing), else ''."""
+    radii = {eps for found in points.values() for eps, _, _ in found}
+    if any(a.get("per_eps") for a in analyses.values()) or len(radii) != 1:
+        return ""
+    return f"{next(iter(radii)):g}"
 
 
 def _configs(inputs: Inputs) -> list[Block]:
