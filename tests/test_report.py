@@ -316,3 +316,36 @@ def test_broke_most_names_the_attack_that_broke_most_samples_first(tmp_path):
     (tmp_path / "r.csv").unlink()  # without the per-sample rows nothing can say which attack broke most
     from spikeguard.report.collect import collect
     assert broke_most(collect([tmp_path / "r.json"]).results[0]) == "— (no per-sample file)"
+
+
+def test_terminal_tables_fit_80_columns_without_cutting_a_cell():
+    """The demo's table (six models, nine columns) and a study's status table on an 80-column console: every
+    line fits, nothing is cut with an ellipsis, every attack name and number is there whole."""
+    import io
+
+    from rich.console import Console
+
+    from spikeguard.commands.study import _print_study
+    from spikeguard.results import print_table
+
+    columns = ["clean", "fgsm (alone)", "pgd-30 (alone)", "apgd-ce-30 (alone)", "square (cumulative)",
+               "random-uniform (alone)", "random-sign (alone)", "transfer (alone)", "worst case"]
+    models = ["vanilla", "sr (lambda 0.03)", "gn (lambda 0.01)", "digits_cnn rate encoder", "sparsity (lambda 0.3)"]
+    console = Console(width=80, record=True, file=io.StringIO())
+    print_table({m: {c: (i + 1) / 100 + j / 1000 for j, c in enumerate(columns)} for i, m in enumerate(models)},
+                "digits test split (n=360), eps 0.15, suite quick", console)
+    cells = [{"id": "dataset-digits_defense-sr_lamb-0.03_seed-0", "status": "done",
+              "numbers": {"clean": 0.981, "worst_case": 0.305}, "timing": {"train": 1234}},
+             {"id": "dataset-digits_defense-vanilla_seed-1", "status": "failed",
+              "reason": "the checkpoint 'cells/x/best.pt' cannot be read (truncated file); rerun the study"}]
+    _print_study("studies/a-study-directory-with-a-long-name", None,
+                 {"name": "tiny-digits", "counts": {"done": 1, "failed": 1}, "cells": cells}, console)
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text and "..." not in text
+    words = text.split()
+    for word in ["random-uniform", "random-sign", "(cumulative)", "digits_cnn", "encoder", "98.1", "30.5", "1234",
+                 "failed", "(truncated"]:
+        assert word in words, word
+    for i in range(len(models)):
+        for j in range(len(columns)):
+            assert f"{100 * ((i + 1) / 100 + j / 1000):.1f}" in words

@@ -81,23 +81,26 @@ def study(
     _print_study(study_dir, chosen, data)
 
 
-def _print_study(study_dir: Path, plan, data: dict | None = None) -> None:
-    from rich.console import Console
+def _print_study(study_dir: Path, plan, data: dict | None = None, console=None) -> None:
+    """The cells' status table: ids and reasons wrap inside their columns (never cut with "..."), numbers
+    stay whole."""
     from rich.table import Table
 
+    from spikeguard.results import longest_word, terminal_console
     from spikeguard.study.state import collect
+    from spikeguard.study.summary import counts_text
 
     data = data or collect(study_dir, plan)
-    table = Table(title=f"study {data['name']} in {study_dir}: " + ", ".join(f"{v} {k}" for k, v in data["counts"].items()))
-    for column in ("cell", "status", "clean %", "worst case %", "seconds", "reason"):
-        table.add_column(column, justify="left" if column in ("cell", "status", "reason") else "right")
+    table = Table(title=f"study {data['name']} in {study_dir}: {counts_text(data['counts'])}")
+    table.add_column("cell", overflow="fold", ratio=2, min_width=12)
+    table.add_column("status", no_wrap=True, min_width=longest_word(["status", *(c["status"] for c in data["cells"])]))
+    for column in ("clean %", "worst case %", "seconds"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=3, min_width=12)
     for cell in data["cells"]:
         numbers = cell.get("numbers") or {}
         seconds = sum((cell.get("timing") or {}).values())
         table.add_row(cell["id"], cell["status"], *(f"{100 * numbers[k]:.1f}" if k in numbers else "-"
                                                     for k in ("clean", "worst_case")),
                       f"{seconds:.0f}" if seconds else "-", cell.get("reason", ""))
-    import shutil
-
-    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
-
+    (console or terminal_console()).print(table)
