@@ -315,6 +315,26 @@ def test_a_bad_plan_is_one_line_before_anything_runs(tmp_path, change, message):
     assert not (tmp_path / "s").exists()
 
 
+def test_plan_typos_name_their_line_and_the_key_meant(tmp_path):
+    write_plan(tmp_path, PLAN)
+    text = yaml.safe_dump(PLAN, sort_keys=False)
+    plan = tmp_path / "typo.yaml"
+    plan.write_text(text.replace("grid:", "gird:"))
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{plan}: unknown key(s) gird (line 2: did you mean 'grid'?); allowed: name, grid" in err, err
+    lines = text.splitlines()
+    suite_line = next(i for i, line in enumerate(lines, start=1) if "suite: tiny.yaml" in line)
+    plan.write_text(text.replace("suite: tiny.yaml", "sutie: tiny.yaml\n  suite: tiny.yaml")
+                    .replace("defense:", "defence:"))
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    defense_line = next(i for i, line in enumerate(lines, start=1) if "defense:" in line)
+    assert code == 2 and f"unknown config key(s) defence (line {defense_line}: did you mean 'defense'?)" in err, err
+    plan.write_text(text.replace("suite: tiny.yaml", "sutie: tiny.yaml\n  suite: tiny.yaml"))
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    assert code == 2 and f"evaluation 1: unknown key(s) sutie (line {suite_line}: did you mean 'suite'?)" in err, err
+
+
 def test_another_plan_into_a_study_directory_is_refused(baseline, tmp_path):
     plan, study, _ = baseline
     other = write_plan(tmp_path, {**PLAN, "train": {**TRAIN, "epochs": 2}})
