@@ -347,20 +347,46 @@ def renamed_keys(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path, what: str) -> Any:
+KeyLines = dict[tuple, int]  # a key's path in the document (mapping keys and list indices) -> its line, from 1
+
+
+def read_yaml(path: str | Path, what: str, lines: KeyLines | None = None) -> Any:
     """A YAML file's content; a missing, unreadable, non-text or invalid file is a one-line UserError naming
-    ``what``. The one YAML reader: config files, plans, suites and run directories' config.yaml."""
+    ``what``. The one YAML reader: config files, plans, suites and run directories' config.yaml. With
+    ``lines`` (a dict) it is filled with each key's line (the node tree is composed once, then constructed),
+    so a message about a key can say where it is."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} '{path}' does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        if lines is None:
+            return yaml.safe_load(path.read_text())
+        loader = yaml.SafeLoader(path.read_text())  # what safe_load does, keeping the node tree for its lines
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise UserError(f"{what} '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} '{path}' is not text") from None
     except OSError as e:  # unreadable: permissions, a vanished network file
         raise UserError(f"{what} '{path}' cannot be read ({e.strerror or type(e).__name__})") from None
+    if node is not None:
+        _key_lines(node, (), lines)
+    return data
+
+
+def _key_lines(node: yaml.Node, where: tuple, lines: KeyLines) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*where, key.value if isinstance(key, yaml.ScalarNode) else None)
+            lines.setdefault(path, key.start_mark.line + 1)
+            _key_lines(value, path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _key_lines(item, (*where, index), lines)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -69,3 +69,107 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_result(run, tmp_path, 
     assert without_timings(json.loads(resumed.read_text())) == without_timings(json.loads(whole.read_text()))
     assert main(evaluate_argv(run, suite, resumed, "--resume")) == 2  # finished: nothing to resume
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def _signal_when(condition, signum=signal.SIGINT, timeout=120.0):
+    """A thread that sends this process ``signum`` (Ctrl-C by default) once ``condition()`` holds."""
+    import threading
+
+    def watch():
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if condition():
+            os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_on_evaluate_says_what_it_kept_and_its_resume_command_finishes_it(run, tmp_path, capsys):
+    import shlex
+
+    suite = tmp_path / "slowish.yaml"
+    suite.write_text(SUITE)
+    out = tmp_path / "stopped.json"
+    kept = tmp_path / ".stopped.json.batches"
+    watcher = _signal_when(lambda: len(list(kept.glob("batch-*.json"))) >= 2)
+    code = main(evaluate_argv(run, suite, out, "--seed", "0"))
+    watcher.join()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130 and not out.exists(), line
+    finished = len(list(kept.glob("batch-*.json")))
+    assert line.startswith(f"evaluation into {out} interrupted (Ctrl-C): {finished} finished batch(es) kept in {kept}; "
+                           "resume with: spikeguard evaluate "), line
+    again = shlex.split(line.split("resume with: ")[1])
+    assert again[-1] == "--resume" and "--no-progress" in again
+    assert main(again[1:]) == 0 and out.exists() and not kept.exists()
+
+
+def test_sigterm_in_a_resumable_block_exits_143_with_its_line(capsys):
+    import typer
+
+    from spikeguard.commands.interrupts import resumable
+
+    with pytest.raises(typer.Exit) as stopped:
+        with resumable("job", lambda: "3 things kept", lambda: "resume with: spikeguard job"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert stopped.value.exit_code == 143
+    assert capsys.readouterr().err.strip() == "job interrupted (SIGTERM): 3 things kept; resume with: spikeguard job"
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_ctrl_c_on_train_names_the_kept_epoch_and_the_resume_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    watcher = _signal_when(lambda: (out / "last.pt").exists())
+    code = main(["train", "--dataset", "digits", "--epochs", "6", "--time-steps", "2", "--out", str(out),
+                 "--no-progress"])
+    watcher.join()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130, line
+    import torch
+
+    epoch = torch.load(out / "last.pt", weights_only=False)["epoch"]
+    assert 1 <= epoch < 6
+    assert line == (f"training of {out} interrupted (Ctrl-C): checkpoint {out / 'last.pt'} kept (after epoch "
+                    f"{epoch}); resume with: spikeguard train --resume {out}"), line
+
+
+FGSM_ONLY = "name: fgsm-only\ncascade: true\nattacks:\n  - {attack: fgsm, estimators: [triangle:1]}\n"
+
+
+def test_evaluating_a_run_still_training_warns_and_records_the_checkpoint_epoch(run, tmp_path, capsys):
+    from spikeguard.locks import claim
+    from spikeguard.schema import read_results
+
+    suite = tmp_path / "fgsm.yaml"
+    suite.write_text(FGSM_ONLY)
+    argv = ["evaluate", str(run), "--suite", str(suite), "--n", "4", "--eps", "0.1", "--no-progress"]
+    held = claim(run, directory=True)  # as the training process holds it
+    try:
+        assert main([*argv, "--out", str(tmp_path / "during.json")]) == 0
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert (f"warning: run '{run}' is still training (process {os.getpid()} holds its lock): attacking the "
+            "checkpoint of epoch 1, not the finished run") in err
+    assert read_results(tmp_path / "during.json").checkpoint_epoch == 1
+    assert main([*argv, "--out", str(tmp_path / "after.json")]) == 0
+    assert "still training" not in capsys.readouterr().err  # no lock held: no warning
+
+
+def test_n_above_the_test_split_is_said_and_kept_in_the_notes(run, tmp_path, capsys):
+    from spikeguard.schema import read_results
+
+    suite = tmp_path / "fgsm.yaml"
+    suite.write_text(FGSM_ONLY)
+    out = tmp_path / "all.json"
+    assert main(["evaluate", str(run), "--suite", str(suite), "--n", "5000", "--eps", "0.1", "--no-progress",
+                 "--out", str(out)]) == 0
+    record = read_results(out)
+    note = f"n 5000 asked for more samples than the test split holds ({record.n}): all {record.n} were evaluated"
+    assert record.n < 5000 and note in record.notes
+    captured = capsys.readouterr()
+    assert f"note: {note}" in captured.err and f"note: {note}" in captured.out  # at once, and with the table

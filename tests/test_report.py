@@ -102,7 +102,12 @@ def test_missing_pieces_are_reported_absent(runs, tmp_path):
     theory = text.split("## Theory")[1].split("## Activity")[0]
     assert "Absent: no analyses" in theory
     assert "Absent for lack of data" in text  # no sparsity or firing-rate figures without an analysis
-    assert "accuracy_vs_eps.png" in text and "firing_rates.png" not in text
+    # one results file at one eps, no analysis: an accuracy-vs-eps figure would be a single point
+    assert "accuracy_vs_eps.png" not in text and "firing_rates.png" not in text
+    assert "Accuracy against eps under the analysis attack and random noise: left out, every results file is at " \
+           "one eps (0.15)" in text
+    assert (tmp_path / "r_figures" / "comparison.png").exists()
+    assert not (tmp_path / "r_figures" / "accuracy_vs_eps.png").exists()
 
 
 def test_attack_columns():
@@ -286,6 +291,61 @@ def test_results_of_every_schema_version_are_reported(tmp_path):
     verdict = text.split("## Verdict")[1].split("## Robust accuracy")[0]
     rows = [line for line in verdict.splitlines() if line.startswith("| results |")]
     assert len(rows) == len(fixtures)
-    assert rows[0].endswith("| 100.0 | 66.7 | — | fgsm | — |")  # v0: no headline, no per-estimator numbers, no flags
-    assert "| 100.0 | 50.0 | not a bound: zero_gradient" in rows[-1]  # v4: the headline says why
+    # v0: no headline, no flags, and no per-sample rows to say which attack broke samples first
+    assert rows[0].endswith("| 100.0 | 66.7 | — | — (no per-sample file) | — |")
+    v4 = rows[[f.stem for f in fixtures].index("v4-trust")]
+    assert "| 100.0 | 50.0 | not a bound: zero_gradient" in v4  # v4: the headline says why
     assert "FGSM" in text.split("## Robust accuracy")[1].split("## Attacks")[0]
+
+
+def test_broke_most_names_the_attack_that_broke_most_samples_first(tmp_path):
+    """Square attacks only survivors, so its cumulative accuracy is the lowest; it broke 1 sample, PGD-30 3."""
+    from spikeguard.report.sections import broke_most
+    from spikeguard.schema import SampleOutcome, write_samples
+
+    attacks = [attack("fgsm", 0.6), attack("pgd-30", 0.3), attack("square", 0.2)]
+    data = results("quick", 1.0, 0.2, attacks)
+    data["per_sample"] = "r.csv"
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    broken = ["fgsm/bptr", "pgd-30/triangle:1", "pgd-30/bptr", "pgd-30/bptr", "square", "", "clean", "clean"]
+    write_samples(tmp_path / "r.csv", [SampleOutcome(i, 0, 1.0, robust=0.0 if by else 1.0, broken_by=by)
+                                       for i, by in enumerate(broken)])
+    text = write_report([tmp_path / "r.json"], tmp_path / "report.md").read_text()
+    verdict = text.split("## Verdict")[1].split("## Robust")[0]
+    assert "pgd-30 (3 samples)" in verdict and "square (" not in verdict
+    (tmp_path / "r.csv").unlink()  # without the per-sample rows nothing can say which attack broke most
+    from spikeguard.report.collect import collect
+    assert broke_most(collect([tmp_path / "r.json"]).results[0]) == "— (no per-sample file)"
+
+
+def test_terminal_tables_fit_80_columns_without_cutting_a_cell():
+    """The demo's table (six models, nine columns) and a study's status table on an 80-column console: every
+    line fits, nothing is cut with an ellipsis, every attack name and number is there whole."""
+    import io
+
+    from rich.console import Console
+
+    from spikeguard.commands.study import _print_study
+    from spikeguard.results import print_table
+
+    columns = ["clean", "fgsm (alone)", "pgd-30 (alone)", "apgd-ce-30 (alone)", "square (cumulative)",
+               "random-uniform (alone)", "random-sign (alone)", "transfer (alone)", "worst case"]
+    models = ["vanilla", "sr (lambda 0.03)", "gn (lambda 0.01)", "digits_cnn rate encoder", "sparsity (lambda 0.3)"]
+    console = Console(width=80, record=True, file=io.StringIO())
+    print_table({m: {c: (i + 1) / 100 + j / 1000 for j, c in enumerate(columns)} for i, m in enumerate(models)},
+                "digits test split (n=360), eps 0.15, suite quick", console)
+    cells = [{"id": "dataset-digits_defense-sr_lamb-0.03_seed-0", "status": "done",
+              "numbers": {"clean": 0.981, "worst_case": 0.305}, "timing": {"train": 1234}},
+             {"id": "dataset-digits_defense-vanilla_seed-1", "status": "failed",
+              "reason": "the checkpoint 'cells/x/best.pt' cannot be read (truncated file); rerun the study"}]
+    _print_study("studies/a-study-directory-with-a-long-name", None,
+                 {"name": "tiny-digits", "counts": {"done": 1, "failed": 1}, "cells": cells}, console)
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text and "..." not in text
+    words = text.split()
+    for word in ["random-uniform", "random-sign", "(cumulative)", "digits_cnn", "encoder", "98.1", "30.5", "1234",
+                 "failed", "(truncated"]:
+        assert word in words, word
+    for i in range(len(models)):
+        for j in range(len(columns)):
+            assert f"{100 * ((i + 1) / 100 + j / 1000):.1f}" in words

@@ -21,7 +21,9 @@ from spikeguard.schema import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
-VERSIONS = {0: "v0-pre-suite", 1: "v1-suite", 2: "v2-ranks", 3: "v3-threat-model", 4: "v4-trust"}
+VERSIONS = {0: "v0-pre-suite", 1: "v1-suite", 2: "v2-ranks", 3: "v3-threat-model", 4: "v4-trust",
+            5: "v5-schema-version"}
+CURRENT = FIXTURES / "v6-checkpoint-epoch.json"  # written by this version's evaluate
 
 
 def fixture(version: int) -> Path:
@@ -109,6 +111,16 @@ def test_the_current_layout_round_trips_key_for_key():
     data = json.loads(fixture(4).read_text())
     assert read_results(data).to_json() == {"schema_version": SCHEMA_VERSION, **data}
     assert list(read_results(data).to_json())[1:] == list(data)
+
+
+def test_version_6_records_the_checkpoint_epoch():
+    """A trained run's checkpoint records its epoch; every older file reads it as unknown (None)."""
+    record = read_results(CURRENT)
+    assert record.checkpoint_epoch == 1 and record.checkpoint == "runs/tiny/best.pt"
+    assert record.upgraded_from is None and record.to_json() == json.loads(CURRENT.read_text())
+    older = read_results(fixture(5))
+    assert older.checkpoint_epoch is None and older.upgraded_from == 5 and "checkpoint_epoch" not in older.to_json()
+    assert [k for k in record.to_json() if k != "checkpoint_epoch"] == list(older.to_json())  # the one new key
 
 
 def test_samples_round_trip_through_the_csv(tmp_path):

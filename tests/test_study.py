@@ -100,6 +100,7 @@ def test_a_second_run_skips_every_finished_cell(baseline, tmp_path):
     code, _, err = run_cli(["study", plan, "--out", study])  # the same plan into the same directory
     assert code == 0, err
     assert "4 finished before, 0 to run" in err
+    assert "tiny-digits: 4 done; wrote" in err and "{'" not in err  # counts in words, not a dict
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and numbers(study) == before
     code, _, err = run_cli(["report", study])
     assert code == 0 and "summary.md" in err + _
@@ -152,6 +153,34 @@ def test_a_killed_cell_resumes_training_and_finishes(tmp_path):
     epochs = [json.loads(line)["epoch"] for line in (cell / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4]
     assert json.loads((study / "study.json").read_text())["counts"] == {"done": 1}
+
+
+@pytest.mark.parametrize("sent, code, how", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_an_interrupted_study_says_what_it_kept_and_how_to_resume(tmp_path, sent, code, how):
+    plan = write_plan(tmp_path, {"name": "stop", "grid": {"defense": ["vanilla"]},
+                                 "train": {"epochs": 4, "time_steps": 2, "batch_size": 16},
+                                 "evaluate": [{"suite": "tiny.yaml", "n": 16}]})
+    study = tmp_path / "my study"  # a space: the resume command must quote it
+    cell = study / "cells" / "defense-vanilla"
+    process = subprocess.Popen([sys.executable, "-m", "spikeguard", "study", str(plan), "--out", str(study), "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as on a terminal
+    try:
+        deadline = time.time() + 120
+        while not (cell / "metrics.jsonl").exists() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the study ended before training its cell"
+        process.send_signal(sent)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    lines = err.strip().splitlines()
+    assert process.returncode == code, err
+    assert lines[-1] == (f"study stop interrupted ({how}): 0 of 1 cells finished and kept; an unfinished cell "
+                         f"resumes from its last checkpoint and evaluated batches; resume with: spikeguard study "
+                         f"'{study}'"), err
+    assert "Traceback" not in err
 
 
 def test_a_killed_evaluation_resumes_from_its_kept_batches(baseline, tmp_path):
@@ -286,6 +315,26 @@ def test_a_bad_plan_is_one_line_before_anything_runs(tmp_path, change, message):
     assert not (tmp_path / "s").exists()
 
 
+def test_plan_typos_name_their_line_and_the_key_meant(tmp_path):
+    write_plan(tmp_path, PLAN)
+    text = yaml.safe_dump(PLAN, sort_keys=False)
+    plan = tmp_path / "typo.yaml"
+    plan.write_text(text.replace("grid:", "gird:"))
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{plan}: unknown key(s) gird (line 2: did you mean 'grid'?); allowed: name, grid" in err, err
+    lines = text.splitlines()
+    suite_line = next(i for i, line in enumerate(lines, start=1) if "suite: tiny.yaml" in line)
+    plan.write_text(text.replace("suite: tiny.yaml", "sutie: tiny.yaml\n  suite: tiny.yaml")
+                    .replace("defense:", "defence:"))
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    defense_line = next(i for i, line in enumerate(lines, start=1) if "defense:" in line)
+    assert code == 2 and f"unknown config key(s) defence (line {defense_line}: did you mean 'defense'?)" in err, err
+    plan.write_text(text.replace("suite: tiny.yaml", "sutie: tiny.yaml\n  suite: tiny.yaml"))
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    assert code == 2 and f"evaluation 1: unknown key(s) sutie (line {suite_line}: did you mean 'suite'?)" in err, err
+
+
 def test_another_plan_into_a_study_directory_is_refused(baseline, tmp_path):
     plan, study, _ = baseline
     other = write_plan(tmp_path, {**PLAN, "train": {**TRAIN, "epochs": 2}})
@@ -325,6 +374,30 @@ def test_the_summary_pairs_seeds_and_draws_the_lambda_trade_off(tmp_path):
               Group({"defense": "sr", "lamb": 0.1}, cells[6:], 3)]
     figure = trade_off_figure(groups, tmp_path / "f.png")
     assert figure.stat().st_size > 10_000
+
+
+def test_a_one_seed_study_page_shows_its_numbers_and_figure_open(tmp_path):
+    """One seed: the verdict gives each group's numbers and says why there is no interval; the headline table
+    and the trade-off figure are open on the page (not in a fold), the figure two panels wide."""
+    import struct
+
+    from spikeguard.study.summary import counts_text, write_summary
+
+    cells = [_cell("vanilla", 0, 0.10), _cell("sr", 0, 0.30, lamb=0.01), _cell("sr", 0, 0.35, lamb=0.1)]
+    cells.append({**_cell("sr", 1, 0.3, lamb=0.1), "status": "failed", "numbers": None})
+    study = {"format": "spikeguard-study/1", "name": "one-seed", "threads": 1, "counts": {"done": 3, "failed": 1},
+             "plan": {"evaluate": [{"suite": "paper"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    markdown, page = write_summary(tmp_path)
+    text = markdown.read_text()
+    assert "worst case 30.0% against vanilla's 10.0% (+20.0 points) on seed 0 only: with one seed no interval" in text
+    assert "| defense sr, lamb 0.1 | 1 of 2 | 90.0 (n=1) | 35.0 (n=1) |" in text and "3 done, 1 failed" in text
+    html = page.read_text()
+    opened = html.split("<details>")[0]  # everything before the first fold
+    assert "<td>35.0 (n=1)</td>" in opened and opened.count('src="data:image/png;base64,') == 1
+    png = (tmp_path / "figures" / "tradeoff.png").read_bytes()
+    assert struct.unpack(">I", png[16:20])[0] <= 1000  # two panels wide: shown near its own size, not shrunk
+    assert counts_text({"done": 4, "failed": 1}) == "4 done, 1 failed"
 
 
 def test_plan_file_suite_paths_are_kept_absolute(tmp_path):

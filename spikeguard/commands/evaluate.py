@@ -14,6 +14,7 @@ from spikeguard.locks import TAKE_OVER_HELP, Claim, claim
 
 
 def evaluate(
+    invocation: typer.Context,
     checkpoint: Path | None = typer.Argument(None, help="A run directory (its best.pt) or a checkpoint file."),
     suite: str | None = typer.Option(None, "--suite", help="paper | strong | quick, or a suite YAML file."),
     eps: str | None = typer.Option(None, help="l-inf radius in pixel scale, at most 1, e.g. 0.03 or 8/255 "
@@ -87,12 +88,20 @@ def evaluate(
         assert out is not None, "checked above: evaluate without --verify needs --out"
         held = claim(out, take_over=resume, other_host=take_over_lock,  # one writer per --out
                      check=lambda: _refuse_existing_results(out))
+        from spikeguard.commands.interrupts import resumable, this_command
         from spikeguard.evaluation import run_evaluation
+        from spikeguard.evaluation.evaluate import fewer_samples_note
         from spikeguard.evaluation.targets import load_target
 
         config = dataclasses.replace(config, device=str(target_device), progress=progress and ctx.is_main)
         target = load_target(checkpoint, model_fn, dataset, model, data_dir, download)
-        record = run_evaluation(config, target, keep_batches=out, resume=resume)
+        if ctx.is_main and checkpoint is not None:
+            _warn_if_training(checkpoint, target.epoch)
+        if ctx.is_main and (fewer := fewer_samples_note(config.n, len(target.test))) is not None:
+            print(f"note: {fewer}", file=sys.stderr)  # now, not only with the table at the end
+        with resumable(f"evaluation into {out}", lambda: _kept_batches(out),
+                       lambda: "resume with: " + this_command(invocation, add=("--resume",))):
+            record = run_evaluation(config, target, keep_batches=out, resume=resume)
         if ctx.is_main:
             csv_path = record.write(out)
             print_evaluation(record.record)
@@ -100,6 +109,30 @@ def evaluate(
     finally:
         held.release()
         close_distributed()
+
+
+def _warn_if_training(checkpoint: Path, epoch: int | None) -> None:
+    """One line on stderr when the checkpoint's run is still training (its lock is held): what is attacked
+    is that checkpoint as it was read now, not the finished run (results.json records the epoch)."""
+    from spikeguard.locks import lock_holder
+
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    held = lock_holder(run_dir, directory=True)
+    if held is None or held[1] == "gone":  # no lock, or one left by a killed process
+        return
+    holder, standing = held
+    who = f"process {holder.get('pid')}" + (f" on {holder.get('host')}" if standing == "unknown" else "")
+    print(f"warning: run '{run_dir}' is still training ({who} holds its lock): attacking the checkpoint of epoch "
+          f"{epoch if epoch is not None else '(unrecorded)'}, not the finished run", file=sys.stderr)
+
+
+def _kept_batches(out: Path) -> str:
+    """What an interrupted evaluation keeps: its finished batches (spikeguard.evaluation.batch_store)."""
+    from spikeguard.evaluation.batch_store import BatchStore
+
+    folder = BatchStore(out, {}).folder
+    count = len(list(folder.glob("batch-*.json")))
+    return f"{count} finished batch(es) kept in {folder}" if count else "no batch finished, nothing kept"
 
 
 def _refuse_existing_results(out: Path) -> None:

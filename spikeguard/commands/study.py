@@ -68,31 +68,39 @@ def study(
         raise UserError("--dry-run and --wait are for --executor slurm")
     slurm = given(partition=partition, gpus_per_cell=gpus_per_cell, time_per_cell=time_per_cell,
                        cpus_per_cell=cpus_per_cell)
-    from spikeguard.study.run import run_study
+    from spikeguard.commands.interrupts import command_line, resumable
+    from spikeguard.study.run import kept_cells, run_study
 
-    data = run_study(chosen, study_dir, executor=executor, parallel=parallel, device=device,
-                     progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait,
-                     wait_minutes=wait_timeout, ignore_slurm_jobs=ignore_slurm_jobs)
+    flags = [*(["--executor", executor] if executor != "local" else []),
+             *(["--parallel", parallel] if parallel > 1 else []), *(["--device", device] if device != "auto" else [])]
+    with resumable(f"study {chosen.name}", lambda: kept_cells(study_dir, chosen),
+                   lambda: "resume with: " + command_line("study", study_dir, *flags)):
+        data = run_study(chosen, study_dir, executor=executor, parallel=parallel, device=device,
+                         progress=progress and not quiet, slurm=slurm, dry_run=dry_run, wait=wait,
+                         wait_minutes=wait_timeout, ignore_slurm_jobs=ignore_slurm_jobs)
     _print_study(study_dir, chosen, data)
 
 
-def _print_study(study_dir: Path, plan, data: dict | None = None) -> None:
-    from rich.console import Console
+def _print_study(study_dir: Path, plan, data: dict | None = None, console=None) -> None:
+    """The cells' status table: ids and reasons wrap inside their columns (never cut with "..."), numbers
+    stay whole."""
     from rich.table import Table
 
+    from spikeguard.results import longest_word, terminal_console
     from spikeguard.study.state import collect
+    from spikeguard.study.summary import counts_text
 
     data = data or collect(study_dir, plan)
-    table = Table(title=f"study {data['name']} in {study_dir}: " + ", ".join(f"{v} {k}" for k, v in data["counts"].items()))
-    for column in ("cell", "status", "clean %", "worst case %", "seconds", "reason"):
-        table.add_column(column, justify="left" if column in ("cell", "status", "reason") else "right")
+    table = Table(title=f"study {data['name']} in {study_dir}: {counts_text(data['counts'])}")
+    table.add_column("cell", overflow="fold", ratio=2, min_width=12)
+    table.add_column("status", no_wrap=True, min_width=longest_word(["status", *(c["status"] for c in data["cells"])]))
+    for column in ("clean %", "worst case %", "seconds"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=3, min_width=12)
     for cell in data["cells"]:
         numbers = cell.get("numbers") or {}
         seconds = sum((cell.get("timing") or {}).values())
         table.add_row(cell["id"], cell["status"], *(f"{100 * numbers[k]:.1f}" if k in numbers else "-"
                                                     for k in ("clean", "worst_case")),
                       f"{seconds:.0f}" if seconds else "-", cell.get("reason", ""))
-    import shutil
-
-    Console(width=shutil.get_terminal_size((160, 24)).columns).print(table)
-
+    (console or terminal_console()).print(table)

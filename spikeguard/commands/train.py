@@ -75,6 +75,7 @@ NETWORK_HELP = (f"{choices(NETWORKS)}: snn trains the spiking network; ann train
 
 
 def train(
+    invocation: typer.Context,
     out: Path | None = typer.Option(None, "--out", help="New run directory (must not hold a run already)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory from its "
                                           "newest valid checkpoint (with --epochs: up to that many epochs)."),
@@ -142,7 +143,9 @@ def train(
                             f"(allowed: {allowed})")
         from spikeguard.training import resume as resume_training
 
-        result = _distributed(resume_training, resume, progress=progress, take_over_lock=take_over_lock, **fields)
+        with _resumable(resume, again=invocation):
+            result = _distributed(resume_training, resume, progress=progress, take_over_lock=take_over_lock,
+                                  **fields)
     else:
         from spikeguard.config import config_from_dict, load_config_file
         from spikeguard.rundir import prepare_run_dir
@@ -154,7 +157,8 @@ def train(
         cfg = config_from_dict(values).resolved()  # every flag checked before PyTorch is imported
         from spikeguard.training import train as run_training
 
-        result = _distributed(run_training, cfg, out, progress=progress, take_over_lock=take_over_lock)
+        with _resumable(out):
+            result = _distributed(run_training, cfg, out, progress=progress, take_over_lock=take_over_lock)
     from spikeguard.distributed import is_main
 
     if is_main():
@@ -170,6 +174,35 @@ def _distributed(run: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return run(*args, **kwargs)
     finally:
         close_distributed()
+
+
+def _resumable(run_dir: Path, again: typer.Context | None = None):
+    """Ctrl-C or SIGTERM: one line naming the checkpoint kept (the one --resume would continue from) and the
+    command that resumes (this one again, with its flags, when it was already a --resume: ``again``)."""
+    from spikeguard.commands.interrupts import command_line, resumable, this_command
+
+    def newest() -> tuple[Path, dict] | None:
+        from spikeguard.checkpoint import latest_resumable
+
+        try:
+            return latest_resumable(run_dir)
+        except UserError:
+            return None
+
+    def kept() -> str:
+        found = newest()
+        if found is None:
+            return "no checkpoint kept yet"
+        path, ckpt = found
+        step = f", {ckpt['step']} steps into the next" if ckpt.get("step") else ""
+        return f"checkpoint {path} kept (after epoch {ckpt.get('epoch')}{step})"
+
+    def resume() -> str:
+        if newest() is None:
+            return f"start again after removing {run_dir}"
+        return "resume with: " + (this_command(again) if again else command_line("train", "--resume", run_dir))
+
+    return resumable(f"training of {run_dir}", kept, resume)
 
 
 def _flag(field: str) -> str:

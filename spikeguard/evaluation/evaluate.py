@@ -121,14 +121,24 @@ def described(record: EvalRecord, config: EvalConfig, target: Target, plan: Plan
     """``record`` with what was evaluated and where: the model, its checkpoint, the code and libraries."""
     record = dataclasses.replace(
         record, model=target.name, dataset=target.dataset, checkpoint=target.checkpoint,
-        checkpoint_sha256=target.checkpoint_sha256, model_fn=target.model_fn,
+        checkpoint_sha256=target.checkpoint_sha256, checkpoint_epoch=target.epoch, model_fn=target.model_fn,
         source=str(config.source) if isinstance(config.source, (str, Path)) else None, suite_spec=plan.suite.raw,
         code_version=code_version(), libraries=library_versions(), device=str(plan.device),
         external_model=library_facts(target.model))  # an external model: its SNN library, version and weights
+    if (clamped := fewer_samples_note(config.n, len(target.test))) is not None:
+        record.notes = [*record.notes, clamped]
     if target.imported:  # a published checkpoint: where it came from and that its authors chose it on test
         record.imported_checkpoint = target.imported
         record.notes = [*record.notes, f"imported checkpoint {target.imported['selection']}"]
     return record
+
+
+def fewer_samples_note(asked: int | None, available: int) -> str | None:
+    """The note for an ``n`` above the test split's size (the evaluation then runs the whole split); None
+    otherwise."""
+    if asked is None or asked <= available:
+        return None
+    return f"n {asked} asked for more samples than the test split holds ({available}): all {available} were evaluated"
 
 
 def assess(plan: Plan, eps_sweep: bool = False, batches=None,

@@ -32,6 +32,7 @@ class Target:
     model_fn: str | None = None     # an external model: the "package.module:function" that built it
     train: Any = None               # the training split: the escalation trains its substitute on it
     imported: dict | None = None    # an imported published checkpoint: its origin and how it was selected
+    epoch: int | None = None        # the epochs trained into the checkpoint (it may be a run still training)
 
     @classmethod
     def of(cls, model: nn.Module, test, num_classes: int, *, name: str = "model", dataset: str = "custom",
@@ -64,7 +65,7 @@ def load_target(checkpoint: Path | None, model_fn: str | None, dataset: str | No
     name = model_name(ckpt)
     return Target(net, name, ckpt["dataset"], data.test, data.num_classes, cfg.get("eps"), str(path),
                   file_sha256(path), data.frame_range, ckpt.get("model_fn"), train=data.train,
-                  imported=cfg.get("imported"))
+                  imported=cfg.get("imported"), epoch=ckpt.get("epoch"))
 
 
 def load_source(source: str, target: Target) -> nn.Module:

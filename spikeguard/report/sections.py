@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from spikeguard.attacks.registry import ATTACKS
+from spikeguard.errors import UserError
 from spikeguard.figures import FIGURE_FILES, write_figures
 from spikeguard.report.blocks import (
     Block,
@@ -31,7 +31,7 @@ from spikeguard.report.tables import (
     pct,
     table_column,
 )
-from spikeguard.schema import AttackResult, EvalRecord
+from spikeguard.schema import AttackResult, EvalRecord, SampleOutcome, read_samples
 
 SECTIONS = ("Verdict", "Robust accuracy", "Attacks and estimators", "Sanity flags", "Theory: the adversarial-random gap",
             "Activity and energy", "Figures", "Configurations")
@@ -63,27 +63,34 @@ def build_document(inputs: Inputs, figure_folder: Path) -> list[Block]:
 
 # ---- verdict ---------------------------------------------------------------------------------------------
 
-def _is_random(attack: AttackResult) -> bool:
-    return attack.attack in ATTACKS and bool(ATTACKS.facts(attack.attack).get("random"))
+def broke_most(item: ResultsItem) -> str:
+    """The attack that broke the most samples first ("pgd-30 (41 samples)"), from the per-sample rows'
+    broken_by (the first attack in suite order to reach a sample's worst case). Not the lowest accuracy: an
+    attack on survivors only (Square) has the lowest cumulative accuracy while breaking few samples itself."""
+    rows = _sample_rows(item)
+    if rows is None:
+        return f"{ABSENT} (no per-sample file)"
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.broken_by and row.broken_by != "clean":
+            attack = row.broken_by.split("/", 1)[0]
+            counts[attack] = counts.get(attack, 0) + 1
+    if not counts:
+        return "none (no sample broken)"
+    order = [a.name for a in item.record.all_attacks()]
+    worst = max(counts, key=lambda a: (counts[a], -order.index(a) if a in order else -len(order)))  # ties: suite order
+    return f"{worst} ({counts[worst]} sample{'s' if counts[worst] != 1 else ''})"
 
 
-def _broke_most(record: EvalRecord) -> str:
-    """The attack with the lowest accuracy (random baselines aside), and within it the estimator that broke
-    the most samples: in a cascade the one whose cumulative accuracy fell most, else the lowest."""
-    attacks = [a for a in record.attacks if a.accuracy is not None and not _is_random(a)]
-    if not attacks:
-        return ABSENT
-    worst = min(attacks, key=lambda a: a.accuracy if a.accuracy is not None else 1.0)
-    if not worst.accuracy_per_estimator:
-        return worst.name
-    previous, drops = record.clean_accuracy or 1.0, {}
-    for estimator, accuracy in worst.accuracy_per_estimator.items():
-        if accuracy is None:
-            continue
-        drops[estimator] = previous - accuracy
-        previous = accuracy if record.cascade else previous  # a cascade's accuracies are cumulative
-    best = max(drops, key=lambda e: drops[e]) if drops else None
-    return f"{worst.name} / {best}" if best else worst.name
+def _sample_rows(item: ResultsItem) -> list[SampleOutcome] | None:
+    """The per-sample rows beside a results file; None when it names none or they cannot be read."""
+    if not item.record.per_sample:
+        return None
+    path = item.path.parent / item.record.per_sample
+    try:
+        return read_samples(path) if path.is_file() else None
+    except UserError:
+        return None
 
 
 def headline_mark(record: EvalRecord) -> str:
@@ -110,10 +117,10 @@ def _verdict(inputs: Inputs) -> list[Block]:
     for item in inputs.results:
         r = item.record
         rows.append([item.label, f"{r.suite or ABSENT}, {threat_text(r)}", str(r.n), pct(r.clean_accuracy),
-                     pct(r.ensemble_accuracy), *([headline_mark(r)] if marked else []), _broke_most(r),
+                     pct(r.ensemble_accuracy), *([headline_mark(r)] if marked else []), broke_most(item),
                      _flag_names(r)])
     header = ["model", "suite and threat", "n", "clean", "worst case", *(["headline"] if marked else []),
-              "broke most (attack / estimator)", "flags"]
+              "broke most (first to break)", "flags"]
     note = ("Accuracy in percent; worst case: per sample over every attack and estimator of the suite. "
             + ("A headline that is 'not a bound' cannot be claimed as robust accuracy: the reason follows it. "
                if marked else "") + "Details, per attack and estimator, in the sections below.")
@@ -344,12 +351,26 @@ def _figures(inputs: Inputs, folder: Path) -> list[Block]:
             shared = item.label in {i.label for i in inputs.results if i is not item}
             compared[f"{item.label} ({r.suite or '?'})" if shared else item.label] = {
                 "clean": r.clean_accuracy, "worst case": r.ensemble_accuracy}
-    paths = write_figures(analyses, rows, metrics, folder, points, compared)
+    one_eps = _one_eps(analyses, points)
+    paths = write_figures(analyses, rows, metrics, folder, {} if one_eps else points, compared)
     blocks: list[Block] = [Figure(p, FIGURE_CAPTIONS[name]) for name, p in paths.items()]
-    missing = [caption for name, caption in FIGURE_CAPTIONS.items() if name not in paths]
+    missing = [caption for name, caption in FIGURE_CAPTIONS.items() if name not in paths
+               and not (one_eps and name == "accuracy_vs_eps")]
     if missing:
         blocks.append(Paragraph("Absent for lack of data: " + "; ".join(missing) + "."))
+    if one_eps:
+        blocks.append(Paragraph(f"{FIGURE_CAPTIONS['accuracy_vs_eps'].split(';')[0]}: left out, every results file "
+                                f"is at one eps ({one_eps}) and no analysis sweeps eps (`spikeguard analyze` does)."))
     return blocks
+
+
+def _one_eps(analyses: dict[str, dict], points: dict[str, list]) -> str:
+    """The single eps of the evaluator's points when nothing else would give the accuracy-vs-eps figure a
+    second eps (a figure of one eps says nothing), else ''."""
+    radii = {eps for found in points.values() for eps, _, _ in found}
+    if any(a.get("per_eps") for a in analyses.values()) or len(radii) != 1:
+        return ""
+    return f"{next(iter(radii)):g}"
 
 
 def _configs(inputs: Inputs) -> list[Block]:

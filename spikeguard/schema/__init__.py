@@ -37,6 +37,8 @@ Format versions (docs/results-schema.md has the commits and what each reader doe
    estimated-gradient attack (three attacks, not two); 7eb77e0 imported_checkpoint. Files before it have no
    headline (None: nothing says whether their number is a bound).
 5. this schema (issue 20): "schema_version"; nothing else changed, so a version-4 file reads as it is.
+6. checkpoint epoch (issue 26): "checkpoint_epoch", the epochs trained into the evaluated checkpoint (a run
+   still training has more later); omitted for a model without a checkpoint. Files before it: None (unknown).
 
 Every field a later change adds goes through this module: a new field here, SCHEMA_VERSION + 1, a line
 above and a fixture in tests/fixtures/results/.

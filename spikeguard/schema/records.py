@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class FlagName:
@@ -192,7 +192,7 @@ class UnboundedCheck:
 # ---- results.json ----------------------------------------------------------------------------------------
 
 # Keys the writer leaves out when they have no value (the rest are written, as null if need be).
-_OMITTED_WHEN_NONE = ("eps_sweep", "budget_sweep", "escalation", "ensemble_accuracy_before_escalation",
+_OMITTED_WHEN_NONE = ("checkpoint_epoch", "eps_sweep", "budget_sweep", "escalation", "ensemble_accuracy_before_escalation",
                       "estimator_bank", "external_model", "imported_checkpoint", "per_sample")
 
 
@@ -204,6 +204,7 @@ class EvalRecord:
     dataset: str | None = None
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
+    checkpoint_epoch: int | None = None  # the epochs trained into the checkpoint (v6); None: not recorded
     model_fn: str | None = None
     source: str | None = None
     suite: str | None = None

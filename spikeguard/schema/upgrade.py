@@ -43,6 +43,8 @@ def read_results(source: str | Path | dict) -> EvalRecord:
                         f"({SCHEMA_VERSION}): upgrade spikeguard to read it")
     if version == 0:
         data = _from_version_0(data)
+    if version < 6:  # the checkpoint's epoch was not recorded: unknown, never guessed from the run
+        data = {**data, "checkpoint_epoch": None}
     data = {k: v for k, v in data.items() if k != "schema_version"}
     try:
         record = EvalRecord.from_json(data)

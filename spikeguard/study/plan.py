@@ -21,6 +21,7 @@ resolved (so a bad lamb in cell 9 is refused before cell 1 trains), every evalua
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikeguard.config import TrainConfig, config_from_dict, read_yaml
+from spikeguard.config import RENAMED, KeyLines, TrainConfig, config_from_dict, read_yaml
 from spikeguard.errors import UserError
 
 PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm")
@@ -38,6 +39,7 @@ ANALYZE_KEYS = ("eps", "n", "draws", "seed", "estimator", "eps_max", "attack_eps
                 "batch_size")
 SLURM_KEYS = ("partition", "gpus_per_cell", "time_per_cell", "cpus_per_cell", "mem_gb", "account", "qos",
               "constraint", "setup")
+TRAIN_KEYS = (*(f.name for f in dataclasses.fields(TrainConfig)), *RENAMED)  # old names still load
 # Fields a study sets per cell itself, or that belong to the machine a cell runs on.
 NOT_IN_PLAN = ("device",)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -83,42 +85,62 @@ class StudyPlan:
 
 def load_plan(path: str | Path) -> StudyPlan:
     path = Path(path)
-    return plan_from_dict(read_yaml(path, "plan file"), str(path), base=path.parent)
+    lines: KeyLines = {}
+    return plan_from_dict(read_yaml(path, "plan file", lines), str(path), base=path.parent, lines=lines)
 
 
-def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None) -> StudyPlan:
+def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None,
+                   lines: KeyLines | None = None) -> StudyPlan:
     """The checked plan; a suite file named by a relative path is taken relative to ``base`` (the plan's
-    folder) and stored absolute, so the copy in DIR/plan.yaml finds it too."""
+    folder) and stored absolute, so the copy in DIR/plan.yaml finds it too. ``lines`` (read_yaml's): an
+    unknown key's message gives its line."""
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a mapping with name, grid, train and evaluate")
-    _no_unknown(raw, PLAN_KEYS, where)
+    lines = lines or {}
+    _no_unknown(raw, PLAN_KEYS, where, (), lines)
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise UserError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+    if isinstance(raw.get("grid"), dict):
+        _no_unknown(raw["grid"], TRAIN_KEYS, where, ("grid",), lines, "config key")
     grid = _grid(raw.get("grid"), where)
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise UserError(f"{where}: train must be a mapping of training field: value")
+    _no_unknown(train, TRAIN_KEYS, where, ("train",), lines, "config key")
     for key in (set(grid) | set(train)) & set(NOT_IN_PLAN):
         raise UserError(f"{where}: '{key}' is chosen where a cell runs (the executor), not in a plan")
     both = sorted(set(grid) & set(train))
     if both:
         raise UserError(f"{where}: {', '.join(both)} is both in grid and train; give it in one place")
-    evaluate = _evaluations(raw.get("evaluate"), where, base)
-    analyze = _analysis(raw.get("analyze"), where)
+    evaluate = _evaluations(raw.get("evaluate"), where, base, lines)
+    analyze = _analysis(raw.get("analyze"), where, lines)
     threads = raw.get("threads", 1)
     if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
         raise UserError(f"{where}: threads must be an integer in [1, 256], got {threads!r}")
-    slurm = _slurm(raw.get("slurm"), where)
+    slurm = _slurm(raw.get("slurm"), where, lines)
     plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm)
     plan.cells = expand(plan)
     return plan
 
 
-def _no_unknown(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
-    unknown = sorted(str(k) for k in mapping if k not in allowed)
+def _no_unknown(mapping: dict, allowed: tuple[str, ...], where: str, path: tuple = (),
+                lines: KeyLines | None = None, kind: str = "key") -> None:
+    """Refuse keys not in ``allowed``: each named with its line in the file (``lines``, at ``path``) and the
+    closest allowed key ("did you mean ...")."""
+    unknown = sorted(str(k) for k in mapping if str(k) not in allowed)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        named = ", ".join(_pointed(key, allowed, (*path, key), lines or {}) for key in unknown)
+        shown = [k for k in allowed if k not in RENAMED]  # an old name is accepted, not offered
+        raise UserError(f"{where}: unknown {kind}(s) {named}; allowed: {', '.join(shown)}")
+
+
+def _pointed(key: str, allowed: tuple[str, ...], path: tuple, lines: KeyLines) -> str:
+    """``key`` with where it is and what was probably meant: "sutie (line 6: did you mean 'suite'?)"."""
+    close = difflib.get_close_matches(key, [k for k in allowed if k not in RENAMED], n=1)
+    hints = [f"line {lines[path]}"] if path in lines else []
+    hints += [f"did you mean '{close[0]}'?"] if close else []
+    return f"{key} ({': '.join(hints)})" if hints else key
 
 
 def _grid(grid: Any, where: str) -> dict[str, list]:
@@ -136,7 +158,7 @@ def _grid(grid: Any, where: str) -> dict[str, list]:
     return out
 
 
-def _evaluations(value: Any, where: str, base: Path | None) -> list[dict[str, Any]]:
+def _evaluations(value: Any, where: str, base: Path | None, lines: KeyLines) -> list[dict[str, Any]]:
     from spikeguard.evaluation.config import EvalConfig, available_suites
 
     items = [value] if isinstance(value, dict) else value
@@ -146,7 +168,8 @@ def _evaluations(value: Any, where: str, base: Path | None) -> list[dict[str, An
     for number, item in enumerate(items, start=1):
         if not isinstance(item, dict) or "suite" not in item:
             raise UserError(f"{where}: evaluation {number} must be a mapping with a suite")
-        _no_unknown(item, EVALUATE_KEYS, f"{where}: evaluation {number}")
+        _no_unknown(item, EVALUATE_KEYS, f"{where}: evaluation {number}",
+                    ("evaluate", number - 1) if isinstance(value, list) else ("evaluate",), lines)
         item = dict(item)
         suite = str(item["suite"])
         if suite not in available_suites() and base is not None and not Path(suite).is_absolute():
@@ -156,12 +179,12 @@ def _evaluations(value: Any, where: str, base: Path | None) -> list[dict[str, An
     return out
 
 
-def _analysis(value: Any, where: str) -> dict[str, Any] | None:
+def _analysis(value: Any, where: str, lines: KeyLines) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise UserError(f"{where}: analyze must be a mapping, e.g. {{eps: [0.1], n: 100}}")
-    _no_unknown(value, ANALYZE_KEYS, f"{where}: analyze")
+    _no_unknown(value, ANALYZE_KEYS, f"{where}: analyze", ("analyze",), lines)
     from spikeguard.config import check_linf_eps, coerce_field
 
     eps = value.get("eps")
@@ -173,12 +196,12 @@ def _analysis(value: Any, where: str) -> dict[str, Any] | None:
     return dict(value)
 
 
-def _slurm(value: Any, where: str) -> dict[str, Any]:
+def _slurm(value: Any, where: str, lines: KeyLines) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise UserError(f"{where}: slurm must be a mapping, e.g. {{partition: gpu, gpus_per_cell: 1}}")
-    _no_unknown(value, SLURM_KEYS, f"{where}: slurm")
+    _no_unknown(value, SLURM_KEYS, f"{where}: slurm", ("slurm",), lines)
     return dict(value)
 
 

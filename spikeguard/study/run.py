@@ -62,11 +62,21 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
             wait_for_cells(launch, [c.id for c in plan.cells if c.id in waiting or c.id in todo])
         data = write_study(study, plan)
         if any(cell["status"] == "done" for cell in data["cells"]):
-            from spikeguard.study.summary import write_summary
+            from spikeguard.study.summary import counts_text, write_summary
 
             markdown, page = write_summary(study)
-            launch.say(f"study {plan.name}: {data['counts']}; wrote {markdown} and {page}")
+            launch.say(f"study {plan.name}: {counts_text(data['counts'])}; wrote {markdown} and {page}")
     return data
+
+
+def kept_cells(study: Path, plan: StudyPlan) -> str:
+    """What an interrupted study keeps: its finished cells, and the interrupted cell's checkpoints and
+    evaluated batches, from which a rerun resumes it."""
+    if not (Path(study) / STUDY).parent.is_dir():
+        return "nothing written yet"
+    done = sum(finished(Path(study), plan, c.id) for c in plan.cells)
+    return (f"{done} of {len(plan.cells)} cells finished and kept; an unfinished cell resumes from its last "
+            "checkpoint and evaluated batches")
 
 
 def slurm_held(study: Path, plan: StudyPlan, cells: list[str]) -> tuple[list[str], list[str]]:

@@ -139,20 +139,25 @@ def build(study_dir: Path) -> list[Block]:
     # the suites' own names (a suite file's name field), as the results files record them
     suites = ([e["suite"] for e in finished[0]["numbers"]["evaluations"]] if finished
               else [Path(str(e["suite"])).stem for e in plan["evaluate"]])
-    counts = ", ".join(f"{v} {k}" for k, v in study.get("counts", {}).items())
+    counts = counts_text(study.get("counts", {}))
     return [
         Heading(1, f"Study {study['name']}"),
         Paragraph(f"{len(study['cells'])} cells ({counts}); {study.get('threads')} torch thread(s) per cell. Numbers "
                   "are means over seeds with 95% confidence intervals (Student t); accuracies in percent on the test "
                   f"split. The headline worst case is that of the first evaluation (suite {suites[0]}). Cells: "
                   f"{study_dir / 'cells'}."),
-        Fold("Verdict", _verdict(groups), folded=False),
+        Fold("Verdict", _verdict(groups) + _headline_numbers(groups), folded=False),
+        Fold("Trade-offs across lambda", _trade_offs(groups, study_dir), folded=False),  # the figure, shown
         Fold("Paper-style table", _paper_table(groups, suites)),
         Fold("FGSM and PGD with and without SR", _fgsm_pgd(groups, suites)),
-        Fold("Trade-offs across lambda", _trade_offs(groups, study_dir)),
         Fold("Cells", _cells(study)),
         Fold("Plan", [Code(json.dumps(plan, indent=2))]),
     ]
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """A study's cell counts as words: "4 done, 1 failed"."""
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "no cells"
 
 
 def _verdict_line(group: Group, baseline: Group) -> str | None:
@@ -162,9 +167,12 @@ def _verdict_line(group: Group, baseline: Group) -> str | None:
     if not seeds:
         return None
     mean, half = mean_interval([ours[s] - theirs[s] for s in seeds])
-    if half is None:
-        verdict = "one seed: no interval, no verdict"
-    elif mean - half > 0:
+    if half is None:  # the numbers themselves, and why they carry no verdict
+        seed = seeds[0]
+        return (f"{group.label}: worst case {100 * ours[seed]:.1f}% against vanilla's {100 * theirs[seed]:.1f}% "
+                f"({100 * mean:+.1f} points) on seed {seed} only: with one seed no interval is possible, so no "
+                "verdict (add seeds to the plan's grid).")
+    if mean - half > 0:
         verdict = "better than vanilla"
     elif mean + half < 0:
         verdict = "worse than vanilla"
@@ -193,6 +201,16 @@ def _verdict(groups: list[Group]) -> list[Block]:
         return [Paragraph("No comparison with vanilla: the study has no finished vanilla cells beside other defenses.")]
     return [Items(lines), Paragraph("The interval is the 95% interval of the mean difference over seeds that both "
                                     "finished (paired: the same seed gives the same split and initialisation).")]
+
+
+def _headline_numbers(groups: list[Group]) -> list[Block]:
+    """Each group's clean and headline worst-case accuracy, whatever the verdict could say."""
+    rows = [[g.label, f"{len(g.cells)} of {g.planned}", cell_text(g.values("clean"), True),
+             cell_text(g.values("worst_case"), True)] for g in groups]
+    blocks: list[Block] = [Table(["cells", "finished", "clean %", "worst case %"], rows)]
+    if any(len(g.cells) == 1 for g in groups):
+        blocks.append(Paragraph("(n=1): one finished seed, so no interval is possible for that group."))
+    return blocks
 
 
 def _attack_columns(groups: list[Group], suite: str) -> list[str]:
@@ -242,7 +260,7 @@ def _trade_offs(groups: list[Group], study_dir: Path) -> list[Block]:
         Paragraph("Gradient statistics: from the analysis (test samples, the model's training estimator) where the "
                   "plan analyses, else from training (a fixed validation batch at the best epoch). Firing rate and "
                   "energy need the analysis.")]
-    figure = trade_off_figure(groups, study_dir / FIGURES / "tradeoff.png")
+    figure = trade_off_figure(groups, study_dir / FIGURES / "tradeoff.png", cols=2)  # readable on a page
     if figure is not None:
         blocks.append(Figure(figure, "Trade-offs across lambda: mean over seeds, bars and bands are 95% intervals; "
                                      "defenses without lambda are horizontal lines"))
@@ -258,7 +276,7 @@ def _trade_off_line(name: str, members: list[Group], key: str, scale: float) -> 
                         [(scale * m, None if h is None else scale * h) for m, h in levels])
 
 
-def trade_off_figure(groups: list[Group], path: Path) -> Path | None:
+def trade_off_figure(groups: list[Group], path: Path, cols: int = 4) -> Path | None:
     """One panel per quantity; x is lambda (log scale), a line per defense (and other grid settings)."""
     finished = [g for g in groups if g.cells]
     lines: dict[tuple, list[Group]] = {}  # one line per setting other than lambda that varies in the study
@@ -270,7 +288,7 @@ def trade_off_figure(groups: list[Group], path: Path) -> Path | None:
               for key, label, percent in TRADE_OFF if any(g.values(key) for g in finished)}
     if not panels:
         return None
-    return trade_offs(panels, path, log_lambda=any("lamb" in g.settings for g in finished))
+    return trade_offs(panels, path, log_lambda=any("lamb" in g.settings for g in finished), cols=cols)
 
 
 def _cells(study: dict) -> list[Block]:
