@@ -183,6 +183,33 @@ def test_an_interrupted_study_says_what_it_kept_and_how_to_resume(tmp_path, sent
     assert "Traceback" not in err
 
 
+def test_sigterm_on_a_parallel_study_stops_its_workers_and_starts_no_queued_cell(tmp_path):
+    plan = write_plan(tmp_path, {"name": "pool", "grid": {"defense": ["vanilla"], "seed": [0, 1, 2]},
+                                 "train": {"epochs": 20, "time_steps": 2, "batch_size": 16},
+                                 "evaluate": [{"suite": "tiny.yaml", "n": 16}]})
+    study = tmp_path / "study"
+    first = [study / "cells" / f"seed-{s}" / "metrics.jsonl" for s in (0, 1)]
+    process = subprocess.Popen([sys.executable, "-m", "spikeguard", "study", str(plan), "--out", str(study),
+                                "--parallel", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not all(p.exists() for p in first) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None, "the study ended before both workers trained"
+        process.send_signal(signal.SIGTERM)  # to the coordinator alone, as a scheduler or `kill PID` sends it
+        _, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, err
+    assert "resume with: spikeguard study" in err.strip().splitlines()[-1], err
+    code, out, _ = run_cli(["study", study, "--status"])
+    statuses = {cell["id"]: cell["status"] for cell in json.loads((study / "study.json").read_text())["cells"]}
+    # the two running cells were stopped (their workers are gone, so they read as killed); the third never ran
+    assert statuses == {"seed-0": "killed", "seed-1": "killed", "seed-2": "pending"}, (statuses, out)
+
+
 def test_a_killed_evaluation_resumes_from_its_kept_batches(baseline, tmp_path):
     """A cell killed after the first of its two evaluation batches: the rerun attacks only the second, and
     the cell's numbers equal the uninterrupted run's."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import re
 import signal
@@ -107,7 +108,8 @@ def _run_pool(launch: Launch, cells: list[str]) -> None:
                f"{launch.study / 'cells'}/ID.log")
     context = get_context("spawn")
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=launch.parallel, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=launch.parallel, mp_context=context)
+    try:
         running = {pool.submit(cell_in_process, str(launch.study), cell_id, launch.device): cell_id
                    for cell_id in cells}
         done_count = 0
@@ -124,6 +126,23 @@ def _run_pool(launch: Launch, cells: list[str]) -> None:
                 _report(launch, cell_id, record)
                 launch.say(f"study {launch.plan.name}: {done_count} of {len(cells)} cells ended, "
                            f"{time.perf_counter() - started:.0f} s")
+    except BaseException:
+        _stop_pool(pool, launch)
+        raise
+    pool.shutdown()
+
+
+def _stop_pool(pool: ProcessPoolExecutor, launch: Launch) -> None:
+    """The coordinator was interrupted (Ctrl-C, SIGTERM): queued cells never start, and the running ones stop
+    as a kill stops them (a cell's lock dies with its worker, so it shows as killed and resumes), instead of
+    the pool's default of waiting for every queued cell to run."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    workers = multiprocessing.active_children()  # the pool's spawned workers: the coordinator starts no others
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=30)
+    write_study(launch.study, launch.plan)
 
 
 def cell_in_process(study: str, cell_id: str, device: str) -> dict:
