@@ -13,9 +13,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The best other logit minus the true one (Carlini-Wagner's margin, positive once misclassified).
+    Unlike the cross-entropy it does not vanish when the softmax saturates (logits scaled up by 1e4 give
+    probabilities of exactly 0 and 1 in float32 and a zero cross-entropy gradient)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), -float("inf")).amax(1)
+    loss = other - true
+    return loss.sum() if reduction == "sum" else loss if reduction == "none" else loss.mean()
+
+
+# the losses an attack may ascend, by the name a suite gives in its ``loss`` parameter
+LOSSES = {"ce": F.cross_entropy, "margin": margin_loss}
+
+
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1,
-                   per_draw: bool = False):
-    """(gradient of the summed cross-entropy w.r.t. x, logits). Parameters get no .grad.
+                   per_draw: bool = False, loss: str = "ce"):
+    """(gradient of the summed loss (cross-entropy, or ``loss`` of LOSSES) w.r.t. x, logits). Parameters get
+    no .grad.
 
     With ``draws`` > 1 (EoT, for stochastic models) the gradient is the mean of the per-draw gradients and
     the logits are the mean of the per-draw logits; ``per_draw`` also returns every draw's logits."""
@@ -25,7 +40,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: in
     with torch.enable_grad():
         for _ in range(draws):
             logits = model(x)
-            (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+            (g,) = torch.autograd.grad(LOSSES[loss](logits, y, reduction="sum"), x)
             grad += g
             every.append(logits.detach())
     stacked = torch.stack(every)
@@ -41,18 +56,17 @@ def draw_logits(model: nn.Module, x: torch.Tensor, draws: int = 1) -> torch.Tens
 
 
 def score_iterate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int,
-                  gradient: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+                  gradient: bool, loss: str = "ce") -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Score an iterative attack's current iterate in one (EoT) pass: the input gradient for the next step
     when ``gradient`` (the same forward pass serves both), the per-sample loss, and whether every draw
     misclassifies the sample. A stochastic model's sample counts as broken (and stops being attacked) only
     then; for a deterministic model all draws agree, so EoT changes nothing there."""
     if gradient:
-        grad, logits, every = input_gradient(model, x, y, draws, per_draw=True)
+        grad, logits, every = input_gradient(model, x, y, draws, per_draw=True, loss=loss)
     else:
         grad, every = None, draw_logits(model, x, draws)
         logits = every.mean(0)
-    loss = F.cross_entropy(logits, y, reduction="none")
-    return grad, loss, (every.argmax(-1) != y).all(0)
+    return grad, LOSSES[loss](logits, y, reduction="none"), (every.argmax(-1) != y).all(0)
 
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -77,8 +91,9 @@ def rfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha:
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         random_start: bool = True, generator: torch.Generator | None = None, keep_best: bool = True,
-        restarts: int = 1, draws: int = 1) -> torch.Tensor:
-    """Projected gradient ascent on the cross-entropy in the eps ball around x, clipped to [0, 1].
+        restarts: int = 1, draws: int = 1, loss: str = "ce") -> torch.Tensor:
+    """Projected gradient ascent on the cross-entropy (or ``loss``: "margin") in the eps ball around x,
+    clipped to [0, 1].
 
     With ``keep_best`` every sample returns the first iterate that is misclassified, or failing that the
     iterate of highest loss over all steps and restarts, so more steps or restarts never return a weaker
@@ -95,7 +110,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     if not keep_best:
         x_adv = (x + _start(x, eps, random_start, generator)).clamp(0, 1)
         for _ in range(steps):
-            grad, _ = input_gradient(model, x_adv, y, draws)
+            grad, _ = input_gradient(model, x_adv, y, draws, loss=loss)
             x_adv = _project(x_adv + alpha * grad.sign(), x, eps)
         return x_adv
     best = x.clone()
@@ -108,7 +123,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
         xs, ys = x[todo], y[todo]
         run_best, run_loss, run_broken = _tracked_run(model, xs, ys, eps, alpha, steps,
                                                       _start(xs, eps, random_start or restart > 0, generator),
-                                                      draws)
+                                                      draws, loss)
         better = run_broken | (run_loss > best_loss[todo])
         best[todo[better]] = run_best[better]
         best_loss[todo[better]] = run_loss[better]
@@ -123,7 +138,7 @@ def _start(x: torch.Tensor, eps: float, random: bool, generator: torch.Generator
     return (2 * noise - 1) * eps
 
 
-def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
+def _tracked_run(model, x, y, eps, alpha, steps, delta, draws, loss="ce"):
     """One PGD run with per-sample best tracking and early stop; returns (best, best_loss, broken)."""
     x_adv = (x + delta).clamp(0, 1)
     best = x_adv.clone()
@@ -132,10 +147,10 @@ def _tracked_run(model, x, y, eps, alpha, steps, delta, draws):
     active = torch.arange(x.shape[0], device=x.device)
     for step in range(steps + 1):
         current = x_adv[active]
-        grad, loss, wrong = score_iterate(model, current, y[active], draws, gradient=step < steps)
-        better = wrong | (loss > best_loss[active])
+        grad, value, wrong = score_iterate(model, current, y[active], draws, gradient=step < steps, loss=loss)
+        better = wrong | (value > best_loss[active])
         best[active[better]] = current[better]
-        best_loss[active[better]] = loss[better]
+        best_loss[active[better]] = value[better]
         broken[active[wrong]] = True
         if step == steps:
             break
@@ -163,4 +178,4 @@ def craft_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, call) -> torch
     steps = p.get("steps", 10)
     alpha = p["alpha"] * call.eps if p.get("alpha") is not None else 2.5 * call.eps / steps
     return pgd(model, x, y, call.eps, alpha, steps, random_start=p.get("random_start", True),
-               generator=call.generator, restarts=p.get("restarts", 1), draws=call.draws)
+               generator=call.generator, restarts=p.get("restarts", 1), draws=call.draws, loss=p.get("loss", "ce"))

@@ -87,7 +87,7 @@ register_attack("fgsm", f"{_GRADIENT}:craft_fgsm", class_name="FGSM", single_ste
 register_attack("rfgsm", f"{_GRADIENT}:craft_rfgsm", class_name="RFGSM", params={"alpha": 0.5}, single_step=True)
 register_attack("pgd", f"{_GRADIENT}:craft_pgd", class_name="PGD", iterative=True, label="pgd-{steps}",
                 paper_column="PGD-{steps}",
-                params={"steps": 10, "alpha": None, "restarts": 1, "random_start": True})
+                params={"steps": 10, "alpha": None, "restarts": 1, "random_start": True, "loss": "ce"})
 register_attack("apgd-ce", f"{_LIBRARY}:craft_apgd_ce", class_name="APGDCE",
                 params={"steps": 100, "restarts": 1}, iterative=True,
                 norms=("linf", "l2"), library=True)
