@@ -22,8 +22,8 @@ from spikeguard.schema import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 VERSIONS = {0: "v0-pre-suite", 1: "v1-suite", 2: "v2-ranks", 3: "v3-threat-model", 4: "v4-trust",
-            5: "v5-schema-version"}
-CURRENT = FIXTURES / "v6-checkpoint-epoch.json"  # written by this version's evaluate
+            5: "v5-schema-version", 6: "v6-checkpoint-epoch"}
+CURRENT = FIXTURES / "v7-probes.json"  # written by this version's evaluate
 
 
 def fixture(version: int) -> Path:

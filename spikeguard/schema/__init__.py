@@ -39,6 +39,9 @@ Format versions (docs/results-schema.md has the commits and what each reader doe
 5. this schema (issue 20): "schema_version"; nothing else changed, so a version-4 file reads as it is.
 6. checkpoint epoch (issue 26): "checkpoint_epoch", the epochs trained into the evaluated checkpoint (a run
    still training has more later); omitted for a model without a checkpoint. Files before it: None (unknown).
+7. trust III (issue 21): "probes" (forward/backward agreement, flat outputs, batch dependence, dead surrogates)
+   and the flags backward_disagrees, flat_outputs, dead_surrogate, batch_dependent; omitted when no probe
+   ran. Files before it: None (no probe ran).
 
 Every field a later change adds goes through this module: a new field here, SCHEMA_VERSION + 1, a line
 above and a fixture in tests/fixtures/results/.
@@ -57,6 +60,7 @@ from spikeguard.schema.records import (
     Flag,
     FlagName,
     GradientCheck,
+    Probes,
     Headline,
     NotApplicable,
     UnboundedCheck,
@@ -65,6 +69,6 @@ from spikeguard.schema.samples import CSV_FIRST, AttackOutcome, SampleOutcome, r
 from spikeguard.schema.upgrade import read_results, results_version
 
 __all__ = ["AttackOutcome", "AttackResult", "CSV_FIRST", "ESCALATION", "EscalationAttack", "EscalationRecord",
-           "EvalRecord", "Flag", "FlagName", "GradientCheck", "Headline", "NotApplicable", "SCHEMA_VERSION",
+           "EvalRecord", "Flag", "FlagName", "GradientCheck", "Headline", "NotApplicable", "Probes", "SCHEMA_VERSION",
            "SampleOutcome", "UNTRUSTING", "UnboundedCheck", "read_results", "read_samples", "results_version",
            "write_samples"]

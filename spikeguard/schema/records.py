@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class FlagName:
@@ -22,11 +22,16 @@ class FlagName:
     ACCURACY_RISES_WITH_BUDGET = "accuracy_rises_with_budget"
     ACCURACY_NOT_TOWARD_CHANCE = "accuracy_not_toward_chance"
     GRAD_MODE_DEPENDENCE = "grad_mode_dependence"
+    # issue 21 (v7): the probes run before any attack (spikeguard/evaluation/probes.py and its modules)
+    BACKWARD_DISAGREES = "backward_disagrees"      # a step along the gradient does not move the margin as it says
+    FLAT_OUTPUTS = "flat_outputs"                  # logits that do not change under small random perturbations
+    DEAD_SURROGATE = "dead_surrogate"              # a member's input gradient is exactly zero on most samples
+    BATCH_DEPENDENT = "batch_dependent"            # outputs depend on the batch (intended by the user)
 
 
 # The flags after which the gradient cannot be trusted: each starts the escalation.
 UNTRUSTING = (FlagName.ZERO_GRADIENT, FlagName.BLACK_BOX_BEATS_WHITE_BOX, FlagName.UNBOUNDED_EPS_NOT_ZERO,
-              FlagName.GRAD_MODE_DEPENDENCE)
+              FlagName.GRAD_MODE_DEPENDENCE, FlagName.BACKWARD_DISAGREES, FlagName.FLAT_OUTPUTS)
 
 
 ESCALATION = "escalation"  # the "attack" of the escalation's entries in results.json
@@ -189,10 +194,28 @@ class UnboundedCheck:
         return {"attack": self.attack, "steps": self.steps}
 
 
+@dataclass
+class Probes:
+    """What the probes measured before any attack (v7); each is a JSON object its probe module defines, None
+    when that probe did not run. docs/evaluation.md ("Probes") says what each holds."""
+
+    agreement: dict | None = None         # forward/backward agreement (evaluation/agreement.py)
+    flat_outputs: dict | None = None      # logits under small random perturbations (evaluation/flat_outputs.py)
+    batch_dependence: dict | None = None  # the same samples in two batch compositions (evaluation/batch_dependence.py)
+    dead_surrogates: dict | None = None   # per member and spiking layer, exactly-zero derivatives (snn/dead_zone.py)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Probes:
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
 # ---- results.json ----------------------------------------------------------------------------------------
 
 # Keys the writer leaves out when they have no value (the rest are written, as null if need be).
-_OMITTED_WHEN_NONE = ("checkpoint_epoch", "eps_sweep", "budget_sweep", "escalation", "ensemble_accuracy_before_escalation",
+_OMITTED_WHEN_NONE = ("checkpoint_epoch", "probes", "eps_sweep", "budget_sweep", "escalation", "ensemble_accuracy_before_escalation",
                       "estimator_bank", "external_model", "imported_checkpoint", "per_sample")
 
 
@@ -221,6 +244,7 @@ class EvalRecord:
     attacks: list[AttackResult] = field(default_factory=list)
     ensemble_accuracy: float | None = None  # the per-sample worst case (after the escalation, when it ran)
     gradient_check: GradientCheck | None = None
+    probes: Probes | None = None        # the probes before any attack (v7); None: none recorded
     unbounded_accuracy: float | None = None
     unbounded_check: UnboundedCheck | None = None
     eps_sweep: list[dict] | None = None
@@ -286,6 +310,7 @@ class EvalRecord:
                                                            int(v.get("all_zero_samples") or 0)),
                  "unbounded_check": lambda v: UnboundedCheck(str(v.get("attack", "")), int(v.get("steps") or 0)),
                  "escalation": EscalationRecord.from_json, "headline": Headline.from_json,
+                 "probes": Probes.from_json,
                  "flags": lambda v: [Flag.from_json(f) for f in v],
                  "flags_not_applicable": lambda v: [NotApplicable.from_json(f) for f in v]}
         for key, make in typed.items():
