@@ -8,6 +8,8 @@ layers' surrogate path active.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,7 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") 
 
 
 # the losses an attack may ascend, by the name a suite gives in its ``loss`` parameter
-LOSSES = {"ce": F.cross_entropy, "margin": margin_loss}
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ce": F.cross_entropy, "margin": margin_loss}
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1,
@@ -40,8 +42,11 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: in
     with torch.enable_grad():
         for _ in range(draws):
             logits = model(x)
-            (g,) = torch.autograd.grad(LOSSES[loss](logits, y, reduction="sum"), x)
-            grad += g
+            value = LOSSES[loss](logits, y, reduction="sum")
+            if value.requires_grad:  # a model that detaches its input has no gradient: zero, flagged as such
+                (g,) = torch.autograd.grad(value, x, allow_unused=True)
+                if g is not None:
+                    grad += g
             every.append(logits.detach())
     stacked = torch.stack(every)
     if per_draw:

@@ -2,22 +2,24 @@
 not use the target's gradient, and marks its headline "not a bound".
 
 A lying model (a zero or sign-flipped backward, a decoy function whenever the input requires a gradient,
-an input quantiser) defeats every white-box attack, so the suite's worst case is no bound on robustness.
-Two attacks do not ask the target for a gradient:
+an input quantiser, a hard-label output) defeats every white-box attack, so the suite's worst case is no
+bound on robustness. Four attacks do not ask the target for a gradient:
 
-1. transfer from a substitute: a model trained on the target's own predictions for the training split (a
-   copy of the ANN twin for spikeguard models, else a small CNN for the input's shape), or the --source
-   model; PGD and APGD-CE against it, examples scored on the target;
+1. transfer from independent substitutes, which never run the target's own code (a copy of the target, such
+   as its ANN twin, would inherit a wrapper's flipped gradient, rounding or output scale): a fresh SmallCNN
+   distilled from the target's answers on the training split, and one trained plainly on the training
+   labels (or the --source model); PGD and APGD-CE against each, examples scored on the target;
 2. PGD on a gradient estimated from the target's outputs (spikeguard/attacks/estimated_gradient.py);
-3. Square with restarts and a larger query budget.
+3. Square with restarts and a larger query budget;
+4. a decision-based attack, which reads only the target's decisions (a flat, hard-label or saturated
+   output gives scores nothing to climb).
 
-Both attack only the samples every earlier attack left standing. The settings come from the suite file's
+Each attacks only the samples every earlier attack left standing. The settings come from the suite file's
 ``escalation:`` block (spikeguard/evaluation/suites.py). docs/evaluation.md ("Escalation") has the rules.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -40,12 +42,16 @@ from spikeguard.schema import (
     Headline,
     SampleOutcome,
 )
-from spikeguard.snn import ann_twin, is_spiking
 
 TRANSFER_LABEL = "escalation-transfer"
 ESTIMATE_LABEL = "escalation-estimated-gradient"
 SQUARE_LABEL = "escalation-square"
-LABELS = (TRANSFER_LABEL, ESTIMATE_LABEL, SQUARE_LABEL)
+DECISION_LABEL = "escalation-decision"
+LABELS = (TRANSFER_LABEL, ESTIMATE_LABEL, SQUARE_LABEL, DECISION_LABEL)
+DECISION_ATTACK = "hopskipjump"  # the decision-based attack kind (spikeguard/attacks/registry.py)
+# the independent substitutes, in the order they attack: what each learns from
+SUBSTITUTES = {"distilled": "the target's class probabilities for training inputs (soft labels)",
+               "labels": "the training split's labels (no query to the target)"}
 SUBSTITUTE_BATCH = 64
 SUBSTITUTE_LR = 3e-3
 
@@ -70,13 +76,9 @@ class SmallCNN(nn.Module):
         return self.body(x.flatten(1, -3))
 
 
-def build_substitute(model: nn.Module, sample_shape: torch.Size, num_classes: int) -> tuple[nn.Module, str]:
-    """(an untrained-for-the-task substitute, its description): the ANN twin of a spikeguard SNN as an
-    independent copy (it starts from the target's weights), else a SmallCNN. A network that is its own ANN
-    twin (trained with --network ann) gets the SmallCNN: a copy of itself would only repeat the white-box
-    attacks."""
-    if is_spiking(model):
-        return copy.deepcopy(ann_twin(model)), f"ANN twin of the target ({type(model).__name__}, ReLU for spikes)"
+def build_substitute(sample_shape: torch.Size, num_classes: int) -> tuple[nn.Module, str]:
+    """(a fresh substitute, its description): a SmallCNN for any target, so that the transfer source never
+    runs the target's code (a copy of the target would inherit whatever its wrapper does to the gradient)."""
     return SmallCNN(sample_shape, num_classes), "SmallCNN (conv 32, conv 64, pool 4x4, linear 128, linear)"
 
 
@@ -89,20 +91,25 @@ def target_probabilities(model: nn.Module, x: torch.Tensor, draws: int) -> torch
         return torch.softmax(sum(model(x) for _ in range(draws)) / draws, dim=1)
 
 
-def train_substitute(plan: Plan, train, draws: int, settings: dict) -> tuple[nn.Module, dict]:
-    """A substitute distilled from the target's answers for up to ``substitute_queries`` training inputs."""
+def train_substitute(plan: Plan, train, draws: int, settings: dict, kind: str = "distilled") -> tuple[nn.Module, dict]:
+    """A fresh substitute trained on up to ``substitute_queries`` training inputs: ``kind`` "distilled" on the
+    target's answers to them, "labels" on their own labels (it never queries the target)."""
     start = time.perf_counter()
     device = torch.device(plan.device)
     count = min(len(train), settings["substitute_queries"])
     (batch,) = make_batches(train, count, count, [0], device)
-    answers = torch.cat([target_probabilities(plan.model, batch.x[i:i + 256], draws) for i in range(0, count, 256)])
+    slot = 2000 + 10 * list(SUBSTITUTES).index(kind)
+    if kind == "distilled":
+        answers = torch.cat([target_probabilities(plan.model, batch.x[i:i + 256], draws) for i in range(0, count, 256)])
+    else:
+        answers = F.one_hot(batch.y, plan.num_classes).to(batch.x.dtype)
     # its initial weights from the evaluation's seed, not from whatever the caller's global RNG holds
-    with forked_rng(device, seed=batch_seed(plan.seed, 0, 2000)):
-        substitute, architecture = build_substitute(plan.model, batch.x.shape[1:], plan.num_classes)
+    with forked_rng(device, seed=batch_seed(plan.seed, 0, slot)):
+        substitute, architecture = build_substitute(batch.x.shape[1:], plan.num_classes)
     substitute = substitute.to(device)
     optimizer = torch.optim.Adam(substitute.parameters(), lr=SUBSTITUTE_LR)
-    order = torch.Generator().manual_seed(batch_seed(plan.seed, 0, 2001))
-    with forked_rng(device, seed=batch_seed(plan.seed, 0, 2002)):
+    order = torch.Generator().manual_seed(batch_seed(plan.seed, 0, slot + 1))
+    with forked_rng(device, seed=batch_seed(plan.seed, 0, slot + 2)):
         substitute.train()
         for _ in range(settings["substitute_epochs"]):
             for idx in torch.randperm(count, generator=order).split(SUBSTITUTE_BATCH):
@@ -113,12 +120,13 @@ def train_substitute(plan: Plan, train, draws: int, settings: dict) -> tuple[nn.
                 optimizer.step()
         substitute.eval()
         with torch.no_grad():
-            agreement = (substitute(batch.x).argmax(1) == answers.argmax(1)).float().mean().item()
-    return substitute, {"architecture": architecture, "trained_on": "training split, the target's class "
-                        "probabilities as soft labels", "queries": count * draws, "inputs": count,
+            taught = answers.argmax(1)
+            agreement = (substitute(batch.x).argmax(1) == taught).float().mean().item()
+    return substitute, {"architecture": architecture, "trained_on": SUBSTITUTES[kind],
+                        "queries": count * draws if kind == "distilled" else 0, "inputs": count,
                         "epochs": settings["substitute_epochs"],
                         "agreement_on_its_training_inputs": round(agreement, 4),
-                        "seconds": round(time.perf_counter() - start, 3)}
+                        "seconds": round(time.perf_counter() - start, 3), "broke": 0}
 
 
 def escalate(plan: Plan, runner: SuiteRunner, rows: list[SampleOutcome], train, why: list[Flag]) -> EscalationRecord:
@@ -135,61 +143,81 @@ def escalate(plan: Plan, runner: SuiteRunner, rows: list[SampleOutcome], train, 
     for row in rows:  # samples not attacked keep their score so far
         for label in LABELS:
             row.attack(label).score, row.attack(label).broken_by = row.worst_case, ""
-    substitute, record.substitute = _substitute(plan, runner, train, settings)
-    if "seconds" in record.substitute:
-        say(f"  substitute ({record.substitute['architecture']}) trained in {record.substitute['seconds']:.0f}s, "
-            f"agrees with the model on {100 * record.substitute['agreement_on_its_training_inputs']:.1f}% of its "
-            "training inputs")
+    substitutes, record.substitute = _substitutes(plan, runner, train, settings)
+    for name, facts in record.substitute.items():
+        if "seconds" in facts:
+            say(f"  substitute '{name}' ({facts['architecture']}, trained on {facts['trained_on']}) in "
+                f"{facts['seconds']:.0f}s; agrees with its labels on {100 * facts['agreement_on_its_training_inputs']:.1f}%"
+                " of its training inputs")
     subset = [plan.dataset[i] for i in standing]
     for number, batch in enumerate(make_batches(subset, len(subset), plan.batch_size, None,
                                                 torch.device(plan.device))):
         indices = [standing[i] for i in batch.indices]
-        worst = _escalate_batch(plan, runner, substitute, order, indices, batch, number)
+        worst = _escalate_batch(plan, runner, substitutes, order, indices, batch, number)
         say(f"  escalation batch {number + 1}: {int((worst.score >= 0.5).sum())} of {len(indices)} still standing, "
             f"{time.perf_counter() - start:.0f}s so far")
-    steps = settings["transfer_steps"]
-    record.attacks = [
-        EscalationAttack(TRANSFER_LABEL, f"PGD-{steps} and APGD-CE-{steps} on the substitute, scored on the target",
-                         substitute is not None),
-        EscalationAttack(ESTIMATE_LABEL, f"PGD-{settings['estimate_steps']} on gradients estimated from outputs "
-                                         f"({2 * settings['estimate_directions']} queries a step)", True),
-        EscalationAttack(SQUARE_LABEL, f"Square, {settings['square_queries']} queries x "
-                                       f"{settings['square_restarts']} restarts, on the survivors", True)]
+    for name, facts in record.substitute.items():  # which substitute broke what
+        facts["broke"] = sum(order[i].attack(TRANSFER_LABEL).broken_by.endswith(f" from {name}") for i in standing)
+    record.attacks = _described(settings, bool(substitutes))
     record.attacked_samples = len(standing)
     record.seconds = round(time.perf_counter() - start, 3)
     return record
 
 
-def _substitute(plan: Plan, runner: SuiteRunner, train, settings: dict) -> tuple[nn.Module | None, dict]:
-    """The model the transfer attacks run on, and what it is: --source, else one distilled from the target."""
+def _described(settings: dict, transfer_ran: bool) -> list[EscalationAttack]:
+    steps = settings["transfer_steps"]
+    return [
+        EscalationAttack(TRANSFER_LABEL, f"PGD-{steps} and APGD-CE-{steps} on each independent substitute, scored "
+                                         "on the target", transfer_ran),
+        EscalationAttack(ESTIMATE_LABEL, f"PGD-{settings['estimate_steps']} on gradients estimated from outputs "
+                                         f"({2 * settings['estimate_directions']} queries a step)", True),
+        EscalationAttack(SQUARE_LABEL, f"Square, {settings['square_queries']} queries x "
+                                       f"{settings['square_restarts']} restarts, on the survivors", True),
+        EscalationAttack(DECISION_LABEL, f"{DECISION_ATTACK} (decision-based, l-inf), {settings['decision_queries']} "
+                                         "queries, on the survivors", settings["decision_queries"] > 0)]
+
+
+def _substitutes(plan: Plan, runner: SuiteRunner, train, settings: dict) -> tuple[dict[str, nn.Module], dict]:
+    """The models the transfer attacks run on, and what each is: the --source model, else the independent
+    substitutes of SUBSTITUTES trained on the training split (none without one)."""
     if plan.source is not None:
-        return plan.source, {"architecture": f"the --source model ({type(plan.source).__name__})"}
-    if train is not None and len(train):
-        return train_substitute(plan, train, runner.draws, settings)
-    return None, {"architecture": None, "skipped": "no training split to train a substitute on"}
+        return {"source": plan.source}, {"source": {"architecture": f"the --source model "
+                                                                    f"({type(plan.source).__name__})", "broke": 0}}
+    if train is None or not len(train):
+        return {}, {"skipped": {"architecture": None, "why": "no training split to train a substitute on"}}
+    models, facts = {}, {}
+    for kind in SUBSTITUTES:
+        models[kind], facts[kind] = train_substitute(plan, train, runner.draws, settings, kind)
+    return models, facts
 
 
-def _escalate_batch(plan: Plan, runner: SuiteRunner, substitute: nn.Module | None, order: dict[int, SampleOutcome],
-                    indices: list[int], batch, number: int) -> WorstCase:
+def _escalate_batch(plan: Plan, runner: SuiteRunner, substitutes: dict[str, nn.Module],
+                    order: dict[int, SampleOutcome], indices: list[int], batch, number: int) -> WorstCase:
     """The escalation's attacks in turn on one batch of standing samples, each on what the earlier ones left."""
     settings = plan.suite.escalation
     steps = settings["transfer_steps"]
     transfer = [AttackSpec("pgd", "pgd", {"steps": steps, "alpha": None, "restarts": 1, "random_start": True}, ()),
                 AttackSpec("apgd-ce", "apgd-ce", {"steps": steps, "restarts": 1}, ())]
     estimate = AttackSpec("nes-pgd", "nes-pgd", {"steps": settings["estimate_steps"],
-                                                 "directions": settings["estimate_directions"], "sigma": 0.1}, ())
+                                                 "directions": settings["estimate_directions"],
+                                                 "sigma": settings["estimate_sigma"]}, ())
     square = AttackSpec("square", "square", {"queries": settings["square_queries"],
                                              "restarts": settings["square_restarts"], "p_init": 0.8}, ())
+    decision = AttackSpec(DECISION_ATTACK, DECISION_ATTACK, {"queries": settings["decision_queries"]}, ())
     score = torch.as_tensor([order[i].worst_case for i in indices], device=batch.x.device, dtype=torch.float32)
     worst = WorstCase(score)
-    if substitute is not None:
+    for position, (name, substitute) in enumerate(substitutes.items()):
         for slot, spec in enumerate(transfer):
-            _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + slot, indices)
-        _write(order, indices, worst, TRANSFER_LABEL)
+            _attack(spec, substitute, runner, batch, worst, plan, number, 3000 + 10 * position + slot, indices,
+                    by=f"{spec.attack} from {name}")
+    _write(order, indices, worst, TRANSFER_LABEL)
     _attack(estimate, runner.model, runner, batch, worst, plan, number, 3050, indices)
     _write(order, indices, worst, ESTIMATE_LABEL)
     _attack(square, runner.model, runner, batch, worst, plan, number, 3100, indices)
     _write(order, indices, worst, SQUARE_LABEL)
+    if settings["decision_queries"] > 0:
+        _attack(decision, runner.model, runner, batch, worst, plan, number, 3150, indices)
+    _write(order, indices, worst, DECISION_LABEL)
     return worst
 
 
@@ -213,12 +241,13 @@ def headline(accuracy: float, why: list[Flag], record: EscalationRecord | None, 
         return Headline(accuracy, True, "bound")
     tried = []
     if record is not None:
-        substitute = record.substitute
-        if substitute.get("architecture"):
-            tried.append(f"transfer from a substitute: {substitute['architecture']}"
-                         + (f", {substitute['epochs']} epochs on {substitute['inputs']} training inputs labelled "
-                            f"by the target ({substitute['queries']} queries)" if "epochs" in substitute else ""))
-        tried += [a.what for a in record.attacks[1:]]
+        for name, facts in record.substitute.items():
+            if facts.get("architecture"):
+                tried.append(f"transfer from substitute '{name}': {facts['architecture']}"
+                             + (f", {facts['epochs']} epochs on {facts['inputs']} inputs labelled by "
+                                f"{facts['trained_on']} ({facts['queries']} queries)" if "epochs" in facts else "")
+                             + f"; broke {facts.get('broke', 0)}")
+        tried += [a.what for a in record.attacks[1:] if a.ran]
     elif events:
         tried.append("none: the escalation's attacks are l-inf; none exists for events-l0")
     else:
@@ -227,7 +256,7 @@ def headline(accuracy: float, why: list[Flag], record: EscalationRecord | None, 
 
 
 def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, worst: WorstCase, plan: Plan,
-            number: int, slot: int, keys: list[int]) -> None:
+            number: int, slot: int, keys: list[int], by: str | None = None) -> None:
     idx = worst.standing()
     if idx.numel() == 0:
         return
@@ -237,7 +266,7 @@ def _attack(spec: AttackSpec, model: nn.Module, runner: SuiteRunner, batch, wors
         x_adv = craft(spec, model, x, y, plan.eps, 1 if model is not runner.model else runner.draws, generator,
                       plan.num_classes, runner.threat)
     scored = runner.score(within_budget(x_adv, x, plan.eps, "linf"), y, [keys[i] for i in idx.tolist()])
-    worst.update(spec.attack, idx, scored)
+    worst.update(by or spec.attack, idx, scored)
 
 
 def _write(order: dict[int, SampleOutcome], indices, worst: WorstCase, label: str) -> None:

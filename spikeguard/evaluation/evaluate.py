@@ -22,7 +22,7 @@ from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.distributed import broadcast_object, context, gather_objects, on_main, shard_indices
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, escalation, flags
+from spikeguard.evaluation import bank, escalation, flags, probes
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.examples import ScoredExamples
@@ -36,7 +36,7 @@ from spikeguard.files import write_json
 from spikeguard.progress import reporter_for
 from spikeguard.provenance import code_version, library_versions
 from spikeguard.runtime import eval_mode, forked_rng, pick_device
-from spikeguard.schema import EvalRecord, Flag, GradientCheck, SampleOutcome, UnboundedCheck, write_samples
+from spikeguard.schema import EvalRecord, Flag, GradientCheck, Probes, SampleOutcome, UnboundedCheck, write_samples
 from spikeguard.snn import spiking_layers
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -159,6 +159,8 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
     runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
+    record.probes = Probes()
+    found += probes.agreement_step(settled, runner, record.probes)
     found += unbounded_step(record, settled, runner, threat)
     found += sweep_step(record, settled, threat, eps_sweep)
     found += flags.grad_mode_flag(facts["grad_mode_dependent"])
@@ -370,9 +372,10 @@ def write_results(out: Path, record: EvalRecord, samples: list[SampleOutcome]) -
 
 
 def evaluate_model(model: nn.Module, test, num_classes: int, config: EvalConfig | None = None, *,
-                   frame_range: int | None = None, **settings) -> Evaluation:
+                   frame_range: int | None = None, train=None, **settings) -> Evaluation:
     """Evaluate a model held in memory on ``test`` (a sequence of (input, label)): ``run_evaluation`` with a
-    Target made from the model. ``settings`` are EvalConfig fields (suite, eps, n, ...)."""
+    Target made from the model. ``train``: the training split, on which the escalation trains its substitutes.
+    ``settings`` are EvalConfig fields (suite, eps, n, ...)."""
     config = dataclasses.replace(config or EvalConfig(), **settings)
     with preserved_state(model):  # SpikingJelly / snnTorch neuron state as found, after every reset
-        return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range))
+        return run_evaluation(config, Target.of(model, test, num_classes, frame_range=frame_range, train=train))

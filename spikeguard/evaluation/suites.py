@@ -76,13 +76,18 @@ class Suite:
 
 
 # What the evaluator adds when a flag says the gradient cannot be trusted (spikeguard/evaluation/escalation.py):
-# a substitute distilled for substitute_epochs from the target's answers on substitute_queries training
-# inputs, attacked with PGD and APGD-CE of transfer_steps; PGD on a gradient estimated from outputs
-# (estimate_steps, 2 x estimate_directions queries a step); Square with square_queries x square_restarts;
-# each on the samples still standing. enabled: false turns it off (the headline is still "not a bound").
+# two independent substitutes (a fresh SmallCNN distilled for substitute_epochs from the target's answers on
+# substitute_queries training inputs, and one trained on those inputs' labels), each attacked with PGD and
+# APGD-CE of transfer_steps; PGD on a gradient estimated from outputs (estimate_steps, 2 x estimate_directions
+# queries a step, finite differences at estimate_sigma x eps: a spiking network's output is a step function of its
+# input, so differences at a tenth of eps see mostly nothing; at eps they break as much as PGD on the true
+# surrogate gradient did on the digits SNN of tests/traps.py: 6% against 4%, where 0.1 x eps left 35%); Square with square_queries x square_restarts; a decision-based attack with decision_queries
+# (0: not run); each on the samples still standing. enabled: false turns it off (the headline is still "not a
+# bound").
 ESCALATION_DEFAULTS: dict[str, Any] = {
     "enabled": True, "substitute_epochs": 30, "substitute_queries": 5000, "transfer_steps": 50, "estimate_steps": 50,
-    "estimate_directions": 50, "square_queries": 5000, "square_restarts": 2}
+    "estimate_directions": 64, "estimate_sigma": 1.0, "square_queries": 5000, "square_restarts": 2,
+    "decision_queries": 5000}
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -119,8 +124,10 @@ def suite_from_dict(data: Any, source: str = "<dict>") -> Suite:
         raise UserError(f"suite '{source}': escalation takes {', '.join(ESCALATION_DEFAULTS)} only")
     escalation = {**ESCALATION_DEFAULTS, **escalation}
     for key, value in escalation.items():
-        escalation[key] = (_bool(value, f"escalation {key}", source) if key == "enabled"
-                           else _positive_int(value, f"escalation {key}", source))
+        what = f"escalation {key}"
+        escalation[key] = (_bool(value, what, source) if key == "enabled" else _positive_float(value, what, source)
+                           if key == "estimate_sigma" else _positive_int(value, what, source,
+                                                                         allow_zero=key == "decision_queries"))
     return Suite(
         name=str(data.get("name") or Path(source).stem),
         attacks=attacks,

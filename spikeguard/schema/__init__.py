@@ -60,9 +60,9 @@ from spikeguard.schema.records import (
     Flag,
     FlagName,
     GradientCheck,
-    Probes,
     Headline,
     NotApplicable,
+    Probes,
     UnboundedCheck,
 )
 from spikeguard.schema.samples import CSV_FIRST, AttackOutcome, SampleOutcome, read_samples, write_samples

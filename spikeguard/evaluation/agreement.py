@@ -1,0 +1,115 @@
+"""The forward/backward agreement probe: does a step along the model's own gradient move its forward pass
+the way that gradient says?
+
+A backward pass can lie on part of the inputs (a sign flipped where the model is confident, a gradient
+routed around a hard-label output) while every decision stays the base model's; then every white-box attack
+is misled, and nothing in its own numbers says so. The probe asks the forward pass, which is what is scored:
+per clean-correct sample, with g the input gradient of the margin loss (best other logit minus the true one)
+under a bank member,
+
+    change = mean over k random offsets r of  L(x + r + h sign(g)) - L(x + r),
+
+with h a fraction of eps and r uniform in a smaller box (spikes make L a step function of x: one point would
+show no change on an honest SNN; the offsets smooth it). The backward agrees when the change is positive. A
+sample disagrees when no member's gradient agrees (members are tried in the suite's order, each on the
+samples no earlier one agreed on); a sample whose gradient is exactly zero under every member says nothing
+(the zero_gradient flag covers it). Over DISAGREEMENT_THRESHOLD of the probed samples disagreeing: the
+backward_disagrees flag, which starts the escalation and makes the headline "not a bound".
+
+The threshold comes from measurements on honest models (benchmarks/agreement.py, kept in
+benchmarks/results/cpu_agreement.json): the six demo defenses and trained SpikingJelly and snnTorch CSNNs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from spikeguard.attacks.gradient import input_gradient, margin_loss
+from spikeguard.runtime import eval_mode, forked_rng
+from spikeguard.schema import Flag, FlagName
+
+PROBE_SAMPLES = 200     # the first clean-correct samples of the evaluation probed (fewer when n is smaller)
+OFFSETS = 4             # random offsets the change is averaged over
+STEP = 0.5              # h, as a fraction of eps
+OFFSET_RADIUS = 0.25    # the offsets' l-inf radius, as a fraction of eps
+MIN_RADIUS = 1 / 255    # eps stands in for this when it is smaller (an eps-0 evaluation still probes)
+# Honest models disagree on at most 4% of samples (benchmarks/results/cpu_agreement.json: the six demo
+# defenses and SpikingJelly / snnTorch CSNNs, n >= 200); the traps of tests/traps.py on 50% or more.
+DISAGREEMENT_THRESHOLD = 0.1
+
+Under = Callable[[str], contextlib.AbstractContextManager]
+
+
+@torch.no_grad()
+def _margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
+    """Per-sample margin loss of the draw-averaged logits; the same draws for every call (a seeded fork), so
+    a stochastic model's noise cancels between the two points compared."""
+    with forked_rng(x.device, seed=seed):
+        return margin_loss(sum(model(x) for _ in range(draws)) / draws, y, reduction="none")
+
+
+def _change(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor, step: float,
+            offsets: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
+    """Per sample, the margin's mean change over the offsets when x moves by ``step * direction``."""
+    total = torch.zeros(len(x), device=x.device)
+    for offset in offsets:
+        start = (x + offset).clamp(0, 1)
+        moved = (start + step * direction).clamp(0, 1)
+        total += _margins(model, moved, y, draws, seed) - _margins(model, start, y, draws, seed)
+    return total / len(offsets)
+
+
+def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, members: Sequence[str],
+                    under: Under, draws: int = 1, seed: int = 0, samples: int = PROBE_SAMPLES) -> dict:
+    """The probe on the clean-correct samples of (x, y): ``members`` in order, ``under(member)`` yielding the
+    model whose backward is that member's (its forward is the model's). Returns results.json's
+    probes.agreement: the fraction that disagrees, the counts, which member agreed on how many, the settings.
+    ``samples``: at most this many clean-correct samples are probed."""
+    radius = max(eps, MIN_RADIUS)
+    with eval_mode(model):
+        with torch.no_grad():
+            correct = (sum(model(x) for _ in range(draws)) / draws).argmax(1) == y
+        x, y = x[correct][:samples], y[correct][:samples]
+        generator = torch.Generator().manual_seed(seed)
+        offsets = (2 * torch.rand((OFFSETS, *x.shape), generator=generator) - 1).to(x.device, x.dtype)
+        offsets *= OFFSET_RADIUS * radius
+        pending = torch.ones(len(x), dtype=torch.bool, device=x.device)   # no member agreed yet
+        silent = torch.ones(len(x), dtype=torch.bool, device=x.device)    # every member's gradient zero so far
+        agreed_by: dict[str, int] = {}
+        for member in members:
+            idx = pending.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            with under(member) as target:
+                grad, _ = input_gradient(target, x[idx], y[idx], draws, loss="margin")
+            direction = grad.sign()
+            zero = (direction.flatten(1) == 0).all(1)
+            change = _change(model, x[idx], y[idx], direction, STEP * radius, offsets[:, idx], draws, seed)
+            agrees = (change > 0) & ~zero
+            silent[idx[~zero]] = False
+            pending[idx[agrees]] = False
+            agreed_by[member] = int(agrees.sum())
+    probed = len(x)
+    disagreeing = int((pending & ~silent).sum())
+    counted = probed - int((pending & silent).sum())
+    return {"probed": probed, "disagreeing": disagreeing, "zero_gradient": int((pending & silent).sum()),
+            "fraction": disagreeing / counted if counted else 0.0, "agreed_by": agreed_by,
+            "threshold": DISAGREEMENT_THRESHOLD, "offsets": OFFSETS, "step": STEP, "offset_radius": OFFSET_RADIUS,
+            "radius_eps": radius}
+
+
+def agreement_flag(result: dict | None) -> list[Flag]:
+    """backward_disagrees when the probe's fraction is over DISAGREEMENT_THRESHOLD."""
+    if not result or result["fraction"] <= DISAGREEMENT_THRESHOLD:
+        return []
+    counted = result["probed"] - result["zero_gradient"]
+    return [Flag(FlagName.BACKWARD_DISAGREES,
+                 f"on {result['disagreeing']} of {counted} probed samples ({result['fraction']:.0%}, threshold "
+                 f"{DISAGREEMENT_THRESHOLD:.0%}) a step along the model's own gradient, under every member, does "
+                 "not move its output the way the gradient says: the backward pass lies (a custom backward, a "
+                 "hard-label or rounded output); gradient attacks are misled, so the escalation's attacks, which "
+                 "use no gradient of the model, decide")]
