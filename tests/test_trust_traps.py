@@ -5,8 +5,8 @@ the attack that knows the trick."""
 
 import pytest
 import torch
-
 import traps
+
 from spikeguard.evaluation import bank, evaluate_model
 from spikeguard.evaluation.agreement import DISAGREEMENT_THRESHOLD, probe_agreement
 from spikeguard.evaluation.suites import suite_from_dict
