@@ -30,7 +30,7 @@ from torch import nn
 
 from spikeguard.adapters.library import ExternalNeuron, external_neurons
 from spikeguard.adapters.state import preserved_state
-from spikeguard.snn import dead_zone
+from spikeguard.snn import local_derivatives
 from spikeguard.snn.registry import Estimator, parse_estimator
 
 NEEDS_DYNAMICS = ("rate", "temporal", "ann")
@@ -40,14 +40,14 @@ class _Spike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, derivative, strict):
         ctx.save_for_backward(v)
-        ctx.derivative, ctx.layer = derivative, dead_zone.RECORDER.layer
+        ctx.derivative, ctx.layer = derivative, local_derivatives.RECORDER.layer
         return (v > 0 if strict else v >= 0).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (v,) = ctx.saved_tensors
         local = ctx.derivative(v)
-        dead_zone.RECORDER.add(ctx.layer, local)  # counted only while dead_zone.recording runs
+        local_derivatives.RECORDER.add(ctx.layer, local)  # counted only while local_derivatives.recording runs
         return grad * local, None, None
 
 

@@ -22,7 +22,7 @@ from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.distributed import broadcast_object, context, gather_objects, on_main, shard_indices
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, escalation, flags
+from spikeguard.evaluation import bank, dead_surrogates, escalation, flags
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.examples import ScoredExamples
@@ -156,6 +156,7 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     record = summary(plan, threat, rows, labels, facts)
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
+    found += dead_surrogates.step(record, facts.get("dead_surrogates"))
     # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
     runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])

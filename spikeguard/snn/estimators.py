@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from spikeguard.snn import dead_zone
+from spikeguard.snn import local_derivatives
 from spikeguard.snn.registry import ESTIMATORS, Estimator
 
 Derivative = Callable[[torch.Tensor, float], torch.Tensor]
@@ -103,14 +103,14 @@ class SpikeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None) -> torch.Tensor:
         ctx.save_for_backward(v, sigma)
-        ctx.estimator, ctx.layer = estimator, dead_zone.RECORDER.layer
+        ctx.estimator, ctx.layer = estimator, local_derivatives.RECORDER.layer
         return (v >= 0).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         v, sigma = ctx.saved_tensors
         local = ctx.estimator.derivative(v, sigma)
-        dead_zone.RECORDER.add(ctx.layer, local)
+        local_derivatives.RECORDER.add(ctx.layer, local)
         return grad_output * local, None, None
 
 
@@ -146,13 +146,13 @@ class _TimeMeanGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents: torch.Tensor, spikes: torch.Tensor, slope: torch.Tensor):
         ctx.save_for_backward(slope)
-        ctx.layer = dead_zone.RECORDER.layer
+        ctx.layer = local_derivatives.RECORDER.layer
         return spikes.clone()
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
         (slope,) = ctx.saved_tensors
-        dead_zone.RECORDER.add(ctx.layer, slope)
+        local_derivatives.RECORDER.add(ctx.layer, slope)
         grad_currents = (slope * grad_spikes).mean(0).expand_as(grad_spikes)
         return grad_currents, None, None
 
