@@ -12,6 +12,9 @@ from torch import nn
 from traps import TRICK_AWARE_MEMBERS, dead_zone, trick_aware
 
 from spikeguard.evaluation import bank, evaluate_model
+from spikeguard.evaluation.dead_surrogates import dead_flag
+from spikeguard.report.blocks import Table
+from spikeguard.report.gradients import gradient_blocks
 from spikeguard.schema import FlagName
 from spikeguard.snn import IFNeuron
 from spikeguard.snn.dead_zone import dead_fractions
@@ -75,6 +78,19 @@ def test_an_honest_snn_raises_no_dead_surrogate_though_half_its_derivatives_are_
     assert FlagName.DEAD_SURROGATE not in record.flag_names
     layers = record.probes.dead_surrogates["members"]["triangle:1"]["layers"]
     assert 0.2 < layers["body.2"] < 0.8  # layer-level zeros are normal
+    (table,) = [b for b in gradient_blocks(record, "tiny") if isinstance(b, Table)]
+    row = next(r for r in table.rows if r[0] == "triangle:1")
+    assert row[1] == "0.0" and f"body.2 {100 * layers['body.2']:.1f}" in row[2]
+    assert "not measured" in next(r for r in table.rows if r[0] == "ann")[2]
+
+
+def test_the_flag_names_a_zero_after_live_layers_as_another_cause():
+    members = {"triangle:1": {"layers": {"a": 0.999, "b": 1.0}}, "atan:2": {"layers": {"a": 0.0, "b": 0.0}}}
+    (flag,) = dead_flag({"triangle:1": 0.9, "atan:2": 0.6}, members)
+    surrogate, elsewhere = flag.detail.split("; under ")[1:3]
+    assert surrogate.startswith("triangle:1 a spiking layer") and "folded BatchNorm" in surrogate
+    assert elsewhere.startswith("atan:2 no spiking layer is dead") and "saturated softmax" in elsewhere
+    assert dead_flag({"triangle:1": 0.5, "atan:2": 0.1}, members) == []  # most means over half
 
 
 def _input_gradient(model, member, x, y):

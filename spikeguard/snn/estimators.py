@@ -238,8 +238,8 @@ class ThresholdRelative:
     large k is almost everywhere). ``sigma`` is the layer's threshold, a float or a tensor broadcasting
     against v (snnTorch keeps it as one)."""
 
-    def __init__(self, bump: Derivative):
-        self.bump = bump  # not ``shape``: it is no fixed-width surrogate of SURROGATES
+    def __init__(self, bump: Callable[[torch.Tensor, Any], torch.Tensor]):
+        self.bump = bump  # not ``shape``: it is no fixed-width surrogate of SURROGATES (its width is a tensor here)
 
     def derivative(self, estimator: Estimator, v: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
         if sigma is None:
