@@ -13,6 +13,8 @@ from torch import nn
 
 from spikeguard.adapters import external_neurons, not_applicable
 from spikeguard.evaluation import bank
+from spikeguard.evaluation.runner import Plan, probe_batch
+from spikeguard.runtime import forked_rng
 from spikeguard.schema import EvalRecord, Flag, FlagName, Probes
 from spikeguard.snn.dead_zone import dead_fractions, spiking_modules
 
@@ -22,6 +24,13 @@ SCALE_FREE = "threshold_triangle:1"  # the member whose width follows each layer
 
 
 ANN_WHY = "BPDA through the ANN twin: no surrogate (the twin's ReLU gradient)"
+
+
+def probe(plan: Plan, members) -> dict | None:
+    """``measure`` on the plan's probe batch (its first 32 samples), a stochastic model's draws seeded by the
+    plan's seed (the caller's random state untouched)."""
+    with forked_rng(plan.device, seed=plan.seed):
+        return measure(plan.model, probe_batch(plan), members)
 
 
 def measure(model: nn.Module, probe, members) -> dict | None:

@@ -156,10 +156,10 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     record = summary(plan, threat, rows, labels, facts)
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
     found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
-    found += dead_surrogates.step(record, facts.get("dead_surrogates"))
     # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
     runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
+    found += dead_surrogates.step(record, dead_surrogates.probe(settled, runner.gradient_estimators))
     found += unbounded_step(record, settled, runner, threat)
     found += sweep_step(record, settled, threat, eps_sweep)
     found += flags.grad_mode_flag(facts["grad_mode_dependent"])

@@ -31,7 +31,7 @@ from spikeguard.attacks import input_gradient
 from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.attacks.events import within_event_budget
 from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind
-from spikeguard.evaluation import bank, dead_surrogates
+from spikeguard.evaluation import bank
 from spikeguard.evaluation.examples import ScoredExamples
 from spikeguard.evaluation.stochastic import (
     check_state_carry,
@@ -353,8 +353,6 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     stochastic, used = detect_draws(plan, probe)
     runner = SuiteRunner(plan, used)
     grad_mode = runner.grad_mode_members(probe)
-    with forked_rng(device, seed=plan.seed):  # a stochastic model's draws: the caller's RNG untouched
-        dead = dead_surrogates.measure(plan.model, probe, runner.gradient_estimators)
     rows: list[SampleOutcome] = []
     chosen = make_batches(plan.dataset, plan.count, plan.batch_size, batches, device)
     runner.batch_count = math.ceil(plan.count / plan.batch_size)
@@ -371,6 +369,6 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     finally:
         runner.reporter.end()
     facts = {"n": plan.count, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
-             "grad_mode_dependent": grad_mode, "dead_surrogates": dead,
+             "grad_mode_dependent": grad_mode,
              "gradient_estimators": list(runner.gradient_estimators)}
     return rows, facts
