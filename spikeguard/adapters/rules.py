@@ -30,6 +30,7 @@ from torch import nn
 
 from spikeguard.adapters.library import ExternalNeuron, external_neurons
 from spikeguard.adapters.state import preserved_state
+from spikeguard.snn import local_derivatives
 from spikeguard.snn.registry import Estimator, parse_estimator
 
 NEEDS_DYNAMICS = ("rate", "temporal", "ann")
@@ -39,13 +40,15 @@ class _Spike(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, derivative, strict):
         ctx.save_for_backward(v)
-        ctx.derivative = derivative
+        ctx.derivative, ctx.layer = derivative, local_derivatives.RECORDER.layer
         return (v > 0 if strict else v >= 0).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (v,) = ctx.saved_tensors
-        return grad * ctx.derivative(v), None, None
+        local = ctx.derivative(v)
+        local_derivatives.RECORDER.add(ctx.layer, local)  # counted only while local_derivatives.recording runs
+        return grad * local, None, None
 
 
 class SpikeWith(nn.Module):
@@ -64,10 +67,12 @@ class SpikeWith(nn.Module):
         return _Spike.apply(v, self.derivative, self.strict)
 
 
-def surrogate_for(name: str | Estimator, library: str) -> SpikeWith:
-    """Estimator ``name`` as a surrogate object for ``library``: its rule's derivative at every step."""
+def surrogate_for(name: str | Estimator, library: str, threshold: torch.Tensor | float = 1.0) -> SpikeWith:
+    """Estimator ``name`` as a surrogate object for ``library``: its rule's derivative at every step. The
+    neuron's ``threshold`` is the scale a threshold-relative rule (``threshold_triangle``) reads; the
+    fixed-width shapes ignore it."""
     est = parse_estimator(name)
-    return SpikeWith(lambda v: est.derivative(v), strict=library == "snntorch")
+    return SpikeWith(lambda v: est.derivative(v, threshold), strict=library == "snntorch")
 
 
 # ------------------------------------------------------------------------------------------- coverage
@@ -245,7 +250,7 @@ def under(model: nn.Module, member: str) -> Iterator[nn.Module]:
     est = parse_estimator(member)
     _ = est.rule  # a rule that cannot load fails here, before any switch
     if est.kind == "surrogate":
-        with swapped_surrogates(driven, lambda n: surrogate_for(est, n.library)):
+        with swapped_surrogates(driven, lambda n: surrogate_for(est, n.library, n.threshold())):
             yield model
     elif any(not n.multi_step for n in driven):
         yield SequencePasses(model, driven, est)

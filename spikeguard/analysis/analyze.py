@@ -43,6 +43,7 @@ from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.schema import EvalRecord, read_results
 from spikeguard.snn import estimator as use_estimator
 from spikeguard.snn import is_spiking, spiking_layers
+from spikeguard.snn.dead_zone import dead_fractions
 
 FORMAT = "spikeguard-analysis"
 PGD_STEPS = 20  # the fallback attack: PGD-20, step 2.5 * eps / 20, random start
@@ -163,6 +164,9 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
     spiking = is_spiking(model)  # an ANN (also one trained with --network ann) has its exact gradient only
     est_name = (s.estimator or spiking_layers(model)[0].estimator.name) if spiking else "exact (no spiking layers)"
     with _estimator_block(model, s.estimator):
+        # the analysed estimator's exactly-zero derivatives per spiking layer, on the first batch
+        dead = {"estimator": est_name, "samples": int(x[: s.batch_size].shape[0]),
+                **dead_fractions(model, x[: s.batch_size])} if spiking else None
         for start in range(0, x.shape[0], s.batch_size):
             xb, yb = x[start:start + s.batch_size], y[start:start + s.batch_size]
             say(f"samples {start}..{start + xb.shape[0] - 1}: gradient")
@@ -191,6 +195,7 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
         "per_eps": [{"eps": e, **summarize_gap(gaps[e]), "first_order": _first_order_summary(fos[e])} for e in s.eps],
         "gradient": _gradient_summary(norms, est_name, s.tolerance, x[0].numel()),
         "min_eps": summarize_min_eps(adv_eps, rand_eps, s.attack_eps_max, s.eps_max, s.bisect_steps),
+        "dead_surrogates": dead,
         **activity,
     }
     return summary, _rows(y, s.eps, gaps, fos, norms, adv_eps, rand_eps)

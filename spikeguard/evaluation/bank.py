@@ -30,7 +30,7 @@ BANK = (
     "exponential:0.25", "exponential:0.5", "exponential:1",
     "sigmoid:1", "sigmoid:4", "sigmoid:10",
     "atan:1", "atan:2", "atan:4",
-    "straight_through", "bptr", "hart:0.25", "hart:0.5", "hart:1", "pdsg", ANN,
+    "straight_through", "bptr", "hart:0.25", "hart:0.5", "hart:1", "pdsg", ANN, "threshold_triangle:1",
 )
 
 # A small, diverse subset for CI and the demo: surrogate shapes, rate, temporal and BPDA. On the demo's
@@ -38,7 +38,11 @@ BANK = (
 # fast_sigmoid:25 (sharp bumps) joined so that on a tutorial-style SpikingJelly CSNN no sample that PGD-30
 # breaks under one of SpikingJelly's own surrogates (default, half and double widths) is called robust
 # (docs/ecosystem.md has the measurement).
-QUICK = ("triangle:1", "atan:2", "bptr", "hart:0.25", ANN, "triangle:0.5", "fast_sigmoid:25")
+# threshold_triangle:1 (issue 21) is scale-free: on an SNN whose thresholds and the currents feeding them are
+# scaled up alike, every fixed-width compact surrogate is exactly zero almost everywhere, and quick left 14%
+# where a trick-aware attack reached 4% (docs/estimators.md has the measurement). Last: in the cascade it
+# attacks only what the others left, so an honest model pays little for it.
+QUICK = ("triangle:1", "atan:2", "bptr", "hart:0.25", ANN, "triangle:0.5", "fast_sigmoid:25", "threshold_triangle:1")
 
 GROUPS = {"paper": PAPER, "bank": BANK, "quick": QUICK}
 

@@ -22,7 +22,7 @@ from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.distributed import broadcast_object, context, gather_objects, on_main, shard_indices
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, escalation, flags, probes
+from spikeguard.evaluation import bank, dead_surrogates, escalation, flags, probes
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.examples import ScoredExamples
@@ -161,6 +161,7 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
     record.probes = Probes()
     found += probes.agreement_step(settled, runner, record.probes)
+    found += dead_surrogates.step(record, dead_surrogates.probe(settled, runner.gradient_estimators))
     found += unbounded_step(record, settled, runner, threat)
     found += sweep_step(record, settled, threat, eps_sweep)
     found += flags.grad_mode_flag(facts["grad_mode_dependent"])

@@ -21,6 +21,7 @@ from spikeguard.report.blocks import (
     Table,
 )
 from spikeguard.report.collect import AnalysisItem, Inputs, ResultsItem
+from spikeguard.report.gradients import gradient_blocks
 from spikeguard.report.tables import (
     ABSENT,
     STRONG_SUITE,
@@ -247,6 +248,7 @@ def _flags(inputs: Inputs) -> list[Block]:
             blocks.append(Paragraph(f"{title}: no flag raised."))
         else:
             blocks += [Paragraph(f"{title}:"), Items([f"{f.name}: {f.detail}" for f in flags])]
+        blocks += gradient_blocks(item.record, title)
     return blocks
 
 
@@ -315,9 +317,11 @@ def _activity(inputs: Inputs) -> list[Block]:
     rows, totals = [], []
     for item in analysed:
         a = item.data
+        dead = (a.get("dead_surrogates") or {}).get("layers") or {}  # analyses before issue 21: absent
         for layer in a["layers"]:
             rows.append([item.label, layer["name"], num(layer["firing_rate"], ".4f"),
-                         pct(layer.get("silent_fraction")), num(layer.get("spikes_per_inference"), ".4g"),
+                         pct(layer.get("silent_fraction")), pct(dead.get(layer["name"])),
+                         num(layer.get("spikes_per_inference"), ".4g"),
                          num(layer.get("fanout"), ".4g"), num(layer["sops"], ".4g")])
         e, ann = a.get("energy_joules"), a.get("ann_energy_joules")
         totals.append([item.label, num(a.get("sops_total"), ".4g"), num(a.get("analog_macs"), ".4g"),
@@ -326,8 +330,10 @@ def _activity(inputs: Inputs) -> list[Block]:
                        num(e / ann if e is not None and ann else None, ".3f")])
     constants = analysed[0].data.get("energy_constants", {})
     return [
-        Table(["model", "layer", "firing rate", "silent neurons", "spikes / inference", "fan-out",
-               "SOPs / inference"], rows),
+        Table(["model", "layer", "firing rate", "silent neurons", "zero surrogate derivatives",
+               "spikes / inference", "fan-out", "SOPs / inference"], rows),
+        Paragraph("Zero surrogate derivatives: percent of exactly-zero d spike / d current under the analysed "
+                  "estimator (first batch); about half is normal for a narrow compact surrogate."),
         Table(["model", "SOPs", "analogue MACs", "ANN MACs", "energy (uJ)", "ANN energy (uJ)", "SNN / ANN"], totals),
         Paragraph(f"Energy constants: {constants.get('e_ac_joules', ABSENT)} J per accumulate, "
                   f"{constants.get('e_mac_joules', ABSENT)} J per multiply-accumulate. Source: "

@@ -9,7 +9,10 @@ Four kinds of choice live here:
 * ``hart`` detaches the membrane between time steps, takes the triangle surrogate at each step and hands
   every step's input the time-mean of those per-step gradients (temporal and rate information mixed);
 * ``pdsg`` is a Gaussian surrogate whose width is the per-channel standard deviation of the membrane
-  potential measured in the forward pass (see ``membrane_sigma``).
+  potential measured in the forward pass (see ``membrane_sigma``);
+* ``threshold_triangle`` is the triangle whose half-width is its width times the layer's threshold: scale-free,
+  so multiplying a layer's threshold and the current feeding it by the same factor changes nothing in its
+  input gradient's direction (a fixed-width surrogate is exactly zero there on almost every neuron).
 
 Each estimator has a stable name, ``family`` or ``family:width`` (``triangle:1.0``, ``sigmoid:4``,
 ``bptr``, ``hart:0.5``, ``pdsg``), parsed by ``parse_estimator``. The names, widths and kinds are registered
@@ -25,6 +28,7 @@ from typing import Any
 
 import torch
 
+from spikeguard.snn import local_derivatives
 from spikeguard.snn.registry import ESTIMATORS, Estimator
 
 Derivative = Callable[[torch.Tensor, float], torch.Tensor]
@@ -99,13 +103,15 @@ class SpikeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None) -> torch.Tensor:
         ctx.save_for_backward(v, sigma)
-        ctx.estimator = estimator
+        ctx.estimator, ctx.layer = estimator, local_derivatives.RECORDER.layer
         return (v >= 0).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         v, sigma = ctx.saved_tensors
-        return grad_output * ctx.estimator.derivative(v, sigma), None, None
+        local = ctx.estimator.derivative(v, sigma)
+        local_derivatives.RECORDER.add(ctx.layer, local)
+        return grad_output * local, None, None
 
 
 def spike(v: torch.Tensor, estimator: Estimator, sigma: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,11 +146,13 @@ class _TimeMeanGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, currents: torch.Tensor, spikes: torch.Tensor, slope: torch.Tensor):
         ctx.save_for_backward(slope)
+        ctx.layer = local_derivatives.RECORDER.layer
         return spikes.clone()
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor):
         (slope,) = ctx.saved_tensors
+        local_derivatives.RECORDER.add(ctx.layer, slope)
         grad_currents = (slope * grad_spikes).mean(0).expand_as(grad_spikes)
         return grad_currents, None, None
 
@@ -220,6 +228,31 @@ class Pdsg:
             _, membranes = neuron.integrate(currents, estimator, record=True)
         spikes, _ = neuron.integrate(currents, estimator, sigma=membrane_sigma(membranes))
         return spikes
+
+
+class ThresholdRelative:
+    """A surrogate shape whose width is the estimator's width times the layer's threshold, at every step
+    (BPTT): ``threshold_triangle:1`` is the triangle of half-width 1 x threshold. Scaling a layer's threshold
+    and its input current by k scales v by k and the bump's width by k, so d spike / d current is the same
+    function of the unscaled v (a fixed-width bump would be exactly zero wherever |v| > width, which for
+    large k is almost everywhere). ``sigma`` is the layer's threshold, a float or a tensor broadcasting
+    against v (snnTorch keeps it as one)."""
+
+    def __init__(self, bump: Callable[[torch.Tensor, Any], torch.Tensor]):
+        self.bump = bump  # not ``shape``: it is no fixed-width surrogate of SURROGATES (its width is a tensor here)
+
+    def derivative(self, estimator: Estimator, v: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        if sigma is None:
+            raise ValueError(f"the {estimator.family} derivative needs the layer's threshold")
+        return self.bump(v, estimator.width * sigma)
+
+    def fire(self, estimator: Estimator, neuron, currents: torch.Tensor) -> torch.Tensor:
+        threshold = torch.as_tensor(neuron.threshold, dtype=currents.dtype, device=currents.device)
+        spikes, _ = neuron.integrate(currents, estimator, sigma=threshold)
+        return spikes
+
+
+THRESHOLD_TRIANGLE = ThresholdRelative(triangle)
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,9 @@ use from "module:attribute"). A rule has
 
 * ``fire(estimator, neuron, currents) -> spikes``: the spikes [T, N, ...] of one layer for currents
   [T, N, ...], with whatever backward pass the family defines; ``neuron.integrate`` is the membrane loop;
-* ``derivative(estimator, v, sigma=None)``: d spike / d v at v = u - threshold, for the rules that use one.
+* ``derivative(estimator, v, sigma=None)``: d spike / d v at v = u - threshold, for the rules that use one;
+  ``sigma`` is a scale the rule reads from its layer (pdsg: the membrane std; threshold-relative
+  surrogates: the threshold), None for the fixed-width shapes.
 
 So the neuron runs any estimator without knowing its family. :class:`Estimator` is the value the rest of
 the code passes around (``family`` and ``width``, named ``family`` or ``family:width``); ``parse_estimator``
@@ -118,6 +120,11 @@ register_estimator("hart", f"{_IMPL}:Hart", kind="temporal", default_width=0.5, 
                    description="time-mean of per-step triangle gradients, membrane detached between steps")
 register_estimator("pdsg", f"{_IMPL}:Pdsg", kind="adaptive", trains=True,
                    description="Gaussian surrogate of the measured per-channel membrane std")
+# scale-free: width x the layer's threshold. An attack member (not tried for training: at threshold 1 it is
+# triangle of the same width). Its rule has no fixed-width shape, so SURROGATES leaves it out.
+register_estimator("threshold_triangle", f"{_IMPL}:THRESHOLD_TRIANGLE", default_width=1.0, trains=False,
+                   description="triangle of half-width width x the layer's threshold (scale-free: a threshold "
+                               "and the current feeding it scaled alike change nothing)")
 
 
 @dataclass(frozen=True)
