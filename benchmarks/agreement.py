@@ -66,9 +66,10 @@ def main() -> None:
     for defense in DEFENSES:
         honest[defense] = measure(load(Path(args.demo) / "runs" / defense / "best.pt"), x, y, eps, members)
         print(defense, json.dumps(honest[defense]), flush=True)
-    for name, model in (("spikingjelly_csnn", ecosystem_models.JellyCSNN()),
-                        ("snntorch_csnn", ecosystem_models.TorchCSNN())):
-        ecosystem_models.train(model, x_train, y_train, epochs=5)
+    for name, build in (("spikingjelly_csnn", ecosystem_models.JellyCSNN),
+                        ("snntorch_csnn", ecosystem_models.TorchCSNN)):
+        torch.manual_seed(0)  # the same initial weights on every run
+        model = ecosystem_models.train(build(), x_train, y_train, epochs=5)
         honest[name] = measure(model, x, y, eps, members)
         print(name, json.dumps(honest[name]), flush=True)
     base = load(Path(args.demo) / "runs" / "vanilla" / "best.pt")

@@ -26,9 +26,12 @@ def test_the_agreement_probe_tells_honest_from_lying_backward_passes(tiny_model,
     x, y = x[:64], y[:64]
     honest = _agreement(tiny_model, x, y)
     assert honest["probed"] >= 50 and honest["fraction"] <= DISAGREEMENT_THRESHOLD / 2
-    for trap in (traps.FlippedWrapper(tiny_model), traps.FlatLiar(tiny_model)):
-        lying = _agreement(trap, x, y)
-        assert lying["fraction"] >= 2 * DISAGREEMENT_THRESHOLD, (type(trap).__name__, lying)
+    lying = _agreement(traps.FlippedWrapper(tiny_model), x, y)
+    assert lying["fraction"] >= 2 * DISAGREEMENT_THRESHOLD and lying["unresponsive"] == 0, lying
+    # a hard-label output does not move under small steps away from its boundary: unresponsive, not a
+    # disagreement (the flat-outputs probe's business), and never counted as agreeing
+    flat = _agreement(traps.FlatLiar(tiny_model), x, y)
+    assert flat["unresponsive"] >= flat["probed"] / 2 and flat["disagreeing"] + flat["unresponsive"] > 0.7 * flat["probed"]
     # a model whose surrogates are dead under the first member but alive under another is not a liar
     dead = _agreement(traps.dead_zone(tiny_model), x, y)
     assert dead["fraction"] <= DISAGREEMENT_THRESHOLD and dead["agreed_by"]["triangle:1"] == 0

@@ -10,10 +10,12 @@ under a bank member,
     change = mean over k random offsets r of  L(x + r + h sign(g)) - L(x + r),
 
 with h a fraction of eps and r uniform in a smaller box (spikes make L a step function of x: one point would
-show no change on an honest SNN; the offsets smooth it). The backward agrees when the change is positive. A
-sample disagrees when no member's gradient agrees (members are tried in the suite's order, each on the
-samples no earlier one agreed on); a sample whose gradient is exactly zero under every member says nothing
-(the zero_gradient flag covers it). Over DISAGREEMENT_THRESHOLD of the probed samples disagreeing: the
+show no change on an honest SNN; the offsets smooth it). The backward agrees when the change is positive and
+larger than that of a random sign step of the same size (on a model that is not robust almost any step raises
+the loss, so a flipped gradient would pass a test against zero on many samples). A sample disagrees when
+no member's gradient agrees (members are tried in the suite's order, each on the samples no earlier one
+agreed on); a sample whose gradient is exactly zero under every member, or whose output neither step moved,
+says nothing (the zero_gradient flag and the flat-outputs probe cover those). Over DISAGREEMENT_THRESHOLD of the probed samples disagreeing: the
 backward_disagrees flag, which starts the escalation and makes the headline "not a bound".
 
 The threshold comes from measurements on honest models (benchmarks/agreement.py, kept in
@@ -37,8 +39,9 @@ OFFSETS = 4             # random offsets the change is averaged over
 STEP = 0.5              # h, as a fraction of eps
 OFFSET_RADIUS = 0.25    # the offsets' l-inf radius, as a fraction of eps
 MIN_RADIUS = 1 / 255    # eps stands in for this when it is smaller (an eps-0 evaluation still probes)
-# Honest models disagree on at most 4% of samples (benchmarks/results/cpu_agreement.json: the six demo
-# defenses and SpikingJelly / snnTorch CSNNs, n >= 200); the traps of tests/traps.py on 50% or more.
+# Measured (benchmarks/results/cpu_agreement.json, digits, eps 0.15, every clean-correct test sample): the six
+# demo defenses 0%, a SpikingJelly CSNN 0.6%, an snnTorch CSNN (spike-count outputs) 4.5%; the flipped-gradient
+# trap of tests/traps.py 62%. Twice the worst honest fraction, rounded up.
 DISAGREEMENT_THRESHOLD = 0.1
 
 Under = Callable[[str], contextlib.AbstractContextManager]
@@ -54,11 +57,12 @@ def _margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, see
 
 def _change(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor, step: float,
             offsets: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
-    """Per sample, the margin's mean change over the offsets when x moves by ``step * direction``."""
+    """Per sample, the margin's mean change over the offsets when x moves by ``step * direction``
+    (``direction`` [N, ...], or [k, N, ...]: one per offset)."""
     total = torch.zeros(len(x), device=x.device)
-    for offset in offsets:
+    for k, offset in enumerate(offsets):
         start = (x + offset).clamp(0, 1)
-        moved = (start + step * direction).clamp(0, 1)
+        moved = (start + step * (direction[k] if direction.dim() > x.dim() else direction)).clamp(0, 1)
         total += _margins(model, moved, y, draws, seed) - _margins(model, start, y, draws, seed)
     return total / len(offsets)
 
@@ -77,8 +81,13 @@ def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
         generator = torch.Generator().manual_seed(seed)
         offsets = (2 * torch.rand((OFFSETS, *x.shape), generator=generator) - 1).to(x.device, x.dtype)
         offsets *= OFFSET_RADIUS * radius
+        signs = torch.randint(0, 2, offsets.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
+        # the control: how much a random sign step of the same size moves the margin (on a model that is not
+        # robust, almost any step raises the loss; a gradient that agrees must do better than chance)
+        chance = _change(model, x, y, signs, STEP * radius, offsets, draws, seed)
         pending = torch.ones(len(x), dtype=torch.bool, device=x.device)   # no member agreed yet
-        silent = torch.ones(len(x), dtype=torch.bool, device=x.device)    # every member's gradient zero so far
+        gradient = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # some member's gradient is not zero
+        responded = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # ... and the output moved
         agreed_by: dict[str, int] = {}
         for member in members:
             idx = pending.nonzero().squeeze(1)
@@ -87,16 +96,20 @@ def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
             with under(member) as target:
                 grad, _ = input_gradient(target, x[idx], y[idx], draws, loss="margin")
             direction = grad.sign()
-            zero = (direction.flatten(1) == 0).all(1)
+            nonzero = (direction.flatten(1) != 0).any(1)
             change = _change(model, x[idx], y[idx], direction, STEP * radius, offsets[:, idx], draws, seed)
-            agrees = (change > 0) & ~zero
-            silent[idx[~zero]] = False
+            agrees = (change > chance[idx].clamp(min=0)) & nonzero
+            gradient[idx[nonzero]] = True
+            responded[idx[nonzero & ((change != 0) | (chance[idx] != 0))]] = True
             pending[idx[agrees]] = False
             agreed_by[member] = int(agrees.sum())
-    probed = len(x)
-    disagreeing = int((pending & ~silent).sum())
-    counted = probed - int((pending & silent).sum())
-    return {"probed": probed, "disagreeing": disagreeing, "zero_gradient": int((pending & silent).sum()),
+    # silent samples say nothing either way: a zero gradient under every member (the zero-gradient flag's
+    # business), or an output that neither the gradient step nor the random one moved (a flat output at this
+    # scale, e.g. spike counts; the flat-outputs probe's business)
+    disagreeing = int((pending & responded).sum())
+    counted = len(x) - int((pending & ~responded).sum())
+    return {"probed": len(x), "disagreeing": disagreeing, "zero_gradient": int((pending & ~gradient).sum()),
+            "unresponsive": int((pending & gradient & ~responded).sum()),
             "fraction": disagreeing / counted if counted else 0.0, "agreed_by": agreed_by,
             "threshold": DISAGREEMENT_THRESHOLD, "offsets": OFFSETS, "step": STEP, "offset_radius": OFFSET_RADIUS,
             "radius_eps": radius}
@@ -106,7 +119,7 @@ def agreement_flag(result: dict | None) -> list[Flag]:
     """backward_disagrees when the probe's fraction is over DISAGREEMENT_THRESHOLD."""
     if not result or result["fraction"] <= DISAGREEMENT_THRESHOLD:
         return []
-    counted = result["probed"] - result["zero_gradient"]
+    counted = result["probed"] - result["zero_gradient"] - result["unresponsive"]
     return [Flag(FlagName.BACKWARD_DISAGREES,
                  f"on {result['disagreeing']} of {counted} probed samples ({result['fraction']:.0%}, threshold "
                  f"{DISAGREEMENT_THRESHOLD:.0%}) a step along the model's own gradient, under every member, does "
