@@ -191,7 +191,8 @@ def _run(model, pairs, num_classes, name, return_adversarial, settings, train=No
 
     device = pick_device(settings["device"])
     target = wrap_external(model).eval().to(device)
-    probe = _probe(target, torch.stack([p[0] for p in pairs[:2]]), device)  # after the move: the classes the model gives where it runs
+    first = torch.stack([pairs[i][0] for i in range(min(2, len(pairs)))])
+    probe = _probe(target, first, device)  # after the move: the classes the model gives where it runs
     num_classes = num_classes or int(probe.shape[1])
     config = EvalConfig(**{**settings, "device": str(device)})
     examples = ScoredExamples() if return_adversarial else None

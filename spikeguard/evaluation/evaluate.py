@@ -254,7 +254,8 @@ def escalation_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, rows: l
     escalated = None
     if why and plan.suite.escalation["enabled"] and not threat.events:
         def run() -> tuple:
-            done = escalation.escalate(plan, runner, rows, plan.train, why)
+            with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, the caller's
+                done = escalation.escalate(plan, runner, rows, plan.train, why)  # random state untouched
             return done, finish_rows(rows, labels + list(escalation.LABELS))
 
         escalated, rows = broadcast_object(on_main(run))
