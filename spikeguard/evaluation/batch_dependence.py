@@ -7,7 +7,8 @@ batch's shape draws the same noise for them), so only their companions differ. A
 then (BatchNorm normalising with the batch's own statistics) gives every sample a number that depends on
 the batch size and on which samples the attacks leave standing: it is refused in one line, unless the user
 says the dependence is intended (``--batch-dependent``); the evaluation then runs, and results.json carries
-the flag ``batch_dependent`` and the probe's result (``probes.batch_dependence``).
+the flag ``batch_dependent`` and the probe's result (``probes.batch_dependence``). A model whose outputs on
+the same batch change from one call to the next is left to the state probe (stochastic.check_state_carry).
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def measure(model: nn.Module, x: torch.Tensor, seed: int) -> dict:
     with eval_mode(model):
         beside_others = _rows(model, x, x.flip(0), seed)
         beside_blanks = _rows(model, x, torch.zeros_like(x), seed)
+        again = _rows(model, x, x.flip(0), seed)
     scale = beside_others.abs().amax().clamp(min=1e-12)
+    if float((beside_others - again).abs().amax() / scale) > CHANGE_TOLERANCE:  # same batch, other outputs
+        return {"samples": len(x), "batch_dependent": False, "inconclusive": "the same batch under the same seed "
+                "gave other outputs on a later call (state that carries over: the state probe refuses it)"}
     change = (beside_others - beside_blanks).abs().amax(1) / scale
     changed = int((change > CHANGE_TOLERANCE).sum())
     return {"samples": len(x), "compositions": "the probe samples as the first rows of a batch of twice their "
