@@ -27,7 +27,7 @@ def zero_gradient_flag(rows: list[SampleOutcome], gradient_estimators: list[str]
              f"estimator (e.g. sample {masked[0]})")
     if saturation and saturation.get("one_hot"):
         return [Flag(FlagName.ZERO_GRADIENT, f"{found}: the logits are saturated (the softmax is exactly one-hot in "
-                     f"float32 on {saturation['one_hot']} of {saturation['clean_correct']} clean-correct probe "
+                     f"float32 on {saturation['one_hot']} of {saturation['correct']} clean-correct probe "
                      "samples), so the cross-entropy gradient vanishes; margin-loss attacks are not affected (PGD "
                      "with loss: margin, APGD-DLR, and APGD-T and FAB-T in the strong suite)")]
     return [Flag(FlagName.ZERO_GRADIENT, f"{found}: gradient attacks start blind there; trust the black-box "

@@ -22,4 +22,4 @@ def softmax_saturation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed:
         logits = model(x).float()
     right = logits.argmax(1) == y
     one_hot = torch.softmax(logits, 1).amax(1) == 1.0
-    return {"clean_correct": int(right.sum()), "one_hot": int((right & one_hot).sum())}
+    return {"correct": int(right.sum()), "one_hot": int((right & one_hot).sum())}
