@@ -254,8 +254,9 @@ def escalation_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, rows: l
     escalated = None
     if why and plan.suite.escalation["enabled"] and not threat.events:
         def run() -> tuple:
-            with forked_rng(plan.device, seed=plan.seed):  # a stochastic model's draws: reproducible, the caller's
-                done = escalation.escalate(plan, runner, rows, plan.train, why)  # random state untouched
+            # a stochastic model's draws there reproducible, the caller's random state untouched
+            with forked_rng(plan.device, seed=plan.seed):
+                done = escalation.escalate(plan, runner, rows, plan.train, why)
             return done, finish_rows(rows, labels + list(escalation.LABELS))
 
         escalated, rows = broadcast_object(on_main(run))

@@ -319,7 +319,7 @@ class SuiteRunner:
         for member in ("", *self.gradient_estimators):
             context = bank.under(self.model, member, self.twins) if member else contextlib.nullcontext(self.model)
             try:
-                with eval_mode(self.model), context as target, torch.no_grad():
+                with eval_mode(self.model), context as target, torch.no_grad(), forked_rng(x.device, seed=self.seed):
                     target(x[:1])
             except (RuntimeError, ValueError) as error:
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
