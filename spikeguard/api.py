@@ -73,12 +73,13 @@ def evaluate(model: nn.Module, data: Any = None, suite: str = "quick", eps: floa
              n: int | None = None, return_adversarial: bool = False, *, num_classes: int | None = None,
              batch_size: int = 256, seed: int = 0, device: str = "auto", threat_model: str | None = None,
              eot_draws: int | None = None, source: Any = None, data_dir: str | None = None, download: bool = False,
-             progress: bool | None = None) -> Result:
+             progress: bool | None = None, batch_dependent: bool = False) -> Result:
     """Attack ``model`` on ``data`` with ``suite`` at radius ``eps``; the first ``n`` samples (all: None).
 
     ``data`` and ``eps`` default to a loaded checkpoint's (``model.facts``, see ``load``). ``threat_model``,
     ``eot_draws`` and ``source`` (a transfer source: checkpoint, ``package.module:function`` or module) are
-    ``spikeguard evaluate``'s options. ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda:N``.
+    ``spikeguard evaluate``'s options; so is ``batch_dependent`` (True: a model whose outputs depend on the
+    other samples in its batch is evaluated and flagged, not refused). ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda:N``.
     ``progress``: news on stderr (None: when stderr is a terminal). ``return_adversarial``: ``Result.adversarial``
     holds, per sample, the example the evaluation counted (the lowest-scored input any attack reached;
     the clean input where none lowered it)."""
@@ -87,16 +88,17 @@ def evaluate(model: nn.Module, data: Any = None, suite: str = "quick", eps: floa
         if data is None and "dataset" not in facts:
             raise UserError("give data: a tensor or NumPy pair (images, labels), a DataLoader or a data set's name")
         eps = facts.get("eps") if eps is None else eps
-        pairs, known_classes, name = _as_pairs(facts if data is None else data, n, data_dir, download)
+        pairs, known_classes, name, train = _as_pairs(facts if data is None else data, n, data_dir, download)
         return _evaluate(model, pairs, num_classes or known_classes, name, return_adversarial,
                          dict(suite=suite, eps=eps, n=n, batch_size=batch_size, seed=seed, device=device,
                               threat_model=threat_model, eot_draws=eot_draws, source=source,
-                              progress=sys.stderr.isatty() if progress is None else progress))
+                              progress=sys.stderr.isatty() if progress is None else progress,
+                              batch_dependent=batch_dependent), train)
     except UserError as error:  # the messages shared with the command line name its flags: name arguments
         raise UserError(_python_words(str(error))) from None
 
 
-_SWITCHES = ("download",)  # flags that switch something on: download=True
+_SWITCHES = ("download", "batch_dependent")  # flags that switch something on: download=True
 
 
 def _python_words(message: str) -> str:
@@ -109,32 +111,33 @@ def _python_words(message: str) -> str:
     return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", word, message)
 
 
-def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int | None, str]:
-    """(a sequence of (image, label), the number of classes when known, the data set's name); a DataLoader
-    or other iterable is read only as far as ``n`` samples."""
+def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int | None, str, Any]:
+    """(a sequence of (image, label), the number of classes when known, the data set's name, its training
+    split when known: the escalation trains its substitute there); a DataLoader or other iterable is read
+    only as far as ``n`` samples."""
     if isinstance(data, dict):  # a loaded checkpoint's facts: its own split of its data set
         from spikeguard.rundir import load_splits
 
         splits = load_splits({"dataset": data["dataset"], "config": data.get("config", {})}, data_dir, download)
-        return splits.test, splits.num_classes, data["dataset"]
+        return splits.test, splits.num_classes, data["dataset"], splits.train
     if isinstance(data, str):
         from spikeguard.data import load_dataset
 
         splits = load_dataset(data, data_dir, download, augment=False)
-        return splits.test, splits.num_classes, data
+        return splits.test, splits.num_classes, data, splits.train
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(t) for t in data):
         x, y = (torch.as_tensor(t) for t in data)
         if len(x) != len(y):
             raise UserError(f"data: images and labels differ in length ({len(x)} vs {len(y)})")
         x = x[:n] if n is not None else x
         _check_range(x)
-        return list(zip(x.float() if not x.is_floating_point() else x, y.long())), None, "custom"
+        return list(zip(x.float() if not x.is_floating_point() else x, y.long())), None, "custom", None
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):  # a data set or a list of (image, label)
         count = len(data) if n is None else min(n, len(data))
         pairs = [(torch.as_tensor(data[i][0]), torch.as_tensor(data[i][1]).long()) for i in range(count)]
         if pairs:
             _check_range(torch.stack([p[0] for p in pairs]))
-        return pairs, None, "custom"
+        return pairs, None, "custom", None
     if hasattr(data, "__iter__"):
         pairs = []
         for batch in data:
@@ -146,7 +149,7 @@ def _as_pairs(data: Any, n: int | None, data_dir, download) -> tuple[list, int |
         pairs = pairs[:n] if n is not None else pairs
         if pairs:
             _check_range(torch.stack([p[0] for p in pairs]))
-        return pairs, None, "custom"
+        return pairs, None, "custom", None
     raise UserError("data must be a tensor or NumPy pair (images, labels), a DataLoader, a data set of (image, "
                     "label) or a data set's name")
 
@@ -163,7 +166,7 @@ def _check_range(x: torch.Tensor) -> None:
 
 
 def _evaluate(model: nn.Module, pairs: list, num_classes: int | None, name: str, return_adversarial: bool,
-              settings: dict) -> Result:
+              settings: dict, train: Any = None) -> Result:
     from spikeguard.adapters import preserved_state
 
     if not pairs:
@@ -172,7 +175,7 @@ def _evaluate(model: nn.Module, pairs: list, num_classes: int | None, name: str,
     home = next((t.device for t in (*model.parameters(), *model.buffers())), None)
     try:
         with preserved_state(model):  # SpikingJelly / snnTorch state: reset before every pass, as found after
-            return _run(model, pairs, num_classes, name, return_adversarial, settings)
+            return _run(model, pairs, num_classes, name, return_adversarial, settings, train)
     finally:
         for module, training in modes:  # train/eval mode as found
             module.training = training
@@ -180,7 +183,7 @@ def _evaluate(model: nn.Module, pairs: list, num_classes: int | None, name: str,
             model.to(home)  # the device as found
 
 
-def _run(model, pairs, num_classes, name, return_adversarial, settings) -> Result:
+def _run(model, pairs, num_classes, name, return_adversarial, settings, train=None) -> Result:
     from spikeguard.evaluation import EvalConfig, Target, run_evaluation
     from spikeguard.evaluation.examples import ScoredExamples
     from spikeguard.external import wrap_external
@@ -188,11 +191,13 @@ def _run(model, pairs, num_classes, name, return_adversarial, settings) -> Resul
 
     device = pick_device(settings["device"])
     target = wrap_external(model).eval().to(device)
-    probe = _probe(target, pairs[0][0], device)  # after the move: the classes the model gives where it runs
+    first = torch.stack([pairs[i][0] for i in range(min(2, len(pairs)))])
+    probe = _probe(target, first, device)  # after the move: the classes the model gives where it runs
     num_classes = num_classes or int(probe.shape[1])
     config = EvalConfig(**{**settings, "device": str(device)})
     examples = ScoredExamples() if return_adversarial else None
-    evaluation = run_evaluation(config, Target.of(target, pairs, num_classes, dataset=name), examples=examples)
+    evaluation = run_evaluation(config, Target.of(target, pairs, num_classes, dataset=name, train=train),
+                                examples=examples)
     record = evaluation.record
     adversarial = None
     if examples is not None:
@@ -204,14 +209,24 @@ def _run(model, pairs, num_classes, name, return_adversarial, settings) -> Resul
 
 
 @torch.no_grad()
-def _probe(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The model's output for one input, which must be logits [1, classes]."""
-    out = model(x[None].to(device))
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+def _probe(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The model's output for the first of ``inputs``, which must be logits [1, classes]; for the first two
+    when it cannot score one alone (BatchNorm on batch statistics: the evaluation's batch-dependence probe
+    then refuses it, or flags it when the dependence is intended)."""
+    x = inputs[:1]
+    try:
+        out = model(x.to(device))
+    except (RuntimeError, ValueError) as error:
+        if len(inputs) < 2:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UserError(f"model: it fails on one input of shape {tuple(x.shape)} ({first})") from None
+        x = inputs[:2]
+        out = model(x.to(device))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(x):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UserError(f"model: for one input of shape {tuple(x[None].shape)} it returned {shape}; expected "
-                        "logits of shape (1, classes), i.e. [N, classes] for N inputs (for an output per time "
-                        "step [T, N, classes], return its mean or sum over time)")
+        raise UserError(f"model: for {'one input' if len(x) == 1 else 'two inputs'} of shape {tuple(x.shape)} it "
+                        f"returned {shape}; expected logits of shape ({len(x)}, classes), i.e. [N, classes] for N "
+                        "inputs (for an output per time step [T, N, classes], return its mean or sum over time)")
     return out
 
 

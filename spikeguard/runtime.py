@@ -68,12 +68,36 @@ def cuda_devices(device: torch.device | str | None) -> list[int]:
 
 @contextlib.contextmanager
 def forked_rng(device: torch.device | str | None = None, seed: int | None = None) -> Iterator[None]:
-    """torch's global generators (CPU, and ``device``'s when it is a GPU) forked for the block, seeded with
-    ``seed`` when given: randomness inside is reproducible and the caller's random state is left as it was.
-    Libraries that reseed the global generator (AutoAttack) and stochastic models draw from it."""
+    """torch's global generators (CPU, and ``device``'s when it is a GPU), Python's ``random`` and NumPy's
+    global generator forked for the block, each seeded from ``seed`` when given: randomness inside is
+    reproducible and the caller's random state is left as it was. Libraries that reseed the global
+    generator (AutoAttack) and stochastic models draw from them; a model randomised through ``random`` or
+    NumPy is as reproducible as one drawing from torch."""
+    import random
+
     import torch
 
-    with torch.random.fork_rng(devices=cuda_devices(device)):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
+    python_state = random.getstate()
+    numpy = _numpy()
+    numpy_state = numpy.random.get_state() if numpy is not None else None
+    try:
+        with torch.random.fork_rng(devices=cuda_devices(device)):
+            if seed is not None:
+                torch.manual_seed(seed)
+                random.seed(seed)
+                if numpy is not None:
+                    numpy.random.seed(seed % 2**32)  # NumPy takes seeds below 2**32
+            yield
+    finally:
+        random.setstate(python_state)
+        if numpy is not None:
+            numpy.random.set_state(numpy_state)
+
+
+def _numpy():
+    """NumPy when installed (torch runs without it), else None."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy

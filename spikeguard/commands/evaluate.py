@@ -41,6 +41,9 @@ def evaluate(
                                                "linf for images, frames-linf for event data."),
     budget: int | None = typer.Option(None, "--budget", help="events-l0: events added plus removed per "
                                          "sample."),
+    batch_dependent: bool = typer.Option(False, "--batch-dependent", help="Evaluate a model whose outputs depend "
+                                         "on the other samples in its batch (BatchNorm on batch statistics), "
+                                         "which is refused otherwise; results.json flags it."),
     verify: Path | None = typer.Option(None, "--verify", help="Re-run a random tenth of the batches of "
                                           "this results.json and confirm the stored outcomes."),
     verify_all: bool = typer.Option(False, "--all", help="With --verify: re-run every batch (slow, complete)."),
@@ -63,7 +66,7 @@ def evaluate(
     progress = progress and not quiet
     config = EvalConfig(suite=suite or "quick", eps=eps, n=n, batch_size=batch_size, seed=seed, eot_draws=eot_draws,
                         eps_sweep=eps_sweep, threat_model=threat_model, budget=budget, source=source, device=device,
-                        progress=progress)
+                        progress=progress, batch_dependent=batch_dependent)
     if verify_all and verify is None:
         raise UserError("--all re-runs every batch of a results file: it goes with --verify RESULTS.json")
     if verify is None:

@@ -41,8 +41,10 @@ class BatchStore:
                                 "--resume into a new --out")
         elif self.folder.exists():
             count = len(list(self.folder.glob("batch-*.json")))
-            raise UserError(f"a killed evaluation left {count} finished batches in '{self.folder}': add --resume "
-                            "to continue it, or remove that folder to start over")
+            if count:
+                raise UserError(f"a killed evaluation left {count} finished batches in '{self.folder}': add "
+                                "--resume to continue it, or remove that folder to start over")
+            self.remove()  # a run refused or killed before its first batch left nothing worth keeping
         if not resume:
             write_json(known, self.identity)
 

@@ -35,6 +35,7 @@ class EvalConfig:
     source: Any = None                 # transfer source: a checkpoint, "package.module:function" or a module
     device: str = "cpu"
     progress: bool = True
+    batch_dependent: bool = False      # outputs that depend on the batch are intended (else refused)
 
     def validated(self) -> EvalConfig:
         """A copy with eps parsed and every field checked; one-line UserError naming the bad one."""
@@ -62,6 +63,8 @@ class EvalConfig:
         if self.budget is not None and self.threat_model not in (None, "events-l0"):
             raise UserError(f"--budget counts events: it applies to the events-l0 threat model only, not "
                             f"{self.threat_model}")
+        if not isinstance(self.batch_dependent, bool):
+            raise UserError(f"batch_dependent must be True or False, got {self.batch_dependent!r}")
         check_device(str(self.device))
         return dataclasses.replace(self, eps=eps)
 

@@ -36,7 +36,15 @@ from spikeguard.files import write_json
 from spikeguard.progress import reporter_for
 from spikeguard.provenance import code_version, library_versions
 from spikeguard.runtime import eval_mode, forked_rng, pick_device
-from spikeguard.schema import EvalRecord, Flag, GradientCheck, Probes, SampleOutcome, UnboundedCheck, write_samples
+from spikeguard.schema import (
+    EvalRecord,
+    Flag,
+    GradientCheck,
+    Probes,
+    SampleOutcome,
+    UnboundedCheck,
+    write_samples,
+)
 from spikeguard.snn import spiking_layers
 
 SWEEP_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -104,7 +112,7 @@ def make_plan(config: EvalConfig, target: Target) -> Plan:
     return Plan(target.model, target.test, suite, eps, target.num_classes, n=config.n,
                 batch_size=config.batch_size, seed=config.seed, device=pick_device(config.device),
                 draws=config.eot_draws, source=source, threat=threat, progress=reporter_for(config.progress),
-                train=target.train)
+                train=target.train, batch_dependent=config.batch_dependent)
 
 
 def run_identity(config: EvalConfig, target: Target, plan: Plan) -> dict:
@@ -155,11 +163,12 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     rows = finish_rows(rows, labels)
     record = summary(plan, threat, rows, labels, facts)
     found = flags.stochastic_flag(facts["stochastic"], facts["draws"])
-    found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"])
+    found += flags.batch_dependent_flag(facts["batch_dependence"], plan.batch_size)
+    found += flags.per_sample_flags(rows, suite, labels, facts["gradient_estimators"], facts["saturation"])
     # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
     runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
-    record.probes = Probes()
+    record.probes = record.probes or Probes()
     found += probes.agreement_step(settled, runner, record.probes)
     found += dead_surrogates.step(record, dead_surrogates.probe(settled, runner.gradient_estimators))
     found += unbounded_step(record, settled, runner, threat)
@@ -214,7 +223,8 @@ def summary(plan: Plan, threat: ThreatModel, rows: list[SampleOutcome], labels: 
         batch_size=plan.batch_size, cascade=suite.cascade, stochastic=facts["stochastic"],
         eot_draws=facts["draws"], ranks=facts.get("ranks", 1), clean_accuracy=mean(r.clean_correct for r in rows),
         attacks=summarize(rows, suite, labels, plan.eps, facts["seconds"], threat),
-        ensemble_accuracy=robust_accuracy(rows), gradient_check=gradient_check(rows, facts["gradient_estimators"]))
+        ensemble_accuracy=robust_accuracy(rows), gradient_check=gradient_check(rows, facts["gradient_estimators"]),
+        probes=Probes(batch_dependence=facts["batch_dependence"]))
 
 
 def unbounded_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, threat: ThreatModel) -> list[Flag]:
@@ -247,7 +257,9 @@ def escalation_step(record: EvalRecord, plan: Plan, runner: SuiteRunner, rows: l
     escalated = None
     if why and plan.suite.escalation["enabled"] and not threat.events:
         def run() -> tuple:
-            done = escalation.escalate(plan, runner, rows, plan.train, why)
+            # a stochastic model's draws there reproducible, the caller's random state untouched
+            with forked_rng(plan.device, seed=plan.seed):
+                done = escalation.escalate(plan, runner, rows, plan.train, why)
             return done, finish_rows(rows, labels + list(escalation.LABELS))
 
         escalated, rows = broadcast_object(on_main(run))

@@ -14,16 +14,29 @@ def _broken(rows: list[SampleOutcome], label: str) -> set[int]:
     return {r.index for r in rows if label in r.attacks and r.clean_correct >= BROKEN and r.score(label) < BROKEN}
 
 
-def per_sample_flags(rows: list[SampleOutcome], suite: Suite, labels: list[str],
-                     gradient_estimators: list[str]) -> list[Flag]:
-    flags = []
+def zero_gradient_flag(rows: list[SampleOutcome], gradient_estimators: list[str],
+                       saturation: dict | None = None) -> list[Flag]:
+    """Clean-correct samples whose input gradient is exactly zero under every estimator. ``saturation``
+    (saturation.softmax_saturation on the probe samples) tells a saturated softmax apart: there the
+    cross-entropy's gradient vanishes while the margin's does not."""
     clean = [r for r in rows if r.clean_correct >= BROKEN]
     masked = [r.index for r in clean if gradient_estimators and len(r.zero_gradient) == len(gradient_estimators)]
-    if masked:
-        flags.append(Flag(FlagName.ZERO_GRADIENT,
-                          f"{len(masked)} of {len(clean)} clean-correct samples have an exactly zero input gradient "
-                          f"under every estimator (e.g. sample {masked[0]}): gradient attacks start blind there; "
-                          "trust the black-box attacks"))
+    if not masked:
+        return []
+    found = (f"{len(masked)} of {len(clean)} clean-correct samples have an exactly zero input gradient under every "
+             f"estimator (e.g. sample {masked[0]})")
+    if saturation and saturation.get("one_hot"):
+        return [Flag(FlagName.ZERO_GRADIENT, f"{found}: the logits are saturated (the softmax is exactly one-hot in "
+                     f"float32 on {saturation['one_hot']} of {saturation['correct']} clean-correct probe "
+                     "samples), so the cross-entropy gradient vanishes; margin-loss attacks are not affected (PGD "
+                     "with loss: margin, APGD-DLR, and APGD-T and FAB-T in the strong suite)")]
+    return [Flag(FlagName.ZERO_GRADIENT, f"{found}: gradient attacks start blind there; trust the black-box "
+                 "attacks")]
+
+
+def per_sample_flags(rows: list[SampleOutcome], suite: Suite, labels: list[str],
+                     gradient_estimators: list[str], saturation: dict | None = None) -> list[Flag]:
+    flags = zero_gradient_flag(rows, gradient_estimators, saturation)
     kinds = {s.label: attack_kind(s.attack) for s in suite.attacks}
     kinds.setdefault(TRANSFER, attack_kind(TRANSFER))  # the transfer attack's rows carry its label
     white = [lab for lab in labels if kinds[lab].gradient]
@@ -55,6 +68,19 @@ def grad_mode_flag(members: list[str]) -> list[Flag]:
                      f"the model's outputs change when the input requires a gradient (under {', '.join(members)}): "
                      "the gradient belongs to another function than the one that is scored, so gradient attacks "
                      "are misled; trust the transfer and black-box attacks")]
+    return []
+
+
+def batch_dependent_flag(probe: dict | None, batch_size: int) -> list[Flag]:
+    """The outputs depend on the batch and the user said that is intended (batch_dependence.check refuses
+    it otherwise): every per-sample outcome holds for the batch it was scored in only."""
+    if probe and probe.get("batch_dependent"):
+        return [Flag(FlagName.BATCH_DEPENDENT,
+                     f"the model's outputs depend on the other samples in its batch ({probe['changed_samples']} of "
+                     f"{probe['samples']} probe samples changed with their batch companions; intended, "
+                     "--batch-dependent): every per-sample outcome holds for the batch it was scored in (batches "
+                     f"of {batch_size}, and in each attack the samples still standing), so another batch size or "
+                     "sample order gives other numbers")]
     return []
 
 

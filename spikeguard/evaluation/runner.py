@@ -31,8 +31,9 @@ from spikeguard.attacks import input_gradient
 from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.attacks.events import within_event_budget
 from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind
-from spikeguard.evaluation import bank
+from spikeguard.evaluation import bank, batch_dependence
 from spikeguard.evaluation.examples import ScoredExamples
+from spikeguard.evaluation.saturation import softmax_saturation
 from spikeguard.evaluation.stochastic import (
     check_state_carry,
     correct_fraction,
@@ -69,6 +70,7 @@ class Plan:
     threat: ThreatModel | None = None  # None: the l-inf attacks on whatever shape the data have
     progress: bool | Reporter = True  # False: silent; True: news on stderr; or a Reporter to share
     examples: ScoredExamples | None = None  # when given: keeps each sample's counted adversarial example
+    batch_dependent: bool = False    # the user says outputs that depend on the batch are intended
 
     @property
     def count(self) -> int:
@@ -311,6 +313,19 @@ class SuiteRunner:
                     found.append(member)
         return found
 
+    def one_sample_failure(self, x: torch.Tensor) -> str | None:
+        """Where and why the model cannot score a batch of one sample (the model itself, then under each
+        gradient member: the ANN twin's BatchNorm sees no time steps), or None when it can everywhere."""
+        for member in ("", *self.gradient_estimators):
+            context = bank.under(self.model, member, self.twins) if member else contextlib.nullcontext(self.model)
+            try:
+                with eval_mode(self.model), context as target, torch.no_grad(), forked_rng(x.device, seed=self.seed):
+                    target(x[:1])
+            except (RuntimeError, ValueError) as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                return f"{'under ' + member if member else 'scored'}: {first}"
+        return None
+
     def _zero_gradients(self, x, y, rows) -> None:
         """Per sample, the estimators under which the input gradient at the clean point is exactly zero:
         an attack that starts there sees nothing (masked gradients)."""
@@ -328,6 +343,12 @@ class SuiteRunner:
 def probe_batch(plan: Plan) -> torch.Tensor:
     """The first (up to) 32 samples: what the probes of stochastic.py look at."""
     return torch.stack([plan.dataset[i][0] for i in range(min(plan.count, 32))]).to(torch.device(plan.device))
+
+
+def probe_labels(plan: Plan) -> torch.Tensor:
+    """The labels of ``probe_batch``'s samples."""
+    return torch.as_tensor([int(plan.dataset[i][1]) for i in range(min(plan.count, 32))],
+                           device=torch.device(plan.device))
 
 
 def detect_draws(plan: Plan, probe: torch.Tensor) -> tuple[bool, int]:
@@ -350,8 +371,12 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     if plan.source is not None:
         plan.source = plan.source.to(device)
     probe = probe_batch(plan)
+    # before the probes that score the probe batch alone: it may hold a single sample
+    batch_probe = batch_dependence.check(plan.model, probe, plan.seed, plan.batch_dependent)
     stochastic, used = detect_draws(plan, probe)
     runner = SuiteRunner(plan, used)
+    if batch_probe["batch_dependent"]:  # intended (else refused above): the attacks score single samples too
+        batch_dependence.check_one_sample(batch_probe, runner.one_sample_failure(probe))
     grad_mode = runner.grad_mode_members(probe)
     rows: list[SampleOutcome] = []
     chosen = make_batches(plan.dataset, plan.count, plan.batch_size, batches, device)
@@ -369,6 +394,7 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     finally:
         runner.reporter.end()
     facts = {"n": plan.count, "stochastic": stochastic, "draws": used, "seconds": runner.seconds,
-             "grad_mode_dependent": grad_mode,
+             "grad_mode_dependent": grad_mode, "batch_dependence": batch_probe,
+             "saturation": softmax_saturation(plan.model, probe, probe_labels(plan), plan.seed),
              "gradient_estimators": list(runner.gradient_estimators)}
     return rows, facts

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikeguard.attacks.gradient import LOSSES
 from spikeguard.attacks.registry import ATTACKS, TRANSFER, attack_kind
 from spikeguard.config import read_yaml
 from spikeguard.errors import UserError
@@ -202,6 +203,10 @@ def _parameter(attack: str, key: str, value: Any, default: Any, source: str) -> 
     what = f"{attack} {key}"
     if value is None and default is None:
         return None
+    if key == "loss":  # the losses a gradient attack may ascend, named in one place (attacks.gradient.LOSSES)
+        if value not in LOSSES:
+            raise UserError(f"suite '{source}': {what} must be one of {', '.join(LOSSES)}, got {value!r}")
+        return value
     if key in _COUNTS or key == "budget" or (isinstance(default, int) and not isinstance(default, bool)):
         return _positive_int(value, what, source)
     if key in _FRACTIONS or isinstance(default, float):

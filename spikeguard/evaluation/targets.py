@@ -88,10 +88,26 @@ def _check_outputs(model: nn.Module, data, what: str, target: Target | None = No
     test: Any = data.test if data is not None else target.test if target is not None else None
     classes = data.num_classes if data is not None else target.num_classes if target is not None else None
     x = test[0][0][None]
+    expected = 1
     try:
         out = model(x)
     except Exception as e:  # a foreign model: any failure on our input means it does not fit the data set
-        raise UserError(f"{what} fails on a {tuple(x.shape)} input ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(out, torch.Tensor) or out.shape != (1, classes):
+        # unless it needs company (BatchNorm on batch statistics): the batch-dependence probe names the cause
+        out, expected = _pair_output(model, test), 2
+        if out is None:
+            raise UserError(f"{what} fails on a {tuple(x.shape)} input ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(out, torch.Tensor) or out.shape != (expected, classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UserError(f"{what} returns {shape} for one image, not logits of shape (1, {classes})")
+        images = "one image" if expected == 1 else "two images"
+        raise UserError(f"{what} returns {shape} for {images}, not logits of shape ({expected}, {classes})")
+
+
+def _pair_output(model: nn.Module, test) -> Any:
+    """The model's output for the first two test inputs as one batch (where a batch of one failed), or None
+    when that fails too."""
+    if len(test) < 2:
+        return None
+    try:
+        return model(torch.stack([test[0][0], test[1][0]]))
+    except Exception:  # a foreign model: any failure here is reported on the single input
+        return None

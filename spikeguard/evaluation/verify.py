@@ -16,7 +16,7 @@ from spikeguard.evaluation.suites import suite_from_dict
 from spikeguard.evaluation.summary import attack_labels, finish_rows
 from spikeguard.evaluation.targets import load_source, load_target
 from spikeguard.evaluation.threat_models import threat_from_record
-from spikeguard.schema import EvalRecord, SampleOutcome, read_results, read_samples
+from spikeguard.schema import EvalRecord, FlagName, SampleOutcome, read_results, read_samples
 
 
 def read_verifiable(path: Path) -> EvalRecord:
@@ -56,7 +56,8 @@ def verify(path: Path, fraction: float = 0.1, data_dir: str | None = None, devic
                         f"{threat.frame_range}: the frames differ, so the outcomes cannot be compared")
     plan = Plan(target.model, target.test, suite, record.eps, target.num_classes, n=record.n,
                 batch_size=record.batch_size, seed=record.seed, device=device, draws=record.eot_draws,
-                source=source, threat=threat, progress=progress)
+                source=source, threat=threat, progress=progress,
+                batch_dependent=FlagName.BATCH_DEPENDENT in record.flag_names)  # intended when evaluated
     rows, _ = run_suite(plan, batches=chosen)
     labels = attack_labels(suite, rows)
     if record.escalation:  # not re-run (its substitute is trained on the whole run): taken as stored

@@ -44,6 +44,8 @@ def attack_column(attack: AttackResult | dict) -> str | None:
         if match and match.group(2):
             params["steps"] = int(match.group(2))
     column = ATTACKS.facts(kind).get("paper_column") if kind in ATTACKS else None
+    if params.get("loss", "ce") != "ce":  # the published protocol's PGD ascends the cross-entropy
+        return None
     try:
         column = column.format(**params) if column else None
     except (KeyError, IndexError, ValueError):
