@@ -5,7 +5,7 @@ Honest: the tiny SNN of tests/conftest.py (T = 4, two epochs), the demo's vanill
 training, the demo's settings), a ReLU CNN (tests/lying_models.honest_classifier), and the tutorial-style
 SpikingJelly and snnTorch CSNNs of tests/ecosystem_models.py (three epochs). Traps around the demo's vanilla
 SNN: FlatLiar (hard labels), ScaledLogits (x 1e4: softmax saturated to exact 0 and 1, logits still move)
-and logits rounded to steps of 1 (quantised scores). The probe runs on the first ``--n`` test samples in
+and the softmax rounded to quarters (quantised scores). The probe runs on the first ``--n`` test samples in
 batches of its own size (64), at eps 0.15.
 
     python benchmarks/flat_outputs.py --n 200 --out benchmarks/results/cpu_flat_outputs.json
@@ -34,14 +34,14 @@ EPS = 0.15
 
 
 class Rounded(nn.Module):
-    """Quantised scores: the base's logits rounded to whole numbers."""
+    """Quantised scores: the base's softmax rounded to quarters (tests/test_decision_attack.py's wrapper)."""
 
     def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
 
     def forward(self, x):
-        return torch.round(self.base(x))
+        return torch.round(torch.softmax(self.base(x), 1) * 4) / 4
 
 
 def honest_models(train_x, train_y) -> dict[str, nn.Module]:
@@ -51,6 +51,7 @@ def honest_models(train_x, train_y) -> dict[str, nn.Module]:
 
     from spikeguard.config import TrainConfig
     from spikeguard.demo import demo_config, demo_selection
+    from spikeguard.external import wrap_external
     from spikeguard.models import create_model
     from spikeguard.training import train
 
@@ -69,8 +70,9 @@ def honest_models(train_x, train_y) -> dict[str, nn.Module]:
         vanilla = train(cfg, Path(run_dir) / "vanilla", progress=False).model.eval()
     return {"tiny_test_snn": tiny.eval(), "vanilla_digits_snn": vanilla,
             "relu_cnn": honest_classifier(train_x, train_y),
-            "spikingjelly_csnn": ecosystem_models.train(ecosystem_models.JellyCSNN(), train_x, train_y),
-            "snntorch_csnn": ecosystem_models.train(ecosystem_models.TorchCSNN(), train_x, train_y)}
+            # wrapped as every spikeguard entry point wraps them: neuron state reset before each forward pass
+            "spikingjelly_csnn": wrap_external(ecosystem_models.train(ecosystem_models.JellyCSNN(), train_x, train_y)),
+            "snntorch_csnn": wrap_external(ecosystem_models.train(ecosystem_models.TorchCSNN(), train_x, train_y))}
 
 
 def probe(model: nn.Module, x: torch.Tensor) -> dict:
@@ -84,11 +86,12 @@ def probe(model: nn.Module, x: torch.Tensor) -> dict:
         return sum(r[key] * r["samples"] for r in reports) / n
 
     return {"samples": n, "flat_fraction": weighted("flat_fraction"),
-            "flat_fraction_eps_over_4": sum(list(r["flat_fraction_per_radius"].values())[0] * r["samples"]
+            "flat_fraction_eps_over_2": sum(list(r["flat_fraction_per_radius"].values())[0] * r["samples"]
                                             for r in reports) / n,
             "flat_fraction_tiny_radius": sum(list(r["flat_fraction_per_radius"].values())[1] * r["samples"]
                                              for r in reports) / n,
             "saturated_softmax_fraction": weighted("saturated_softmax_fraction"),
+            "constant_output_batches": sum(r["constant_outputs"] for r in reports),
             "quantised_batches": sum(r["quantised"] for r in reports), "batches": len(reports),
             "radii": reports[0]["radii"], "draws": reports[0]["draws"],
             "seconds": round(time.perf_counter() - start, 3)}
@@ -108,7 +111,7 @@ def main() -> None:
     models = honest_models(train_x, train_y)
     vanilla = models["vanilla_digits_snn"]
     trap_models = {"flat_liar": traps.FlatLiar(vanilla), "scaled_logits_1e4": traps.ScaledLogits(vanilla),
-                   "rounded_logits": Rounded(vanilla)}
+                   "softmax_in_quarters": Rounded(vanilla)}
     result = {"benchmark": "flat_outputs", "eps": EPS, "environment": environment(torch.device("cpu")),
               "honest": {name: probe(m, x) for name, m in models.items()},
               "traps": {name: probe(m, x) for name, m in trap_models.items()}}

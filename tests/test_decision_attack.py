@@ -115,3 +115,14 @@ def test_strong_runs_the_decision_attack_on_survivors_and_quick_does_not():
     strong = {s.attack: s for s in load_suite("strong").attacks}
     assert strong["rays"].params["survivors_only"] and strong["rays"].params["queries"] >= 1000
     assert "rays" not in {s.attack for s in load_suite("quick").attacks}
+
+
+def test_a_model_whose_output_ignores_its_input_is_not_flagged(probe_inputs):
+    x, _ = probe_inputs
+
+    class Constant(nn.Module):
+        def forward(self, inputs):
+            return torch.zeros(len(inputs), 10) + torch.arange(10.0)
+
+    report = probe_flat_outputs(Constant(), x, EPS, seed=0)
+    assert report["flat_fraction"] == 1.0 and report["constant_outputs"] and not flat_flag(report)

@@ -4,13 +4,16 @@ A model that answers with hard labels (a constant times a one-hot), a softmax sa
 scores rounded to a few levels keeps its decisions but gives a score-based attack (Square, NES) nothing to
 climb, and a gradient through such an output may say anything. On the probe batch (the first PROBE_SAMPLES
 samples) every sample gets DRAWS uniform random perturbations at each radius of RADII (fractions of eps:
-eps / 4, where an honest model's outputs move, and a tiny one); it is flat when, under every draw at every
+eps / 2, where an honest model's outputs move, and a tiny one); it is flat when, under every draw at every
 radius, its decision holds and no logit moves by more than RELATIVE_CHANGE of its largest logit. Above
 THRESHOLD flat samples, the flag ``flat_outputs`` (one of the flags that start the escalation, whose
 decision-based attack reads only decisions).
 
-An honest SNN is piecewise constant too (spike counts change in steps), which is why the radius is eps / 4
-and not tiny: at eps / 4 its outputs move on almost every sample (benchmarks/results/cpu_flat_outputs.json).
+Not flagged: outputs identical on every probed sample (``constant_outputs``; an untrained SNN whose neurons
+never fire): nothing depends on the input, so there is no boundary to hide and every attack scores it right.
+
+An honest SNN is piecewise constant too (spike counts change in steps), which is why the radius is eps / 2
+and not tiny: at eps / 2 its outputs move on almost every sample (benchmarks/results/cpu_flat_outputs.json).
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.schema import Flag, FlagName, Probes
 
 PROBE_SAMPLES = 64
-DRAWS = 8
-RADII = (0.25, 0.01)        # fractions of eps
+DRAWS = 32
+RADII = (0.5, 0.01)         # fractions of eps
 RELATIVE_CHANGE = 1e-5      # a logit change below this fraction of the largest logit counts as none
 QUANTISED = 0.05            # distinct logit values below this fraction of all values probed: quantised scores
 # Measured on 200 digits test samples at eps 0.15 (benchmarks/results/cpu_flat_outputs.json, 2-core Xeon):
-# honest models are flat on 0% (tiny test SNN, the demo's vanilla SNN, a ReLU CNN), 3.5% (SpikingJelly CSNN)
-# and 30.5% (the snnTorch tutorial CSNN, whose outputs are spike counts: whole numbers that a small
-# perturbation often leaves unchanged); the hard-label FlatLiar on 99.5%. About twice the highest honest one:
-THRESHOLD = 0.6
+# honest models are flat on 0% (tiny test SNN, the demo's vanilla SNN, a ReLU CNN), 3% (the snnTorch
+# tutorial CSNN) and 11.5% (the SpikingJelly one; both output spike counts, whole numbers that a small
+# perturbation often leaves unchanged); the flat-output traps on 97% (hard labels) and more than half
+# (a softmax rounded to quarters). About twice the highest honest fraction:
+THRESHOLD = 0.25
 
 
 def probe_flat_outputs(model: nn.Module, x: torch.Tensor, eps: float, seed: int, draws: int = DRAWS) -> dict:
@@ -63,12 +67,15 @@ def probe_flat_outputs(model: nn.Module, x: torch.Tensor, eps: float, seed: int,
     return {"samples": len(x), "draws": draws, "radii": [round(f * scale, 8) for f in RADII],
             "flat_fraction": flat.float().mean().item(), "flat_fraction_per_radius": per_radius,
             "saturated_softmax_fraction": (torch.softmax(clean, 1).amax(1) == 1.0).float().mean().item(),
-            "distinct_logit_fraction": distinct, "quantised": distinct < QUANTISED, "threshold": THRESHOLD}
+            "distinct_logit_fraction": distinct, "quantised": distinct < QUANTISED,
+            "constant_outputs": bool((clean == clean[:1]).all()), "threshold": THRESHOLD}
 
 
 def flat_flag(report: dict | None) -> list[Flag]:
-    """``flat_outputs`` when more than THRESHOLD of the probed samples are flat."""
-    if report is None or report["flat_fraction"] <= THRESHOLD:
+    """``flat_outputs`` when more than THRESHOLD of the probed samples are flat, unless the outputs are the
+    same on every probed sample: a model whose output does not depend on its input (an untrained SNN whose
+    neurons never fire) has no decision boundary for flat scores to hide, and every attack scores it right."""
+    if report is None or report["flat_fraction"] <= THRESHOLD or report["constant_outputs"]:
         return []
     kind = ("quantised scores" if report["quantised"] else
             "a softmax saturated to exact 0 and 1" if report["saturated_softmax_fraction"] > 0.5 else
