@@ -94,6 +94,16 @@ def test_rays_is_reproducible_and_leaves_the_global_generator_alone(tiny_model, 
     runs = [rays(liar, x[:6], y[:6], EPS, queries=40, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
     assert torch.equal(runs[0], runs[1]) and torch.equal(torch.rand(1), before)
 
+    class Noisy(nn.Module):  # a stochastic model: EoT draws from torch's generator, forked by the attack
+        def forward(self, inputs):
+            return liar(inputs) + torch.randn(len(inputs), 10)
+
+    torch.manual_seed(3)
+    noisy = [rays(Noisy(), x[:6], y[:6], EPS, queries=40, draws=3, generator=torch.Generator().manual_seed(5))
+             for _ in range(2)]
+    assert torch.equal(noisy[0], noisy[1]) and torch.equal(torch.rand(1), before)
+    assert (noisy[0] - x[:6]).abs().max() <= EPS + 1e-6
+
 
 def test_flat_outputs_probe_fires_on_flat_outputs_only(tiny_model, probe_inputs, digits_tensors):
     x, _ = probe_inputs

@@ -18,11 +18,17 @@ and not tiny: at eps / 2 its outputs move on almost every sample (benchmarks/res
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from spikeguard.runtime import eval_mode, forked_rng
-from spikeguard.schema import Flag, FlagName, Probes
+from spikeguard.schema import EvalRecord, Flag, FlagName, Probes
+
+if TYPE_CHECKING:
+    from spikeguard.evaluation.runner import Plan
+    from spikeguard.evaluation.threat_models import ThreatModel
 
 PROBE_SAMPLES = 64
 DRAWS = 32
@@ -87,7 +93,7 @@ def flat_flag(report: dict | None) -> list[Flag]:
                  "cannot be trusted; a decision-based attack (rays) reads only the decisions")]
 
 
-def flat_outputs_step(record, plan, threat) -> list[Flag]:
+def flat_outputs_step(record: EvalRecord, plan: Plan, threat: ThreatModel | None) -> list[Flag]:
     """The probe on the plan's first PROBE_SAMPLES samples into ``record.probes.flat_outputs``; its flag.
     Under events-l0 (whole-event edits, no l-inf ball) it does not run."""
     if threat is not None and threat.events:
