@@ -19,7 +19,7 @@ EPS = 0.1
 CHEAP = {"pgd": {"steps": 2}, "apgd-ce": {"steps": 2}, "apgd-dlr": {"steps": 2}, "apgd-t": {"steps": 2},
          "fab-t": {"steps": 2}, "square": {"queries": 5}, "random-uniform": {"draws": 2}, "random-sign": {"draws": 2},
          "nes-pgd": {"steps": 1, "directions": 2}, "sparse-events": {"steps": 1, "budget": 4},
-         "random-events": {"draws": 2, "budget": 4}}
+         "random-events": {"draws": 2, "budget": 4}, "rays": {"queries": 20}}
 
 
 class Frames(torch.nn.Module):

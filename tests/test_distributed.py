@@ -255,7 +255,7 @@ def test_torchrun_training_writes_once_and_resumes_at_another_world_size(tmp_pat
 
 
 TINY_SUITE = {"name": "tiny", "checks": {"unbounded_n": 4, "unbounded_steps": 2},
-              "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+              "escalation": {"decision_queries": 50, "substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
                              "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
               "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},
                           {"attack": "pgd", "steps": 5, "estimators": ["triangle:1"]}]}

@@ -14,7 +14,7 @@ from spikeguard.evaluation.suites import suite_from_dict
 
 WORLD = 2
 SUITE = {"name": "tiny", "checks": {"unbounded_n": 2, "unbounded_steps": 2},
-         "escalation": {"substitute_epochs": 1, "substitute_queries": 64, "transfer_steps": 2, "estimate_steps": 2,
+         "escalation": {"decision_queries": 50, "substitute_epochs": 1, "substitute_queries": 64, "transfer_steps": 2, "estimate_steps": 2,
                         "estimate_directions": 4, "square_queries": 10, "square_restarts": 1},
          "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]}]}  # zero gradients: the escalation starts
 

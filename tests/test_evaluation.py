@@ -24,7 +24,7 @@ from spikeguard.snn import PoissonEncoder
 
 FAST = {"name": "fast", "eot_draws": 3, "checks": {"unbounded_n": 8, "unbounded_steps": 5},
         # the escalation (when a flag fires) at a test's size
-        "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+        "escalation": {"decision_queries": 50, "substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
                        "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
         "attacks": [{"attack": "fgsm", "estimators": ["triangle:1", "ann"]},
                     {"attack": "pgd", "steps": 5, "estimators": ["triangle:1", "ann"]},

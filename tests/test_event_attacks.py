@@ -188,7 +188,7 @@ FAST_EVENTS = {"name": "fast-events", "eot_draws": 2, "checks": {"unbounded_n": 
                            {"attack": "random-events", "draws": 2}]}
 FAST_LINF = {"name": "fast-linf", "checks": {"unbounded_n": 8, "unbounded_steps": 5},
              # the escalation (when a flag fires) at a test's size
-             "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+             "escalation": {"decision_queries": 50, "substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
                             "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
              "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},
                          {"attack": "pgd", "steps": 5, "estimators": ["triangle:1", "ann"]},

@@ -16,7 +16,7 @@ from spikeguard.progress import Reporter
 
 TINY_SUITE = {"name": "tiny", "checks": {"unbounded_n": 4, "unbounded_steps": 2},
               # the escalation (when a flag fires) at a test's size
-              "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+              "escalation": {"decision_queries": 50, "substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
                              "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
               "attacks": [{"attack": "fgsm", "estimators": ["triangle:1", "atan:2"]},
                           {"attack": "random-sign", "draws": 1}]}

@@ -25,7 +25,7 @@ from spikeguard.study.plan import load_plan, plan_from_dict
 from spikeguard.study.summary import Group, build, mean_interval, trade_off_figure
 
 TINY_SUITE = {"name": "tiny", "checks": {"unbounded_n": 4, "unbounded_steps": 2},
-              "escalation": {"substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
+              "escalation": {"decision_queries": 50, "substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
                              "estimate_steps": 5, "estimate_directions": 8, "square_queries": 50, "square_restarts": 1},
               "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},
                           {"attack": "pgd", "steps": 10, "estimators": ["triangle:1"]}]}

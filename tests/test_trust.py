@@ -16,7 +16,7 @@ from spikeguard.evaluation.suites import load_suite, suite_from_dict
 
 EPS, N, STEPS = 0.1, 100, 20
 SMALL = {"name": "small", "checks": {"unbounded_n": 16, "unbounded_steps": 10},
-         "escalation": {"substitute_epochs": 15, "substitute_queries": 2000, "transfer_steps": STEPS,
+         "escalation": {"decision_queries": 1000, "substitute_epochs": 15, "substitute_queries": 2000, "transfer_steps": STEPS,
                         "estimate_steps": STEPS, "estimate_directions": 64, "square_queries": 1000,
                         "square_restarts": 2},
          "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},

@@ -26,7 +26,7 @@ from spikeguard.schema import FlagName
 EPS = 0.15
 # small enough for seconds; the escalation's substitute still trains (and its attacks still run)
 TINY = {"name": "tiny", "eot_draws": 2, "checks": {"unbounded_n": 4, "unbounded_steps": 2},
-        "escalation": {"substitute_epochs": 1, "substitute_queries": 64, "transfer_steps": 2, "estimate_steps": 2,
+        "escalation": {"decision_queries": 50, "substitute_epochs": 1, "substitute_queries": 64, "transfer_steps": 2, "estimate_steps": 2,
                        "estimate_directions": 4, "square_queries": 10, "square_restarts": 1},
         "attacks": [{"attack": "pgd", "steps": 3, "estimators": ["triangle:1"]}]}
 

@@ -114,6 +114,10 @@ register_attack("random-sign", "spikeguard.attacks.noise:craft_signs", gradient=
 register_attack("nes-pgd", "spikeguard.attacks.estimated_gradient:craft_nes_pgd", gradient=False, iterative=True,
                 params={"steps": 20, "directions": 50, "sigma": 0.1}, label="nes-pgd-{steps}",
                 class_name="NESPGD")
+# decision-based: RayS (spikeguard/attacks/decision.py) reads only the top class, so flat outputs (hard labels,
+# saturated or quantised scores) do not stop it; queries: per sample (the module docstring counts them)
+register_attack("rays", "spikeguard.attacks.decision:craft_rays", gradient=False, class_name="RayS",
+                params={"queries": 5000}, label="rays-{queries}")
 # events-l0 only (spikeguard/attacks/events.py); budget: events per sample, None = the evaluation's
 register_attack("sparse-events", "spikeguard.attacks.events:craft_sparse_events", norms=("events",),
                 params={"steps": 20, "budget": None})

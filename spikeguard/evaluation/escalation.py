@@ -48,7 +48,7 @@ ESTIMATE_LABEL = "escalation-estimated-gradient"
 SQUARE_LABEL = "escalation-square"
 DECISION_LABEL = "escalation-decision"
 LABELS = (TRANSFER_LABEL, ESTIMATE_LABEL, SQUARE_LABEL, DECISION_LABEL)
-DECISION_ATTACK = "hopskipjump"  # the decision-based attack kind (spikeguard/attacks/registry.py)
+DECISION_ATTACK = "rays"  # the decision-based attack kind (spikeguard/attacks/decision.py)
 # the independent substitutes, in the order they attack: what each learns from
 SUBSTITUTES = {"distilled": "the target's class probabilities for training inputs (soft labels)",
                "labels": "the training split's labels (no query to the target)"}

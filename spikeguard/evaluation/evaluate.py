@@ -26,6 +26,7 @@ from spikeguard.evaluation import bank, dead_surrogates, escalation, flags, prob
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.examples import ScoredExamples
+from spikeguard.evaluation.flat_outputs import flat_outputs_step
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import Suite, load_suite
@@ -174,6 +175,7 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     found += unbounded_step(record, settled, runner, threat)
     found += sweep_step(record, settled, threat, eps_sweep)
     found += flags.grad_mode_flag(facts["grad_mode_dependent"])
+    found += flat_outputs_step(record, settled, threat)
     rows = escalation_step(record, settled, runner, rows, labels, found, threat)
     record.flags = found
     record.flags_not_applicable = flags.not_applicable(suite, threat, eps_sweep)
