@@ -115,12 +115,25 @@ def test_the_current_layout_round_trips_key_for_key():
 
 def test_version_6_records_the_checkpoint_epoch():
     """A trained run's checkpoint records its epoch; every older file reads it as unknown (None)."""
-    record = read_results(CURRENT)
-    assert record.checkpoint_epoch == 1 and record.checkpoint == "runs/tiny/best.pt"
-    assert record.upgraded_from is None and record.to_json() == json.loads(CURRENT.read_text())
+    record = read_results(fixture(6))
+    assert record.checkpoint_epoch == 1 and record.checkpoint == "runs/tiny/best.pt" and record.upgraded_from == 6
     older = read_results(fixture(5))
     assert older.checkpoint_epoch is None and older.upgraded_from == 5 and "checkpoint_epoch" not in older.to_json()
     assert [k for k in record.to_json() if k != "checkpoint_epoch"] == list(older.to_json())  # the one new key
+
+
+def test_version_7_records_the_probes():
+    """The probes before any attack (agreement, flat outputs, batch dependence, dead surrogates) are kept under
+    "probes"; every older file reads them as not run (None) and writes no such key."""
+    record = read_results(CURRENT)
+    assert record.upgraded_from is None and record.to_json() == json.loads(CURRENT.read_text())
+    probes = record.probes
+    assert probes.agreement["probed"] > 0 and probes.flat_outputs["flat_fraction"] == 0.0
+    assert probes.batch_dependence["batch_dependent"] is False
+    assert set(probes.dead_surrogates["members"]) == {"triangle:1"}
+    older = read_results(fixture(6))
+    assert older.probes is None and "probes" not in older.to_json()
+    assert [k for k in record.to_json() if k != "probes"] == list(older.to_json())  # the one new key
 
 
 def test_samples_round_trip_through_the_csv(tmp_path):
