@@ -46,11 +46,11 @@ def test_escalation_comes_close_to_the_attack_that_knows_the_trick(honest, digit
     assert abs(after - aware) <= 0.05, f"escalated {after:.2f}, trick-aware {aware:.2f}"
     headline = results["headline"]
     assert headline["label"] == "not a bound" and not headline["is_bound"] and headline["accuracy"] == after
-    assert len(headline["tried"]) == 3 and headline["why"]
+    assert len(headline["tried"]) == 5 and headline["why"]  # two substitutes, NES, Square, RayS
     escalation = results["escalation"]
-    assert escalation["substitute"]["inputs"] > 0 and escalation["seconds"] > 0
+    assert all(facts["inputs"] > 0 for facts in escalation["substitute"].values()) and escalation["seconds"] > 0
     assert {r["name"] for r in escalation["results"]} == {"escalation-transfer", "escalation-estimated-gradient",
-                                                          "escalation-square"}
+                                                          "escalation-square", "escalation-decision"}
 
 
 def test_an_honest_model_is_a_bound_and_costs_no_escalation(honest, digits):

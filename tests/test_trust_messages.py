@@ -131,14 +131,15 @@ def test_saturated_logits_are_named_and_the_escalation_gets_the_named_training_s
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\nchecks: {unbounded_n: 4, unbounded_steps: 2}\n"
                      "escalation: {substitute_epochs: 1, substitute_queries: 64, transfer_steps: 2, "
-                     "estimate_steps: 2, estimate_directions: 4, square_queries: 10, square_restarts: 1}\n"
+                     "estimate_steps: 2, estimate_directions: 4, square_queries: 10, square_restarts: 1, "
+                     "decision_queries: 20}\n"
                      "attacks:\n  - {attack: pgd, steps: 3, estimators: [triangle:1]}\n")
     result = spikeguard.evaluate(traps.ScaledLogits(tiny_model), "digits", suite=str(suite), eps=EPS, n=8,
                                  batch_size=8, device="cpu", progress=False)
     zero = next(f for f in result.record.flags if f.name == FlagName.ZERO_GRADIENT)
     assert "saturated" in zero.detail and "margin" in zero.detail and "trust the black-box" not in zero.detail
     substitute = result.record.escalation.substitute
-    assert substitute.get("inputs", 0) > 0 and "skipped" not in substitute  # digits' training split
+    assert "skipped" not in substitute and all(facts["inputs"] > 0 for facts in substitute.values())  # digits' train
 
 
 def test_the_quick_suites_margin_pgd_breaks_saturated_logits(tiny_model, digits, digits_tensors):

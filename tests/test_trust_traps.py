@@ -49,7 +49,7 @@ def test_the_probe_counts_a_zero_gradient_as_silent_not_as_disagreeing(tiny_mode
             return self.base(x.detach())
 
     result = _agreement(Frozen(tiny_model), x[:32], y[:32])
-    assert result["zero_gradient"] == result["probed"] > 0 and result["fraction"] == 0.0
+    assert result["gradient_zero"] == result["probed"] > 0 and result["fraction"] == 0.0
 
 
 SUITE = suite_from_dict({"name": "traps", "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},

@@ -108,7 +108,7 @@ def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     # scale, e.g. spike counts; the flat-outputs probe's business)
     disagreeing = int((pending & responded).sum())
     counted = len(x) - int((pending & ~responded).sum())
-    return {"probed": len(x), "disagreeing": disagreeing, "zero_gradient": int((pending & ~gradient).sum()),
+    return {"probed": len(x), "disagreeing": disagreeing, "gradient_zero": int((pending & ~gradient).sum()),
             "unresponsive": int((pending & gradient & ~responded).sum()),
             "fraction": disagreeing / counted if counted else 0.0, "agreed_by": agreed_by,
             "threshold": DISAGREEMENT_THRESHOLD, "offsets": OFFSETS, "step": STEP, "offset_radius": OFFSET_RADIUS,
@@ -119,7 +119,7 @@ def agreement_flag(result: dict | None) -> list[Flag]:
     """backward_disagrees when the probe's fraction is over DISAGREEMENT_THRESHOLD."""
     if not result or result["fraction"] <= DISAGREEMENT_THRESHOLD:
         return []
-    counted = result["probed"] - result["zero_gradient"] - result["unresponsive"]
+    counted = result["probed"] - result["gradient_zero"] - result["unresponsive"]
     return [Flag(FlagName.BACKWARD_DISAGREES,
                  f"on {result['disagreeing']} of {counted} probed samples ({result['fraction']:.0%}, threshold "
                  f"{DISAGREEMENT_THRESHOLD:.0%}) a step along the model's own gradient, under every member, does "

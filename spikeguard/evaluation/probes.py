@@ -15,6 +15,7 @@ import torch
 from spikeguard.evaluation import bank
 from spikeguard.evaluation.agreement import PROBE_SAMPLES, agreement_flag, probe_agreement
 from spikeguard.evaluation.runner import NATIVE, Plan, SuiteRunner, make_batches
+from spikeguard.runtime import forked_rng
 from spikeguard.schema import Flag, Probes
 
 
@@ -35,6 +36,7 @@ def agreement_step(plan: Plan, runner: SuiteRunner, probes: Probes) -> list[Flag
             return contextlib.nullcontext(runner.model)
         return bank.under(runner.model, member, runner.twins)
 
-    result = probe_agreement(runner.model, batch.x, batch.y, plan.eps, members, under, runner.draws, plan.seed)
+    with forked_rng(plan.device, seed=plan.seed):  # a random model's draws: reproducible, the caller's RNG untouched
+        result = probe_agreement(runner.model, batch.x, batch.y, plan.eps, members, under, runner.draws, plan.seed)
     probes.agreement = {**result, "seconds": round(time.perf_counter() - start, 3)}
     return agreement_flag(result)
