@@ -22,11 +22,10 @@ from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
 from spikeguard.distributed import broadcast_object, context, gather_objects, on_main, shard_indices
 from spikeguard.errors import UserError
-from spikeguard.evaluation import bank, dead_surrogates, escalation, flags, probes
+from spikeguard.evaluation import bank, escalation, flags, probes
 from spikeguard.evaluation.batch_store import BatchStore
 from spikeguard.evaluation.config import EvalConfig
 from spikeguard.evaluation.examples import ScoredExamples
-from spikeguard.evaluation.flat_outputs import flat_outputs_step
 from spikeguard.evaluation.runner import Plan, SuiteRunner, make_batches, run_suite
 from spikeguard.evaluation.stochastic import correct_fraction
 from spikeguard.evaluation.suites import Suite, load_suite
@@ -169,13 +168,10 @@ def assess(plan: Plan, eps_sweep: bool = False, batches=None,
     # the checks' own attacks (eps sweep, other radii) count towards no example; the escalation's do
     settled = dataclasses.replace(plan, draws=facts["draws"], n=facts["n"], examples=None)
     runner = SuiteRunner(dataclasses.replace(settled, source=None, examples=plan.examples), facts["draws"])
-    record.probes = record.probes or Probes()
-    found += probes.agreement_step(settled, runner, record.probes)
-    found += dead_surrogates.step(record, dead_surrogates.probe(settled, runner.gradient_estimators))
+    found += probes.after_suite(record, settled, runner, threat)
     found += unbounded_step(record, settled, runner, threat)
     found += sweep_step(record, settled, threat, eps_sweep)
     found += flags.grad_mode_flag(facts["grad_mode_dependent"])
-    found += flat_outputs_step(record, settled, threat)
     rows = escalation_step(record, settled, runner, rows, labels, found, threat)
     record.flags = found
     record.flags_not_applicable = flags.not_applicable(suite, threat, eps_sweep)
