@@ -8,6 +8,7 @@ issue (a checkout of d6d8ce0 on PYTHONPATH) and after, for the before/after tabl
 
   python experiments/trust_traps.py --base RUN/best.pt --suite quick --label after --out FILE [--n 100]
   python experiments/trust_traps.py --aware --base RUN/best.pt --out FILE   (the trick-aware numbers)
+  python experiments/trust_traps.py --combine OUT.json IN.json ...        (one file, and the markdown table)
 """
 
 from __future__ import annotations
@@ -69,7 +70,38 @@ def trick_aware(base, n: int, data) -> dict:
             "what": "PGD-100, CE and margin losses, under " + ", ".join(traps.TRICK_AWARE_MEMBERS)}
 
 
+def cell(run: dict | None) -> str:
+    """One table cell: the headline (and "nb" when not a bound), or what happened instead."""
+    if run is None:
+        return "not run"
+    if run["outcome"] != "evaluated":
+        return run["outcome"]
+    text = f"{100 * run['headline']:.0f}" + (" nb" if run["label"] == "not a bound" else "")
+    return text + (" (EoT)" if run.get("stochastic") else "")
+
+
+def combine(out: Path, parts: list[Path]) -> None:
+    """Merge the per-run files into ``out`` and print the before/after table (markdown)."""
+    table: dict = {}
+    for part in parts:
+        table.update(json.loads(part.read_text()))
+    out.write_text(json.dumps(table, indent=2) + "\n")
+    runs = ("before/quick", "after/quick", "before/strong", "after/strong")
+    print("| trap | " + " | ".join(runs) + " | flags after (quick) | escalation time after (quick, strong) |")
+    print("|---|" + "---|" * (len(runs) + 2))
+    for name in TRAPS:
+        got = [table.get(r, {}).get(name) for r in runs]
+        after = got[1] or {}
+        times = " / ".join(f"{run['escalation_seconds']:.0f} s" if run and run.get("escalation_seconds") else "-"
+                           for run in (got[1], got[3]))
+        print(f"| {name} | " + " | ".join(cell(g) for g in got) + f" | {', '.join(after.get('flags', [])) or '-'} | "
+              f"{times} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--combine"]:
+        combine(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="checkpoint of the honest base SNN")
     parser.add_argument("--suite", default="quick")

@@ -57,7 +57,10 @@ def _comparable(results: dict) -> dict:
     skip = {"seconds", "ranks"}
     out = {k: v for k, v in results.items() if k not in skip}
     out["escalation"] = {k: v for k, v in results["escalation"].items() if k != "seconds"}
-    out["escalation"]["substitute"] = {k: v for k, v in results["escalation"]["substitute"].items() if k != "seconds"}
+    out["escalation"]["substitute"] = {name: {k: v for k, v in facts.items() if k != "seconds"}
+                                       for name, facts in results["escalation"]["substitute"].items()}
+    out["probes"] = {name: {k: v for k, v in (probe or {}).items() if k != "seconds"}
+                     for name, probe in results["probes"].items()}
     out["attacks"] = [{k: v for k, v in a.items() if k != "seconds"} for a in results["attacks"]]
     return out
 
