@@ -88,8 +88,6 @@ def probe(model: nn.Module, x: torch.Tensor) -> dict:
     return {"samples": n, "flat_fraction": weighted("flat_fraction"),
             "flat_fraction_eps_over_2": sum(list(r["flat_fraction_per_radius"].values())[0] * r["samples"]
                                             for r in reports) / n,
-            "flat_fraction_tiny_radius": sum(list(r["flat_fraction_per_radius"].values())[1] * r["samples"]
-                                             for r in reports) / n,
             "saturated_softmax_fraction": weighted("saturated_softmax_fraction"),
             "constant_output_batches": sum(r["constant_outputs"] for r in reports),
             "quantised_batches": sum(r["quantised"] for r in reports), "batches": len(reports),

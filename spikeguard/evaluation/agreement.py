@@ -34,7 +34,7 @@ from spikeguard.attacks.gradient import input_gradient, margin_loss
 from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.schema import Flag, FlagName
 
-PROBE_SAMPLES = 200     # the first clean-correct samples of the evaluation probed (fewer when n is smaller)
+PROBE_SAMPLES = 100     # the first samples of the evaluation probed, the clean-correct ones among them
 OFFSETS = 4             # random offsets the change is averaged over
 STEP = 0.5              # h, as a fraction of eps
 OFFSET_RADIUS = 0.25    # the offsets' l-inf radius, as a fraction of eps
@@ -56,14 +56,13 @@ def _margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, see
 
 
 def _change(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor, step: float,
-            offsets: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
+            offsets: torch.Tensor, start: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
     """Per sample, the margin's mean change over the offsets when x moves by ``step * direction``
-    (``direction`` [N, ...], or [k, N, ...]: one per offset)."""
+    (``direction`` [N, ...], or [k, N, ...]: one per offset); ``start`` [k, N]: the margins at the offsets."""
     total = torch.zeros(len(x), device=x.device)
     for k, offset in enumerate(offsets):
-        start = (x + offset).clamp(0, 1)
-        moved = (start + step * (direction[k] if direction.dim() > x.dim() else direction)).clamp(0, 1)
-        total += _margins(model, moved, y, draws, seed) - _margins(model, start, y, draws, seed)
+        moved = ((x + offset).clamp(0, 1) + step * (direction[k] if direction.dim() > x.dim() else direction))
+        total += _margins(model, moved.clamp(0, 1), y, draws, seed) - start[k]
     return total / len(offsets)
 
 
@@ -84,7 +83,8 @@ def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
         signs = torch.randint(0, 2, offsets.shape, generator=generator).to(x.device, x.dtype) * 2 - 1
         # the control: how much a random sign step of the same size moves the margin (on a model that is not
         # robust, almost any step raises the loss; a gradient that agrees must do better than chance)
-        chance = _change(model, x, y, signs, STEP * radius, offsets, draws, seed)
+        start = torch.stack([_margins(model, (x + offset).clamp(0, 1), y, draws, seed) for offset in offsets])
+        chance = _change(model, x, y, signs, STEP * radius, offsets, start, draws, seed)
         pending = torch.ones(len(x), dtype=torch.bool, device=x.device)   # no member agreed yet
         gradient = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # some member's gradient is not zero
         responded = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # ... and the output moved
@@ -97,7 +97,8 @@ def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
                 grad, _ = input_gradient(target, x[idx], y[idx], draws, loss="margin")
             direction = grad.sign()
             nonzero = (direction.flatten(1) != 0).any(1)
-            change = _change(model, x[idx], y[idx], direction, STEP * radius, offsets[:, idx], draws, seed)
+            change = _change(model, x[idx], y[idx], direction, STEP * radius, offsets[:, idx], start[:, idx], draws,
+                             seed)
             agrees = (change > chance[idx].clamp(min=0)) & nonzero
             gradient[idx[nonzero]] = True
             responded[idx[nonzero & ((change != 0) | (chance[idx] != 0))]] = True

@@ -4,7 +4,7 @@ A model that answers with hard labels (a constant times a one-hot), a softmax sa
 scores rounded to a few levels keeps its decisions but gives a score-based attack (Square, NES) nothing to
 climb, and a gradient through such an output may say anything. On the probe batch (the first PROBE_SAMPLES
 samples) every sample gets DRAWS uniform random perturbations at each radius of RADII (fractions of eps:
-eps / 2, where an honest model's outputs move, and a tiny one); it is flat when, under every draw at every
+eps / 2, where an honest model's outputs move); it is flat when, under every draw at every
 radius, its decision holds and no logit moves by more than RELATIVE_CHANGE of its largest logit. Above
 THRESHOLD flat samples, the flag ``flat_outputs`` (one of the flags that start the escalation, whose
 decision-based attack reads only decisions).
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 PROBE_SAMPLES = 64
 DRAWS = 32
-RADII = (0.5, 0.01)         # fractions of eps
+# fractions of eps; a tiny radius adds nothing (honest SNNs are flat there too, and a sample flat under every
+# draw at eps / 2 stays so at smaller radii), so it is not paid for
+RADII = (0.5,)
 RELATIVE_CHANGE = 1e-5      # a logit change below this fraction of the largest logit counts as none
 QUANTISED = 0.05            # distinct logit values below this fraction of all values probed: quantised scores
 # Measured on 200 digits test samples at eps 0.15 (benchmarks/results/cpu_flat_outputs.json, 2-core Xeon):
