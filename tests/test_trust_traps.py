@@ -16,9 +16,9 @@ EPS = 0.15
 MEMBERS = ("triangle:1", "atan:2", "bptr", "ann")
 
 
-def _agreement(model, x, y) -> dict:
+def _agreement(model, x, y, members=MEMBERS) -> dict:
     twins: dict = {}
-    return probe_agreement(model, x, y, EPS, MEMBERS, lambda member: bank.under(model, member, twins))
+    return probe_agreement(model, x, y, EPS, members, lambda member: bank.under(model, member, twins))
 
 
 def test_the_agreement_probe_tells_honest_from_lying_backward_passes(tiny_model, digits_tensors):
@@ -26,15 +26,19 @@ def test_the_agreement_probe_tells_honest_from_lying_backward_passes(tiny_model,
     x, y = x[:64], y[:64]
     honest = _agreement(tiny_model, x, y)
     assert honest["probed"] >= 50 and honest["fraction"] <= DISAGREEMENT_THRESHOLD / 2
-    lying = _agreement(traps.FlippedWrapper(tiny_model), x, y)
-    assert lying["fraction"] >= 2 * DISAGREEMENT_THRESHOLD and lying["unresponsive"] == 0, lying
-    # a hard-label output does not move under small steps away from its boundary: unresponsive, not a
-    # disagreement (the flat-outputs probe's business), and never counted as agreeing
+    assert list(honest["members"]) == ["triangle:1"]  # the first member agreed: no other was asked
+    flipped = traps.FlippedWrapper(tiny_model)
+    lying = _agreement(flipped, x, y)
+    assert lying["fraction"] >= 2 * DISAGREEMENT_THRESHOLD and list(lying["members"]) == list(MEMBERS), lying
+    # many members must not let chance agreement accumulate (the strong suite's bank: 25 of them)
+    assert _agreement(flipped, x, y, bank.BANK)["fraction"] >= 2 * DISAGREEMENT_THRESHOLD
+    # a hard-label output does not move under small steps away from its boundary: those samples say nothing
+    # (the flat-outputs probe's business), they are not counted as agreeing
     flat = _agreement(traps.FlatLiar(tiny_model), x, y)
-    assert flat["unresponsive"] >= flat["probed"] / 2 and flat["disagreeing"] + flat["unresponsive"] > 0.7 * flat["probed"]
+    assert all(m["counted"] <= flat["probed"] / 2 for m in flat["members"].values())
     # a model whose surrogates are dead under the first member but alive under another is not a liar
     dead = _agreement(traps.dead_zone(tiny_model), x, y)
-    assert dead["fraction"] <= DISAGREEMENT_THRESHOLD and dead["agreed_by"]["triangle:1"] == 0
+    assert dead["fraction"] <= DISAGREEMENT_THRESHOLD and dead["members"]["triangle:1"]["fraction"] is None
 
 
 def test_the_probe_counts_a_zero_gradient_as_silent_not_as_disagreeing(tiny_model, digits_tensors):
@@ -49,7 +53,8 @@ def test_the_probe_counts_a_zero_gradient_as_silent_not_as_disagreeing(tiny_mode
             return self.base(x.detach())
 
     result = _agreement(Frozen(tiny_model), x[:32], y[:32])
-    assert result["gradient_zero"] == result["probed"] > 0 and result["fraction"] == 0.0
+    assert result["best_member"] is None and result["fraction"] == 0.0
+    assert all(m["gradient_zero"] == result["probed"] > 0 for m in result["members"].values())
 
 
 SUITE = suite_from_dict({"name": "traps", "attacks": [{"attack": "fgsm", "estimators": ["triangle:1"]},

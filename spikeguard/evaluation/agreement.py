@@ -12,11 +12,13 @@ under a bank member,
 with h a fraction of eps and r uniform in a smaller box (spikes make L a step function of x: one point would
 show no change on an honest SNN; the offsets smooth it). The backward agrees when the change is positive and
 larger than that of a random sign step of the same size (on a model that is not robust almost any step raises
-the loss, so a flipped gradient would pass a test against zero on many samples). A sample disagrees when
-no member's gradient agrees (members are tried in the suite's order, each on the samples no earlier one
-agreed on); a sample whose gradient is exactly zero under every member, or whose output neither step moved,
-says nothing (the zero_gradient flag and the flat-outputs probe cover those). Over DISAGREEMENT_THRESHOLD of the probed samples disagreeing: the
-backward_disagrees flag, which starts the escalation and makes the headline "not a bound".
+the loss, so a flipped gradient would pass a test against zero on many samples). A sample whose gradient is
+exactly zero, or whose output neither step moved, says nothing (the zero_gradient flag and the flat-outputs
+probe cover those). Each member's fraction is that of the samples it disagrees on among those it spoke on;
+members are asked in the suite's order until one disagrees on at most DISAGREEMENT_THRESHOLD (an honest
+model's first member, as a rule). When even the best member disagrees on more: the backward_disagrees flag,
+which starts the escalation and makes the headline "not a bound". (Counting a sample as agreeing when ANY
+member agreed on it let chance accumulate: under the strong suite's 25 members a flipped gradient passed.)
 
 The threshold comes from measurements on honest models (benchmarks/agreement.py, kept in
 benchmarks/results/cpu_agreement.json): the six demo defenses and trained SpikingJelly and snnTorch CSNNs.
@@ -39,10 +41,10 @@ OFFSETS = 4             # random offsets the change is averaged over
 STEP = 0.5              # h, as a fraction of eps
 OFFSET_RADIUS = 0.25    # the offsets' l-inf radius, as a fraction of eps
 MIN_RADIUS = 1 / 255    # eps stands in for this when it is smaller (an eps-0 evaluation still probes)
-# Measured (benchmarks/results/cpu_agreement.json, digits, eps 0.15, every clean-correct test sample): the six
-# demo defenses 0%, a SpikingJelly CSNN 0.6%, an snnTorch CSNN (spike-count outputs) 4.5%; the flipped-gradient
-# trap of tests/traps.py 62%. Twice the worst honest fraction, rounded up.
-DISAGREEMENT_THRESHOLD = 0.1
+# Measured (benchmarks/results/cpu_agreement.json, digits, eps 0.15, every clean-correct test sample, the best
+# member's fraction): the six demo defenses 0 to 0.6%, a SpikingJelly CSNN 3%, an snnTorch CSNN (spike-count
+# outputs) 11.6%; the flipped-gradient trap of tests/traps.py 69%. About twice the worst honest fraction:
+DISAGREEMENT_THRESHOLD = 0.25
 
 Under = Callable[[str], contextlib.AbstractContextManager]
 
@@ -85,45 +87,41 @@ def probe_agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
         # robust, almost any step raises the loss; a gradient that agrees must do better than chance)
         start = torch.stack([_margins(model, (x + offset).clamp(0, 1), y, draws, seed) for offset in offsets])
         chance = _change(model, x, y, signs, STEP * radius, offsets, start, draws, seed)
-        pending = torch.ones(len(x), dtype=torch.bool, device=x.device)   # no member agreed yet
-        gradient = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # some member's gradient is not zero
-        responded = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # ... and the output moved
-        agreed_by: dict[str, int] = {}
+        members_seen: dict[str, dict] = {}
         for member in members:
-            idx = pending.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
             with under(member) as target:
-                grad, _ = input_gradient(target, x[idx], y[idx], draws, loss="margin")
+                grad, _ = input_gradient(target, x, y, draws, loss="margin")
             direction = grad.sign()
             nonzero = (direction.flatten(1) != 0).any(1)
-            change = _change(model, x[idx], y[idx], direction, STEP * radius, offsets[:, idx], start[:, idx], draws,
-                             seed)
-            agrees = (change > chance[idx].clamp(min=0)) & nonzero
-            gradient[idx[nonzero]] = True
-            responded[idx[nonzero & ((change != 0) | (chance[idx] != 0))]] = True
-            pending[idx[agrees]] = False
-            agreed_by[member] = int(agrees.sum())
-    # silent samples say nothing either way: a zero gradient under every member (the zero-gradient flag's
-    # business), or an output that neither the gradient step nor the random one moved (a flat output at this
-    # scale, e.g. spike counts; the flat-outputs probe's business)
-    disagreeing = int((pending & responded).sum())
-    counted = len(x) - int((pending & ~responded).sum())
-    return {"probed": len(x), "disagreeing": disagreeing, "gradient_zero": int((pending & ~gradient).sum()),
-            "unresponsive": int((pending & gradient & ~responded).sum()),
-            "fraction": disagreeing / counted if counted else 0.0, "agreed_by": agreed_by,
-            "threshold": DISAGREEMENT_THRESHOLD, "offsets": OFFSETS, "step": STEP, "offset_radius": OFFSET_RADIUS,
-            "radius_eps": radius}
+            change = _change(model, x, y, direction, STEP * radius, offsets, start, draws, seed)
+            # silent samples say nothing either way: a zero gradient (the zero-gradient flag's business), or an
+            # output that neither step moved (a flat output at this scale, e.g. spike counts: the flat-outputs
+            # probe's business)
+            responsive = nonzero & ((change != 0) | (chance != 0))
+            disagreeing = int((responsive & ~(change > chance.clamp(min=0))).sum())
+            counted = int(responsive.sum())
+            members_seen[member] = {"counted": counted, "disagreeing": disagreeing,
+                                    "gradient_zero": int((~nonzero).sum()),
+                                    "fraction": disagreeing / counted if counted else None}
+            if counted and disagreeing / counted <= DISAGREEMENT_THRESHOLD:
+                break  # this member's backward can be trusted: the rest need not be asked
+    spoke = {m: r for m, r in members_seen.items() if r["fraction"] is not None}
+    best = min(spoke, key=lambda m: spoke[m]["fraction"]) if spoke else None
+    return {"probed": len(x), "fraction": spoke[best]["fraction"] if best else 0.0, "best_member": best,
+            "members": members_seen, "threshold": DISAGREEMENT_THRESHOLD, "offsets": OFFSETS, "step": STEP,
+            "offset_radius": OFFSET_RADIUS, "radius_eps": radius}
 
 
 def agreement_flag(result: dict | None) -> list[Flag]:
-    """backward_disagrees when the probe's fraction is over DISAGREEMENT_THRESHOLD."""
+    """backward_disagrees when even the member that agrees best disagrees on more than DISAGREEMENT_THRESHOLD
+    of the samples its step moved."""
     if not result or result["fraction"] <= DISAGREEMENT_THRESHOLD:
         return []
-    counted = result["probed"] - result["gradient_zero"] - result["unresponsive"]
+    best = result["members"][result["best_member"]]
     return [Flag(FlagName.BACKWARD_DISAGREES,
-                 f"on {result['disagreeing']} of {counted} probed samples ({result['fraction']:.0%}, threshold "
-                 f"{DISAGREEMENT_THRESHOLD:.0%}) a step along the model's own gradient, under every member, does "
-                 "not move its output the way the gradient says: the backward pass lies (a custom backward, a "
-                 "hard-label or rounded output); gradient attacks are misled, so the escalation's attacks, which "
-                 "use no gradient of the model, decide")]
+                 f"under every member tried ({len(result['members'])}), a step along the model's own gradient does "
+                 f"not move its output the way the gradient says on more than {DISAGREEMENT_THRESHOLD:.0%} of the "
+                 f"probed samples (the best, {result['best_member']}, on {best['disagreeing']} of {best['counted']}: "
+                 f"{result['fraction']:.0%}): the backward pass lies (a custom backward, a hard-label or rounded "
+                 "output); gradient attacks are misled, so the escalation's attacks, which use no gradient of the "
+                 "model, decide")]
