@@ -71,6 +71,16 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_result(run, tmp_path, 
     assert "nothing to resume" in capsys.readouterr().err
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raising KeyboardInterrupt, as on a terminal. A process started in the background by a
+    non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then installs no handler: the
+    interrupt tests would see no Ctrl-C at all."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _signal_when(condition, signum=signal.SIGINT, timeout=120.0):
     """A thread that sends this process ``signum`` (Ctrl-C by default) once ``condition()`` holds."""
     import threading
@@ -87,7 +97,8 @@ def _signal_when(condition, signum=signal.SIGINT, timeout=120.0):
     return thread
 
 
-def test_ctrl_c_on_evaluate_says_what_it_kept_and_its_resume_command_finishes_it(run, tmp_path, capsys):
+def test_ctrl_c_on_evaluate_says_what_it_kept_and_its_resume_command_finishes_it(run, tmp_path, capsys,
+                                                                                 ctrl_c_raises):
     import shlex
 
     suite = tmp_path / "slowish.yaml"
@@ -121,7 +132,7 @@ def test_sigterm_in_a_resumable_block_exits_143_with_its_line(capsys):
     assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
 
 
-def test_ctrl_c_on_train_names_the_kept_epoch_and_the_resume_command(tmp_path, capsys):
+def test_ctrl_c_on_train_names_the_kept_epoch_and_the_resume_command(tmp_path, capsys, ctrl_c_raises):
     out = tmp_path / "run"
     watcher = _signal_when(lambda: (out / "last.pt").exists())
     code = main(["train", "--dataset", "digits", "--epochs", "6", "--time-steps", "2", "--out", str(out),
