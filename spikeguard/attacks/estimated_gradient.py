@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spikeguard.attacks.gradient import margin_loss
+
 CHUNK = 1024  # probe inputs per forward pass
 
 
@@ -27,10 +29,7 @@ def _losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int) -> t
     wrong. The margin, unlike the cross-entropy, does not saturate in float32 on confident samples, where
     finite differences of the cross-entropy vanish."""
     every = torch.stack([model(x) for _ in range(draws)])
-    logits = every.mean(0)
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    rival = logits.scatter(1, y[:, None], -torch.inf).amax(1)
-    return rival - true, (every.argmax(-1) != y).all(0)
+    return margin_loss(every.mean(0), y, reduction="none"), (every.argmax(-1) != y).all(0)
 
 
 def _directions(n: int, k: int, sample_shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:

@@ -20,8 +20,7 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") 
     Unlike the cross-entropy it does not vanish when the softmax saturates (logits scaled up by 1e4 give
     probabilities of exactly 0 and 1 in float32 and a zero cross-entropy gradient)."""
     true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), -float("inf")).amax(1)
-    loss = other - true
+    loss = logits.scatter(1, y[:, None], -torch.inf).amax(1) - true
     return loss.sum() if reduction == "sum" else loss if reduction == "none" else loss.mean()
 
 
