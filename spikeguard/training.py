@@ -34,7 +34,9 @@ from spikeguard.checkpoint import (
 )
 from spikeguard.config import RESUME_FIELDS, TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset, stack
-from spikeguard.defenses import DEFENSES, create_defense, true_class_probability
+from spikeguard.adapters import stateless
+from spikeguard.defenses import DEFENSES, create_defense
+from spikeguard.defenses.sparsity import penalty_probe, probability_and_margin_gradients
 from spikeguard.distributed import (
     all_ranks_true,
     all_reduce_sum,
@@ -266,6 +268,8 @@ def epoch_line(cfg: TrainConfig, record: dict[str, Any], seconds: float, remaini
     """One epoch in words: what metrics.jsonl records, for the terminal or a log file; the run's time so far
     and the estimate of the time it still needs."""
     penalty = f", penalty {record['penalty']:.4g}" if DEFENSES.get(cfg.defense).needs_lamb else ""
+    if "val_sr_penalty" in record:  # every defense's, on the fixed validation batch (nothing trains on it)
+        penalty += f", SR penalty on validation {record['val_sr_penalty']:.4g}"
     return (f"{cfg.defense} epoch {record['epoch']}/{cfg.epochs}: loss {record.get('loss', float('nan')):.4f}"
             f"{penalty}, validation accuracy {record['val_accuracy']:.4f}, {seconds:.1f}s; "
             f"{times(record['seconds'], remaining)}")
@@ -350,9 +354,8 @@ def end_epoch(state: RunState, stats_x: torch.Tensor, stats_y: torch.Tensor) -> 
     else:
         val_acc = accuracy(state.model, state.data.val, 256, state.device)
     record = {"epoch": epoch, "lr": lr, **{k: float(v) / state.taken for k, v in state.sums.items()},
-              "val_accuracy": val_acc, **input_gradient_stats(state.model, stats_x, stats_y),
+              "val_accuracy": val_acc, **input_gradient_stats(state.model, stats_x, stats_y, state.cfg.h),
               "skipped_steps": state.skipped, "rollbacks": state.rollbacks, "seconds": state.elapsed()}
-    record.setdefault("penalty", 0.0)
     collapsed = collapse(state, record)
     state.epoch, state.step, state.order, state.val_accuracy = epoch, 0, None, val_acc
     on_main(append_metrics, state.run_dir, record)
@@ -376,16 +379,20 @@ def accuracy(model: torch.nn.Module, dataset, batch_size: int, device: torch.dev
     return correct / max(total, 1)
 
 
-def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Mean l1 and l2 norms and fraction of exact zeros of d f / d x (f: docs/method.md's true-class probability),
-    under the training estimator, in eval mode."""
-    with eval_mode(model), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        f = true_class_probability(model(x), y)
-        (g,) = torch.autograd.grad(f.sum(), x)
-    flat = g.flatten(1)
-    return {"grad_l1": flat.abs().sum(1).mean().item(), "grad_l2": flat.norm(dim=1).mean().item(),
-            "grad_zero_fraction": (g == 0).float().mean().item()}
+def input_gradient_stats(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, h: float) -> dict[str, float]:
+    """On the fixed validation batch, in eval mode, under the training estimator: mean l1 and l2 norms and the
+    fraction of exact zeros of df/dx (f: docs/method.md's true-class probability) and of dm/dx (m = z_y - z_k,
+    with df/dx = f (1 - f) dm/dx), and the SR penalty's value for every defense, vanilla included, beside the
+    same finite difference on the margin (``penalty_probe``: no gradient, nothing trains on it)."""
+    with eval_mode(model):
+        with stateless(model) as fresh:
+            grads = probability_and_margin_gradients(fresh, x, y)
+        probe = penalty_probe(model, x, y, h)
+    g, gm = grads["grad_f"].flatten(1), grads["grad_m"].flatten(1)
+    return {"grad_l1": g.abs().sum(1).mean().item(), "grad_l2": g.norm(dim=1).mean().item(),
+            "grad_zero_fraction": (g == 0).float().mean().item(),
+            "grad_margin_l1": gm.abs().sum(1).mean().item(), "grad_margin_l2": gm.norm(dim=1).mean().item(),
+            "val_sr_penalty": probe["sr_penalty"], "val_margin_penalty": probe["margin_penalty"]}
 
 
 def collapse(state: RunState, record: dict[str, float]) -> str | None:
@@ -394,7 +401,7 @@ def collapse(state: RunState, record: dict[str, float]) -> str | None:
     cfg, epoch, val = state.cfg, record["epoch"], record["val_accuracy"]
     classes = state.data.num_classes
     chance = 1 / classes + 3 * math.sqrt((1 / classes) * (1 - 1 / classes) / max(len(state.data.val), 1))
-    if cfg.defense in PENALISED and record["penalty"] == 0:
+    if cfg.defense in PENALISED and record.get("penalty") == 0:
         return (f"the {cfg.defense} penalty was exactly 0 at every step of epoch {epoch}, so the run trains as "
                 f"vanilla (h {cfg.h:g} too small to flip a spike?); run {state.run_dir} kept")
     if val <= chance and state.best_acc > chance:
