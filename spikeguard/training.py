@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from spikeguard.adapters import stateless
 from spikeguard.checkpoint import (
     latest_resumable,
     read_checkpoint,
@@ -34,7 +35,6 @@ from spikeguard.checkpoint import (
 )
 from spikeguard.config import RESUME_FIELDS, TrainConfig, config_from_dict, dvs_options, load_config_file
 from spikeguard.data import DataSplits, load_dataset, stack
-from spikeguard.adapters import stateless
 from spikeguard.defenses import DEFENSES, create_defense
 from spikeguard.defenses.sparsity import penalty_probe, probability_and_margin_gradients
 from spikeguard.distributed import (

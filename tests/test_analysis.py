@@ -275,6 +275,17 @@ def test_analyze_model_on_a_tiny_snn(tiny_model, digits_batch):
     assert m["samples"] + m["clean_wrong"] == len(y)
     assert all(0 <= row["min_eps_adv"] <= 4 * 0.3 or math.isinf(row["min_eps_adv"]) for row in rows)
     assert m["adv"]["eps_max"] == pytest.approx(1.0) and m["rand"]["eps_max"] == 1.0
+    mech = summary["mechanism"]  # at the first eps, under the analysed estimator and the two others
+    assert mech["eps"] == 0.1 and list(mech["estimators"]) == ["sigmoid:4", "triangle:4", "bptr"]
+    for points in mech["estimators"].values():
+        assert list(points) == ["clean", "half_step", "attack_end"]
+        assert all(p["identity"]["violations"] == 0 and p["samples"] == len(y) for p in points.values())
+    clean = mech["estimators"]["sigmoid:4"]["clean"]
+    assert clean["f_l1"]["mean"] == pytest.approx(summary["gradient"]["l1"], rel=1e-5)  # the same gradient
+    assert set(mech["surrogate_zeros"]) == {"sigmoid:4", "triangle:4", "bptr"}
+    assert mech["flip"]["samples"] == m["samples"]
+    flips = [row["flip_distance"] for row in rows if row["eps"] == 0.1]
+    assert all((d > 0) == (row["correct_clean"] == 1) for d, row in zip(flips, rows))
     again, _ = analyze_model(tiny_model, x, y, settings, *fallback_attacks(5)[:2])
     assert json.dumps(again, sort_keys=True) == json.dumps(summary, sort_keys=True)  # explicit generators
 

@@ -28,6 +28,13 @@ from spikeguard.analysis.gradients import (
     gradient_norms,
     probability_gradient,
 )
+from spikeguard.analysis.mechanism import (
+    POINTS,
+    flip_summary,
+    measure_batch,
+    summarize_point,
+    surrogate_zeros,
+)
 from spikeguard.analysis.min_eps import (
     attack_flips,
     bisect_min_eps,
@@ -161,12 +168,14 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
     fo_eps: dict[float, dict[str, list[torch.Tensor]]] = {e: {} for e in s.eps}
     norms_parts: dict[str, list[torch.Tensor]] = {}
     min_adv, min_rand = [], []
+    mechanism: dict[str, dict[str, dict[str, list[torch.Tensor]]]] = {}  # estimator -> point -> quantity -> parts
     spiking = is_spiking(model)  # an ANN (also one trained with --network ann) has its exact gradient only
     est_name = (s.estimator or spiking_layers(model)[0].estimator.name) if spiking else "exact (no spiking layers)"
     with _estimator_block(model, s.estimator):
         # the analysed estimator's exactly-zero derivatives per spiking layer, on the first batch
         dead = {"estimator": est_name, "samples": int(x[: s.batch_size].shape[0]),
                 **dead_fractions(model, x[: s.batch_size])} if spiking else None
+        zeros = surrogate_zeros(model, x[: s.batch_size], est_name)
         for start in range(0, x.shape[0], s.batch_size):
             xb, yb = x[start:start + s.batch_size], y[start:start + s.batch_size]
             say(f"samples {start}..{start + xb.shape[0] - 1}: gradient")
@@ -175,8 +184,15 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
             uniform, signs = draw_directions(xb, s.draws, noise_gen)
             for e in s.eps:
                 say(f"samples {start}..: gap at eps {e:g}")
-                _extend(per_eps[e], gap_at_eps(model, xb, yb, e, attack_at(e), uniform, signs))
+                gap = gap_at_eps(model, xb, yb, e, attack_at(e), uniform, signs)
+                x_adv = gap.pop("x_adv")
+                _extend(per_eps[e], gap)
                 _extend(fo_eps[e], first_order(g, xb, e))
+                if e == s.eps[0]:  # the mechanism at the first eps: clean, half-step and attack points
+                    say(f"samples {start}..: f and margin gradients at 3 points")
+                    for name, points in measure_batch(model, xb, yb, x_adv, e, est_name).items():
+                        for point, values in points.items():
+                            _extend(mechanism.setdefault(name, {}).setdefault(point, {}), values)
             say(f"samples {start}..: minimal eps by bisection")
             wrong = per_eps[s.eps[0]]["correct_clean"][-1].logical_not().cpu()
             min_adv.append(bisect_min_eps(attack_flips(model, xb, yb, flip_attack_at), xb.shape[0],
@@ -187,6 +203,10 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
     gaps = {e: {k: torch.cat(v).cpu() for k, v in d.items()} for e, d in per_eps.items()}
     fos = {e: {k: torch.cat(v).cpu() for k, v in d.items()} for e, d in fo_eps.items()}
     adv_eps, rand_eps = torch.cat(min_adv), torch.cat(min_rand)
+    decomposed = {name: {point: {k: torch.cat(v).cpu() for k, v in values.items()} for point, values in points.items()}
+                  for name, points in mechanism.items()}
+    first = gaps[s.eps[0]]
+    own = decomposed[est_name]["clean"]
     say("activity")
     activity = measure_activity(model, x, s.batch_size) if spiking else _no_activity(model, x, s.batch_size)
     summary = {
@@ -196,9 +216,19 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
         "gradient": _gradient_summary(norms, est_name, s.tolerance, x[0].numel()),
         "min_eps": summarize_min_eps(adv_eps, rand_eps, s.attack_eps_max, s.eps_max, s.bisect_steps),
         "dead_surrogates": dead,
+        "mechanism": {
+            "eps": s.eps[0], "batchnorm": "eval (running statistics)", "training_estimator": est_name,
+            "points": {"clean": "x", "half_step": "x - (eps/2) sign(df/dx), the training estimator's, in [0, 1]",
+                       "attack_end": "the attack's point (the lower f of it and x)"},
+            "estimators": {name: {point: summarize_point(points[point]) for point in POINTS}
+                           for name, points in decomposed.items()},
+            "surrogate_zeros": zeros,
+            "flip": flip_summary(own["flip_distance"], decomposed[est_name]["half_step"]["flip_distance"], adv_eps,
+                                 first["correct_adv"], first["correct_clean"], s.eps[0]),
+        },
         **activity,
     }
-    return summary, _rows(y, s.eps, gaps, fos, norms, adv_eps, rand_eps)
+    return summary, _rows(y, s.eps, gaps, fos, norms, adv_eps, rand_eps, own)
 
 
 @torch.no_grad()
@@ -255,8 +285,9 @@ def _gradient_summary(norms: dict[str, torch.Tensor], est_name: str, tolerance: 
     return out
 
 
-def _rows(y, eps, gaps, fos, norms, adv_eps, rand_eps) -> list[dict]:
+def _rows(y, eps, gaps, fos, norms, adv_eps, rand_eps, own) -> list[dict]:
     rows = []
+    margin = {k: own[k].tolist() for k in ("m_l1", "m_l2", "f_one_minus_f", "flip_distance")}
     for e in eps:
         cols = {**gaps[e], **{f"first_order_{k}": v for k, v in fos[e].items() if k in ("adv", "adv_box")}}
         table = {k: v.tolist() for k, v in cols.items()}
@@ -266,6 +297,8 @@ def _rows(y, eps, gaps, fos, norms, adv_eps, rand_eps) -> list[dict]:
             rows.append({"index": i, "label": int(y[i]), "eps": e,
                          **{k: _cell(v[i]) for k, v in table.items()},
                          **{k: v[i] for k, v in grad.items()},
+                         "grad_m_l1": margin["m_l1"][i], "grad_m_l2": margin["m_l2"][i],
+                         "f_one_minus_f": margin["f_one_minus_f"][i], "flip_distance": margin["flip_distance"][i],
                          "min_eps_adv": adv_eps[i].item(), "min_eps_rand": rand_eps[i].item()})
     return rows
 

@@ -206,6 +206,10 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
         "epochs": metrics[-1]["epoch"], "best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
         "train_grad_l1": best.get("grad_l1"), "train_grad_l2": best.get("grad_l2"),
         "train_grad_zero_fraction": best.get("grad_zero_fraction"),
+        # on the fixed validation batch at the best epoch, for every defense (vanilla included): the SR penalty's
+        # value without a gradient, the margin's finite difference and ||dm/dx||_1 (None in older runs)
+        "train_sr_penalty": best.get("val_sr_penalty"), "train_margin_penalty": best.get("val_margin_penalty"),
+        "train_grad_margin_l1": best.get("grad_margin_l1"),
     }
     evaluations = []
     for number, settings in enumerate(plan.evaluate, start=1):
@@ -254,5 +258,29 @@ def analysis_numbers(analysis: dict) -> dict[str, Any]:
                         if neurons else None),
         "sops": analysis.get("sops_total"), "energy_joules": analysis.get("energy_joules"),
         "gap": [{"eps": row["eps"], "rho_adv": row["rho_adv"], "rho_rand_abs": row["rho_rand_abs"],
-                 "ratio_abs": row["ratio_abs"]} for row in analysis.get("per_eps", [])],
+                 "ratio_abs": row["ratio_abs"], "ratio_margin_abs": row.get("ratio_margin_abs")}
+                for row in analysis.get("per_eps", [])],
+        "mechanism": mechanism_numbers(analysis.get("mechanism")),
     }
+
+
+# The decomposition's quantities a study aggregates: per estimator and point, each one's median and mean.
+MECHANISM_KEYS = ("f", "m", "f_one_minus_f", "f_l1", "m_l1", "m_l2", "m_l1_over_l2", "m_effective_support",
+                  "m_zero_fraction", "flip_distance")
+
+
+def mechanism_numbers(mechanism: dict | None) -> dict[str, Any] | None:
+    """The analysis's mechanism block cut to what the study summary shows (None for an older analysis)."""
+    if not mechanism:
+        return None
+    estimators = {name: {point: {key: values[key] for key in MECHANISM_KEYS if key in values}
+                         for point, values in points.items()}
+                  for name, points in mechanism["estimators"].items()}
+    identity = max((values["identity"]["max_relative_error"] or 0.0 for points in mechanism["estimators"].values()
+                    for values in points.values()), default=None)
+    return {"eps": mechanism["eps"], "training_estimator": mechanism["training_estimator"],
+            "batchnorm": mechanism["batchnorm"], "estimators": estimators, "identity_max_relative_error": identity,
+            "surrogate_zeros": {name: z.get("layers", {}) for name, z in (mechanism.get("surrogate_zeros") or {}).items()},
+            "flip": {key: mechanism["flip"][key] for key in (
+                "samples", "flip_distance", "min_eps_adv", "rank_correlation", "agreement_with_attack",
+                "two_step_distance", "two_step_agreement_with_attack", "min_eps_agreement_with_attack")}}
