@@ -223,7 +223,7 @@ class TradeOffLine:
     levels: list[tuple[float, float | None]]
 
 
-def _trade_off_panel(ax, title: str, lines: list[TradeOffLine], log_lambda: bool) -> None:
+def _trade_off_panel(ax, title: str, lines: list[TradeOffLine], log_lambda: bool, log_y: bool = False) -> None:
     """Lines are coloured by their place in ``lines``: the same colour for a line in every panel."""
     for number, line in enumerate(lines):
         color = f"C{number % 10}"
@@ -238,18 +238,21 @@ def _trade_off_panel(ax, title: str, lines: list[TradeOffLine], log_lambda: bool
     if log_lambda:
         ax.set_xscale("log")
         ax.set_xlabel("lambda")
+    if log_y:  # quantities that move by factors (the mechanism's decomposition)
+        ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
 
 
-def trade_offs(panels: dict[str, list[TradeOffLine]], path: Path, log_lambda: bool, cols: int = 4) -> Path:
+def trade_offs(panels: dict[str, list[TradeOffLine]], path: Path, log_lambda: bool, cols: int = 4,
+               log_y: bool = False) -> Path:
     """One panel per quantity (title -> its lines), x is lambda (log scale where ``log_lambda``); one legend
     for the figure, taken from the first panel."""
     rows = math.ceil(len(panels) / cols)
     fig, axes = _new(ncols=cols, nrows=rows, size=(4.2 * cols, 3.2 * rows), layout="tight")
     flat = [ax for row in axes for ax in row]
     for ax, (title, lines) in zip(flat, panels.items()):
-        _trade_off_panel(ax, title, lines, log_lambda)
+        _trade_off_panel(ax, title, lines, log_lambda, log_y)
     for ax in flat[len(panels):]:
         ax.axis("off")
     handles, names = flat[0].get_legend_handles_labels()

@@ -188,3 +188,29 @@ def test_training_logs_the_sr_penalty_for_vanilla_too(digits, tmp_path):
     assert "penalty" not in record  # vanilla computes no penalty: it records none, not 0.0
     assert record["val_sr_penalty"] > 0 and record["val_margin_penalty"] > 0
     assert record["grad_margin_l1"] > record["grad_l1"]  # f (1 - f) <= 1/4
+
+
+# ---- the explanation is written from the numbers ------------------------------------------------------
+
+def test_direction_words_follow_the_numbers():
+    from spikeguard.analysis.explain import direction
+
+    assert direction(1.0, 2.0) == "rises" and direction(2.0, 1.0) == "falls"
+    assert direction(1.0, 1.05) == "does not change"
+
+
+def test_the_mechanism_sentences_flip_when_the_numbers_are_reversed():
+    from spikeguard.analysis.explain import Mechanism, mechanism_sentences
+
+    vanilla = Mechanism(grad_f_l1=0.2, grad_m_l1=30.0, confidence=0.006, l1_over_l2=5.9, flip_distance=0.15)
+    sr = Mechanism(grad_f_l1=0.9, grad_m_l1=8.0, confidence=0.1, l1_over_l2=5.0, flip_distance=0.3)
+    forward = " ".join(mechanism_sentences(vanilla, sr, "vanilla", "sr"))
+    backward = " ".join(mechanism_sentences(sr, vanilla, "vanilla", "sr"))  # the same numbers, reversed
+    assert "||dm/dx||_1 falls 3.8x (30 to 8)" in forward and "||dm/dx||_1 rises 3.8x (8 to 30)" in backward
+    assert "the quantity the SR penalty estimates, rises" in forward
+    assert "the quantity the SR penalty estimates, falls" in backward
+    assert "lower confidence hides it" in forward and "lower confidence hides it" not in backward
+    assert "grew more confident" in backward  # penalised quantity falls only through confidence
+    assert "flip distance m / ||dm/dx||_1 rises" in forward and "flip distance m / ||dm/dx||_1 falls" in backward
+    both = Mechanism(grad_f_l1=0.1, grad_m_l1=8.0, confidence=0.006, l1_over_l2=5.0, flip_distance=0.3)
+    assert "as the paper's mechanism says" in " ".join(mechanism_sentences(vanilla, both, "vanilla", "sr"))

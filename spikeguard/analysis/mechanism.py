@@ -191,3 +191,19 @@ def flip_summary(distance: torch.Tensor, half_step_distance: torch.Tensor, min_e
         # the bisected minimal eps read the same way: how far the two attack runs agree with each other
         "min_eps_agreement_with_attack": ((e > eps) == s).double().mean().item() if s.numel() else None,
     }
+
+
+def clean_medians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100) -> dict[str, float]:
+    """Medians over the samples x of the clean-point decomposition under the model's current estimator (what
+    the demo's diagnosis compares; spikeguard/analysis/explain.py)."""
+    from spikeguard.adapters import stateless
+
+    parts: dict[str, list[torch.Tensor]] = {}
+    with stateless(model) as fresh:
+        for start in range(0, x.shape[0], batch_size):
+            values = decomposition(fresh, x[start:start + batch_size], y[start:start + batch_size])
+            for key, t in values.items():
+                if key != "grad_f":
+                    parts.setdefault(key, []).append(t.cpu())
+    keys = ("f", "m", "f_one_minus_f", "f_l1", "m_l1", "m_l1_over_l2", "flip_distance")
+    return {key: _stats(torch.cat(parts[key]))["median"] for key in keys}

@@ -36,6 +36,7 @@ from spikeguard.report.tables import (
     paper_table,
     pct,
 )
+from spikeguard.study.mechanism_summary import mechanism_blocks, mechanism_flat
 from spikeguard.study.plan import group_key
 from spikeguard.study.state import PLAN, read_plan, read_study, write_study
 
@@ -69,7 +70,7 @@ class Group:
 def flat_numbers(numbers: dict) -> dict[str, Any]:
     """One level of names: clean, worst_case, per-evaluation worst cases and paper columns, gradient
     statistics (the analysis's on the test split where there is one, else training's on a validation batch),
-    firing rate, energy."""
+    firing rate, energy, and the mechanism's numbers (study/mechanism_summary.py)."""
     out = {k: v for k, v in numbers.items() if not isinstance(v, (dict, list))}
     for evaluation in numbers.get("evaluations", []):
         suite = evaluation["suite"]
@@ -82,7 +83,7 @@ def flat_numbers(numbers: dict) -> dict[str, Any]:
         out[key] = analysis.get(key) if analysis.get(key) is not None else numbers.get(f"train_{key}")
     out["firing_rate"] = analysis.get("firing_rate")
     out["energy_joules"] = analysis.get("energy_joules")
-    return out
+    return out | mechanism_flat(numbers)
 
 
 def mean_interval(values: list[float]) -> tuple[float, float | None]:
@@ -148,6 +149,8 @@ def build(study_dir: Path) -> list[Block]:
                   f"{study_dir / 'cells'}."),
         Fold("Verdict", _verdict(groups) + _headline_numbers(groups), folded=False),
         Fold("Trade-offs across lambda", _trade_offs(groups, study_dir), folded=False),  # the figure, shown
+        Fold("The mechanism: what SR changes in the gradient", mechanism_blocks(
+            groups, study_dir, study_dir / FIGURES / "decomposition.png"), folded=False),
         Fold("Paper-style table", _paper_table(groups, suites)),
         Fold("FGSM and PGD with and without SR", _fgsm_pgd(groups, suites)),
         Fold("Cells", _cells(study)),
@@ -276,8 +279,10 @@ def _trade_off_line(name: str, members: list[Group], key: str, scale: float) -> 
                         [(scale * m, None if h is None else scale * h) for m, h in levels])
 
 
-def trade_off_figure(groups: list[Group], path: Path, cols: int = 4) -> Path | None:
-    """One panel per quantity; x is lambda (log scale), a line per defense (and other grid settings)."""
+def trade_off_figure(groups: list[Group], path: Path, cols: int = 4,
+                     quantities: tuple[tuple[str, str, bool], ...] = TRADE_OFF, log_y: bool = False) -> Path | None:
+    """One panel per quantity (key, label, percent); x is lambda (log scale), a line per defense (and other
+    grid settings)."""
     finished = [g for g in groups if g.cells]
     lines: dict[tuple, list[Group]] = {}  # one line per setting other than lambda that varies in the study
     for g in finished:
@@ -285,10 +290,10 @@ def trade_off_figure(groups: list[Group], path: Path, cols: int = 4) -> Path | N
         lines.setdefault(setting, []).append(g)
     names = {setting: ", ".join(v for _, v in setting) or "all" for setting in lines}
     panels = {label: [_trade_off_line(names[s], members, key, 100 if percent else 1) for s, members in lines.items()]
-              for key, label, percent in TRADE_OFF if any(g.values(key) for g in finished)}
+              for key, label, percent in quantities if any(g.values(key) for g in finished)}
     if not panels:
         return None
-    return trade_offs(panels, path, log_lambda=any("lamb" in g.settings for g in finished), cols=cols)
+    return trade_offs(panels, path, log_lambda=any("lamb" in g.settings for g in finished), cols=cols, log_y=log_y)
 
 
 def _cells(study: dict) -> list[Block]:
