@@ -245,6 +245,12 @@ def test_the_analysis_step_records_gradient_activity_and_energy(tmp_path):
     assert analysis["gap"][0]["eps"] == pytest.approx(0.15)
     assert (tmp_path / "s" / "cells" / "defense-sr" / "analysis" / "analysis.json").is_file()
     assert not (tmp_path / "s" / "cells" / "defense-sr" / ".analysis.partial").exists()
+    mechanism = analysis["mechanism"]  # the decomposition under the training estimator and two others
+    assert set(mechanism["estimators"]) == {"triangle:1", "triangle:4", "bptr"}
+    assert mechanism["identity_max_relative_error"] < 1e-3 and mechanism["flip"]["samples"] >= 0
+    assert cell["numbers"]["train_sr_penalty"] > 0 and cell["numbers"]["train_margin_penalty"] > 0
+    summary = (tmp_path / "s" / "summary.md").read_text()
+    assert "The mechanism: what SR changes in the gradient" in summary and "flip distance" in summary
 
 
 # ---- the cluster path without a cluster ---------------------------------------------------------------------
@@ -401,6 +407,46 @@ def test_the_summary_pairs_seeds_and_draws_the_lambda_trade_off(tmp_path):
               Group({"defense": "sr", "lamb": 0.1}, cells[6:], 3)]
     figure = trade_off_figure(groups, tmp_path / "f.png")
     assert figure.stat().st_size > 10_000
+
+
+def _mechanism_cell(defense, seed, m_l1, confidence, lamb=None):
+    """A cell whose analysis holds the mechanism's medians: ||df/dx||_1 = f (1 - f) ||dm/dx||_1."""
+    cell = _cell(defense, seed, 0.2, lamb=lamb)
+    point = {"f_l1": {"median": confidence * m_l1, "mean": confidence * m_l1}, "m_l1": {"median": m_l1, "mean": m_l1},
+             "f_one_minus_f": {"median": confidence, "mean": confidence},
+             "m_l1_over_l2": {"median": 5.0, "mean": 5.0}, "flip_distance": {"median": 2 / m_l1, "mean": 2 / m_l1}}
+    mechanism = {"eps": 0.15, "training_estimator": "triangle:1", "batchnorm": "eval",
+                 "estimators": {"triangle:1": {"clean": point, "half_step": point, "attack_end": point},
+                                "bptr": {"clean": point}},
+                 "identity_max_relative_error": 1e-7, "surrogate_zeros": {"triangle:1": {"body.2": 0.5}},
+                 "flip": {"samples": 100, "flip_distance": {"median": 2 / m_l1}, "min_eps_adv": {"median": 0.1},
+                          "rank_correlation": 0.8, "agreement_with_attack": 0.85,
+                          "two_step_agreement_with_attack": 0.9, "min_eps_agreement_with_attack": 0.95}}
+    cell["numbers"]["analysis"] = {"mechanism": mechanism, "gap": [{"ratio_abs": 10.0, "ratio_margin_abs": 5.0}]}
+    return cell
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_summary_says_what_the_decomposition_shows_and_flips_with_the_numbers(tmp_path, reverse):
+    """SR's margin gradient four times smaller but its confidence factor ten times larger: the penalised
+    ||df/dx||_1 rises. Reversed numbers (vanilla given SR's) make every direction word turn."""
+    van, sr = (30.0, 0.004), (7.5, 0.04)
+    if reverse:
+        van, sr = sr, van
+    cells = [_mechanism_cell("vanilla", s, *van) for s in range(2)]
+    cells += [_mechanism_cell("sr", s, *sr, lamb=0.1) for s in range(2)]
+    study = {"format": "spikeguard-study/1", "name": "mech", "threads": 1, "counts": {"done": 4},
+             "plan": {"evaluate": [{"suite": "paper"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = "\n".join(str(b) for b in build(tmp_path))
+    if not reverse:
+        assert "||dm/dx||_1 falls 4.0x (30 to 7.5)" in text and "estimates, rises 2.5x" in text
+        assert "lower confidence hides it" in text
+    else:
+        assert "||dm/dx||_1 rises 4.0x (7.5 to 30)" in text and "estimates, falls 2.5x" in text
+        assert "grew more confident" in text
+    assert (tmp_path / "figures" / "decomposition.png").is_file()
+    assert "4.00x" in text if not reverse else "0.25x" in text  # vanilla / SR under bptr
 
 
 def test_a_one_seed_study_page_shows_its_numbers_and_figure_open(tmp_path):
