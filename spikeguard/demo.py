@@ -165,11 +165,12 @@ def demo_report(results: dict, selection: dict) -> str:
         "|---|---|---|" + "---|" * len(attacks) + "---|---|---|---|---|---|---|",
     ]
     for name, m in models.items():
-        g = m["mechanism"]
+        g = m.get("mechanism") or {}
         cells = " | ".join(_pct(m["attacks"][a]) if a in m["attacks"] else "-" for a in attacks)
+        measured = " | ".join("-" if g.get(k) is None else f"{g[k]:.3g}"
+                              for k in ("f_l1", "m_l1", "f_one_minus_f", "flip_distance"))
         lines.append(f"| {name} | {m['lamb']:g} | {_pct(m['clean_accuracy'])} | {cells} | "
-                     f"{_pct(m['ensemble_accuracy'])} | {m['best_epoch']} | {m['train_seconds']:.0f} | "
-                     f"{g['f_l1']:.3g} | {g['m_l1']:.3g} | {g['f_one_minus_f']:.3g} | {g['flip_distance']:.3g} |")
+                     f"{_pct(m['ensemble_accuracy'])} | {m['best_epoch']} | {m['train_seconds']:.0f} | {measured} |")
     headlines = {name: Headline.from_json(m["headline"]) for name, m in models.items() if m.get("headline")}
     not_bounds = [f"- {name}: {headline_text(h)}" for name, h in headlines.items() if not h.is_bound]
     if not_bounds:
@@ -217,7 +218,10 @@ def _mechanism_lines(models: dict) -> list[str]:
     against vanilla and SR* against AT, where both ran."""
     lines = []
     for base, other in (("vanilla", "sr"), ("at", "sr_star")):
-        if base in models and other in models:
-            pair = [Mechanism.from_medians(models[name]["mechanism"]) for name in (base, other)]
-            lines.append(" ".join(mechanism_sentences(pair[0], pair[1], base, other)))
+        if base in models and other in models and all("mechanism" in models[n] for n in (base, other)):
+            before, after = (Mechanism.from_medians(models[name]["mechanism"]) for name in (base, other))
+            if before is None or after is None:
+                lines.append(f"{base} against {other}: not comparable, a median was not measured (no finite value).")
+                continue
+            lines.append(" ".join(mechanism_sentences(before, after, base, other)))
     return lines or ["Not measured: the demo ran without vanilla and sr (or at and sr_star)."]

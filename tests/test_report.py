@@ -80,6 +80,9 @@ def test_markdown_report_has_every_section_and_the_numbers(runs, tmp_path):
     assert "| apgd-ce | linf | 0.15 | triangle:1, bptr |" in text  # other attacks listed with params
     assert "Horowitz" in text and "| sr (lambda 0.03) | body.2 |" in text  # activity of the analysed model
     assert "defense: sr" in text and "lamb: 0.03" in text
+    # the mechanism's decomposition of the analysed model, per estimator and point, and its flip distances
+    assert "| sr (lambda 0.03) | triangle:1 | clean |" in text and "| sr (lambda 0.03) | bptr | attack_end |" in text
+    assert "Flip distance m / ||dm/dx||_1 against the attack" in text and "ratio, margin units" in text
     links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert sorted(link.split("/")[-1] for link in links) == sorted(FIGURE_FILES.values())
     for link in links:

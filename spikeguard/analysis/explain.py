@@ -42,9 +42,13 @@ class Mechanism:
     flip_distance: float      # m / ||dm/dx||_1
 
     @classmethod
-    def from_medians(cls, medians: dict[str, float]) -> Mechanism:
-        return cls(medians["f_l1"], medians["m_l1"], medians["f_one_minus_f"], medians["m_l1_over_l2"],
-                   medians["flip_distance"])
+    def from_medians(cls, medians: dict[str, float | None]) -> Mechanism | None:
+        """From clean-point medians (spikeguard/analysis/mechanism.py's keys); None when one was not measured
+        (no finite value: e.g. every input gradient zero)."""
+        values = [medians.get(k) for k in ("f_l1", "m_l1", "f_one_minus_f", "m_l1_over_l2", "flip_distance")]
+        if any(v is None for v in values):
+            return None
+        return cls(*(float(v) for v in values if v is not None))
 
 
 def _change(name: str, before: float, after: float, fmt: str = ".3g") -> str:

@@ -22,6 +22,7 @@ from spikeguard.report.blocks import (
 )
 from spikeguard.report.collect import AnalysisItem, Inputs, ResultsItem
 from spikeguard.report.gradients import gradient_blocks
+from spikeguard.report.mechanism import margin_ratio, mechanism_blocks
 from spikeguard.report.tables import (
     ABSENT,
     STRONG_SUITE,
@@ -263,7 +264,7 @@ THEORY_NOTE = ("f is the two-class probability of the true class against its str
 def _gap_rows(item: AnalysisItem) -> list[list[str]]:
     return [[item.label, f"{r['eps']:.4g}", num(r.get("rho_adv"), ".4f"), num(r.get("rho_rand"), ".4f"),
              num(r.get("ratio")), num(r.get("rho_rand_abs"), ".4f"), num(r.get("ratio_abs")),
-             num(r.get("rho_sign_abs"), ".4f"), num(r.get("ratio_sign_abs")), pct(r.get("accuracy_adv")),
+             num(r.get("rho_sign_abs"), ".4f"), num(r.get("ratio_sign_abs")), margin_ratio(r), pct(r.get("accuracy_adv")),
              pct(r.get("accuracy_rand")), pct(r.get("accuracy_sign"))] for r in item.data.get("per_eps", [])]
 
 
@@ -299,7 +300,8 @@ def _theory(inputs: Inputs) -> list[Block]:
         Paragraph(THEORY_NOTE),
         Items([_analysis_attack(item) for item in items]),
         Table(["model", "eps", "rho_adv", "rho_rand", "ratio", "mean abs change (uniform)", "ratio to abs change",
-               "mean abs change (signs)", "ratio (signs)", "acc. attack", "acc. uniform", "acc. signs"],
+               "mean abs change (signs)", "ratio (signs)", "ratio, margin units", "acc. attack", "acc. uniform",
+               "acc. signs"],
               [row for item in items for row in _gap_rows(item)]),
         Paragraph("Input gradient of f (means over samples; zeros and 'small' in percent of entries):"),
         Table(["model", "estimator", "exact zeros", "small", "l1", "l2", "l1/l2", "(l1/l2)^2", "sqrt(l0)",
@@ -307,6 +309,7 @@ def _theory(inputs: Inputs) -> list[Block]:
         Paragraph("Smallest eps that flips each prediction (bisection; medians over clean-correct samples):"),
         Table(["model", "tolerance (attack / noise)", "attack", "uniform noise", "median ratio noise/attack",
                "never flipped (attack / noise)", "noise beyond range"], [_min_eps_row(i) for i in items]),
+        *mechanism_blocks(items),
     ]
 
 
