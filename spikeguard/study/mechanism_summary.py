@@ -111,8 +111,8 @@ def _estimator_table(groups: list[Group], baseline: Group | None) -> list[Block]
 
 
 def _zeros_table(groups: list[Group]) -> list[Block]:
-    layers = sorted({k.split(":", 1)[1] for g in groups for c in g.cells for k in mechanism_flat(c["numbers"])
-                     if k.startswith("surrogate_zeros:")})
+    layers = list(dict.fromkeys(k.split(":", 1)[1] for g in groups for c in g.cells  # in model order
+                                for k in mechanism_flat(c["numbers"]) if k.startswith("surrogate_zeros:")))
     if not layers:
         return []
     columns = (("m_zero_fraction@clean", "input gradient"),
