@@ -348,7 +348,10 @@ def test_analyze_command_writes_json_csv_and_figures(tiny_run, tmp_path, capsys)
     assert len(summary["figures"]) == 5
     for rel in summary["figures"].values():
         assert (out / rel).stat().st_size > 1000
-    assert "rho_adv" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "rho_adv" in said
+    clean = summary["mechanism"]["estimators"]["triangle:1"]["clean"]  # the terminal says the measured medians
+    assert f"||dm/dx||_1 {clean['m_l1']['median']:.4g} (m the logit margin)" in said
 
 
 def one_line_error(capsys, argv, fragment):

@@ -68,8 +68,20 @@ def analyze(
     g = summary["gradient"]
     typer.echo(f"input gradient ({g['estimator']}): zeros {g['zero_fraction']:.3f}, below tolerance "
                f"{g['small_fraction']:.3f}, l1 {g['l1']:.4g}, l2 {g['l2']:.4g}")
+    mech = summary["mechanism"]
+    clean = mech["estimators"][mech["training_estimator"]]["clean"]
+    flip = mech["flip"]
+    agrees = "n/a" if flip["agreement_with_attack"] is None else f"{flip['agreement_with_attack']:.0%}"
+    typer.echo(f"medians at clean points: ||df/dx||_1 {clean['f_l1']['median']:.4g}, ||dm/dx||_1 "
+               f"{clean['m_l1']['median']:.4g} (m the logit margin), f (1 - f) {clean['f_one_minus_f']['median']:.3g} "
+               f"(per sample df/dx = f (1 - f) dm/dx); flip distance m/||dm/dx||_1 "
+               f"{_text(flip['flip_distance']['median'])}, "
+               f"agrees with the attack at eps {mech['eps']:g} on {agrees} of {flip['samples']} samples")
     if summary["layers"]:
         typer.echo(f"SOPs per inference {summary['sops_total']:.4g}, energy {summary['energy_joules']:.3g} J "
                    f"(ANN of the same weights {summary['ann_energy_joules']:.3g} J)")
     typer.echo(f"wrote {out / 'analysis.json'}, {out / 'per_sample.csv'} and {len(summary['figures'])} figures")
 
+
+def _text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
