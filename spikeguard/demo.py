@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from spikeguard.analysis.explain import Mechanism, mechanism_sentences
 from spikeguard.analysis.mechanism import clean_medians
 from spikeguard.config import TrainConfig
 from spikeguard.data import load_dataset, stack
@@ -25,6 +24,7 @@ from spikeguard.files import write_json, write_text
 from spikeguard.progress import Reporter
 from spikeguard.provenance import file_sha256
 from spikeguard.report import write_report
+from spikeguard.report.explain import Mechanism, mechanism_sentences
 from spikeguard.results import column_label, headline_text, print_table
 from spikeguard.rundir import BEST, METRICS, prepare_run_dir
 from spikeguard.schema import EvalRecord, Headline
@@ -214,7 +214,7 @@ def _verdict(models: dict, n: int) -> str:
 
 
 def _mechanism_lines(models: dict) -> list[str]:
-    """Sentences about the mechanism from the demo's own measurements (spikeguard/analysis/explain.py): SR
+    """Sentences about the mechanism from the demo's own measurements (spikeguard/report/explain.py): SR
     against vanilla and SR* against AT, where both ran."""
     lines = []
     for base, other in (("vanilla", "sr"), ("at", "sr_star")):

@@ -86,7 +86,7 @@ def test_demo_explains_the_mechanism_from_its_own_numbers(demo_run):
     van, sr = (results["models"][name]["mechanism"] for name in ("vanilla", "sr"))
     # the measured identity: the medians of df/dx and of f (1 - f) dm/dx come from the same samples
     assert van["f_l1"] > 0 and van["m_l1"] > van["f_l1"] and 0 < van["f_one_minus_f"] <= 0.25
-    from spikeguard.analysis.explain import direction
+    from spikeguard.report.explain import direction
 
     said = [line for line in lines if line.startswith("From vanilla to sr")]
     assert len(said) == 1

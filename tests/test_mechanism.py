@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from spikeguard.analysis.analyze import fallback_attacks
-from spikeguard.analysis.gap import draw_directions, gap_at_eps, summarize_gap
+from spikeguard.analysis.gap import gap_at_eps, summarize_gap
 from spikeguard.analysis.mechanism import (
     decomposition,
     flip_distance,
@@ -193,14 +193,14 @@ def test_training_logs_the_sr_penalty_for_vanilla_too(digits, tmp_path):
 # ---- the explanation is written from the numbers ------------------------------------------------------
 
 def test_direction_words_follow_the_numbers():
-    from spikeguard.analysis.explain import direction
+    from spikeguard.report.explain import direction
 
     assert direction(1.0, 2.0) == "rises" and direction(2.0, 1.0) == "falls"
     assert direction(1.0, 1.05) == "does not change"
 
 
 def test_the_mechanism_sentences_flip_when_the_numbers_are_reversed():
-    from spikeguard.analysis.explain import Mechanism, mechanism_sentences
+    from spikeguard.report.explain import Mechanism, mechanism_sentences
 
     vanilla = Mechanism(grad_f_l1=0.2, grad_m_l1=30.0, confidence=0.006, l1_over_l2=5.9, flip_distance=0.15)
     sr = Mechanism(grad_f_l1=0.9, grad_m_l1=8.0, confidence=0.1, l1_over_l2=5.0, flip_distance=0.3)

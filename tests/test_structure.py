@@ -153,7 +153,7 @@ OWN_DOCUMENTS = {
     "spikeguard.evaluation.suites": {"attacks", "escalation"},  # a suite file's sections
     "spikeguard.demo": {"attacks", "clean_accuracy", "ensemble_accuracy", "flags", "headline"},  # the demo's summary
     "spikeguard.study.cell": {"headline"},  # a cell record's number to quote
-    "spikeguard.study.summary": {"headline"},  # ... which the study summary reads
+    "spikeguard.study.groups": {"headline"},  # ... which the study summary reads (flat_numbers)
     "spikeguard.report.collect": {"per_sample"},  # an analysis.json's per-sample file
 }
 

@@ -195,7 +195,7 @@ def flip_summary(distance: torch.Tensor, half_step_distance: torch.Tensor, min_e
 
 def clean_medians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 100) -> dict[str, float | None]:
     """Medians over the samples x of the clean-point decomposition under the model's current estimator (what
-    the demo's diagnosis compares; spikeguard/analysis/explain.py)."""
+    the demo's diagnosis compares; spikeguard/report/explain.py)."""
     from spikeguard.adapters import stateless
 
     parts: dict[str, list[torch.Tensor]] = {}

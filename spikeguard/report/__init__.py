@@ -3,6 +3,7 @@ files, run directories and analysis directories, as markdown or self-contained H
 
 In three parts: collect.py finds the inputs, sections.py builds the document as typed blocks (blocks.py),
 render.py writes it out; tables.py holds the table helpers and the paper table the study summary shares;
+explain.py writes the mechanism's sentences from measured numbers (the report, the study summary, the demo);
 the figures themselves are drawn by spikeguard.figures. Importing the package imports none of them (the
 collector needs PyTorch, through the analysis format): each name loads its module on first use.
 """

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spikeguard.analysis.explain import Mechanism, mechanism_sentences
 from spikeguard.report.blocks import Block, Items, Paragraph, Table
+from spikeguard.report.explain import Mechanism, mechanism_sentences
 from spikeguard.report.tables import ABSENT, num, pct
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The study summary's mechanism section: the decomposition df/dx = f (1 - f) dm/dx across the grid, along the
 attack path and under other estimators, the flip distance against survival, the gap in margin units, the
-training's penalty probe, a figure, and sentences written from the numbers (spikeguard/analysis/explain.py).
+training's penalty probe, a figure, and sentences written from the numbers (spikeguard/report/explain.py).
 
 Each cell contributes its analysis's medians over test samples; a group shows the mean over seeds of those
 medians with a 95% interval (Student t), like every other number of the summary.
@@ -9,14 +9,11 @@ medians with a 95% interval (Student t), like every other number of the summary.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from spikeguard.analysis.explain import Mechanism, mechanism_sentences
 from spikeguard.report.blocks import Block, Figure, Items, Paragraph, Table
+from spikeguard.report.explain import Mechanism, mechanism_sentences
 from spikeguard.report.tables import ABSENT
-
-if TYPE_CHECKING:
-    from spikeguard.study.summary import Group
+from spikeguard.study.groups import Group, cell_text, mean_interval, mechanism_flat, trade_off_figure
 
 # (flat key, column label) of the clean-point decomposition under the training estimator (medians over samples)
 CLEAN = (("f_l1@clean", "||df/dx||_1"), ("m_l1@clean", "||dm/dx||_1"), ("f_one_minus_f@clean", "f (1 - f)"),
@@ -38,34 +35,7 @@ FIGURE_QUANTITIES = (("m_l1@clean", "||dm/dx||_1 (margin)", False), ("f_one_minu
                      ("f_l1@attack_end", "||df/dx||_1 at the attack's end", False))
 
 
-def mechanism_flat(numbers: dict) -> dict[str, Any]:
-    """The cell's mechanism numbers under flat keys (none for a cell analysed before the mechanism existed)."""
-    analysis = numbers.get("analysis") or {}
-    mech = analysis.get("mechanism")
-    if not mech:
-        return {}
-    out: dict[str, Any] = {"identity_max_relative_error": mech.get("identity_max_relative_error")}
-    own = mech["training_estimator"]
-    for name, points in mech["estimators"].items():
-        suffix = "" if name == own else f"@{name}"
-        for point, values in points.items():
-            for key, stats in values.items():
-                out[f"{key}@{point}{suffix}"] = stats.get("median")
-                out[f"{key}@{point}{suffix}:mean"] = stats.get("mean")
-    flip = mech["flip"]
-    out |= {"flip_distance": flip["flip_distance"]["median"], "min_eps_adv": flip["min_eps_adv"]["median"],
-            "flip_rank_correlation": flip["rank_correlation"], "flip_agreement": flip["agreement_with_attack"],
-            "two_step_agreement": flip["two_step_agreement_with_attack"],
-            "min_eps_agreement": flip["min_eps_agreement_with_attack"]}
-    for layer, fraction in (mech.get("surrogate_zeros") or {}).get(own, {}).items():
-        out[f"surrogate_zeros:{layer}"] = fraction
-    gap = (analysis.get("gap") or [{}])[0]
-    out["gap_ratio_f"], out["gap_ratio_margin"] = gap.get("ratio_abs"), gap.get("ratio_margin_abs")
-    return out
-
-
 def _row(group: Group, columns: tuple[tuple[str, str], ...]) -> list[str]:
-    from spikeguard.study.summary import cell_text
 
     return [group.label, *(cell_text(group.values(key), key in PERCENT) for key, _ in columns)]
 
@@ -86,7 +56,6 @@ def _estimator_table(groups: list[Group], baseline: Group | None) -> list[Block]
     names = _estimator_names(groups)
     if not names:
         return []
-    from spikeguard.study.summary import cell_text, mean_interval
 
     def cut(group: Group, key: str) -> str:
         if baseline is None or not baseline.values(key) or not group.values(key):
@@ -117,7 +86,6 @@ def _zeros_table(groups: list[Group]) -> list[Block]:
         return []
     columns = (("m_zero_fraction@clean", "input gradient"),
                *((f"surrogate_zeros:{layer}", f"layer {layer}") for layer in layers))
-    from spikeguard.study.summary import cell_text
 
     rows = [[g.label, *(cell_text(g.values(k), True) for k, _ in columns)] for g in groups]
     return [Table(["exact zeros (%)", *(label for _, label in columns)], rows),
@@ -128,7 +96,6 @@ def _zeros_table(groups: list[Group]) -> list[Block]:
 
 
 def _sentences(groups: list[Group], baseline: Group | None) -> list[Block]:
-    from spikeguard.study.summary import mean_interval
 
     keys = ("f_l1@clean", "m_l1@clean", "f_one_minus_f@clean", "m_l1_over_l2@clean", "flip_distance")
     if baseline is None or any(not baseline.values(k) for k in keys):
@@ -147,7 +114,6 @@ def _sentences(groups: list[Group], baseline: Group | None) -> list[Block]:
 
 def mechanism_blocks(groups: list[Group], study_dir: Path, figure_path: Path) -> list[Block]:
     """The section's blocks; a study without mechanism numbers gets one paragraph saying so."""
-    from spikeguard.study.summary import trade_off_figure
 
     analysed = [g for g in groups if any(mechanism_flat(c["numbers"]) for c in g.cells)]
     if not analysed:
