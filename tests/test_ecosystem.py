@@ -120,6 +120,25 @@ def test_single_step_jelly_model_is_driven_too(data):
 # ----------------------------------------------------------------- state handled everywhere
 
 @pytest.mark.parametrize("which", ["jelly", "snn"])
+def test_the_mechanism_of_a_library_model_names_its_surrogate_and_what_it_cannot_measure(which, request, data):
+    """A SpikingJelly / snnTorch model is analysed under its own surrogate: the decomposition holds, and the
+    analysis says the other estimators and its layers' surrogate zeros are not measured, and why."""
+    from spikeguard.analysis import AnalysisSettings, analyze_model
+    from spikeguard.analysis.analyze import LIBRARY_SURROGATE, fallback_attacks
+
+    model = request.getfixturevalue(which)
+    summary, _ = analyze_model(model, data[2][:12], data[3][:12], AnalysisSettings(eps=(0.15,), draws=1,
+                                                                                      bisect_steps=0),
+                               *fallback_attacks(0)[:2])
+    mech = summary["mechanism"]
+    assert summary["gradient"]["estimator"] == mech["training_estimator"] == LIBRARY_SURROGATE
+    assert list(mech["estimators"]) == [LIBRARY_SURROGATE] and "triangle:4" in mech["not_measured"]
+    assert all(p["identity"]["violations"] == 0 for p in mech["estimators"][LIBRARY_SURROGATE].values())
+    zeros = mech["surrogate_zeros"][LIBRARY_SURROGATE]
+    assert zeros["layers"] == {} and zeros["unmeasured"] and summary["dead_surrogates"]["unmeasured"]
+
+
+@pytest.mark.parametrize("which", ["jelly", "snn"])
 def test_penalty_equals_the_penalty_with_explicit_resets(which, request, data):
     model = request.getfixturevalue(which)
     x, y = data[2][:16], data[3][:16]

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spikeguard.adapters import has_external_neurons
 from spikeguard.analysis.activity import ENERGY_CONSTANTS, measure_activity
 from spikeguard.analysis.gap import Attack, draw_directions, gap_at_eps, summarize_gap
 from spikeguard.analysis.gradients import (
@@ -50,9 +51,11 @@ from spikeguard.runtime import eval_mode, forked_rng
 from spikeguard.schema import EvalRecord, read_results
 from spikeguard.snn import estimator as use_estimator
 from spikeguard.snn import is_spiking, spiking_layers
-from spikeguard.snn.dead_zone import dead_fractions
 
 FORMAT = "spikeguard-analysis"
+LIBRARY_SURROGATE = "the library's own surrogate (SpikingJelly / snnTorch neurons)"
+LIBRARY_NOTE = ("the other estimators (triangle:4, bptr) and --estimator drive spikeguard's own neurons only: this "
+                "model's SpikingJelly / snnTorch neurons keep their own surrogate, so one estimator is measured")
 PGD_STEPS = 20  # the fallback attack: PGD-20, step 2.5 * eps / 20, random start
 
 
@@ -170,12 +173,15 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
     min_adv, min_rand = [], []
     mechanism: dict[str, dict[str, dict[str, list[torch.Tensor]]]] = {}  # estimator -> point -> quantity -> parts
     spiking = is_spiking(model)  # an ANN (also one trained with --network ann) has its exact gradient only
-    est_name = (s.estimator or spiking_layers(model)[0].estimator.name) if spiking else "exact (no spiking layers)"
+    library = not spiking and has_external_neurons(model)  # SpikingJelly / snnTorch neurons: their own surrogate
+    est_name = ((s.estimator or spiking_layers(model)[0].estimator.name) if spiking
+                else LIBRARY_SURROGATE if library else "exact (no spiking layers)")
     with _estimator_block(model, s.estimator):
-        # the analysed estimator's exactly-zero derivatives per spiking layer, on the first batch
-        dead = {"estimator": est_name, "samples": int(x[: s.batch_size].shape[0]),
-                **dead_fractions(model, x[: s.batch_size])} if spiking else None
+        # per spiking layer and estimator, the exactly-zero derivatives on the first batch (a library neuron's
+        # are listed as unmeasured, with the reason)
         zeros = surrogate_zeros(model, x[: s.batch_size], est_name)
+        dead = {"estimator": est_name, "samples": int(x[: s.batch_size].shape[0]),
+                **zeros[est_name]} if zeros else None
         for start in range(0, x.shape[0], s.batch_size):
             xb, yb = x[start:start + s.batch_size], y[start:start + s.batch_size]
             say(f"samples {start}..{start + xb.shape[0] - 1}: gradient")
@@ -218,6 +224,7 @@ def _analyze_model(model, x, y, settings, attack_at, flip_attack_at, progress) -
         "dead_surrogates": dead,
         "mechanism": {
             "eps": s.eps[0], "batchnorm": "eval (running statistics)", "training_estimator": est_name,
+            **({"not_measured": LIBRARY_NOTE} if library else {}),
             "points": {"clean": "x", "half_step": "x - (eps/2) sign(df/dx), the training estimator's, in [0, 1]",
                        "attack_end": "the attack's point (the lower f of it and x)"},
             "estimators": {name: {point: summarize_point(points[point]) for point in POINTS}

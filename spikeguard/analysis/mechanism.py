@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from spikeguard.adapters import has_external_neurons
 from spikeguard.analysis.gradients import gradient_norms
 from spikeguard.defenses.sparsity import probability_and_margin_gradients
 from spikeguard.runtime import eval_mode
@@ -109,8 +110,8 @@ def measure_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: tor
 def surrogate_zeros(model: nn.Module, x: torch.Tensor, training: str) -> dict[str, dict]:
     """Per estimator, each spiking layer's fraction of exactly-zero local derivatives on the batch x (where
     zeros actually occur, beside the input gradient's)."""
-    if not is_spiking(model):
-        return {}
+    if not is_spiking(model):  # library neurons are listed as unmeasured, with the reason; an ANN has none
+        return {training: dead_fractions(model, x)} if has_external_neurons(model) else {}
     out = {}
     for name in estimator_names(model, training):
         with _under(model, name, training):
