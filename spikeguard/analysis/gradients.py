@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from spikeguard.defenses.sparsity import true_class_probability
+from spikeguard.defenses.sparsity import probability_and_margin_gradients
 from spikeguard.runtime import eval_mode
 
 # An entry counts as "small" when |g_i| <= SMALL_TOLERANCE * max_j |g_j| (relative, so scale-free).
@@ -21,11 +21,9 @@ SMALL_TOLERANCE = 1e-3
 def probability_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, f): df/dx per sample and f itself, in eval mode, through whatever backward estimator the
     model's spiking layers are set to. The rival k is the strongest one at x (locally constant)."""
-    with eval_mode(model), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        f = true_class_probability(model(x), y)
-        (g,) = torch.autograd.grad(f.sum(), x)
-    return g.detach(), f.detach()
+    with eval_mode(model):
+        grads = probability_and_margin_gradients(model, x, y)
+    return grads["grad_f"], grads["f"]
 
 
 def gradient_norms(g: torch.Tensor, tolerance: float = SMALL_TOLERANCE) -> dict[str, torch.Tensor]:

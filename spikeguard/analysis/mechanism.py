@@ -148,21 +148,12 @@ def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float | None:
     with fewer than 3 samples or a constant series."""
     if a.numel() < 3:
         return None
-    ra, rb = _average_ranks(a.double()), _average_ranks(b.double())
+    from scipy.stats import rankdata
+
+    ra, rb = (torch.from_numpy(rankdata(t.double().cpu().numpy())) for t in (a, b))
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = (ra.norm() * rb.norm()).item()
     return (ra @ rb).item() / den if den > 0 else None
-
-
-def _average_ranks(t: torch.Tensor) -> torch.Tensor:
-    order = torch.argsort(t, stable=True)
-    ranks = torch.empty_like(t)
-    ranks[order] = torch.arange(t.numel(), dtype=t.dtype)
-    for value in t.unique():  # ties share their mean rank
-        same = t == value
-        if same.sum() > 1:
-            ranks[same] = ranks[same].mean()
-    return ranks
 
 
 def two_step_distance(eps: float, half_step_distance: torch.Tensor) -> torch.Tensor:
