@@ -108,6 +108,25 @@ def test_a_second_run_skips_every_finished_cell(baseline, tmp_path):
     assert code == 2 and "drop --out" in err
 
 
+def test_cells_kept_without_checkpoints_are_skipped_and_a_missing_result_is_refused(baseline, tmp_path):
+    """studies/results/ keeps records, results and analyses but no checkpoints (.gitignore there): a rerun on
+    another machine skips those cells; one whose result was removed cannot be redone from files it lacks."""
+    plan, study, _ = baseline
+    kept = tmp_path / "kept"
+    shutil.copytree(study, kept, ignore=shutil.ignore_patterns("*.pt", "*.log"))
+    assert not list(kept.glob("cells/*/*.pt"))
+    before = numbers(kept)
+    code, _, err = run_cli(["study", plan, "--out", kept])
+    assert code == 0, err
+    assert "4 finished before, 0 to run" in err and numbers(kept) == before
+    (kept / "cells" / "defense-sr_seed-1" / "results-1-tiny.json").unlink()
+    code, _, err = run_cli(["study", plan, "--out", kept])
+    assert "3 finished before, 1 to run" in err
+    record = json.loads((kept / "cells" / "defense-sr_seed-1.json").read_text())
+    assert record["status"] == "failed" and "no training checkpoint" in record["reason"]
+    assert numbers(kept)["defense-vanilla_seed-0"] == before["defense-vanilla_seed-0"]
+
+
 def test_parallel_2_gives_the_sequential_numbers(baseline):
     plan, study, _ = baseline
     code, _, err = run_cli(["study", plan, "--out", study.parent / "par", "--parallel", "2", "--quiet"])

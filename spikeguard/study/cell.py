@@ -101,10 +101,16 @@ def cell_steps(plan: StudyPlan) -> list[tuple[str, Any]]:
 
 
 def step_output_present(study: Path, plan: StudyPlan, cell_id: str, name: str) -> bool:
-    """A step recorded as done still needs its output on disk (a user may have removed it to redo it)."""
+    """A step recorded as done still needs its output on disk (a user may have removed it to redo it).
+    Training's output is best.pt, or, for a cell kept without checkpoints (studies/results/ in the repository
+    holds records, results and analyses only), its training log together with every later step's output:
+    nothing left to do needs the model."""
     run_dir = cell_dir(study, cell_id)
     if name == TRAINED:
-        return (run_dir / "best.pt").is_file()
+        from spikeguard.rundir import METRICS
+
+        return (run_dir / "best.pt").is_file() or ((run_dir / METRICS).is_file() and all(
+            step_output_present(study, plan, cell_id, later) for later, _ in cell_steps(plan) if later != TRAINED))
     if name == ANALYSIS:
         return (run_dir / ANALYSIS / "analysis.json").is_file()
     number = int(name.split("-")[1])
