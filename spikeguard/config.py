@@ -39,6 +39,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "lamb": (0.0, LAMB_MAX, "; larger weights swamp the cross-entropy (docs/reliability.md)"),
     "eps": (0.0, 1.0, " (pixel scale)"),
     "alpha": (0.0, 1.0, " (pixel scale)"),
+    "gr_lamb": (0.0, LAMB_MAX, "; larger weights swamp the cross-entropy (docs/reliability.md)"),
     "rat_beta": (0.0, 1.0, ""),
     "lr": (0.0, 10.0, ""),
     "weight_decay": (0.0, 1.0, ""),
@@ -66,6 +67,8 @@ class TrainConfig:
     alpha: float | None = None        # PGD step; None: 2.5 * eps / steps
     steps: int = 7                    # PGD steps for AT / SR*
     attack: str = "pgd"               # example generator for AT / SR*: fgsm or pgd
+    gr_lamb: float | None = None      # GR's weight where SR's lamb is the other (sr_gr); None: the GR lamb
+    #                                   validated on the data set (validated_lamb), else 0 (refused)
     rat_beta: float = 0.004           # RAT retraction strength (was "beta"; snnTorch's beta is a leak)
     time_steps: int | None = None     # None: 8 for images, the frame count (dvs.frames, default 10) for event data
     tau: float = 1.0
@@ -108,6 +111,8 @@ class TrainConfig:
             cfg.eps = data.default_eps
         if cfg.lamb is None:  # the documented default, for the CLI, study plans and training.train alike
             cfg.lamb = validated_lamb(cfg.dataset, cfg.defense) or 0.0
+        if cfg.gr_lamb is None:
+            cfg.gr_lamb = validated_lamb(cfg.dataset, "gr") or 0.0
         event = data.kind == "event"
         cfg._check_network(event)
         cfg.train_estimator = parse_training_estimator(cfg.train_estimator).name  # one spelling per estimator
@@ -132,7 +137,7 @@ class TrainConfig:
                                      ("attack", self.attack, ATTACKS), ("nan_policy", self.nan_policy, NAN_POLICIES)):
             if value is not None and value not in allowed:
                 raise UserError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
-        for name in ("lamb", "eps", "rat_beta", "weight_decay", "momentum"):
+        for name in ("lamb", "gr_lamb", "eps", "rat_beta", "weight_decay", "momentum"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{name} must be a non-negative number, got {value}")
@@ -164,6 +169,9 @@ class TrainConfig:
         if defense.needs_lamb and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight); none has been "
                             f"validated for {self.dataset}, so give --lamb")
+        if self.applies("gr_lamb") and not self.gr_lamb:
+            raise UserError(f"defense '{self.defense}' needs a positive gr_lamb (the GR penalty's weight); none has "
+                            f"been validated for {self.dataset}, so give --gr-lamb")
         self._check_event_data()
         check_device(self.device)
         if self.data_dir is not None and ("\0" in self.data_dir or not self.data_dir.strip()):

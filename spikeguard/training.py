@@ -213,7 +213,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
     model, facts = (create_model(spec), {}) if spec is not None else external_model(cfg.model_fn, model)
     model = model.to(device)
     defense = create_defense(cfg.defense, lamb=cfg.lamb, h=cfg.h, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
-                             attack=cfg.attack, beta=cfg.rat_beta, seed=cfg.seed)
+                             attack=cfg.attack, beta=cfg.rat_beta, gr_lamb=cfg.gr_lamb or 0.0, seed=cfg.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     per_rank_batch_size(cfg.batch_size)  # under torchrun: the global batch must split evenly over the ranks

@@ -144,4 +144,4 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spikeguard", "train", "--defense", "nope", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: unknown defense 'nope'; choose from vanilla, at, rat, gr, sr, sr_star"
+    assert proc.stderr.strip() == "error: unknown defense 'nope'; choose from vanilla, at, rat, gr, sr, sr_star, sr_rat, sr_gr"

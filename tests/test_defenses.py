@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,7 +129,7 @@ def test_rat_retraction_updates_convs_and_a_row_subset_of_large_linears():
 @pytest.mark.parametrize("name", DEFENSES)
 def test_each_defense_lowers_its_loss(name, tiny_model, digits_batch):
     x, y = digits_batch
-    defense = create_defense(name, lamb=0.01, eps=0.05, alpha=0.02, steps=3)
+    defense = create_defense(name, lamb=0.01, gr_lamb=0.01, eps=0.05, alpha=0.02, steps=3)
     opt = torch.optim.SGD(tiny_model.parameters(), lr=0.05, momentum=0.9)
     tiny_model.train()
     losses = []
@@ -160,3 +162,96 @@ def test_sr_star_trains_on_adversarial_examples(tiny_model, digits_batch):
     clean = sr.loss(tiny_model, x, y)[1]["ce"]
     adversarial = star.loss(tiny_model, x, y)[1]["ce"]
     assert adversarial > clean
+
+
+# ---- SR combined with RAT and with GR (docs/findings.md, question 2) ---------------------------------------
+
+def test_sr_gr_is_cross_entropy_plus_both_penalties_each_as_its_own_defense_computes_it(tiny_model, digits_batch):
+    x, y = digits_batch[0].double(), digits_batch[1]
+    tiny_model.double().eval()  # BatchNorm on running statistics: every pass sees the same normalisation
+    combined = create_defense("sr_gr", lamb=0.3, h=0.05, gr_lamb=0.7)
+    loss, parts = combined.loss(tiny_model, x, y)
+    ce = F.cross_entropy(tiny_model(x), y)
+    sr = sparsity_penalty(tiny_model, x, y, h=0.05)
+    gr = gradient_norm_terms(tiny_model, x, y)[1]
+    assert sr > 0 and gr > 0
+    torch.testing.assert_close(loss, ce + 0.3 * sr + 0.7 * gr, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(parts["penalty"], sr.detach())
+    torch.testing.assert_close(parts["gr_penalty"], gr.detach())
+    # both penalties reach the parameters: the combined loss's gradient is the sum of the parts' gradients
+    params = [p for p in tiny_model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    want = torch.autograd.grad(ce + 0.3 * sr + 0.7 * gr, params, allow_unused=True)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_sr_gr_needs_both_weights():
+    with pytest.raises(UserError, match="gr_lamb"):
+        create_defense("sr_gr", lamb=0.1)
+    with pytest.raises(UserError, match="gr_lamb"):
+        create_defense("sr_gr", lamb=0.1, gr_lamb=float("inf"))
+    assert create_defense("sr_gr", lamb=0.1, gr_lamb=0.5).gr_lamb == 0.5
+
+
+def test_sr_rat_is_sr_on_rat_fgsm_examples_then_the_retraction(tiny_model, digits_batch):
+    """Its cross-entropy and penalty are SR's on FGSM examples at RAT's 2/255 (not on the clean batch, not at
+    the training eps), and after each step it retracts the weights as RAT does, from the same row stream."""
+    from spikeguard.attacks import fgsm
+    from spikeguard.defenses.factories import RAT_EPS
+    from spikeguard.defenses.sparsity import sparsity_terms
+
+    x, y = digits_batch[0].double(), digits_batch[1]
+    tiny_model.double().eval()
+    combined = create_defense("sr_rat", lamb=0.2, h=0.05, eps=0.3, beta=0.01, seed=4)
+    loss, parts = combined.loss(tiny_model, x, y)
+    x_adv = fgsm(tiny_model, x, y, RAT_EPS)
+    assert 0 < (x_adv - x).abs().max() <= RAT_EPS + 1e-12
+    logits, penalty = sparsity_terms(tiny_model, x_adv, y, 0.05)
+    torch.testing.assert_close(parts["ce"], F.cross_entropy(logits, y).detach())
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y) + 0.2 * penalty)
+    assert parts["ce"] > F.cross_entropy(tiny_model(x), y)  # the examples are adversarial
+    rat = create_defense("rat", beta=0.01, seed=4)
+    twin = copy.deepcopy(tiny_model)
+    before = copy.deepcopy(tiny_model.state_dict())
+    combined.after_step(tiny_model)
+    assert any(not torch.equal(a, b) for a, b in zip(tiny_model.state_dict().values(), before.values()))
+    rat.after_step(twin)
+    for a, b in zip(tiny_model.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_combined_defenses_resolve_their_weights_and_record_only_their_own(tmp_path):
+    """sr_gr's gr_lamb defaults to the GR weight validated on digits and is refused missing elsewhere; config
+    records carry gr_lamb for sr_gr only, and a study grid collapses it for the other defenses."""
+    from spikeguard.config import config_from_dict, validated_lamb
+    from spikeguard.study.plan import plan_from_dict
+
+    cfg = config_from_dict({"dataset": "digits", "defense": "sr_gr"}).resolved()
+    assert (cfg.lamb, cfg.gr_lamb) == (validated_lamb("digits", "sr"), validated_lamb("digits", "gr")) == (0.03, 1.0)
+    assert cfg.to_record()["gr_lamb"] == 1.0
+    assert "gr_lamb" not in config_from_dict({"dataset": "digits", "defense": "sr"}).resolved().to_record()
+    with pytest.raises(UserError, match="--gr-lamb"):
+        config_from_dict({"dataset": "mnist5k", "defense": "sr_gr", "lamb": 0.1}).resolved()
+    rat = config_from_dict({"dataset": "digits", "defense": "sr_rat"}).resolved().to_record()
+    assert rat["lamb"] == 0.03 and "gr_lamb" not in rat and "attack" not in rat  # RAT's examples are fixed
+    plan = plan_from_dict({"name": "p", "grid": {"defense": ["sr", "sr_gr"], "gr_lamb": [0.3, 1.0]},
+                           "train": {"epochs": 1}, "evaluate": [{"suite": "quick"}]})
+    assert [c.id for c in plan.cells] == ["defense-sr", "defense-sr_gr_gr_lamb-0.3", "defense-sr_gr_gr_lamb-1"]
+
+
+@pytest.mark.parametrize("defense", ["sr_rat", "sr_gr"])
+def test_the_combined_defenses_train_from_the_cli_and_log_their_penalties(defense, tmp_path):
+    import json
+
+    from spikeguard.cli import main
+
+    out = tmp_path / defense
+    code = main(["train", "--out", str(out), "--defense", defense, "--epochs", "1", "--time-steps", "2",
+                 "--batch-size", "256", "--no-progress", "--quiet"])
+    assert code == 0
+    epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert epoch["penalty"] > 0 and (epoch.get("gr_penalty", 1.0) > 0)
+    assert ("gr_penalty" in epoch) == (defense == "sr_gr")

@@ -47,8 +47,8 @@ def test_registered_facts_agree_with_each_other():
         facts = DEFENSES.facts(name)
         assert set(facts) == {"description", "needs_lamb", "penalised", "makes_examples", "refuses_bf16",
                               "refuses_compile", "refuses_sync_bn", "settings"}
-    assert DEFENSES.names(needs_lamb=True) == ("gr", "sr", "sr_star")
-    assert DEFENSES.names(makes_examples=True) == ("at", "rat", "sr_star")
+    assert DEFENSES.names(needs_lamb=True) == ("gr", "sr", "sr_star", "sr_rat", "sr_gr")
+    assert DEFENSES.names(makes_examples=True) == ("at", "rat", "sr_star", "sr_rat")
 
 
 @pytest.mark.parametrize("command", ["train", "analyze"])

@@ -86,6 +86,8 @@ def train(
                                         "snnTorch, any) that package.module:function returns, instead of --model."),
     defense: str | None = typer.Option(None, help=DEFENSE_HELP),
     lamb: float | None = typer.Option(None, help=LAMB_HELP),
+    gr_lamb: float | None = typer.Option(None, "--gr-lamb", help="GR's penalty weight in sr_gr, where --lamb "
+                                         "weighs SR's (default on digits: the GR lamb validated for the demo)."),
     h: float | None = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
     eps: str | None = typer.Option(None, help=_eps_help()),
     alpha: str | None = typer.Option(None, help="PGD step size for AT / SR* (default: 2.5 x eps / steps)."),
@@ -128,7 +130,7 @@ def train(
 ) -> None:
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
-    fields = given(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, h=h, eps=eps, alpha=alpha, steps=steps,
+    fields = given(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, gr_lamb=gr_lamb, h=h, eps=eps, alpha=alpha, steps=steps,
                    attack=attack, epochs=epochs, batch_size=batch_size, lr=lr, time_steps=time_steps, tau=tau,
                    encoder=encoder, train_estimator=train_estimator, network=network, seed=seed, data_dir=data_dir,
                    download=download, device=device, checkpoint_every=checkpoint_every,

@@ -1,6 +1,6 @@
 """Each defense's factory: the registered target of its name (spikeguard/defenses/registry.py).
 
-A factory takes the checked settings as keywords (``lamb``, ``h``, ``examples``, the training-attack
+A factory takes the checked settings as keywords (``lamb``, ``h``, ``gr_lamb``, ``examples``, the training-attack
 generator built from eps/alpha/steps/attack/seed, ``beta``, ``seed``) and uses those it needs."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from spikeguard.defenses.objectives import (
     Defense,
     GradientRegularization,
     RobustAdversarialTraining,
+    SparsityGradientRegularization,
     SparsityRegularization,
+    SparsityRobustAdversarialTraining,
 )
 
 RAT_EPS = 2 / 255  # RAT's published FGSM radius
@@ -40,3 +42,11 @@ def sparsity_regularization(*, lamb: float, h: float, **settings) -> Defense:
 def adversarial_sparsity_regularization(*, lamb: float, h: float, examples: AdversarialExamples,
                                         **settings) -> Defense:
     return SparsityRegularization(lamb, h, examples)
+
+
+def sparsity_robust_adversarial_training(*, lamb: float, h: float, beta: float, seed: int, **settings) -> Defense:
+    return SparsityRobustAdversarialTraining(lamb, h, AdversarialExamples("fgsm", RAT_EPS), beta, seed)
+
+
+def sparsity_gradient_regularization(*, lamb: float, h: float, gr_lamb: float, **settings) -> Defense:
+    return SparsityGradientRegularization(lamb, h, gr_lamb)

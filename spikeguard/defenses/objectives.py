@@ -127,3 +127,38 @@ class SparsityRegularization(Defense):
         logits, penalty = sparsity_terms(model, x, y, self.h)
         ce = F.cross_entropy(logits, y)
         return ce + self.lamb * penalty, {"ce": ce.detach(), "penalty": penalty.detach()}
+
+
+class SparsityRobustAdversarialTraining(SparsityRegularization):
+    """SR + RAT: SR (its cross-entropy and its penalty) on RAT's FGSM examples, then RAT's orthogonality
+    retraction after each step. SR* is the same with AT's examples and no retraction."""
+
+    def __init__(self, lamb: float, h: float, examples: AdversarialExamples, beta: float = 0.004, seed: int = 0):
+        super().__init__(lamb, h, examples)
+        self.name = "sr_rat"
+        self.beta = beta
+        self.rows = torch.Generator().manual_seed(seed)
+
+    def generators(self):
+        return {**super().generators(), "rows": self.rows}
+
+    def after_step(self, model):
+        retract_model(model, self.beta, generator=self.rows)
+
+
+class SparsityGradientRegularization(Defense):
+    """SR + GR: cross-entropy + lamb * SR penalty + gr_lamb * ||d CE / d x||_2^2 on clean inputs. The two
+    penalties keep their own passes (two for SR, one for GR's double backprop): each is exactly the one its
+    defense alone trains with."""
+
+    name = "sr_gr"
+
+    def __init__(self, lamb: float, h: float, gr_lamb: float):
+        self.lamb, self.h, self.gr_lamb = lamb, h, gr_lamb
+
+    def loss(self, model, x, y):
+        logits, sr_penalty = sparsity_terms(model, x, y, self.h)
+        _, gr_penalty = gradient_norm_terms(model, x, y)
+        ce = F.cross_entropy(logits, y)
+        return (ce + self.lamb * sr_penalty + self.gr_lamb * gr_penalty,
+                {"ce": ce.detach(), "penalty": sr_penalty.detach(), "gr_penalty": gr_penalty.detach()})

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 DEFENSES = Registry("defense")
 ATTACKS = ("fgsm", "pgd")  # the adversarial-example generators AT and SR* train with
 # training fields only some defenses read (eps is not among them: it is also the evaluation's default radius)
-DEFENSE_SETTINGS = ("lamb", "h", "alpha", "steps", "attack", "beta")
+DEFENSE_SETTINGS = ("lamb", "h", "alpha", "steps", "attack", "beta", "gr_lamb")
 _EXAMPLES = ("alpha", "steps", "attack")
 
 _FACTORIES = "spikeguard.defenses.factories"
@@ -66,19 +66,32 @@ register_defense("sr", f"{_FACTORIES}:sparsity_regularization", needs_lamb=True,
 register_defense("sr_star", f"{_FACTORIES}:adversarial_sparsity_regularization", needs_lamb=True,
                  penalised=True, makes_examples=True, refuses_bf16=_NO_SR_BF16, settings=("lamb", "h", *_EXAMPLES),
                  description="SR computed on adversarial examples")
+# SR combined with the other baselines (docs/findings.md, question 2): SR's lamb weighs the SR penalty in both
+register_defense("sr_rat", f"{_FACTORIES}:sparsity_robust_adversarial_training", needs_lamb=True, penalised=True,
+                 makes_examples=True, refuses_bf16=_NO_SR_BF16, settings=("lamb", "h", "beta"),
+                 description="SR computed on RAT's FGSM examples, plus RAT's orthogonality retraction after each step")
+register_defense("sr_gr", f"{_FACTORIES}:sparsity_gradient_regularization", needs_lamb=True, penalised=True,
+                 settings=("lamb", "h", "gr_lamb"), refuses_bf16=_NO_SR_BF16,
+                 refuses_compile="compiled graphs have no double backward",
+                 refuses_sync_bn="SyncBatchNorm's backward cannot be differentiated again, which GR's double "
+                                 "backprop needs",
+                 description="cross-entropy + lamb x the SR penalty + gr_lamb ||d CE / d x||^2")
 
 
 def create_defense(name: str, *, lamb: float = 0.0, h: float = 0.01, eps: float = 8 / 255,
                    alpha: float = 2.55 / 255, steps: int = 7, attack: str = "pgd", beta: float = 0.004,
-                   seed: int = 0) -> Defense:
+                   gr_lamb: float = 0.0, seed: int = 0) -> Defense:
     entry = DEFENSES.get(name)
     check_defense_params(lamb=lamb, h=h, eps=eps, alpha=alpha, steps=steps, attack=attack, beta=beta)
+    if "gr_lamb" in (entry.settings or ()) and not (isinstance(gr_lamb, (int, float)) and math.isfinite(gr_lamb)
+                                                   and gr_lamb > 0):
+        raise UserError(f"defense '{name}' needs a positive gr_lamb (the GR penalty's weight), got {gr_lamb}")
     import torch
 
     from spikeguard.defenses.objectives import AdversarialExamples
 
     examples = AdversarialExamples(attack, eps, alpha, steps, torch.Generator().manual_seed(seed))
-    return entry.load()(lamb=lamb, h=h, examples=examples, beta=beta, seed=seed)
+    return entry.load()(lamb=lamb, h=h, examples=examples, beta=beta, gr_lamb=gr_lamb, seed=seed)
 
 
 def check_defense_params(*, lamb, h, eps, alpha, steps, attack, beta) -> None:
