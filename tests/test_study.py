@@ -331,6 +331,26 @@ def test_plan_grid_collapses_settings_that_do_not_apply(tmp_path):
     assert plan.cell("defense-sr_lamb-0.1_seed-1").config.lamb == 0.1
 
 
+def test_a_list_of_grids_unites_their_cells_once_each_under_one_naming(tmp_path):
+    """More seeds for the main comparison only: the union of the grids' cells, a shared point once, named by
+    what varies over the whole plan whatever order a grid lists its fields in."""
+    plan = plan_from_dict({"name": "p", "train": TRAIN, "evaluate": [{"suite": "quick"}],
+                           "grid": [{"defense": ["vanilla", "sr"], "lamb": 0.03, "seed": [0, 1, 2]},
+                                    {"seed": [0, 1], "lamb": [0.01, 0.03], "defense": "sr"}]})
+    ids = [c.id for c in plan.cells]
+    assert ids == ["defense-vanilla_seed-0", "defense-vanilla_seed-1", "defense-vanilla_seed-2",
+                   "defense-sr_lamb-0.03_seed-0", "defense-sr_lamb-0.03_seed-1", "defense-sr_lamb-0.03_seed-2",
+                   "defense-sr_lamb-0.01_seed-0", "defense-sr_lamb-0.01_seed-1"]
+    assert plan.cell("defense-sr_lamb-0.01_seed-1").config.lamb == 0.01
+    assert plan_from_dict(plan.to_dict()).fingerprint() == plan.fingerprint()  # plan.yaml reads back alike
+    with pytest.raises(UserError, match=r"grid 2: grid must be a mapping"):
+        plan_from_dict({"name": "p", "train": TRAIN, "evaluate": [{"suite": "quick"}],
+                        "grid": [{"seed": [0]}, [1, 2]]})
+    with pytest.raises(UserError, match="lamb is both in grid and train"):
+        plan_from_dict({"name": "p", "train": {**TRAIN, "lamb": 0.1}, "evaluate": [{"suite": "quick"}],
+                        "grid": [{"seed": [0]}, {"lamb": [0.01]}]})
+
+
 def test_an_ann_cell_leaves_out_the_spiking_settings_and_is_attacked_once_per_attack(tmp_path):
     plan = write_plan(tmp_path, {"name": "twin", "grid": {"network": ["snn", "ann"],
                                                           "train_estimator": ["triangle:1", "sigmoid:4"]},

@@ -263,6 +263,10 @@ def analysis_numbers(analysis: dict) -> dict[str, Any]:
         "firing_rate": (sum(layer["firing_rate"] * layer["neurons"] for layer in layers) / neurons
                         if neurons else None),
         "sops": analysis.get("sops_total"), "energy_joules": analysis.get("energy_joules"),
+        "analog_macs": analysis.get("analog_macs"), "ann_energy_joules": analysis.get("ann_energy_joules"),
+        # per spiking layer, in network order: where SR moves the activity and the synaptic operations
+        "layers": [{key: layer.get(key) for key in ("name", "neurons", "firing_rate", "silent_fraction", "sops")}
+                   for layer in layers],
         "gap": [{"eps": row["eps"], "rho_adv": row["rho_adv"], "rho_rand_abs": row["rho_rand_abs"],
                  "ratio_abs": row["ratio_abs"], "ratio_margin_abs": row.get("ratio_margin_abs")}
                 for row in analysis.get("per_eps", [])],

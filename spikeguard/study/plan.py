@@ -6,6 +6,8 @@ grid:                         # any training field; a list of values, or one val
   defense: [vanilla, sr]
   lamb: [0.01, 0.03, 0.1]     # a field that does not apply to a cell (lamb for vanilla) collapses: it runs once
   seed: [0, 1, 2]
+# or a list of such grids, whose cells are united (one cell once): more seeds for the main comparison only
+#   grid: [{defense: [vanilla, sr], lamb: 0.03, seed: [0, 1, 2, 3, 4]}, {defense: sr, lamb: [0.01, 0.1], seed: [0, 1, 2]}]
 train: {epochs: 30}           # fixed training fields
 evaluate:                     # one or more evaluations; the first is the headline
   - {suite: quick, n: 360, eps: 0.15}
@@ -57,7 +59,7 @@ class Cell:
 @dataclass
 class StudyPlan:
     name: str
-    grid: dict[str, list]
+    grid: dict[str, list] | list[dict[str, list]]
     train: dict[str, Any]
     evaluate: list[dict[str, Any]]
     analyze: dict[str, Any] | None = None
@@ -103,14 +105,20 @@ def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None,
         raise UserError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-', got {name!r}")
     if isinstance(raw.get("grid"), dict):
         _no_unknown(raw["grid"], TRAIN_KEYS, where, ("grid",), lines, "config key")
-    grid = _grid(raw.get("grid"), where)
+    elif isinstance(raw.get("grid"), list) and raw["grid"]:
+        for number, part in enumerate(raw["grid"]):
+            if isinstance(part, dict):
+                _no_unknown(part, TRAIN_KEYS, where, ("grid", number), lines, "config key")
+    grid = (_grid(raw.get("grid"), where) if not isinstance(raw.get("grid"), list) or not raw["grid"]
+            else [_grid(part, f"{where}: grid {number}") for number, part in enumerate(raw["grid"], start=1)])
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise UserError(f"{where}: train must be a mapping of training field: value")
     _no_unknown(train, TRAIN_KEYS, where, ("train",), lines, "config key")
-    for key in (set(grid) | set(train)) & set(NOT_IN_PLAN):
+    grid_keys = {key for part in grids(grid) for key in part}
+    for key in (grid_keys | set(train)) & set(NOT_IN_PLAN):
         raise UserError(f"{where}: '{key}' is chosen where a cell runs (the executor), not in a plan")
-    both = sorted(set(grid) & set(train))
+    both = sorted(grid_keys & set(train))
     if both:
         raise UserError(f"{where}: {', '.join(both)} is both in grid and train; give it in one place")
     evaluate = _evaluations(raw.get("evaluate"), where, base, lines)
@@ -205,15 +213,25 @@ def _slurm(value: Any, where: str, lines: KeyLines) -> dict[str, Any]:
     return dict(value)
 
 
+def grids(grid: dict[str, list] | list[dict[str, list]]) -> list[dict[str, list]]:
+    """The plan's grid as a list of grids (one mapping is a list of one)."""
+    return grid if isinstance(grid, list) else [grid]
+
+
 def expand(plan: StudyPlan) -> list[Cell]:
-    """Every grid point as a cell; a field that does not apply to a point (lamb for vanilla, the training
-    estimator or T for an ANN) is dropped from it, from the grid and from ``train`` alike, so the points that
-    differ only in it are one cell."""
+    """Every grid point as a cell, grid after grid; a field that does not apply to a point (lamb for vanilla,
+    the training estimator or T for an ANN) is dropped from it, from the grid and from ``train`` alike, so the
+    points that differ only in it are one cell (also across grids). A cell is named by the fields that vary
+    over the whole plan."""
     cells: dict[str, Cell] = {}
-    keys = list(plan.grid)
-    varying = [k for k in keys if len(plan.grid[k]) > 1]
-    for values in itertools.product(*(plan.grid[k] for k in keys)):
-        point = dict(zip(keys, values))
+    parts = grids(plan.grid)
+    values_of: dict[str, set[str]] = {}
+    for part in parts:
+        for key, values in part.items():
+            values_of.setdefault(key, set()).update(json.dumps(v, sort_keys=True) for v in values)
+    varying = [k for k in values_of if len(values_of[k]) > 1 or any(k not in part for part in parts)]
+    points = (dict(zip(part, values)) for part in parts for values in itertools.product(*part.values()))
+    for point in ({k: p[k] for k in values_of if k in p} for p in points):  # one key order: one name per cell
         values_all = {**plan.train, **point}
         probe = config_from_dict(values_all)
         settings = {k: v for k, v in point.items() if probe.applies(k)}
