@@ -72,3 +72,21 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
+
+
+@functools.lru_cache(maxsize=1)
+def machine_description() -> str:
+    """The CPU's model name and logical core count, and the GPU where CUDA is available: what a wall time was
+    measured on ("Intel(R) Xeon(R) ... , 2 logical CPUs, no GPU")."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass  # not Linux: platform's answer stands
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {gpu}"

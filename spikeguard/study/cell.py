@@ -53,7 +53,10 @@ def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto"
         previous = read_cell_record(study, cell_id)
         timing = dict(previous.get("timing") or {})
         steps = dict(previous.get("steps") or {})
-        base = {"settings": cell.settings, "threads": plan.threads, "host": socket.gethostname(), "pid": os.getpid(),
+        from spikeguard.provenance import machine_description
+
+        base = {"settings": cell.settings, "threads": plan.threads, "host": socket.gethostname(),
+                "machine": machine_description(), "pid": os.getpid(),
                 "started": now(), **({"job": job} if job else {})}
         threads_before = torch.get_num_threads()
         torch.set_num_threads(plan.threads)  # the same under every executor, so the numbers are too
