@@ -285,3 +285,40 @@ def write_figures(analyses: dict[str, dict], per_sample: dict[str, list[dict]], 
         paths["training_curves"] = training_curves({k: v for k, v in metrics.items() if v},
                                                    folder / FIGURE_FILES["training_curves"])
     return paths
+
+
+@dataclass(frozen=True)
+class EnergyPoint:
+    """A group of a study: its energy per inference and worst-case accuracy (mean, 95% half-width or None), and
+    its per-layer firing rates (layer -> mean, half-width)."""
+    name: str
+    energy: tuple[float, float | None]
+    robust: tuple[float, float | None]
+    layers: dict[str, tuple[float, float | None]]
+
+
+def robustness_per_energy(points: list[EnergyPoint], path: Path, energy_label: str) -> Path:
+    """Left: worst-case accuracy against energy per inference, one point per group with both intervals. Right:
+    the firing rate per spiking layer, one bar per group."""
+    fig, axes = _new(ncols=2, size=(11, 4.2))
+    left, right = axes[0]
+    for number, p in enumerate(points):
+        left.errorbar([p.energy[0]], [p.robust[0]], xerr=[p.energy[1] or 0], yerr=[p.robust[1] or 0], marker="o",
+                      capsize=3, color=f"C{number % 10}", label=p.name)
+    left.set_xlabel(energy_label)
+    left.set_ylabel("worst-case accuracy (%)")
+    left.set_title("Robustness against energy per inference", fontsize=10)
+    left.grid(alpha=0.3)
+    _legend(left)
+    layers = list(dict.fromkeys(name for p in points for name in p.layers))
+    width = 0.8 / max(len(points), 1)
+    for number, p in enumerate(points):
+        means = [p.layers.get(name, (0.0, None))[0] for name in layers]
+        halves = [p.layers.get(name, (0.0, None))[1] or 0 for name in layers]
+        right.bar([j + number * width for j in range(len(layers))], means, width, yerr=halves, capsize=2,
+                  color=f"C{number % 10}", label=p.name)
+    right.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers, rotation=30, fontsize=7, ha="right")
+    right.set_ylabel("firing rate (%)")
+    right.set_title("Firing rate per spiking layer", fontsize=10)
+    right.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

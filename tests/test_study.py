@@ -448,6 +448,41 @@ def test_the_summary_pairs_seeds_and_draws_the_lambda_trade_off(tmp_path):
     assert figure.stat().st_size > 10_000
 
 
+def _energy_cell(defense, seed, worst, rates, lamb=None):
+    """A cell whose analysis holds two spiking layers' firing rates; SOPs and energy follow from them."""
+    cell = _cell(defense, seed, worst, lamb=lamb)
+    layers = [{"name": name, "neurons": 100, "firing_rate": rate, "silent_fraction": 0.5 - rate, "sops": 1e4 * rate}
+              for name, rate in zip(("conv1.neuron", "fc1.neuron"), rates)]
+    sops = sum(layer["sops"] for layer in layers)
+    cell["numbers"]["analysis"] = {"firing_rate": sum(rates) / 2, "sops": sops, "energy_joules": 1e-12 * sops + 1e-9,
+                                   "ann_energy_joules": 5e-9, "layers": layers}
+    cell["machine"], cell["threads"], cell["timing"] = "Test CPU, 2 logical CPUs, no GPU", 1, {"train": 60, "evaluate-1": 120}
+    return cell
+
+
+@pytest.mark.parametrize("sr_fires_more", [True, False])
+def test_the_energy_section_pairs_energy_and_robustness_by_seed_per_layer(tmp_path, sr_fires_more):
+    """Energy ratios and worst-case gains against vanilla come from the cells' numbers, per layer too, and the
+    summary says where and how long the cells ran; reversing the firing reverses the ratio."""
+    up, down = (0.3, 0.1) if sr_fires_more else (0.1, 0.3)
+    cells = [_energy_cell("vanilla", s, 0.10, (0.1 + 0.01 * s, 0.1)) for s in range(3)]
+    cells += [_energy_cell("sr", s, 0.30, (up + 0.01 * s, 0.2 if sr_fires_more else 0.05), lamb=0.03) for s in range(3)]
+    study = {"format": "spikeguard-study/1", "name": "energy", "threads": 1, "counts": {"done": 6},
+             "plan": {"evaluate": [{"suite": "strong"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = "\n".join(str(b) for b in build(tmp_path))
+    vanilla_sops = [1e4 * (0.1 + 0.01 * s) + 1e4 * 0.1 for s in range(3)]
+    sr_sops = [1e4 * (up + 0.01 * s) + 1e4 * (0.2 if sr_fires_more else 0.05) for s in range(3)]
+    ratios = [(1e-12 * b + 1e-9) / (1e-12 * a + 1e-9) for a, b in zip(vanilla_sops, sr_sops)]
+    mean, half = mean_interval(ratios)
+    assert f"energy per inference {mean:.2f}x [{mean - half:.2f}, {mean + half:.2f}] (n=3)" in text
+    assert (mean > 1) == sr_fires_more
+    assert "worst case +20.0 points [+20.0, +20.0] (n=3)" in text
+    assert "fc1.neuron" in text and "Test CPU, 2 logical CPUs, no GPU (6 cells)" in text
+    assert "0.30 h of cell time in all (median 3.0 min per cell" in text  # 6 cells of 60 + 120 s
+    assert (tmp_path / "figures" / "energy.png").stat().st_size > 10_000
+
+
 def _mechanism_cell(defense, seed, m_l1, confidence, lamb=None):
     """A cell whose analysis holds the mechanism's medians: ||df/dx||_1 = f (1 - f) ||dm/dx||_1."""
     cell = _cell(defense, seed, 0.2, lamb=lamb)

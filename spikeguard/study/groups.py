@@ -54,8 +54,12 @@ def flat_numbers(numbers: dict) -> dict[str, Any]:
     analysis = numbers.get("analysis") or {}
     for key in ("grad_l1", "grad_l2", "grad_zero_fraction"):
         out[key] = analysis.get(key) if analysis.get(key) is not None else numbers.get(f"train_{key}")
-    out["firing_rate"] = analysis.get("firing_rate")
-    out["energy_joules"] = analysis.get("energy_joules")
+    for key in ("firing_rate", "energy_joules", "sops", "ann_energy_joules"):
+        out[key] = analysis.get(key)
+    for layer in analysis.get("layers") or []:  # per spiking layer (study/energy_summary.py)
+        out[f"firing_rate:{layer['name']}"] = layer.get("firing_rate")
+        out[f"sops:{layer['name']}"] = layer.get("sops")
+        out[f"silent:{layer['name']}"] = layer.get("silent_fraction")
     return out | mechanism_flat(numbers)
 
 

@@ -41,6 +41,7 @@ from spikeguard.study.groups import (
     mean_interval,
     trade_off_figure,
 )
+from spikeguard.study.energy_summary import energy_blocks
 from spikeguard.study.mechanism_summary import mechanism_blocks
 from spikeguard.study.state import PLAN, read_plan, read_study, write_study
 
@@ -64,15 +65,36 @@ def build(study_dir: Path) -> list[Block]:
                   "are means over seeds with 95% confidence intervals (Student t); accuracies in percent on the test "
                   f"split. The headline worst case is that of the first evaluation (suite {suites[0]}). Cells: "
                   f"{study_dir / 'cells'}."),
+        Paragraph(where_and_how_long(study)),
         Fold("Verdict", _verdict(groups) + _headline_numbers(groups), folded=False),
         Fold("Trade-offs across lambda", _trade_offs(groups, study_dir), folded=False),  # the figure, shown
         Fold("The mechanism: what SR changes in the gradient", mechanism_blocks(
             groups, study_dir, study_dir / FIGURES / "decomposition.png"), folded=False),
+        Fold("Energy: firing rates, synaptic operations, robustness per energy",
+             energy_blocks(groups, study_dir / FIGURES / "energy.png"), folded=False),
         Fold("Paper-style table", _paper_table(groups, suites)),
         Fold("FGSM and PGD with and without SR", _fgsm_pgd(groups, suites)),
         Fold("Cells", _cells(study)),
         Fold("Plan", [Code(json.dumps(plan, indent=2))]),
     ]
+
+
+def where_and_how_long(study: dict) -> str:
+    """The machines the finished cells ran on, their threads and wall time (each step's time, summed over
+    reruns of a cell, so a study spread over days and machines still adds up)."""
+    done = [c for c in study["cells"] if c["status"] == "done"]
+    if not done:
+        return "No cell has finished yet."
+    machines: dict[str, int] = {}
+    for cell in done:
+        name = cell.get("machine") or "machine not recorded"
+        machines[name] = machines.get(name, 0) + 1
+    seconds = sorted(sum((c.get("timing") or {}).values()) for c in done)
+    threads = sorted({c.get("threads") for c in done if c.get("threads")})
+    on = "; ".join(f"{name} ({n} cell{'s' if n > 1 else ''})" for name, n in machines.items())
+    return (f"Ran on: {on}; {', '.join(map(str, threads)) or '?'} torch thread(s) per cell. Wall time of the "
+            f"{len(done)} finished cells: {sum(seconds) / 3600:.2f} h of cell time in all (median "
+            f"{seconds[len(seconds) // 2] / 60:.1f} min per cell; cells run side by side with --parallel).")
 
 
 def counts_text(counts: dict[str, int]) -> str:
