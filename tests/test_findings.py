@@ -1,0 +1,63 @@
+"""docs/findings.md and the studies behind it (issue 25): every preset the page names loads and expands to the
+cells the page reports, a study folder committed under studies/results/ holds exactly that plan's cells, and
+the validation-split selection rules choose as the page says."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from spikeguard.study.plan import load_plan
+from spikeguard.study.selection import Candidate, best_near_clean, best_within_drop
+from spikeguard.study.state import read_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "findings.md"
+# a row of the page's table of studies: | question | `studies/NAME.yaml` | cells | ...
+ROW = re.compile(r"^\|[^|]+\| `studies/([\w.-]+)\.yaml` \| (\d+) \|", re.MULTILINE)
+
+
+def reported() -> dict[str, int]:
+    return {name: int(cells) for name, cells in ROW.findall(PAGE.read_text())}
+
+
+def test_the_page_names_a_preset_for_each_question_and_the_readme_links_it():
+    names = reported()
+    assert len(names) >= 4 and all(name.startswith("findings-") for name in names)
+    assert "docs/findings.md" in "\n".join((ROOT / "README.md").read_text().splitlines()[:40])  # the first screen
+
+
+@pytest.mark.parametrize("name", sorted(reported()))
+def test_each_preset_loads_and_expands_to_the_cells_the_page_reports(name):
+    plan = load_plan(ROOT / "studies" / f"{name}.yaml")
+    assert plan.name == name and len(plan.cells) == reported()[name]
+    assert f"spikeguard study studies/{name}.yaml --out" in PAGE.read_text()  # the command that reproduces it
+    kept = ROOT / "studies" / "results" / name
+    if (kept / "plan.yaml").is_file():  # committed cells belong to this very plan, so a rerun skips them
+        assert read_plan(kept).fingerprint() == plan.fingerprint()
+        study = json.loads((kept / "study.json").read_text())
+        assert [c["id"] for c in study["cells"]] == [c.id for c in plan.cells]
+        for cell in study["cells"]:
+            if cell["status"] == "done":
+                assert (kept / "cells" / f"{cell['id']}.json").is_file() and not list((kept / "cells" / cell["id"]).glob("*.pt"))
+
+
+def _candidates(*rows):
+    return [Candidate({"lamb": lamb}, clean, robust) for lamb, clean, robust in rows]
+
+
+def test_best_within_drop_takes_the_most_robust_that_keeps_clean_accuracy():
+    rows = _candidates((0.01, 0.97, 0.30), (0.03, 0.955, 0.40), (0.1, 0.90, 0.60))
+    choice = best_within_drop(rows, reference_clean=0.98, max_drop=0.03)
+    assert choice.reached and choice.candidate.settings == {"lamb": 0.03}  # 0.1 is more robust but loses 8 points
+    choice = best_within_drop(rows, reference_clean=1.0, max_drop=0.02)
+    assert not choice.reached and choice.candidate.settings == {"lamb": 0.01}
+
+
+def test_best_near_clean_matches_clean_accuracy_both_ways_or_says_not_reached():
+    rows = _candidates((0.01, 0.99, 0.50), (0.03, 0.95, 0.40), (0.1, 0.93, 0.45))
+    choice = best_near_clean(rows, reference_clean=0.94, tolerance=0.02)
+    assert choice.reached and choice.candidate.settings == {"lamb": 0.1}  # 0.99 is more robust but 5 points above
+    choice = best_near_clean(rows, reference_clean=0.80, tolerance=0.02)
+    assert not choice.reached and choice.candidate.settings == {"lamb": 0.1} and "not reached" in choice.why
