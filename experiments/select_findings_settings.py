@@ -75,6 +75,7 @@ def main() -> None:
              "attacks": [{"attack": "pgd", "label": "pgd", "steps": chosen["eval_pgd_steps"], "estimators": "paper"}]}
     out = ROOT / "studies" / "selection" / f"{args.question}.json"
     log = out.with_suffix(".log")
+    out.parent.mkdir(parents=True, exist_ok=True)
     identity = {"base": base, "suite": suite, "split": "validation"}
     record = json.loads(out.read_text()) if out.is_file() else {}
     if record.get("identity") != identity:
@@ -101,7 +102,6 @@ def main() -> None:
         done[key] = entry
         record["candidates"] = [done[json.dumps(s, sort_keys=True)] for s in wanted
                                 if json.dumps(s, sort_keys=True) in done]
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
         say(log, f"{args.question}: {settings}: validation clean {entry['val_clean']:.3f}, robust "
                  f"{entry['val_robust']:.3f} ({entry['seconds']:.0f} s)")
