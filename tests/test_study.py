@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -349,6 +350,70 @@ def test_a_list_of_grids_unites_their_cells_once_each_under_one_naming(tmp_path)
     with pytest.raises(UserError, match="lamb is both in grid and train"):
         plan_from_dict({"name": "p", "train": {**TRAIN, "lamb": 0.1}, "evaluate": [{"suite": "quick"}],
                         "grid": [{"seed": [0]}, {"lamb": [0.01]}]})
+
+
+def test_an_ensemble_cell_averages_its_members_after_they_finish_and_is_attacked_as_one_model(tmp_path):
+    """The plan's ensembles: a cell per selector, evaluated after its members from their best checkpoints;
+    its clean accuracy is the averaged logits' (recomputed here), the summary sets it beside its members, and
+    kept without checkpoints it still counts as finished."""
+    import torch
+
+    from spikeguard.checkpoint import load_model
+    from spikeguard.data import load_dataset
+    from spikeguard.models.ensemble import LogitAverage
+
+    plan = write_plan(tmp_path, {**PLAN, "ensembles": [{"defense": "sr"}]})
+    assert [c.id for c in load_plan(plan).cells][-1] == "ensemble_defense-sr"
+    code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
+    assert code == 0, err
+    study = tmp_path / "s"
+    record = json.loads((study / "cells" / "ensemble_defense-sr.json").read_text())
+    assert record["status"] == "done" and set(record["timing"]) == {"evaluate-1"}
+    assert record["numbers"]["members"] == ["defense-sr_seed-0", "defense-sr_seed-1"]
+    members = [load_model(study / "cells" / m)[0] for m in record["numbers"]["members"]]
+    x, y = zip(*[load_dataset("digits", seed=0).test[i] for i in range(32)])
+    with torch.no_grad():
+        predicted = LogitAverage(members)(torch.stack(x)).argmax(1)
+    assert record["numbers"]["clean"] == pytest.approx((predicted == torch.tensor(y)).float().mean().item())
+    results = json.loads((study / "cells" / "ensemble_defense-sr" / "results-1-tiny.json").read_text())
+    assert results["model"].startswith("ensemble of 2") and results["checkpoint"].count("best.pt") == 2
+    summary = (study / "summary.md").read_text()
+    assert "defense sr, ensemble 2: worst case" in summary and "its 2 members alone" in summary
+    kept = tmp_path / "kept"
+    shutil.copytree(study, kept, ignore=shutil.ignore_patterns("*.pt", "*.log"))
+    code, _, err = run_cli(["study", plan, "--out", kept])
+    assert code == 0 and "5 finished before, 0 to run" in err, err
+
+
+@pytest.mark.parametrize("ensembles, message", [
+    ([{"defense": "at"}], "matches 0 cell(s)"), ([{"seed": 0}], "names a seed"),
+    ([{"dataset": "digits"}], "differ in more than their seed"), ([{"defence": "sr"}], "did you mean 'defense'"),
+    ([[1]], "ensembles must list mappings")])
+def test_a_bad_ensemble_selector_is_refused_before_anything_runs(ensembles, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        plan_from_dict({**PLAN, "evaluate": [{"suite": "quick"}], "ensembles": ensembles})
+
+
+def test_the_logit_average_is_attacked_through_every_member_under_one_estimator():
+    import torch
+
+    from conftest import tiny_spec
+
+    from spikeguard.models import create_model
+    from spikeguard.models.ensemble import LogitAverage
+    from spikeguard.snn.control import estimator, spiking_layers
+
+    torch.manual_seed(0)
+    members = [create_model(tiny_spec(time_steps=2)).eval() for _ in range(3)]
+    ensemble = LogitAverage(members)
+    x = torch.rand(4, 1, 8, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(ensemble(x)[:, 3].sum(), x)
+    alone = [torch.autograd.grad(m(x)[:, 3].sum(), x)[0] for m in members]
+    torch.testing.assert_close(grad, torch.stack(alone).mean(0))
+    assert all(g.abs().sum() > 0 for g in alone)
+    with estimator(ensemble, "sigmoid:4"):
+        assert len(spiking_layers(ensemble)) == 3 * len(spiking_layers(members[0]))
+        assert all(layer.estimator.name == "sigmoid:4" for m in members for layer in spiking_layers(m))
 
 
 def test_an_ann_cell_leaves_out_the_spiking_settings_and_is_attacked_once_per_attack(tmp_path):

@@ -70,7 +70,7 @@ def run_cell(study: Path, plan: StudyPlan, cell_id: str, *, device: str = "auto"
         record("running")
         log_line(study, f"cell {cell_id}: running (pid {os.getpid()}, {plan.threads} torch threads)")
         try:
-            for name, step in cell_steps(plan):
+            for name, step in cell_steps(plan, cell_id):
                 if steps.get(name) == "done" and step_output_present(study, plan, cell_id, name):
                     continue
                 t0 = time.perf_counter()
@@ -95,7 +95,10 @@ def one_line(text: str) -> str:
     return " ".join(text.split())[:500]
 
 
-def cell_steps(plan: StudyPlan) -> list[tuple[str, Any]]:
+def cell_steps(plan: StudyPlan, cell_id: str) -> list[tuple[str, Any]]:
+    """The cell's steps in order; an ensemble's are its evaluations only (its members train and are analysed)."""
+    if plan.cell(cell_id).members:
+        return [(f"evaluate-{k}", _evaluate_step(k)) for k in range(1, len(plan.evaluate) + 1)]
     steps = [(TRAINED, train_step)]
     steps += [(f"evaluate-{k}", _evaluate_step(k)) for k in range(1, len(plan.evaluate) + 1)]
     if plan.analyze is not None:
@@ -113,7 +116,8 @@ def step_output_present(study: Path, plan: StudyPlan, cell_id: str, name: str) -
         from spikeguard.rundir import METRICS
 
         return (run_dir / "best.pt").is_file() or ((run_dir / METRICS).is_file() and all(
-            step_output_present(study, plan, cell_id, later) for later, _ in cell_steps(plan) if later != TRAINED))
+            step_output_present(study, plan, cell_id, later) for later, _ in cell_steps(plan, cell_id)
+            if later != TRAINED))
     if name == ANALYSIS:
         return (run_dir / ANALYSIS / "analysis.json").is_file()
     number = int(name.split("-")[1])
@@ -171,9 +175,15 @@ def evaluate_step(study: Path, plan: StudyPlan, cell_id: str, number: int, *, de
     out = evaluation_path(run_dir, number, str(settings["suite"]))
     if out.is_file():
         return
-    cfg = plan.cell(cell_id).config
+    cell = plan.cell(cell_id)
+    cfg = cell.config
     config = EvalConfig(**settings, device=device, progress=progress).validated()
-    target = load_target(run_dir, None, None, None, cfg.data_dir, cfg.download)
+    if cell.members:
+        from spikeguard.study.ensemble import ensemble_target
+
+        target = ensemble_target([cell_dir(study, member) for member in cell.members], cfg.data_dir, cfg.download)
+    else:
+        target = load_target(run_dir, None, None, None, cfg.data_dir, cfg.download)
     resume = (BatchStore(out, {}).folder / "identity.json").is_file()  # batches a killed run finished
     result = run_evaluation(config, target, keep_batches=out, resume=resume)
     if is_main():
@@ -203,10 +213,13 @@ def analyze_step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, pro
 
 def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
     """What the aggregation reads, from the cell's files: training, every evaluation, the analysis."""
-    from spikeguard.results import column_label
     from spikeguard.rundir import METRICS, read_metrics
 
     run_dir = cell_dir(study, cell_id)
+    if plan.cell(cell_id).members:
+        from spikeguard.study.ensemble import ensemble_numbers
+
+        return ensemble_numbers(study, plan, cell_id)
     metrics = read_metrics(run_dir / METRICS)
     if not metrics:
         raise UserError(f"'{run_dir / METRICS}' holds no finished epoch")
@@ -220,6 +233,18 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
         "train_sr_penalty": best.get("val_sr_penalty"), "train_margin_penalty": best.get("val_margin_penalty"),
         "train_grad_margin_l1": best.get("grad_margin_l1"),
     }
+    numbers["evaluations"] = evaluation_numbers(plan, run_dir)
+    numbers["clean"], numbers["worst_case"] = numbers["evaluations"][0]["clean"], numbers["evaluations"][0]["headline"]
+    analysis_file = run_dir / ANALYSIS / "analysis.json"
+    if analysis_file.is_file():
+        numbers["analysis"] = analysis_numbers(json.loads(analysis_file.read_text()))
+    return numbers
+
+
+def evaluation_numbers(plan: StudyPlan, run_dir: Path) -> list[dict[str, Any]]:
+    """Each of the plan's evaluations of the cell, as the aggregation reads it."""
+    from spikeguard.results import column_label
+
     evaluations = []
     for number, settings in enumerate(plan.evaluate, start=1):
         record = read_results(evaluation_path(run_dir, number, str(settings["suite"])))
@@ -233,12 +258,7 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
             "columns": paper_columns(record.attacks),
             "flags": record.flag_names,
         })
-    numbers["evaluations"] = evaluations
-    numbers["clean"], numbers["worst_case"] = evaluations[0]["clean"], evaluations[0]["headline"]
-    analysis_file = run_dir / ANALYSIS / "analysis.json"
-    if analysis_file.is_file():
-        numbers["analysis"] = analysis_numbers(json.loads(analysis_file.read_text()))
-    return numbers
+    return evaluations
 
 
 def paper_columns(attacks: list[AttackResult]) -> dict[str, float]:

@@ -70,7 +70,7 @@ def finished(study: Path, plan: StudyPlan, cell_id: str) -> bool:
 
     record = read_cell_record(study, cell_id)
     return record.get("status") == "done" and all(step_output_present(study, plan, cell_id, name)
-                                                  for name, _ in cell_steps(plan))
+                                                  for name, _ in cell_steps(plan, cell_id))
 
 
 # ---- here, in this process ------------------------------------------------------------------------------

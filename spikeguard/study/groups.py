@@ -87,7 +87,8 @@ def groups_of(study: dict) -> list[Group]:
     for group in groups.values():
         for name, value in group.settings.items():
             values.setdefault(name, set()).add(json.dumps(value))
-    constant = tuple(k for k, seen in values.items() if len(seen) == 1 and len(groups) > 1)
+    constant = tuple(k for k, seen in values.items()  # in every group, with one value
+                     if len(seen) == 1 and len(groups) > 1 and all(k in g.settings for g in groups.values()))
     for group in groups.values():
         group.constant = constant
     return list(groups.values())

@@ -12,6 +12,8 @@ train: {epochs: 30}           # fixed training fields
 evaluate:                     # one or more evaluations; the first is the headline
   - {suite: quick, n: 360, eps: 0.15}
 analyze: {eps: [0.1, 0.15], n: 100}   # optional
+ensembles: [{defense: sr, lamb: 0.03}]  # optional: the cells matching each mapping (all their seeds), their
+                              # logits averaged and evaluated as one model once they have all finished
 threads: 1                    # torch threads per cell, the same under every executor
 slurm: {partition: gpu, gpus_per_cell: 1, time_per_cell: 720}   # optional defaults for --executor slurm
 ```
@@ -35,7 +37,7 @@ from typing import Any
 from spikeguard.config import RENAMED, KeyLines, TrainConfig, config_from_dict, read_yaml
 from spikeguard.errors import UserError
 
-PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm")
+PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm", "ensembles")
 EVALUATE_KEYS = ("suite", "n", "eps", "batch_size", "seed", "eot_draws", "threat_model", "budget", "eps_sweep")
 ANALYZE_KEYS = ("eps", "n", "draws", "seed", "estimator", "eps_max", "attack_eps_max", "bisect_steps",
                 "batch_size")
@@ -49,11 +51,14 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point: its directory name and the training fields it sets (over the plan's ``train``)."""
+    """One grid point: its directory name and the training fields it sets (over the plan's ``train``). An
+    ensemble cell trains nothing: ``members`` are the cells whose models it averages (its config is the first
+    member's, for the data set and the eps)."""
 
     id: str
     settings: dict[str, Any]
     config: TrainConfig
+    members: tuple[str, ...] = ()
 
 
 @dataclass
@@ -65,12 +70,13 @@ class StudyPlan:
     analyze: dict[str, Any] | None = None
     threads: int = 1
     slurm: dict[str, Any] = field(default_factory=dict)
+    ensembles: list[dict[str, Any]] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as written to DIR/plan.yaml (cells are derived, not stored)."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "cells"}
-        return {k: v for k, v in out.items() if v not in (None, {})}
+        return {k: v for k, v in out.items() if v not in (None, {}, [])}
 
     def fingerprint(self) -> str:
         """What defines the study's numbers: a rerun into the same directory must have the same one. The slurm
@@ -127,8 +133,10 @@ def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None,
     if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
         raise UserError(f"{where}: threads must be an integer in [1, 256], got {threads!r}")
     slurm = _slurm(raw.get("slurm"), where, lines)
-    plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm)
-    plan.cells = expand(plan)
+    ensembles = _ensemble_selectors(raw.get("ensembles"), where, lines)
+    plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm, ensembles)
+    cells = expand(plan)
+    plan.cells = cells + ensemble_cells(ensembles, cells, where)
     return plan
 
 
@@ -218,6 +226,42 @@ def grids(grid: dict[str, list] | list[dict[str, list]]) -> list[dict[str, list]
     return grid if isinstance(grid, list) else [grid]
 
 
+def _ensemble_selectors(value: Any, where: str, lines: KeyLines) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) and v for v in value):
+        raise UserError(f"{where}: ensembles must list mappings of settings, e.g. [{{defense: sr, lamb: 0.03}}]")
+    for number, selector in enumerate(value):
+        _no_unknown(selector, TRAIN_KEYS, f"{where}: ensemble {number + 1}", ("ensembles", number), lines,
+                    "config key")
+        if "seed" in selector:
+            raise UserError(f"{where}: ensemble {number + 1} names a seed; an ensemble averages over its cells' seeds")
+    return [dict(v) for v in value]
+
+
+def ensemble_cells(selectors: list[dict[str, Any]], cells: list[Cell], where: str) -> list[Cell]:
+    """One cell per selector: the grid's cells whose settings hold all of the selector's values; they must be
+    two or more and differ in their seed only, so that the ensemble is one recipe trained several times."""
+    out: list[Cell] = []
+    for number, selector in enumerate(selectors, start=1):
+        def same(value: Any, wanted: Any) -> bool:
+            return json.dumps(value, sort_keys=True) == json.dumps(wanted, sort_keys=True)
+
+        members = [c for c in cells if not c.members and all(k in c.settings and same(c.settings[k], v)
+                                                             for k, v in selector.items())]
+        if len(members) < 2:
+            raise UserError(f"{where}: ensemble {number} ({_describe(selector)}) matches {len(members)} cell(s); "
+                            "it needs two or more")
+        recipes = {json.dumps({k: v for k, v in c.config.to_record().items() if k != "seed"}, sort_keys=True)
+                   for c in members}
+        if len(recipes) > 1:
+            raise UserError(f"{where}: ensemble {number} ({_describe(selector)}) matches cells that differ in more "
+                            "than their seed; name the settings that tell them apart")
+        out.append(Cell(f"ensemble_{cell_name(selector)}", {**selector, "ensemble": len(members)}, members[0].config,
+                        tuple(c.id for c in members)))
+    return out
+
+
 def expand(plan: StudyPlan) -> list[Cell]:
     """Every grid point as a cell, grid after grid; a field that does not apply to a point (lamb for vanilla,
     the training estimator or T for an ANN) is dropped from it, from the grid and from ``train`` alike, so the
@@ -265,5 +309,6 @@ def _describe(settings: dict[str, Any]) -> str:
 
 
 def group_key(settings: dict[str, Any]) -> tuple:
-    """Cells that differ only in their seed form one group (one row of the aggregated tables)."""
+    """Cells that differ only in their seed form one group (one row of the aggregated tables); an ensemble,
+    whose settings name its size, is a group of its own."""
     return tuple((k, json.dumps(v)) for k, v in settings.items() if k != "seed")

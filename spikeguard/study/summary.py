@@ -32,6 +32,7 @@ from spikeguard.report.tables import (
     paper_table,
     pct,
 )
+from spikeguard.study.energy_summary import energy_blocks
 from spikeguard.study.groups import (
     TRADE_OFF,
     Group,
@@ -41,7 +42,6 @@ from spikeguard.study.groups import (
     mean_interval,
     trade_off_figure,
 )
-from spikeguard.study.energy_summary import energy_blocks
 from spikeguard.study.mechanism_summary import mechanism_blocks
 from spikeguard.study.state import PLAN, read_plan, read_study, write_study
 
@@ -132,17 +132,50 @@ def _verdict(groups: list[Group]) -> list[Block]:
 
     lines = []
     for group in groups:
-        if group.settings.get("defense") in (None, "vanilla") or not group.cells:
+        if group.settings.get("defense") in (None, "vanilla") or not group.cells or "ensemble" in group.settings:
             continue
         baseline = next((g for g in groups if g.settings.get("defense") == "vanilla" and others(g) == others(group)),
                         None)
         line = _verdict_line(group, baseline) if baseline is not None and baseline.cells else None
         if line is not None:
             lines.append(line)
-    if not lines:
+    ensembles = [line for g in groups if "ensemble" in g.settings and g.cells
+                 for line in [_ensemble_line(g, groups)] if line]
+    if not lines and not ensembles:
         return [Paragraph("No comparison with vanilla: the study has no finished vanilla cells beside other defenses.")]
-    return [Items(lines), Paragraph("The interval is the 95% interval of the mean difference over seeds that both "
-                                    "finished (paired: the same seed gives the same split and initialisation).")]
+    blocks: list[Block] = []
+    if lines:
+        blocks += [Items(lines), Paragraph("The interval is the 95% interval of the mean difference over seeds that "
+                                           "both finished (paired: the same seed gives the same split and "
+                                           "initialisation).")]
+    if ensembles:
+        blocks += [Items(ensembles), Paragraph(
+            "An ensemble is one model, so its interval is the 95% Wilson interval over its test images, not over "
+            "seeds; its members' is over their seeds. 'within' means the two intervals overlap: undecided.")]
+    return blocks
+
+
+def _ensemble_line(ensemble: Group, groups: list[Group]) -> str | None:
+    """The ensemble's worst case beside its members' (the group of the same settings without 'ensemble')."""
+    from scipy.stats import binomtest
+
+    selector = {k: v for k, v in ensemble.settings.items() if k != "ensemble"}
+    members = next((g for g in groups if "ensemble" not in g.settings and g.cells
+                    and all(g.settings.get(k) == v for k, v in selector.items())), None)
+    numbers = ensemble.cells[0]["numbers"]
+    n = numbers["evaluations"][0].get("n") or 0
+    if members is None or not n:
+        return None
+    worst = numbers["worst_case"]
+    ci = binomtest(round(worst * n), n).proportion_ci(method="wilson")
+    mean, half = mean_interval(members.values("worst_case"))
+    low, high = mean - (half or 0.0), mean + (half or 0.0)
+    where = ("above its members' interval" if ci.low > high else "below its members' interval" if ci.high < low
+             else "within reach of its members' (undecided)")
+    return (f"{ensemble.label}: worst case {100 * worst:.1f}% [{100 * ci.low:.1f}, {100 * ci.high:.1f}] on {n} test "
+            f"images, clean {100 * numbers['clean']:.1f}%; its {len(members.cells)} members alone: "
+            f"{cell_text(members.values('worst_case'), True)}, clean {cell_text(members.values('clean'), True)}: "
+            f"{where}.")
 
 
 def _headline_numbers(groups: list[Group]) -> list[Block]:
@@ -150,7 +183,7 @@ def _headline_numbers(groups: list[Group]) -> list[Block]:
     rows = [[g.label, f"{len(g.cells)} of {g.planned}", cell_text(g.values("clean"), True),
              cell_text(g.values("worst_case"), True)] for g in groups]
     blocks: list[Block] = [Table(["cells", "finished", "clean %", "worst case %"], rows)]
-    if any(len(g.cells) == 1 for g in groups):
+    if any(len(g.cells) == 1 and "ensemble" not in g.settings for g in groups):
         blocks.append(Paragraph("(n=1): one finished seed, so no interval is possible for that group."))
     return blocks
 
