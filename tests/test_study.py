@@ -128,6 +128,28 @@ def test_cells_kept_without_checkpoints_are_skipped_and_a_missing_result_is_refu
     assert numbers(kept)["defense-vanilla_seed-0"] == before["defense-vanilla_seed-0"]
 
 
+def test_a_cell_of_another_study_with_the_same_recipe_is_copied_not_rerun(baseline, tmp_path):
+    """reuse: a finished cell of a study beside this one, of the same training configuration, evaluations,
+    analysis and threads, is copied with its numbers; the summary says so; another thread count copies nothing."""
+    from spikeguard.study.reuse import reuse_cells
+
+    plan, study, _ = baseline
+    other = write_plan(plan.parent, {**PLAN, "name": "reuser", "grid": {"defense": ["sr", "vanilla"], "seed": [1]},
+                                     "reuse": ["seq", "missing"]}, name="reuser.yaml")
+    code, _, err = run_cli(["study", other, "--out", study.parent / "reuser"])
+    assert code == 0, err
+    assert "cell defense-sr: copied from seq/defense-sr_seed-1" in err and "0 to run" in err
+    assert numbers(study.parent / "reuser") == {"defense-sr": numbers(study)["defense-sr_seed-1"],
+                                                "defense-vanilla": numbers(study)["defense-vanilla_seed-1"]}
+    assert "2 of them were copied from seq" in (study.parent / "reuser" / "summary.md").read_text()
+    same = plan_from_dict({**PLAN, "name": "t", "evaluate": load_plan(plan).evaluate, "reuse": ["seq"]})
+    assert len(reuse_cells(study.parent / "same", same, [c.id for c in same.cells])) == 4  # threads 1: all copied
+    threads = plan_from_dict({**PLAN, "name": "t", "threads": 2, "evaluate": load_plan(plan).evaluate,
+                              "reuse": ["seq"]})
+    assert reuse_cells(study.parent / "t", threads, [c.id for c in threads.cells]) == {}  # beside seq, yet not copied
+    assert not (study.parent / "t").exists()
+
+
 def test_parallel_2_gives_the_sequential_numbers(baseline):
     plan, study, _ = baseline
     code, _, err = run_cli(["study", plan, "--out", study.parent / "par", "--parallel", "2", "--quiet"])
@@ -396,7 +418,6 @@ def test_a_bad_ensemble_selector_is_refused_before_anything_runs(ensembles, mess
 
 def test_the_logit_average_is_attacked_through_every_member_under_one_estimator():
     import torch
-
     from conftest import tiny_spec
 
     from spikeguard.models import create_model

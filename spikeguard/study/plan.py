@@ -14,6 +14,8 @@ evaluate:                     # one or more evaluations; the first is the headli
 analyze: {eps: [0.1, 0.15], n: 100}   # optional
 ensembles: [{defense: sr, lamb: 0.03}]  # optional: the cells matching each mapping (all their seeds), their
                               # logits averaged and evaluated as one model once they have all finished
+reuse: [digits-lambda]        # optional: studies beside DIR whose finished cells of the same training
+                              # configuration, evaluations, analysis and threads are copied, not rerun
 threads: 1                    # torch threads per cell, the same under every executor
 slurm: {partition: gpu, gpus_per_cell: 1, time_per_cell: 720}   # optional defaults for --executor slurm
 ```
@@ -37,7 +39,7 @@ from typing import Any
 from spikeguard.config import RENAMED, KeyLines, TrainConfig, config_from_dict, read_yaml
 from spikeguard.errors import UserError
 
-PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm", "ensembles")
+PLAN_KEYS = ("name", "grid", "train", "evaluate", "analyze", "threads", "slurm", "ensembles", "reuse")
 EVALUATE_KEYS = ("suite", "n", "eps", "batch_size", "seed", "eot_draws", "threat_model", "budget", "eps_sweep")
 ANALYZE_KEYS = ("eps", "n", "draws", "seed", "estimator", "eps_max", "attack_eps_max", "bisect_steps",
                 "batch_size")
@@ -71,6 +73,7 @@ class StudyPlan:
     threads: int = 1
     slurm: dict[str, Any] = field(default_factory=dict)
     ensembles: list[dict[str, Any]] = field(default_factory=list)
+    reuse: list[str] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,8 +83,9 @@ class StudyPlan:
 
     def fingerprint(self) -> str:
         """What defines the study's numbers: a rerun into the same directory must have the same one. The slurm
-        block is left out: where cells run does not change what they compute."""
-        defining = {k: v for k, v in self.to_dict().items() if k != "slurm"}
+        block and reuse are left out: where cells run, or whether an identical cell is copied from another
+        study, does not change what they compute."""
+        defining = {k: v for k, v in self.to_dict().items() if k not in ("slurm", "reuse")}
         return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
     def cell(self, cell_id: str) -> Cell:
@@ -134,7 +138,10 @@ def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None,
         raise UserError(f"{where}: threads must be an integer in [1, 256], got {threads!r}")
     slurm = _slurm(raw.get("slurm"), where, lines)
     ensembles = _ensemble_selectors(raw.get("ensembles"), where, lines)
-    plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm, ensembles)
+    reuse = raw.get("reuse") or []
+    if not isinstance(reuse, list) or not all(isinstance(r, str) and NAME.fullmatch(r) for r in reuse):
+        raise UserError(f"{where}: reuse must list study names (folders beside the study's), got {reuse!r}")
+    plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm, ensembles, list(reuse))
     cells = expand(plan)
     plan.cells = cells + ensemble_cells(ensembles, cells, where)
     return plan

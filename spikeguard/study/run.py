@@ -48,6 +48,15 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
                        "do (cancel those jobs: both would write the same cells)")
             waiting, unchecked = [], []
         todo = [c.id for c in plan.cells if c.id not in done and c.id not in waiting]
+        if plan.reuse and todo and not dry_run:
+            from spikeguard.study.reuse import reuse_cells
+
+            copied = reuse_cells(study, plan, todo)
+            for cell_id, source in copied.items():
+                launch.say(f"cell {cell_id}: copied from {source} (the same training configuration, evaluations, "
+                           "analysis and threads)")
+            done += list(copied)
+            todo = [cell_id for cell_id in todo if cell_id not in copied]
         write_study(study, plan)
         launch.say(f"study {plan.name}: {len(plan.cells)} cells: {len(done)} finished before, "
                    + (f"{len(waiting)} still queued or running on Slurm, " if waiting else "")

@@ -141,7 +141,7 @@ def collect(study: Path, plan: StudyPlan) -> dict[str, Any]:
     for cell in plan.cells:
         record = read_cell_record(study, cell.id)
         kept: dict[str, Any] = {k: record[k] for k in ("reason", "numbers", "timing", "threads", "machine", "started",
-                                                       "finished", "job") if k in record}
+                                                       "finished", "job", "reused_from") if k in record}
         cells.append({"id": cell.id, "settings": cell.settings, "dir": f"{CELLS}/{cell.id}",
                       "status": shown_status(study, record), **kept})
     counts = {s: sum(c["status"] == s for c in cells) for s in (*STATUSES, "killed")}

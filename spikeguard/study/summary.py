@@ -92,9 +92,13 @@ def where_and_how_long(study: dict) -> str:
     seconds = sorted(sum((c.get("timing") or {}).values()) for c in done)
     threads = sorted({c.get("threads") for c in done if c.get("threads")})
     on = "; ".join(f"{name} ({n} cell{'s' if n > 1 else ''})" for name, n in machines.items())
+    reused = sorted({c["reused_from"].split("/")[0] for c in done if c.get("reused_from")})
+    copied = sum(bool(c.get("reused_from")) for c in done)
     return (f"Ran on: {on}; {', '.join(map(str, threads)) or '?'} torch thread(s) per cell. Wall time of the "
             f"{len(done)} finished cells: {sum(seconds) / 3600:.2f} h of cell time in all (median "
-            f"{seconds[len(seconds) // 2] / 60:.1f} min per cell; cells run side by side with --parallel).")
+            f"{seconds[len(seconds) // 2] / 60:.1f} min per cell; cells run side by side with --parallel)."
+            + (f" {copied} of them were copied from {', '.join(reused)} (the same training configuration, "
+               "evaluations, analysis and threads: the same numbers); their times are those runs'." if copied else ""))
 
 
 def counts_text(counts: dict[str, int]) -> str:
