@@ -254,6 +254,9 @@ def evaluation_numbers(plan: StudyPlan, run_dir: Path) -> list[dict[str, Any]]:
             "headline": record.headline_accuracy(),
             "is_bound": record.headline.is_bound if record.headline else True,
             "attacks": {column_label(a): a.accuracy for a in record.attacks},
+            # each gradient attack alone under each estimator: which estimator breaks the model
+            "per_estimator": {column_label(a): dict(a.accuracy_per_estimator) for a in record.attacks
+                              if len(a.accuracy_per_estimator) > 1 and not a.cumulative},
             # the published protocol's columns (FGSM, PGD-10/30/50) of attacks run alone
             "columns": paper_columns(record.attacks),
             "flags": record.flag_names,

@@ -142,12 +142,25 @@ def collect(study: Path, plan: StudyPlan) -> dict[str, Any]:
         record = read_cell_record(study, cell.id)
         kept: dict[str, Any] = {k: record[k] for k in ("reason", "numbers", "timing", "threads", "machine", "started",
                                                        "finished", "job", "reused_from") if k in record}
+        if record.get("status") == "done":
+            kept["numbers"] = _numbers_from_files(study, plan, cell.id, kept.get("numbers"))
         cells.append({"id": cell.id, "settings": cell.settings, "dir": f"{CELLS}/{cell.id}",
                       "status": shown_status(study, record), **kept})
     counts = {s: sum(c["status"] == s for c in cells) for s in (*STATUSES, "killed")}
     return {"format": FORMAT, "name": plan.name, "plan": plan.to_dict(), "fingerprint": plan.fingerprint(),
             "threads": plan.threads, "updated": now(), "counts": {k: v for k, v in counts.items() if v},
             "cells": cells}
+
+
+def _numbers_from_files(study: Path, plan: StudyPlan, cell_id: str, recorded: Any) -> Any:
+    """A finished cell's numbers read again from its files, so that what a newer spikeguard reads from them
+    (or a file restored since) shows without rerunning the cell; the record's where the files cannot be read."""
+    from spikeguard.study.cell import cell_numbers
+
+    try:
+        return cell_numbers(study, plan, cell_id)
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return recorded
 
 
 def write_study(study: Path, plan: StudyPlan) -> dict[str, Any]:
