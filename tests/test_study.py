@@ -534,6 +534,18 @@ def test_the_summary_pairs_seeds_and_draws_the_lambda_trade_off(tmp_path):
     assert figure.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("gains, verdict", [((0.10, 0.12, 0.11), "better than vanilla"),
+                                            ((-0.10, 0.12, 0.02), "undecided (the interval spans 0)"),
+                                            ((-0.10, -0.12, -0.11), "worse than vanilla")])
+def test_the_paired_verdict_reads_the_interval(tmp_path, gains, verdict):
+    cells = [_cell("vanilla", s, 0.30) for s in range(3)] + [_cell("sr", s, 0.30 + g, lamb=0.03)
+                                                             for s, g in enumerate(gains)]
+    study = {"format": "spikeguard-study/1", "name": "v", "threads": 1, "counts": {"done": 6},
+             "plan": {"evaluate": [{"suite": "paper"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    assert f"over 3 paired seed(s): {verdict}." in "\n".join(str(b) for b in build(tmp_path))
+
+
 def _energy_cell(defense, seed, worst, rates, lamb=None):
     """A cell whose analysis holds two spiking layers' firing rates; SOPs and energy follow from them."""
     cell = _cell(defense, seed, worst, lamb=lamb)

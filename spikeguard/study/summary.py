@@ -123,7 +123,7 @@ def _verdict_line(group: Group, baseline: Group) -> str | None:
     elif mean + half < 0:
         verdict = "worse than vanilla"
     else:
-        verdict = "not distinguishable from vanilla"
+        verdict = "undecided (the interval spans 0)"
     interval = f" [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]" if half is not None else ""
     return (f"{group.label}: worst case {100 * mean:+.1f} points against vanilla{interval} over "
             f"{len(seeds)} paired seed(s): {verdict}.")
