@@ -23,7 +23,7 @@ import yaml
 from spikeguard.cli import main
 from spikeguard.errors import UserError
 from spikeguard.study.plan import load_plan, plan_from_dict
-from spikeguard.study.summary import Group, build, mean_interval, trade_off_figure
+from spikeguard.study.summary import Group, build, cell_text, mean_interval, trade_off_figure
 
 TINY_SUITE = {"name": "tiny", "checks": {"unbounded_n": 4, "unbounded_steps": 2},
               "escalation": {"decision_queries": 50, "substitute_epochs": 2, "substitute_queries": 200, "transfer_steps": 5,
@@ -576,6 +576,8 @@ def test_the_energy_section_pairs_energy_and_robustness_by_seed_per_layer(tmp_pa
     assert f"energy per inference {mean:.2f}x [{mean - half:.2f}, {mean + half:.2f}] (n=3)" in text
     assert (mean > 1) == sr_fires_more
     assert "worst case +20.0 points [+20.0, +20.0] (n=3)" in text
+    per_uj = cell_text([10.0 / (1e6 * (1e-12 * e + 1e-9)) for e in vanilla_sops], False)  # worst 10% per µJ
+    assert f"'{per_uj}'" in text
     assert "fc1.neuron" in text and "Test CPU, 2 logical CPUs, no GPU (6 cells)" in text
     assert "0.30 h of cell time in all (median 3.0 min per cell" in text  # 6 cells of 60 + 120 s
     assert (tmp_path / "figures" / "energy.png").stat().st_size > 10_000

@@ -17,6 +17,7 @@ from spikeguard.report.tables import ABSENT
 from spikeguard.study.groups import Group, cell_text, mean_interval
 
 NANO = 1e9  # joules -> nanojoules for display
+MICRO = 1e6  # joules -> microjoules: worst-case points per microjoule
 
 
 def layer_names(groups: list[Group]) -> list[str]:
@@ -64,14 +65,15 @@ def energy_blocks(groups: list[Group], figure_path: Path) -> list[Block]:
     rows = []
     for g in analysed:
         energy_nj = [NANO * v for v in g.values("energy_joules")]
-        robust_per_nj = [c_robust / c_energy for c_robust, c_energy in _pairs(g, "worst_case", "energy_joules")]
+        robust_per_uj = [100 * robust / (MICRO * energy) for robust, energy in _pairs(g, "worst_case", "energy_joules")]
         rows.append([g.label, cell_text(g.values("clean"), True), cell_text(g.values("worst_case"), True),
                      cell_text(g.values("firing_rate"), True), cell_text([v / 1e6 for v in g.values("sops")], False),
-                     cell_text(energy_nj, False), cell_text([NANO * v for v in g.values("ann_energy_joules")], False),
-                     cell_text([v / NANO * 100 for v in robust_per_nj], False)])
+                     cell_text(energy_nj, False, ".4g"),
+                     cell_text([NANO * v for v in g.values("ann_energy_joules")], False, ".4g"),
+                     cell_text(robust_per_uj, False)])
     blocks: list[Block] = [Table(
         ["cells", "clean %", "worst case %", "firing rate %", "SOPs (millions)", "energy (nJ)",
-         "same network as an ANN (nJ)", "worst case % per nJ"], rows)]
+         "same network as an ANN (nJ)", "worst case % per µJ"], rows)]
     if baseline is not None:
         lines = []
         for g in analysed:
@@ -104,7 +106,7 @@ def energy_blocks(groups: list[Group], figure_path: Path) -> list[Block]:
         "layer's multiply-accumulates at E_MAC (45 nm CMOS figures: spikeguard/analysis/activity.py, "
         "docs/theory.md), on the analysis's test images; 'same network as an ANN' counts every synapse as a "
         "multiply-accumulate. Firing rate: spikes per "
-        "neuron per time step; silent: neurons that never fire on those images. 'worst case % per nJ' is the "
+        "neuron per time step; silent: neurons that never fire on those images. 'worst case % per µJ' is the "
         "headline worst-case accuracy divided by the energy, per seed: higher buys more robustness per joule."))
     return blocks
 
