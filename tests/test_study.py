@@ -546,6 +546,27 @@ def test_the_paired_verdict_reads_the_interval(tmp_path, gains, verdict):
     assert f"over 3 paired seed(s): {verdict}." in "\n".join(str(b) for b in build(tmp_path))
 
 
+@pytest.mark.parametrize("trained_with", ["triangle:1", "sigmoid:4"])
+def test_the_estimator_section_sets_the_training_estimators_number_beside_the_strongest(tmp_path, trained_with):
+    """Per seed, each estimator's worst over the bank-wide gradient attacks (an attack under a few estimators
+    is left out); the training estimator's own number beside the strongest, both from the cells."""
+    cells = []
+    for seed in range(2):
+        cell = _cell("sr", seed, 0.20, lamb=0.03)
+        cell["settings"]["train_estimator"] = trained_with
+        cell["numbers"]["evaluations"][0]["per_estimator"] = {
+            "PGD-50": {"triangle:1": 0.60 + 0.02 * seed, "sigmoid:4": 0.40, "bptr": 0.30},
+            "FGSM": {"triangle:1": 0.50, "sigmoid:4": 0.55, "bptr": 0.35},
+            "APGD-T": {"triangle:1": 0.01, "bptr": 0.01}}  # under two estimators only: not compared
+        cells.append(cell)
+    study = {"format": "spikeguard-study/1", "name": "e", "threads": 1, "counts": {"done": 2},
+             "plan": {"evaluate": [{"suite": "strong"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = "\n".join(str(b) for b in build(tmp_path))
+    own = "50.0 ± 0.0 (n=2)" if trained_with == "triangle:1" else "40.0 ± 0.0 (n=2)"
+    assert f"'{trained_with}', '{own}', '30.0 ± 0.0 (n=2)', 'bptr 30.0, sigmoid:4 40.0, triangle:1 50.0'" in text
+
+
 def _energy_cell(defense, seed, worst, rates, lamb=None):
     """A cell whose analysis holds two spiking layers' firing rates; SOPs and energy follow from them."""
     cell = _cell(defense, seed, worst, lamb=lamb)

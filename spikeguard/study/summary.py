@@ -33,6 +33,7 @@ from spikeguard.report.tables import (
     pct,
 )
 from spikeguard.study.energy_summary import energy_blocks
+from spikeguard.study.estimator_summary import estimator_blocks
 from spikeguard.study.groups import (
     TRADE_OFF,
     Group,
@@ -72,6 +73,8 @@ def build(study_dir: Path) -> list[Block]:
             groups, study_dir, study_dir / FIGURES / "decomposition.png"), folded=False),
         Fold("Energy: firing rates, synaptic operations, robustness per energy",
              energy_blocks(groups, study_dir / FIGURES / "energy.png"), folded=False),
+        Fold("Which estimator breaks it", estimator_blocks(groups, str(plan.get("train", {}).get(
+            "train_estimator", "triangle:1"))), folded=False),
         Fold("Paper-style table", _paper_table(groups, suites)),
         Fold("FGSM and PGD with and without SR", _fgsm_pgd(groups, suites)),
         Fold("Cells", _cells(study)),
