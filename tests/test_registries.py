@@ -46,9 +46,11 @@ def test_registered_facts_agree_with_each_other():
     for name in DEFENSES:
         facts = DEFENSES.facts(name)
         assert set(facts) == {"description", "needs_lamb", "penalised", "makes_examples", "refuses_bf16",
-                              "refuses_compile", "refuses_sync_bn", "settings"}
+                              "refuses_compile", "refuses_sync_bn", "settings", "combines"}
+        assert all(part in DEFENSES and not DEFENSES.facts(part)["combines"] for part in facts["combines"])
     assert DEFENSES.names(needs_lamb=True) == ("gr", "sr", "sr_star", "sr_rat", "sr_gr")
     assert DEFENSES.names(makes_examples=True) == ("at", "rat", "sr_star", "sr_rat")
+    assert [n for n in DEFENSES if DEFENSES.facts(n)["combines"]] == ["sr_star", "sr_rat", "sr_gr"]
 
 
 @pytest.mark.parametrize("command", ["train", "analyze"])

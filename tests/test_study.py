@@ -567,6 +567,27 @@ def test_the_estimator_section_sets_the_training_estimators_number_beside_the_st
     assert f"'{trained_with}', '{own}', '30.0 ± 0.0 (n=2)', 'bptr 30.0, sigmoid:4 40.0, triangle:1 50.0'" in text
 
 
+def test_a_combined_defense_is_paired_with_each_part_and_with_vanilla_whatever_its_own_settings(tmp_path):
+    """SR + GR against SR alone and GR alone (registry's 'combines'), and against vanilla although it sets
+    gr_lamb, which vanilla does not read; the words follow the intervals."""
+    cells = [_cell("vanilla", s, 0.05) for s in range(3)]
+    cells += [_cell("sr", s, 0.30 + 0.01 * s, lamb=0.03, clean=0.95) for s in range(3)]
+    cells += [_cell("gr", s, 0.40, clean=0.90) for s in range(3)]
+    for s in range(3):
+        cell = _cell("sr_gr", s, 0.35 + 0.01 * s, lamb=0.01, clean=0.95)
+        cell["settings"]["gr_lamb"] = 1.0
+        cells.append(cell)
+    study = {"format": "spikeguard-study/1", "name": "c", "threads": 1, "counts": {"done": 12},
+             "plan": {"evaluate": [{"suite": "paper"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = "\n".join(str(b) for b in build(tmp_path))
+    assert ("defense sr_gr, lamb 0.01, gr_lamb 1: worst case +31.0 points against vanilla [+28.5, +33.5] over 3 "
+            "paired seed(s): better than vanilla.") in text
+    assert ("defense sr_gr, lamb 0.01, gr_lamb 1 against defense sr, lamb 0.03: worst case +5.0 points [+5.0, +5.0] "
+            "over 3 seeds: higher; clean +0.0 points [+0.0, +0.0] over 3 seeds: undecided.") in text
+    assert "against defense gr: worst case -4.0 points [-6.5, -1.5] over 3 seeds: lower; clean +5.0 points" in text
+
+
 def _energy_cell(defense, seed, worst, rates, lamb=None):
     """A cell whose analysis holds two spiking layers' firing rates; SOPs and energy follow from them."""
     cell = _cell(defense, seed, worst, lamb=lamb)

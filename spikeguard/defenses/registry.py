@@ -8,6 +8,7 @@ Facts of every defense:
 * ``refuses_bf16``, ``refuses_compile``, ``refuses_sync_bn``: None, or why it cannot run with that option;
 * ``settings``: the defense-specific training fields it reads (of DEFENSE_SETTINGS; config.yaml records only
   these), or None for all of them;
+* ``combines``: the registered defenses it combines (SR* is SR with AT), for comparisons with each part;
 * ``description``: one line.
 
 The factory ("spikeguard.defenses.factories:...") builds the objective; :func:`create_defense` checks the
@@ -38,14 +39,14 @@ _NO_SR_BF16 = "bf16 rounds the currents as much as the SR finite-difference step
 def register_defense(name: str, target, *, description: str, needs_lamb: bool = False, penalised: bool = False,
                      makes_examples: bool = False, refuses_bf16: str | None = None,
                      refuses_compile: str | None = None, refuses_sync_bn: str | None = None,
-                     settings: tuple[str, ...] | None = None):
+                     settings: tuple[str, ...] | None = None, combines: tuple[str, ...] = ()):
     """Register a defense with every fact set (so ``DEFENSES.get(name).refuses_bf16`` always reads)."""
     if settings is not None and set(settings) - set(DEFENSE_SETTINGS):
         raise ValueError(f"settings must be among {', '.join(DEFENSE_SETTINGS)}, got {settings}")
     return DEFENSES.register(name, target, description=description, needs_lamb=needs_lamb, penalised=penalised,
                              makes_examples=makes_examples, refuses_bf16=refuses_bf16,
                              refuses_compile=refuses_compile, refuses_sync_bn=refuses_sync_bn,
-                             settings=None if settings is None else tuple(settings))
+                             settings=None if settings is None else tuple(settings), combines=tuple(combines))
 
 
 register_defense("vanilla", f"{_FACTORIES}:vanilla", settings=(), description="cross-entropy on clean inputs")
@@ -65,13 +66,13 @@ register_defense("sr", f"{_FACTORIES}:sparsity_regularization", needs_lamb=True,
                  description="sparsity regularisation: + lamb x the finite-difference SR penalty (step h)")
 register_defense("sr_star", f"{_FACTORIES}:adversarial_sparsity_regularization", needs_lamb=True,
                  penalised=True, makes_examples=True, refuses_bf16=_NO_SR_BF16, settings=("lamb", "h", *_EXAMPLES),
-                 description="SR computed on adversarial examples")
+                 combines=("sr", "at"), description="SR computed on adversarial examples")
 # SR combined with the other baselines (docs/findings.md, question 2): SR's lamb weighs the SR penalty in both
 register_defense("sr_rat", f"{_FACTORIES}:sparsity_robust_adversarial_training", needs_lamb=True, penalised=True,
-                 makes_examples=True, refuses_bf16=_NO_SR_BF16, settings=("lamb", "h", "beta"),
+                 makes_examples=True, refuses_bf16=_NO_SR_BF16, settings=("lamb", "h", "beta"), combines=("sr", "rat"),
                  description="SR computed on RAT's FGSM examples, plus RAT's orthogonality retraction after each step")
 register_defense("sr_gr", f"{_FACTORIES}:sparsity_gradient_regularization", needs_lamb=True, penalised=True,
-                 settings=("lamb", "h", "gr_lamb"), refuses_bf16=_NO_SR_BF16,
+                 settings=("lamb", "h", "gr_lamb"), refuses_bf16=_NO_SR_BF16, combines=("sr", "gr"),
                  refuses_compile="compiled graphs have no double backward",
                  refuses_sync_bn="SyncBatchNorm's backward cannot be differentiated again, which GR's double "
                                  "backprop needs",

@@ -132,34 +132,75 @@ def _verdict_line(group: Group, baseline: Group) -> str | None:
             f"{len(seeds)} paired seed(s): {verdict}.")
 
 
+def _others(g: Group) -> dict:
+    """A group's settings other than the defense and the settings only a defense reads (lamb, gr_lamb, ...)."""
+    from spikeguard.defenses.registry import DEFENSE_SETTINGS
+
+    return {k: v for k, v in g.settings.items() if k not in ("defense", "rat_beta", *DEFENSE_SETTINGS)}
+
+
 def _verdict(groups: list[Group]) -> list[Block]:
-    """Each penalised group against vanilla with the same other settings, paired by seed."""
-    def others(g: Group) -> dict:
-        return {k: v for k, v in g.settings.items() if k not in ("defense", "lamb")}
+    """Each penalised group against vanilla with the same other settings, paired by seed; each combined defense
+    (SR*, SR + RAT, SR + GR) against each of its parts."""
 
     lines = []
     for group in groups:
         if group.settings.get("defense") in (None, "vanilla") or not group.cells or "ensemble" in group.settings:
             continue
-        baseline = next((g for g in groups if g.settings.get("defense") == "vanilla" and others(g) == others(group)),
+        baseline = next((g for g in groups if g.settings.get("defense") == "vanilla" and _others(g) == _others(group)),
                         None)
         line = _verdict_line(group, baseline) if baseline is not None and baseline.cells else None
         if line is not None:
             lines.append(line)
     ensembles = [line for g in groups if "ensemble" in g.settings and g.cells
                  for line in [_ensemble_line(g, groups)] if line]
-    if not lines and not ensembles:
+    parts = _combination_lines(groups)
+    if not lines and not ensembles and not parts:
         return [Paragraph("No comparison with vanilla: the study has no finished vanilla cells beside other defenses.")]
     blocks: list[Block] = []
     if lines:
         blocks += [Items(lines), Paragraph("The interval is the 95% interval of the mean difference over seeds that "
                                            "both finished (paired: the same seed gives the same split and "
                                            "initialisation).")]
+    if parts:
+        blocks += [Items(parts), Paragraph("A combined defense against each defense it combines, paired by seed: "
+                                           "worst case and clean accuracy differences with their 95% intervals.")]
     if ensembles:
         blocks += [Items(ensembles), Paragraph(
             "An ensemble is one model, so its interval is the 95% Wilson interval over its test images, not over "
             "seeds; its members' is over their seeds. 'within' means the two intervals overlap: undecided.")]
     return blocks
+
+
+def _paired_text(group: Group, other: Group, key: str) -> str | None:
+    ours, theirs = group.by_seed(key), other.by_seed(key)
+    seeds = sorted(set(ours) & set(theirs), key=str)
+    if not seeds:
+        return None
+    mean, half = mean_interval([ours[s] - theirs[s] for s in seeds])
+    if half is None:
+        return f"{100 * mean:+.1f} points (1 seed, no interval)"
+    word = "higher" if mean - half > 0 else "lower" if mean + half < 0 else "undecided"
+    return f"{100 * mean:+.1f} points [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] over {len(seeds)} seeds: {word}"
+
+
+def _combination_lines(groups: list[Group]) -> list[str]:
+    from spikeguard.defenses.registry import DEFENSES
+
+    lines = []
+    for group in groups:
+        defense = str(group.settings.get("defense"))
+        if defense not in DEFENSES or not group.cells or "ensemble" in group.settings:
+            continue
+        for part in DEFENSES.facts(defense).get("combines", ()):
+            other = next((g for g in groups if g.settings.get("defense") == part and g.cells
+                          and "ensemble" not in g.settings and _others(g) == _others(group)), None)
+            if other is None:
+                continue
+            robust, clean = _paired_text(group, other, "worst_case"), _paired_text(group, other, "clean")
+            if robust is not None:
+                lines.append(f"{group.label} against {other.label}: worst case {robust}; clean {clean}.")
+    return lines
 
 
 def _ensemble_line(ensemble: Group, groups: list[Group]) -> str | None:
