@@ -625,6 +625,26 @@ def test_the_energy_section_pairs_energy_and_robustness_by_seed_per_layer(tmp_pa
     assert (tmp_path / "figures" / "energy.png").stat().st_size > 10_000
 
 
+def test_each_group_is_compared_with_the_vanilla_of_its_own_network(tmp_path):
+    """In a 2 x 2 of networks and defenses, the ANN's SR is paired with the ANN's vanilla, never the SNN's, in
+    the verdict and the energy lines."""
+    cells = []
+    for network, base, gain in (("snn", 0.05, 0.20), ("ann", 0.10, 0.45)):
+        for seed in range(3):
+            for defense, worst in (("vanilla", base), ("sr", base + gain)):
+                cell = _energy_cell(defense, seed, worst, (0.1, 0.1), lamb=0.03 if defense == "sr" else None)
+                cell["settings"] = {"network": network, **cell["settings"]}
+                cells.append(cell)
+    study = {"format": "spikeguard-study/1", "name": "twin", "threads": 1, "counts": {"done": 12},
+             "plan": {"evaluate": [{"suite": "strong"}]}, "cells": cells}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = "\n".join(str(b) for b in build(tmp_path))
+    assert "network ann, defense sr, lamb 0.03: worst case +45.0 points against vanilla [+45.0, +45.0]" in text
+    assert "network snn, defense sr, lamb 0.03: worst case +20.0 points against vanilla" in text
+    assert "network ann, defense sr, lamb 0.03 against network ann, defense vanilla, paired by seed" in text
+    assert "network ann, defense sr, lamb 0.03 against network snn" not in text
+
+
 def _mechanism_cell(defense, seed, m_l1, confidence, lamb=None):
     """A cell whose analysis holds the mechanism's medians: ||df/dx||_1 = f (1 - f) ||dm/dx||_1."""
     cell = _cell(defense, seed, 0.2, lamb=lamb)

@@ -14,7 +14,7 @@ from pathlib import Path
 from spikeguard.figures import EnergyPoint, robustness_per_energy
 from spikeguard.report.blocks import Block, Figure, Items, Paragraph, Table
 from spikeguard.report.tables import ABSENT
-from spikeguard.study.groups import Group, cell_text, mean_interval
+from spikeguard.study.groups import Group, cell_text, matching_vanilla, mean_interval
 
 NANO = 1e9  # joules -> nanojoules for display
 MICRO = 1e6  # joules -> microjoules: worst-case points per microjoule
@@ -61,7 +61,6 @@ def energy_blocks(groups: list[Group], figure_path: Path) -> list[Block]:
         return [Paragraph(f"{ABSENT}: no cell holds an analysis with firing rates and energy (the plan has no "
                           "'analyze').")]
     layers = layer_names(analysed)
-    baseline = next((g for g in analysed if g.settings.get("defense") == "vanilla"), None)
     rows = []
     for g in analysed:
         energy_nj = [NANO * v for v in g.values("energy_joules")]
@@ -74,18 +73,20 @@ def energy_blocks(groups: list[Group], figure_path: Path) -> list[Block]:
     blocks: list[Block] = [Table(
         ["cells", "clean %", "worst case %", "firing rate %", "SOPs (millions)", "energy (nJ)",
          "same network as an ANN (nJ)", "worst case % per µJ"], rows)]
-    if baseline is not None:
-        lines = []
-        for g in analysed:
-            if g is baseline:
-                continue
-            energy = _paired(g, baseline, "energy_joules", ratio=True)
-            robust = _paired(g, baseline, "worst_case", ratio=False)
-            firing = _paired(g, baseline, "firing_rate", ratio=False)
-            lines.append(f"{g.label} against vanilla, paired by seed: energy per inference "
-                         f"{_interval(energy, 1, 'x')}, firing rate {_interval(firing, 100, ' points')}, worst case "
-                         f"{_interval(robust, 100, ' points')}.")
+    lines = []
+    for g in analysed:
+        baseline = matching_vanilla(g, analysed) if g.settings.get("defense") != "vanilla" else None
+        if baseline is None:
+            continue
+        energy = _paired(g, baseline, "energy_joules", ratio=True)
+        robust = _paired(g, baseline, "worst_case", ratio=False)
+        firing = _paired(g, baseline, "firing_rate", ratio=False)
+        lines.append(f"{g.label} against {baseline.label}, paired by seed: energy per inference "
+                     f"{_interval(energy, 1, 'x')}, firing rate {_interval(firing, 100, ' points')}, worst case "
+                     f"{_interval(robust, 100, ' points')}.")
+    if lines:
         blocks.append(Items(lines))
+    if layers:
         header = ["firing rate %", *layers]
         blocks.append(Table(header, [[g.label, *(cell_text(g.values(f"firing_rate:{n}"), True) for n in layers)]
                                      for g in analysed]))

@@ -94,6 +94,20 @@ def groups_of(study: dict) -> list[Group]:
     return list(groups.values())
 
 
+def other_settings(group: Group) -> dict[str, Any]:
+    """A group's settings other than the defense and the settings only a defense reads (lamb, gr_lamb, ...):
+    what a comparison with vanilla must hold equal (the network, the training estimator, the data set)."""
+    from spikeguard.defenses.registry import DEFENSE_SETTINGS
+
+    return {k: v for k, v in group.settings.items() if k not in ("defense", "rat_beta", *DEFENSE_SETTINGS)}
+
+
+def matching_vanilla(group: Group, groups: list[Group]) -> Group | None:
+    """The finished vanilla group with the same other settings (not an ensemble), or None."""
+    return next((g for g in groups if g.settings.get("defense") == "vanilla" and g.cells and g is not group
+                 and "ensemble" not in g.settings and other_settings(g) == other_settings(group)), None)
+
+
 def _text(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 

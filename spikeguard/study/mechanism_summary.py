@@ -13,7 +13,14 @@ from pathlib import Path
 from spikeguard.report.blocks import Block, Figure, Items, Paragraph, Table
 from spikeguard.report.explain import Mechanism, mechanism_sentences
 from spikeguard.report.tables import ABSENT
-from spikeguard.study.groups import Group, cell_text, mean_interval, mechanism_flat, trade_off_figure
+from spikeguard.study.groups import (
+    Group,
+    cell_text,
+    matching_vanilla,
+    mean_interval,
+    mechanism_flat,
+    trade_off_figure,
+)
 
 # (flat key, column label) of the clean-point decomposition under the training estimator (medians over samples)
 CLEAN = (("f_l1@clean", "||df/dx||_1"), ("m_l1@clean", "||dm/dx||_1"), ("f_one_minus_f@clean", "f (1 - f)"),
@@ -50,14 +57,15 @@ def _estimator_names(groups: list[Group]) -> list[str]:
     return sorted(found)
 
 
-def _estimator_table(groups: list[Group], baseline: Group | None) -> list[Block]:
+def _estimator_table(groups: list[Group]) -> list[Block]:
     """||dm/dx||_1 and ||df/dx||_1 at clean points under each other estimator, and the margin's cut against
-    vanilla under each (vanilla's mean over its group's, so 2.0 means halved)."""
+    the matching vanilla under each (vanilla's mean over its group's, so 2.0 means halved)."""
     names = _estimator_names(groups)
     if not names:
         return []
 
     def cut(group: Group, key: str) -> str:
+        baseline = matching_vanilla(group, groups) if group.settings.get("defense") != "vanilla" else group
         if baseline is None or not baseline.values(key) or not group.values(key):
             return ABSENT
         return f"{mean_interval(baseline.values(key))[0] / mean_interval(group.values(key))[0]:.2f}x"
@@ -95,21 +103,22 @@ def _zeros_table(groups: list[Group]) -> list[Block]:
                       "live ones, so the input gradient is not.")]
 
 
-def _sentences(groups: list[Group], baseline: Group | None) -> list[Block]:
-
+def _sentences(groups: list[Group]) -> list[Block]:
+    """Each defended group against the vanilla group of the same other settings (an ANN against the ANN)."""
     keys = ("f_l1@clean", "m_l1@clean", "f_one_minus_f@clean", "m_l1_over_l2@clean", "flip_distance")
-    if baseline is None or any(not baseline.values(k) for k in keys):
-        return [Paragraph("No sentence about the mechanism: the study has no analysed vanilla cells to compare with.")]
 
     def medians(group: Group) -> Mechanism:
         return Mechanism(*(mean_interval(group.values(k))[0] for k in keys))
 
     lines = []
     for g in groups:
-        if g is baseline or any(not g.values(k) for k in keys):
+        baseline = matching_vanilla(g, groups) if g.settings.get("defense") != "vanilla" else None
+        if baseline is None or any(not g.values(k) or not baseline.values(k) for k in keys):
             continue
-        lines.append(" ".join(mechanism_sentences(medians(baseline), medians(g), "vanilla", g.label)))
-    return [Items(lines)] if lines else []
+        lines.append(" ".join(mechanism_sentences(medians(baseline), medians(g), baseline.label, g.label)))
+    if not lines:
+        return [Paragraph("No sentence about the mechanism: the study has no analysed vanilla cells to compare with.")]
+    return [Items(lines)]
 
 
 def mechanism_blocks(groups: list[Group], study_dir: Path, figure_path: Path) -> list[Block]:
@@ -119,9 +128,8 @@ def mechanism_blocks(groups: list[Group], study_dir: Path, figure_path: Path) ->
     if not analysed:
         return [Paragraph(f"{ABSENT}: no cell holds the mechanism's analysis (the plan has no 'analyze', or the "
                           "cells were analysed by an older spikeguard: remove their analysis/ folder and rerun).")]
-    baseline = next((g for g in analysed if g.settings.get("defense") == "vanilla"), None)
     blocks: list[Block] = [
-        *_sentences(analysed, baseline),
+        *_sentences(analysed),
         Paragraph("At clean test points under each model's training estimator, BatchNorm in eval mode; medians over "
                   "samples, then the mean over seeds with a 95% interval. f is the true-class probability against "
                   "the strongest rival, m = z_y - z_k its logit margin, and df/dx = f (1 - f) dm/dx exactly "
@@ -136,7 +144,7 @@ def mechanism_blocks(groups: list[Group], study_dir: Path, figure_path: Path) ->
                                      "seeds of per-model medians, 95% intervals; vanilla as a horizontal line)"))
     blocks += [Paragraph("Along the attack path: at x - (eps/2) sign(df/dx) and at the attack's end point, where "
                          "the attack works."), _table(analysed, PATH)]
-    blocks += _estimator_table(analysed, baseline)
+    blocks += _estimator_table(analysed)
     blocks += _zeros_table(analysed)
     blocks += [_table(analysed, FLIP),
                Paragraph("Per clean-correct sample: the first-order flip distance m / ||dm/dx||_1 (medians), the "

@@ -40,7 +40,9 @@ from spikeguard.study.groups import (
     cell_text,
     flat_numbers,
     groups_of,
+    matching_vanilla,
     mean_interval,
+    other_settings,
     trade_off_figure,
 )
 from spikeguard.study.mechanism_summary import mechanism_blocks
@@ -132,13 +134,6 @@ def _verdict_line(group: Group, baseline: Group) -> str | None:
             f"{len(seeds)} paired seed(s): {verdict}.")
 
 
-def _others(g: Group) -> dict:
-    """A group's settings other than the defense and the settings only a defense reads (lamb, gr_lamb, ...)."""
-    from spikeguard.defenses.registry import DEFENSE_SETTINGS
-
-    return {k: v for k, v in g.settings.items() if k not in ("defense", "rat_beta", *DEFENSE_SETTINGS)}
-
-
 def _verdict(groups: list[Group]) -> list[Block]:
     """Each penalised group against vanilla with the same other settings, paired by seed; each combined defense
     (SR*, SR + RAT, SR + GR) against each of its parts."""
@@ -147,9 +142,8 @@ def _verdict(groups: list[Group]) -> list[Block]:
     for group in groups:
         if group.settings.get("defense") in (None, "vanilla") or not group.cells or "ensemble" in group.settings:
             continue
-        baseline = next((g for g in groups if g.settings.get("defense") == "vanilla" and _others(g) == _others(group)),
-                        None)
-        line = _verdict_line(group, baseline) if baseline is not None and baseline.cells else None
+        baseline = matching_vanilla(group, groups)
+        line = _verdict_line(group, baseline) if baseline is not None else None
         if line is not None:
             lines.append(line)
     ensembles = [line for g in groups if "ensemble" in g.settings and g.cells
@@ -194,7 +188,7 @@ def _combination_lines(groups: list[Group]) -> list[str]:
             continue
         for part in DEFENSES.facts(defense).get("combines", ()):
             other = next((g for g in groups if g.settings.get("defense") == part and g.cells
-                          and "ensemble" not in g.settings and _others(g) == _others(group)), None)
+                          and "ensemble" not in g.settings and other_settings(g) == other_settings(group)), None)
             if other is None:
                 continue
             robust, clean = _paired_text(group, other, "worst_case"), _paired_text(group, other, "clean")
