@@ -643,6 +643,8 @@ def test_each_group_is_compared_with_the_vanilla_of_its_own_network(tmp_path):
     assert "network snn, defense sr, lamb 0.03: worst case +20.0 points against vanilla" in text
     assert "network ann, defense sr, lamb 0.03 against network ann, defense vanilla, paired by seed" in text
     assert "network ann, defense sr, lamb 0.03 against network snn" not in text
+    assert ("gain of network snn, defense sr, lamb 0.03 over its vanilla minus that of network ann, defense sr, "
+            "lamb 0.03: -25.0 points [-25.0, -25.0] over 3 seeds: smaller.") in text
 
 
 def _mechanism_cell(defense, seed, m_l1, confidence, lamb=None):

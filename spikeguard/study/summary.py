@@ -149,6 +149,7 @@ def _verdict(groups: list[Group]) -> list[Block]:
     ensembles = [line for g in groups if "ensemble" in g.settings and g.cells
                  for line in [_ensemble_line(g, groups)] if line]
     parts = _combination_lines(groups)
+    gains = _gain_lines(groups)
     if not lines and not ensembles and not parts:
         return [Paragraph("No comparison with vanilla: the study has no finished vanilla cells beside other defenses.")]
     blocks: list[Block] = []
@@ -156,6 +157,10 @@ def _verdict(groups: list[Group]) -> list[Block]:
         blocks += [Items(lines), Paragraph("The interval is the 95% interval of the mean difference over seeds that "
                                            "both finished (paired: the same seed gives the same split and "
                                            "initialisation).")]
+    if gains:
+        blocks += [Items(gains), Paragraph(
+            "Does a defense's gain depend on the other settings (the network, the training estimator)? Its gain "
+            "over the vanilla of the same settings, compared between two settings, paired by seed.")]
     if parts:
         blocks += [Items(parts), Paragraph("A combined defense against each defense it combines, paired by seed: "
                                            "worst case and clean accuracy differences with their 95% intervals.")]
@@ -176,6 +181,35 @@ def _paired_text(group: Group, other: Group, key: str) -> str | None:
         return f"{100 * mean:+.1f} points (1 seed, no interval)"
     word = "higher" if mean - half > 0 else "lower" if mean + half < 0 else "undecided"
     return f"{100 * mean:+.1f} points [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] over {len(seeds)} seeds: {word}"
+
+
+def _gain_lines(groups: list[Group]) -> list[str]:
+    """For two groups of one defense under different other settings, each with its own vanilla: the
+    difference of their worst-case gains over vanilla, per seed, with its 95% interval."""
+    def gains(group: Group, vanilla: Group) -> dict:
+        ours, theirs = group.by_seed("worst_case"), vanilla.by_seed("worst_case")
+        return {seed: ours[seed] - theirs[seed] for seed in ours if seed in theirs}
+
+    defended = []
+    for g in groups:
+        vanilla = matching_vanilla(g, groups)
+        if g.settings.get("defense") not in (None, "vanilla") and g.cells and vanilla is not None:
+            defended.append((g, gains(g, vanilla)))
+    lines = []
+    for i, (a, gain_a) in enumerate(defended):
+        for b, gain_b in defended[i + 1:]:
+            if a.settings.get("defense") != b.settings.get("defense") or other_settings(a) == other_settings(b):
+                continue
+            seeds = sorted(set(gain_a) & set(gain_b), key=str)
+            if len(seeds) < 2:
+                continue
+            mean, half = mean_interval([gain_a[s] - gain_b[s] for s in seeds])
+            half = half or 0.0
+            word = ("larger" if mean - half > 0 else "smaller" if mean + half < 0 else "undecided (the interval "
+                    "spans 0)")
+            lines.append(f"gain of {a.label} over its vanilla minus that of {b.label}: {100 * mean:+.1f} points "
+                         f"[{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}] over {len(seeds)} seeds: {word}.")
+    return lines
 
 
 def _combination_lines(groups: list[Group]) -> list[str]:
