@@ -150,7 +150,8 @@ def test_the_quick_suites_margin_pgd_breaks_saturated_logits(tiny_model, digits,
                           "loss": "margin", "estimators": list(margin.estimators)}]}
     scaled = evaluate(traps.ScaledLogits(tiny_model), digits, suite=suite, n=16).record
     aware = traps.trick_aware(tiny_model, x[:16], y[:16], EPS, steps=20, members=("triangle:1", "ann"))
-    assert scaled.ensemble_accuracy <= aware.float().mean().item() + 0.05
+    # within one sample of the 16 (a tiny model's training, and so a borderline sample, differs between CPUs)
+    assert scaled.ensemble_accuracy <= aware.float().mean().item() + 1 / 16 + 1e-9
     with pytest.raises(UserError, match=r"pgd loss must be one of ce, margin, got 'hinge'"):
         suite_from_dict({"attacks": [{"attack": "pgd", "loss": "hinge", "estimators": ["triangle:1"]}]})
 

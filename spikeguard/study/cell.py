@@ -217,8 +217,6 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
 
     run_dir = cell_dir(study, cell_id)
     if plan.cell(cell_id).members:
-        from spikeguard.study.ensemble import ensemble_numbers
-
         return ensemble_numbers(study, plan, cell_id)
     metrics = read_metrics(run_dir / METRICS)
     if not metrics:
@@ -238,6 +236,32 @@ def cell_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
     analysis_file = run_dir / ANALYSIS / "analysis.json"
     if analysis_file.is_file():
         numbers["analysis"] = analysis_numbers(json.loads(analysis_file.read_text()))
+    return numbers
+
+
+def ensemble_numbers(study: Path, plan: StudyPlan, cell_id: str) -> dict[str, Any]:
+    """The ensemble's evaluations, and its activity and energy from its members' analyses: SOPs and energy
+    summed, the firing rate their mean (None where a member has no analysis)."""
+    cell = plan.cell(cell_id)
+    evaluations = evaluation_numbers(plan, cell_dir(study, cell_id))
+    numbers: dict[str, Any] = {"members": list(cell.members), "evaluations": evaluations,
+                               "clean": evaluations[0]["clean"], "worst_case": evaluations[0]["headline"]}
+    analyses = []
+    for member in cell.members:
+        path = cell_dir(study, member) / ANALYSIS / "analysis.json"
+        if not path.is_file():
+            return numbers
+        analyses.append(analysis_numbers(json.loads(path.read_text())))
+
+    def total(key: str) -> float | None:
+        values = [a.get(key) for a in analyses]
+        return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
+
+    rates = [float(a["firing_rate"]) for a in analyses if a.get("firing_rate") is not None]
+    numbers["analysis"] = {"energy_joules": total("energy_joules"), "sops": total("sops"),
+                           "ann_energy_joules": total("ann_energy_joules"), "analog_macs": total("analog_macs"),
+                           "firing_rate": sum(rates) / len(rates) if len(rates) == len(analyses) else None,
+                           "from_members": True}
     return numbers
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,15 +135,22 @@ def shown_status(study: Path, record: dict[str, Any]) -> str:
 
 # ---- study.json -------------------------------------------------------------------------------------------
 
-def collect(study: Path, plan: StudyPlan) -> dict[str, Any]:
-    """study.json's content: the plan's cells with their records, in grid order."""
+def collect(study: Path, plan: StudyPlan, read_numbers: Callable[[Path, StudyPlan, str], Any] | None = None
+            ) -> dict[str, Any]:
+    """study.json's content: the plan's cells with their records, in grid order. ``read_numbers``
+    (study/cell.py's cell_numbers, given by the summary): a finished cell's numbers read again from its files,
+    so that what a newer spikeguard reads from them shows without rerunning the cell; the record's where the
+    files cannot be read."""
     cells = []
     for cell in plan.cells:
         record = read_cell_record(study, cell.id)
         kept: dict[str, Any] = {k: record[k] for k in ("reason", "numbers", "timing", "threads", "machine", "started",
                                                        "finished", "job", "reused_from") if k in record}
-        if record.get("status") == "done":
-            kept["numbers"] = _numbers_from_files(study, plan, cell.id, kept.get("numbers"))
+        if record.get("status") == "done" and read_numbers is not None:
+            try:
+                kept["numbers"] = read_numbers(study, plan, cell.id)
+            except (UserError, OSError, ValueError, KeyError, TypeError):
+                pass  # the record's numbers stand
         cells.append({"id": cell.id, "settings": cell.settings, "dir": f"{CELLS}/{cell.id}",
                       "status": shown_status(study, record), **kept})
     counts = {s: sum(c["status"] == s for c in cells) for s in (*STATUSES, "killed")}
@@ -152,22 +159,12 @@ def collect(study: Path, plan: StudyPlan) -> dict[str, Any]:
             "cells": cells}
 
 
-def _numbers_from_files(study: Path, plan: StudyPlan, cell_id: str, recorded: Any) -> Any:
-    """A finished cell's numbers read again from its files, so that what a newer spikeguard reads from them
-    (or a file restored since) shows without rerunning the cell; the record's where the files cannot be read."""
-    from spikeguard.study.cell import cell_numbers
-
-    try:
-        return cell_numbers(study, plan, cell_id)
-    except (UserError, OSError, ValueError, KeyError, TypeError):
-        return recorded
-
-
-def write_study(study: Path, plan: StudyPlan) -> dict[str, Any]:
+def write_study(study: Path, plan: StudyPlan,
+                read_numbers: Callable[[Path, StudyPlan, str], Any] | None = None) -> dict[str, Any]:
     """Rebuild study.json. Slurm jobs that end together each rebuild it: one at a time, so that the last
     writer has read every record written before it."""
     with _writing(Path(study)):
-        data = collect(study, plan)
+        data = collect(study, plan, read_numbers)
         write_json(Path(study) / STUDY, data)
     return data
 

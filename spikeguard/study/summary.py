@@ -333,7 +333,9 @@ def write_summary(study_dir: Path) -> tuple[Path, Path]:
     cells' records."""
     study_dir = Path(study_dir)
     if (study_dir / PLAN).is_file():  # cells that ran elsewhere (Slurm jobs) since study.json was written
-        write_study(study_dir, read_plan(study_dir))
+        from spikeguard.study.cell import cell_numbers  # finished cells' numbers read again from their files
+
+        write_study(study_dir, read_plan(study_dir), cell_numbers)
     blocks = build(study_dir)
     markdown, page = study_dir / "summary.md", study_dir / "summary.html"
     write_text(markdown, render_markdown(blocks, study_dir))
