@@ -83,21 +83,31 @@ class AdversarialTraining(Defense):
         return super().loss(model, self.examples(model, x, y), y)
 
 
-class RobustAdversarialTraining(AdversarialTraining):
-    """RAT: FGSM adversarial training plus the orthogonality retraction after each step."""
+class Retracting:
+    """RAT's orthogonality retraction after each optimiser step, its rows drawn from a generator of its own
+    (stored in checkpoints as "rows"); mixed into RAT and SR + RAT."""
 
-    name = "rat"
+    beta: float
+    rows: torch.Generator
 
-    def __init__(self, examples: AdversarialExamples, beta: float = 0.004, seed: int = 0):
-        super().__init__(examples)
-        self.beta = beta
-        self.rows = torch.Generator().manual_seed(seed)
+    def _retraction(self, beta: float, seed: int) -> None:
+        self.beta, self.rows = beta, torch.Generator().manual_seed(seed)
 
     def generators(self):
         return {**super().generators(), "rows": self.rows}
 
     def after_step(self, model):
         retract_model(model, self.beta, generator=self.rows)
+
+
+class RobustAdversarialTraining(Retracting, AdversarialTraining):
+    """RAT: FGSM adversarial training plus the orthogonality retraction after each step."""
+
+    name = "rat"
+
+    def __init__(self, examples: AdversarialExamples, beta: float = 0.004, seed: int = 0):
+        super().__init__(examples)
+        self._retraction(beta, seed)
 
 
 class GradientRegularization(Defense):
@@ -129,21 +139,14 @@ class SparsityRegularization(Defense):
         return ce + self.lamb * penalty, {"ce": ce.detach(), "penalty": penalty.detach()}
 
 
-class SparsityRobustAdversarialTraining(SparsityRegularization):
+class SparsityRobustAdversarialTraining(Retracting, SparsityRegularization):
     """SR + RAT: SR (its cross-entropy and its penalty) on RAT's FGSM examples, then RAT's orthogonality
     retraction after each step. SR* is the same with AT's examples and no retraction."""
 
     def __init__(self, lamb: float, h: float, examples: AdversarialExamples, beta: float = 0.004, seed: int = 0):
         super().__init__(lamb, h, examples)
         self.name = "sr_rat"
-        self.beta = beta
-        self.rows = torch.Generator().manual_seed(seed)
-
-    def generators(self):
-        return {**super().generators(), "rows": self.rows}
-
-    def after_step(self, model):
-        retract_model(model, self.beta, generator=self.rows)
+        self._retraction(beta, seed)
 
 
 class SparsityGradientRegularization(Defense):
