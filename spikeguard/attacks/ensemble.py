@@ -45,6 +45,9 @@ class WorstCase:
                examples: torch.Tensor | None = None) -> torch.Tensor:
         """Take member ``member``'s scores of samples ``idx``; returns the per-sample worst case so far.
         Ties keep the earlier member (the first that reached the worst case is named)."""
+        idx, scores = idx.to(self.score.device), scores.to(self.score.device)  # callers may count on the CPU
+        if examples is not None and self.example is not None:
+            examples = examples.to(self.example.device)
         lower = scores < self.score[idx]
         for i in idx[lower].tolist():
             self.by[i] = member

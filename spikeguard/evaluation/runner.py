@@ -261,7 +261,7 @@ class SuiteRunner:
                        rows: list[SampleOutcome]) -> None:
         """Take one member's scores into the attack's worst case, and write its column: cumulative (the worst
         case over this and the earlier members) in a cascade, its own scores otherwise."""
-        worst.update(member, torch.arange(len(rows)), scores)
+        worst.update(member, torch.arange(len(rows), device=scores.device), scores)
         for row, value in zip(rows, (worst.score if self.suite.cascade else scores).tolist()):
             row.attack(label).members[member] = value
 

@@ -1,7 +1,9 @@
 """Cells copied from other studies (plan key ``reuse``): a cell of this plan whose training configuration,
 evaluations, analysis and thread count are those of a finished cell of a study beside this one computes the
-same numbers (training and attacks are seeded), so its files are copied instead of recomputed, and its record
-says where from. Questions that share their main comparison (docs/findings.md) run it once."""
+same numbers on the same machine (training and attacks are seeded; another processor or torch build can differ
+within seed noise), so its files are copied instead of recomputed. Its record says where from and keeps the
+machine it ran on, which the summary lists. Questions that share their main comparison (docs/findings.md) run
+it once."""
 
 from __future__ import annotations
 
