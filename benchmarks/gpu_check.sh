@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for spikeguard, within 8 minutes on one CUDA device:
-#   1. estimator gradients on CUDA equal those on the CPU (every family, float64)
+#   1. estimator gradients on CUDA equal those on the CPU (every family, float64); a tiny study
+#      (benchmarks/gpu_study.yaml) through every step a findings study takes, 5 cells at once: every cell must
+#      end done (a tensor left on the CPU fails its cell)
 #   2. training step time and peak memory per defense, VGG-11 and WRN-16-4, T = 8: IEEE float32, TF32, bf16
 #   3. channels_last, torch.compile of the spiking layers and of the model, bf16 against float32 in one run
 #      (VGG-11, vanilla and SR); spiking-layer throughput eager against compiled; how far TF32 / bf16 move
@@ -45,6 +47,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 B="benchmarks"
 COMMON=(--device "$DEV" --batch "$BATCH" --time-steps "$T" --steps "$STEPS" --warmup "$WARM")
 step estimator_gradients 60 $PY $B/estimator_gradients.py --device "$DEV" --out "$OUT/estimator_gradients.json"
+step study 150 bash $B/gpu_study.sh "$DEV" "$OUT/gpu_study" "$PY"
 step step_fp32 60 $PY $B/train_step.py "${COMMON[@]}" --out "$OUT/step_fp32.json"
 step step_tf32 60 $PY $B/train_step.py "${COMMON[@]}" --tf32 --neuron-share "" --out "$OUT/step_tf32.json"
 step step_bf16 60 $PY $B/train_step.py "${COMMON[@]}" --bf16 --neuron-share "" --out "$OUT/step_bf16.json"
