@@ -61,3 +61,15 @@ def test_best_near_clean_matches_clean_accuracy_both_ways_or_says_not_reached():
     assert choice.reached and choice.candidate.settings == {"lamb": 0.1}  # 0.99 is more robust but 5 points above
     choice = best_near_clean(rows, reference_clean=0.80, tolerance=0.02)
     assert not choice.reached and choice.candidate.settings == {"lamb": 0.1} and "not reached" in choice.why
+
+
+def test_the_gpu_checks_tiny_study_covers_every_combined_defense_and_an_ensemble():
+    """benchmarks/gpu_check.sh runs this plan on CUDA: a combined defense registered later joins it, or this fails."""
+    from spikeguard.defenses.registry import DEFENSES
+
+    plan = load_plan(ROOT / "benchmarks" / "gpu_study.yaml")
+    trained = {cell.config.defense for cell in plan.cells if not cell.members}
+    combined = {name for name in DEFENSES if DEFENSES.get(name).combines}
+    assert combined and combined <= trained
+    assert any(cell.members for cell in plan.cells)
+    assert [e["suite"] for e in plan.evaluate] == ["strong", "paper"] and plan.analyze is not None
