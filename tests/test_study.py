@@ -401,6 +401,10 @@ def test_an_ensemble_cell_averages_its_members_after_they_finish_and_is_attacked
     assert results["model"].startswith("ensemble of 2") and results["checkpoint"].count("best.pt") == 2
     summary = (study / "summary.md").read_text()
     assert "defense sr, ensemble 2: worst case" in summary and "its 2 members alone" in summary
+    started = [line.split("cell ")[1].split(":")[0] for line in (study / "study.log").read_text().splitlines()
+               if ": running (pid" in line]  # the members, then the ensemble ahead of the cells it does not need
+    assert started[2:] == ["ensemble_defense-sr", "defense-vanilla_seed-0", "defense-vanilla_seed-1"], started
+    assert set(started[:2]) == {"defense-sr_seed-0", "defense-sr_seed-1"}
     kept = tmp_path / "kept"
     shutil.copytree(study, kept, ignore=shutil.ignore_patterns("*.pt", "*.log"))
     code, _, err = run_cli(["study", plan, "--out", kept])

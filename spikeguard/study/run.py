@@ -65,20 +65,24 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
         if unchecked:
             launch.say(f"study {plan.name}: {len(unchecked)} cell(s) hold Slurm jobs that cannot be checked here "
                        f"(neither squeue nor sacct answers); they are left to those jobs; {IGNORE_FLAG} runs them")
+        # An ensemble averages its members' finished models, so they run first; the ensembles then start ahead of
+        # the other cells (an ensemble is attacked through every member: the longest cell, which at the end would
+        # run alone while the other workers idle).
         ensembles = [cell_id for cell_id in todo if plan.cell(cell_id).members]
-        todo = [cell_id for cell_id in todo if cell_id not in ensembles]
-        if todo:
-            run(launch, todo)
-        if ensembles:  # after their members: an ensemble averages the members' finished models
-            ready = [e for e in ensembles if all(finished(study, plan, m) for m in plan.cell(e).members)]
-            for cell_id in ensembles:
-                if cell_id not in ready:
-                    members = plan.cell(cell_id).members
-                    count = sum(finished(study, plan, m) for m in members)
-                    launch.say(f"cell {cell_id}: waits for its members ({count} of {len(members)} finished); a rerun "
-                               "evaluates it once they all have")
-            if ready:
-                run(launch, ready)
+        wanted = {m for cell_id in ensembles for m in plan.cell(cell_id).members}
+        members_first = [cell_id for cell_id in todo if cell_id in wanted]
+        others = [cell_id for cell_id in todo if cell_id not in wanted and cell_id not in ensembles]
+        if members_first:
+            run(launch, members_first)
+        ready = [e for e in ensembles if all(finished(study, plan, m) for m in plan.cell(e).members)]
+        for cell_id in ensembles:
+            if cell_id not in ready:
+                members = plan.cell(cell_id).members
+                count = sum(finished(study, plan, m) for m in members)
+                launch.say(f"cell {cell_id}: waits for its members ({count} of {len(members)} finished); a rerun "
+                           "evaluates it once they all have")
+        if ready or others:
+            run(launch, ready + others)
         if wait and executor == "slurm" and not dry_run:
             wait_for_cells(launch, [c.id for c in plan.cells if c.id in waiting or c.id in todo])
         data = write_study(study, plan)
