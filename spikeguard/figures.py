@@ -322,3 +322,38 @@ def robustness_per_energy(points: list[EnergyPoint], path: Path, energy_label: s
     right.set_title("Firing rate per spiking layer", fontsize=10)
     right.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class EstimatorLine:
+    """One group of a study: its mean accuracy (%) under each estimator of the bank, its training estimator and
+    its headline worst case (%)."""
+    name: str
+    accuracies: dict[str, float]
+    own: str
+    worst: float | None
+
+
+def estimator_bank(lines: list[EstimatorLine], path: Path) -> Path:
+    """Accuracy under each backward estimator, strongest (lowest over the groups' mean) on the left, one line per
+    group; its training estimator ringed and its worst case over every attack a dashed line of its colour."""
+    names = sorted({n for line in lines for n in line.accuracies},
+                   key=lambda n: (sum(line.accuracies.get(n, 100.0) for line in lines), n))
+    fig, axes = _new(size=(11, 4.4))
+    ax = axes[0][0]
+    for number, line in enumerate(lines):
+        color = f"C{number % 10}"
+        xs = [j for j, n in enumerate(names) if n in line.accuracies]
+        ax.plot(xs, [line.accuracies[names[j]] for j in xs], marker="o", markersize=3, color=color, label=line.name)
+        if line.own in names and line.own in line.accuracies:
+            ax.scatter([names.index(line.own)], [line.accuracies[line.own]], s=120, facecolors="none",
+                       edgecolors=color, linewidths=1.5)
+        if line.worst is not None:
+            ax.axhline(line.worst, color=color, linestyle="--", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy under each backward estimator (ringed: the training estimator; dashed: worst case "
+                 "over every attack)", fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    return _save(fig, path)

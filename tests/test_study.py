@@ -569,6 +569,7 @@ def test_the_estimator_section_sets_the_training_estimators_number_beside_the_st
     text = "\n".join(str(b) for b in build(tmp_path))
     own = "50.0 ± 0.0 (n=2)" if trained_with == "triangle:1" else "40.0 ± 0.0 (n=2)"
     assert f"'{trained_with}', '{own}', '30.0 ± 0.0 (n=2)', 'bptr 30.0, sigmoid:4 40.0, triangle:1 50.0'" in text
+    assert (tmp_path / "figures" / "estimators.png").stat().st_size > 10_000 and "estimators.png" in text
 
 
 def test_a_combined_defense_is_paired_with_each_part_and_with_vanilla_whatever_its_own_settings(tmp_path):

@@ -8,9 +8,11 @@ every estimator faces the same attacks). A group shows the mean over seeds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from spikeguard.report.blocks import Block, Paragraph, Table
+from spikeguard.figures import EstimatorLine, estimator_bank
+from spikeguard.report.blocks import Block, Figure, Paragraph, Table
 from spikeguard.report.tables import ABSENT
 from spikeguard.study.groups import Group, cell_text
 
@@ -33,8 +35,9 @@ def estimator_accuracies(numbers: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def estimator_blocks(groups: list[Group], training_estimator: str = TRAINING_DEFAULT) -> list[Block]:
-    rows = []
+def estimator_blocks(groups: list[Group], training_estimator: str = TRAINING_DEFAULT,
+                     figure_path: Path | None = None) -> list[Block]:
+    rows, lines = [], []
     for g in groups:
         per_cell = [estimator_accuracies(c["numbers"]) for c in g.cells]
         per_cell = [p for p in per_cell if p]
@@ -47,10 +50,16 @@ def estimator_blocks(groups: list[Group], training_estimator: str = TRAINING_DEF
                      cell_text([min(p.values()) for p in per_cell], True),
                      ", ".join(f"{name} {100 * mean[name]:.1f}" for name in names[:3]),
                      cell_text(g.values("worst_case"), True)])
+        worst = g.values("worst_case")
+        lines.append(EstimatorLine(g.label, {name: 100 * value for name, value in mean.items()}, own,
+                                   100 * sum(worst) / len(worst) if worst else None))
     if not rows:
         return [Paragraph(f"{ABSENT}: the headline evaluation ran no gradient attack under several estimators.")]
+    figure = [] if figure_path is None else [Figure(
+        estimator_bank(lines, figure_path), "Accuracy under each backward estimator of the bank, mean over seeds "
+        "(strongest on the left); ringed: the group's training estimator; dashed: its worst case over every attack")]
     return [Table(["cells", "training estimator", "its own gradient only %", "strongest estimator %",
-                   "three strongest estimators (mean %)", "worst case, all attacks %"], rows),
+                   "three strongest estimators (mean %)", "worst case, all attacks %"], rows), *figure,
             Paragraph("Per seed, each estimator's accuracy is its worst over the gradient attacks the headline "
                       "evaluation ran under the whole bank; 'its own gradient only' is what an evaluation under the "
                       "training estimator alone reports, 'strongest estimator' the lowest over the bank, 'worst case' "

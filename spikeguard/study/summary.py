@@ -76,7 +76,7 @@ def build(study_dir: Path) -> list[Block]:
         Fold("Energy: firing rates, synaptic operations, robustness per energy",
              energy_blocks(groups, study_dir / FIGURES / "energy.png"), folded=False),
         Fold("Which estimator breaks it", estimator_blocks(groups, str(plan.get("train", {}).get(
-            "train_estimator", "triangle:1"))), folded=False),
+            "train_estimator", "triangle:1")), study_dir / FIGURES / "estimators.png"), folded=False),
         Fold("Paper-style table", _paper_table(groups, suites)),
         Fold("FGSM and PGD with and without SR", _fgsm_pgd(groups, suites)),
         Fold("Cells", _cells(study)),
