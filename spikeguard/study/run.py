@@ -72,6 +72,8 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
         wanted = {m for cell_id in ensembles for m in plan.cell(cell_id).members}
         members_first = [cell_id for cell_id in todo if cell_id in wanted]
         others = [cell_id for cell_id in todo if cell_id not in wanted and cell_id not in ensembles]
+        if executor == "slurm":  # queued, not run here: one array, and an ensemble waits for a rerun as before
+            members_first, others = [], [cell_id for cell_id in todo if cell_id not in ensembles]
         if members_first:
             run(launch, members_first)
         ready = [e for e in ensembles if all(finished(study, plan, m) for m in plan.cell(e).members)]
