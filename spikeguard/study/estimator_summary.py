@@ -44,13 +44,13 @@ def estimator_blocks(groups: list[Group], training_estimator: str = TRAINING_DEF
         if not per_cell:
             continue
         own = str(g.settings.get("train_estimator", training_estimator))
+        worst = g.values("worst_case")
         mean = {name: sum(p.get(name, 1.0) for p in per_cell) / len(per_cell) for name in per_cell[0]}
         names = sorted(mean, key=lambda name: (mean[name], name))
         rows.append([g.label, own, cell_text([p[own] for p in per_cell if own in p], True),
                      cell_text([min(p.values()) for p in per_cell], True),
                      ", ".join(f"{name} {100 * mean[name]:.1f}" for name in names[:3]),
-                     cell_text(g.values("worst_case"), True)])
-        worst = g.values("worst_case")
+                     cell_text(worst, True)])
         lines.append(EstimatorLine(g.label, {name: 100 * value for name, value in mean.items()}, own,
                                    100 * sum(worst) / len(worst) if worst else None))
     if not rows:
