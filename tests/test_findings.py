@@ -40,7 +40,10 @@ def test_each_preset_loads_and_expands_to_the_cells_the_page_reports(name):
         assert [c["id"] for c in study["cells"]] == [c.id for c in plan.cells]
         for cell in study["cells"]:
             if cell["status"] == "done":
-                assert (kept / "cells" / f"{cell['id']}.json").is_file() and not list((kept / "cells" / cell["id"]).glob("*.pt"))
+                cell_dir = kept / "cells" / cell["id"]
+                assert (kept / "cells" / f"{cell['id']}.json").is_file() and not list(cell_dir.glob("*.pt"))
+                # its analysis figures redraw from the kept files (studies/results/.gitignore), so none is kept
+                assert not (cell_dir / "analysis" / "figures").exists()
 
 
 def _candidates(*rows):
