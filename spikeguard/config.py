@@ -41,6 +41,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "alpha": (0.0, 1.0, " (pixel scale)"),
     "gr_lamb": (0.0, LAMB_MAX, "; larger weights swamp the cross-entropy (docs/reliability.md)"),
     "rat_beta": (0.0, 1.0, ""),
+    "kd_temperature": (0.1, 100.0, ""),
+    "kd_alpha": (0.0, 1.0, ""),
     "lr": (0.0, 10.0, ""),
     "weight_decay": (0.0, 1.0, ""),
     "steps": (1, 1000, ""),
@@ -70,6 +72,9 @@ class TrainConfig:
     gr_lamb: float | None = None      # GR's weight where SR's lamb is the other (sr_gr); None: the GR lamb
     #                                   validated on the data set (validated_lamb), else 0 (refused)
     rat_beta: float = 0.004           # RAT retraction strength (was "beta"; snnTorch's beta is a leak)
+    teacher: list[str] | None = None  # sr_distill: checkpoints or run directories (several: their logits averaged)
+    kd_temperature: float = 4.0       # sr_distill: the softmax temperature of the distillation term
+    kd_alpha: float = 0.9             # sr_distill: the distillation term's weight (the cross-entropy's is 1 - it)
     time_steps: int | None = None     # None: 8 for images, the frame count (dvs.frames, default 10) for event data
     tau: float = 1.0
     train_estimator: str = "triangle:1"  # the backward estimator training uses (family or family:width)
@@ -169,6 +174,11 @@ class TrainConfig:
         if defense.needs_lamb and self.lamb == 0:
             raise UserError(f"defense '{self.defense}' needs a positive lamb (its penalty weight); none has been "
                             f"validated for {self.dataset}, so give --lamb")
+        if self.applies("teacher") and not self.teacher:
+            raise UserError(f"defense '{self.defense}' needs --teacher: one or more checkpoints or run directories "
+                            "(of the same data set) whose logits the student learns from")
+        if self.teacher and not self.applies("teacher"):
+            raise UserError(f"--teacher is for defense sr_distill, not '{self.defense}'")
         if self.applies("gr_lamb") and not self.gr_lamb:
             raise UserError(f"defense '{self.defense}' needs a positive gr_lamb (the GR penalty's weight); none has "
                             f"been validated for {self.dataset}, so give --gr-lamb")
@@ -296,6 +306,12 @@ def coerce_field(name: str, value: Any, annotation: str) -> Any:
         if "None" in annotation:
             return None
         raise UserError(f"config field '{name}' may not be empty")
+    if annotation.startswith("list[str]"):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
+            return list(value)
+        raise UserError(f"config field '{name}' must be a path or a list of paths, got {value!r}")
     if annotation.startswith("dict"):
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)

@@ -156,6 +156,9 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
         data = load_data(cfg)
     with seeded_rngs(cfg.seed, device):
         state = build_run(cfg, run_dir, device, data, model)
+        if state.facts.get("teachers") != ckpt.get("teachers"):
+            raise UserError(f"the teacher of '{run_dir}' has changed since its checkpoint (its files' sha256 "
+                            "differ): a resumed student learns from the teacher it started with")
         restore(state, ckpt)
         if cfg.epochs != saved.get("epochs"):
             stretch_schedule(state)
@@ -212,8 +215,14 @@ def build_run(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DataS
     spec = model_spec(cfg, data) if model is None and cfg.model_fn is None else None
     model, facts = (create_model(spec), {}) if spec is not None else external_model(cfg.model_fn, model)
     model = model.to(device)
+    teacher = None
+    if cfg.applies("teacher"):  # sr_distill: its checkpoints' hashes travel with the run (a resume compares them)
+        from spikeguard.defenses.distillation import load_teacher
+
+        teacher, facts["teachers"] = load_teacher(cfg.teacher or [], cfg.dataset, device)
     defense = create_defense(cfg.defense, lamb=cfg.lamb, h=cfg.h, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
-                             attack=cfg.attack, beta=cfg.rat_beta, gr_lamb=cfg.gr_lamb or 0.0, seed=cfg.seed)
+                             attack=cfg.attack, beta=cfg.rat_beta, gr_lamb=cfg.gr_lamb or 0.0, seed=cfg.seed,
+                             teacher=teacher, kd_temperature=cfg.kd_temperature, kd_alpha=cfg.kd_alpha)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     per_rank_batch_size(cfg.batch_size)  # under torchrun: the global batch must split evenly over the ranks

@@ -51,6 +51,36 @@ def test_evaluate_prints_and_writes_results(run_dir, tmp_path, capsys):
     assert "pgd-10" in capsys.readouterr().out
 
 
+def test_a_distilled_sr_student_trains_from_a_teacher_run_and_refuses_a_changed_teacher(run_dir, tmp_path, capsys):
+    """sr_distill end to end: the student logs its distillation term, records its teacher's path and sha256, and
+    a resume against a teacher whose file changed is one line, exit 2, with the student's files untouched."""
+    import shutil
+
+    from spikeguard.checkpoint import read_checkpoint, save_checkpoint
+    from spikeguard.provenance import file_sha256
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(run_dir, teacher)
+    student = tmp_path / "student"
+    assert main(["train", "--defense", "sr_distill", "--teacher", str(teacher), "--kd-temperature", "3",
+                 "--epochs", "1", "--time-steps", "2", "--batch-size", "256", "--out", str(student),
+                 "--no-progress", "--quiet"]) == 0
+    cfg = yaml.safe_load((student / "config.yaml").read_text())
+    assert cfg["teacher"] == [str(teacher)] and cfg["kd_temperature"] == 3.0 and cfg["kd_alpha"] == 0.9
+    epoch = json.loads((student / "metrics.jsonl").read_text().splitlines()[-1])
+    assert epoch["kd"] > 0 and epoch["penalty"] > 0
+    best = read_checkpoint(student / "best.pt")
+    assert best["teachers"] == [{"path": str(teacher / "best.pt"), "sha256": file_sha256(teacher / "best.pt")}]
+    assert "kd_alpha" not in yaml.safe_load((run_dir / "config.yaml").read_text())  # recorded for sr_distill only
+
+    payload = read_checkpoint(teacher / "best.pt")
+    payload["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in payload["model"].items()}
+    save_checkpoint(teacher / "best.pt", {k: v for k, v in payload.items() if k not in ("format", "version", "sha256")})
+    before = {p.name: p.stat().st_mtime_ns for p in student.iterdir()}
+    assert "teacher" in one_line_error(capsys, ["train", "--resume", str(student), "--epochs", "2", "--no-progress"])
+    assert {p.name: p.stat().st_mtime_ns for p in student.iterdir()} == before
+
+
 def test_train_from_config_file_with_flag_override(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("dataset: digits\ndefense: vanilla\nepochs: 3\ntime_steps: 2\neps: 8/255\n")
@@ -81,6 +111,10 @@ def one_line_error(capsys, argv):
     (["train", "--encoder", "rate"], "unknown encoder"),
     (["train", "--no-such-flag"], "no-such-flag"),
     (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "not found"),
+    (["train", "--defense", "sr_distill"], "needs --teacher"),
+    (["train", "--defense", "sr", "--teacher", "/nonexistent/run"], "--teacher is for defense sr_distill"),
+    (["train", "--defense", "sr_distill", "--teacher", "/nonexistent/run"], "neither a checkpoint nor a run"),
+    (["train", "--defense", "sr_distill", "--teacher", "x", "--kd-alpha", "2"], "kd_alpha"),
 ])
 def test_bad_train_input_is_one_line_exit_2(capsys, tmp_path, argv, fragment):
     out = tmp_path / "run"
@@ -144,4 +178,4 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spikeguard", "train", "--defense", "nope", "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: unknown defense 'nope'; choose from vanilla, at, rat, gr, sr, sr_star, sr_rat, sr_gr"
+    assert proc.stderr.strip() == "error: unknown defense 'nope'; choose from vanilla, at, rat, gr, sr, sr_star, sr_rat, sr_gr, sr_distill"

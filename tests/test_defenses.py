@@ -9,6 +9,8 @@ from spikeguard.defenses import DEFENSES, create_defense, sparsity_penalty
 from spikeguard.defenses.gradient_norm import gradient_norm_terms
 from spikeguard.defenses.orthogonal import retract, retract_model
 from spikeguard.errors import UserError
+from spikeguard.models import create_model
+from tests.conftest import tiny_spec
 
 
 def slow_sparsity_penalty(model, x, y, h):
@@ -129,7 +131,9 @@ def test_rat_retraction_updates_convs_and_a_row_subset_of_large_linears():
 @pytest.mark.parametrize("name", DEFENSES)
 def test_each_defense_lowers_its_loss(name, tiny_model, digits_batch):
     x, y = digits_batch
-    defense = create_defense(name, lamb=0.01, gr_lamb=0.01, eps=0.05, alpha=0.02, steps=3)
+    torch.manual_seed(1)  # sr_distill's teacher: an untrained network, which the student learns to match
+    teacher = create_model(tiny_spec()).eval()
+    defense = create_defense(name, lamb=0.01, gr_lamb=0.01, eps=0.05, alpha=0.02, steps=3, teacher=teacher)
     opt = torch.optim.SGD(tiny_model.parameters(), lr=0.05, momentum=0.9)
     tiny_model.train()
     losses = []
@@ -255,3 +259,66 @@ def test_the_combined_defenses_train_from_the_cli_and_log_their_penalties(defens
     epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert epoch["penalty"] > 0 and (epoch.get("gr_penalty", 1.0) > 0)
     assert ("gr_penalty" in epoch) == (defense == "sr_gr")
+
+
+# ---- the distilled SR student (sr_distill) ------------------------------------------------------------------
+
+def _teacher(seed=1):
+    torch.manual_seed(seed)
+    return create_model(tiny_spec()).double().eval()
+
+
+@pytest.mark.parametrize("alpha,temperature", [(0.9, 4.0), (0.3, 1.0), (0.0, 2.0)])
+def test_sr_distill_mixes_cross_entropy_and_the_softened_kl_and_adds_the_sr_penalty(
+        tiny_model, digits_batch, alpha, temperature):
+    """loss = (1 - a) CE + a T^2 KL(teacher_T || student_T) + lamb SR, the KL written out by hand; at a = 0
+    it is SR's loss exactly, and only the student's parameters get gradients."""
+    from spikeguard.defenses.sparsity import sparsity_terms
+
+    x, y = digits_batch[0].double(), digits_batch[1]
+    tiny_model.double().eval()
+    teacher = _teacher()
+    before = copy.deepcopy(teacher.state_dict())
+    student = create_defense("sr_distill", lamb=0.2, h=0.05, teacher=teacher, kd_temperature=temperature,
+                             kd_alpha=alpha)
+    loss, parts = student.loss(tiny_model, x, y)
+    logits, penalty = sparsity_terms(tiny_model, x, y, 0.05)
+    p_t = F.softmax(teacher(x) / temperature, 1)
+    kl = (p_t * (p_t.log() - F.log_softmax(logits / temperature, 1))).sum(1).mean() * temperature ** 2
+    ce = F.cross_entropy(logits, y)
+    torch.testing.assert_close(loss, (1 - alpha) * ce + alpha * kl + 0.2 * penalty, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(parts["kd"], kl.detach())
+    assert parts["kd"] > 0  # a different network: the student does not already match it
+    if alpha == 0:
+        torch.testing.assert_close(loss, create_defense("sr", lamb=0.2, h=0.05).loss(tiny_model, x, y)[0])
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), before.values()))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.parameters())
+
+
+def test_sr_distill_pulls_the_student_towards_its_teacher(tiny_model, digits_batch):
+    """With the distillation term weighed alone (kd_alpha 1, a negligible SR weight), steps lower the KL to the
+    teacher."""
+    x, y = digits_batch
+    tiny_model.train()
+    teacher = _teacher().float()
+    defense = create_defense("sr_distill", lamb=1e-4, teacher=teacher, kd_temperature=2.0, kd_alpha=1.0)
+    opt = torch.optim.SGD(tiny_model.parameters(), lr=0.05, momentum=0.9)
+    kls = []
+    for _ in range(10):
+        loss, parts = defense.loss(tiny_model, x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        kls.append(parts["kd"].item())
+    assert kls[-1] < 0.7 * kls[0]
+
+
+@pytest.mark.parametrize("kw,fragment", [(dict(), "needs a teacher"),
+                                         (dict(teacher=nn.Identity(), kd_alpha=1.5), "kd_alpha"),
+                                         (dict(teacher=nn.Identity(), kd_temperature=0.0), "kd_temperature"),
+                                         (dict(teacher=nn.Identity(), kd_temperature=float("nan")), "kd_temperature")])
+def test_sr_distill_refuses_a_missing_teacher_and_bad_settings(kw, fragment):
+    with pytest.raises(UserError, match=fragment):
+        create_defense("sr_distill", lamb=0.1, **kw)

@@ -48,9 +48,9 @@ def test_registered_facts_agree_with_each_other():
         assert set(facts) == {"description", "needs_lamb", "penalised", "makes_examples", "refuses_bf16",
                               "refuses_compile", "refuses_sync_bn", "settings", "combines"}
         assert all(part in DEFENSES and not DEFENSES.facts(part)["combines"] for part in facts["combines"])
-    assert DEFENSES.names(needs_lamb=True) == ("gr", "sr", "sr_star", "sr_rat", "sr_gr")
+    assert DEFENSES.names(needs_lamb=True) == ("gr", "sr", "sr_star", "sr_rat", "sr_gr", "sr_distill")
     assert DEFENSES.names(makes_examples=True) == ("at", "rat", "sr_star", "sr_rat")
-    assert [n for n in DEFENSES if DEFENSES.facts(n)["combines"]] == ["sr_star", "sr_rat", "sr_gr"]
+    assert [n for n in DEFENSES if DEFENSES.facts(n)["combines"]] == ["sr_star", "sr_rat", "sr_gr", "sr_distill"]
 
 
 @pytest.mark.parametrize("command", ["train", "analyze"])

@@ -12,12 +12,13 @@ from spikeguard.training_state import capture, generators, restore
 
 NAMES = {"vanilla": [], "gr": [], "sr": [], "at": ["defense.examples.generator"],
          "sr_star": ["defense.examples.generator"], "rat": ["defense.examples.generator", "defense.rows"],
-         "sr_rat": ["defense.examples.generator", "defense.rows"], "sr_gr": []}
+         "sr_rat": ["defense.examples.generator", "defense.rows"], "sr_gr": [],
+         "sr_distill": []}
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))
 def test_a_defense_names_its_generators_as_checkpoints_store_them(name):
-    defense = create_defense(name, lamb=0.1, gr_lamb=0.1, seed=3)
+    defense = create_defense(name, lamb=0.1, gr_lamb=0.1, seed=3, teacher=torch.nn.Identity())
     state = type("State", (), {"shuffle": torch.Generator(), "defense": defense})()
     assert list(generators(state)) == ["shuffle", *NAMES[name]]
 

@@ -89,6 +89,13 @@ def train(
     gr_lamb: float | None = typer.Option(None, "--gr-lamb", help="GR's penalty weight in sr_gr, where --lamb "
                                          "weighs SR's (default on digits: the GR lamb validated for the demo)."),
     h: float | None = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
+    teacher: list[str] | None = typer.Option(None, "--teacher", metavar="PATH", help="sr_distill: a checkpoint or run directory "
+                                                "of the same data set to learn from; repeat it for an ensemble "
+                                                "teacher (logits averaged)."),
+    kd_temperature: float | None = typer.Option(None, "--kd-temperature", help="sr_distill: softmax temperature "
+                                                   "of the distillation term" + _default("kd_temperature") + "."),
+    kd_alpha: float | None = typer.Option(None, "--kd-alpha", help="sr_distill: weight of the distillation term, "
+                                             "1 - it the cross-entropy's" + _default("kd_alpha") + "."),
     eps: str | None = typer.Option(None, help=_eps_help()),
     alpha: str | None = typer.Option(None, help="PGD step size for AT / SR* (default: 2.5 x eps / steps)."),
     steps: int | None = typer.Option(None, help="PGD steps for AT / SR*" + _default("steps") + "."),
@@ -130,7 +137,8 @@ def train(
 ) -> None:
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
-    fields = given(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, gr_lamb=gr_lamb, h=h, eps=eps, alpha=alpha, steps=steps,
+    fields = given(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, gr_lamb=gr_lamb, h=h,
+                   teacher=teacher or None, kd_temperature=kd_temperature, kd_alpha=kd_alpha, eps=eps, alpha=alpha, steps=steps,
                    attack=attack, epochs=epochs, batch_size=batch_size, lr=lr, time_steps=time_steps, tau=tau,
                    encoder=encoder, train_estimator=train_estimator, network=network, seed=seed, data_dir=data_dir,
                    download=download, device=device, checkpoint_every=checkpoint_every,
@@ -157,6 +165,8 @@ def train(
         prepare_run_dir(out)
         values = {**(load_config_file(config) if config else {}), **fields}
         cfg = config_from_dict(values).resolved()  # every flag checked before PyTorch is imported
+        if cfg.teacher:  # absolute, so that a resume from another directory finds the same files
+            cfg.teacher = [str(Path(p).expanduser().absolute()) for p in cfg.teacher]
         from spikeguard.training import train as run_training
 
         with _resumable(out):

@@ -1,7 +1,8 @@
 """Each defense's factory: the registered target of its name (spikeguard/defenses/registry.py).
 
 A factory takes the checked settings as keywords (``lamb``, ``h``, ``gr_lamb``, ``examples``, the training-attack
-generator built from eps/alpha/steps/attack/seed, ``beta``, ``seed``) and uses those it needs."""
+generator built from eps/alpha/steps/attack/seed, ``beta``, ``seed``, ``teacher``, ``kd_temperature``,
+``kd_alpha``) and uses those it needs."""
 
 from __future__ import annotations
 
@@ -50,3 +51,10 @@ def sparsity_robust_adversarial_training(*, lamb: float, h: float, beta: float, 
 
 def sparsity_gradient_regularization(*, lamb: float, h: float, gr_lamb: float, **settings) -> Defense:
     return SparsityGradientRegularization(lamb, h, gr_lamb)
+
+
+def sparsity_distillation(*, teacher, lamb: float, h: float, kd_temperature: float, kd_alpha: float,
+                          **settings) -> Defense:
+    from spikeguard.defenses.distillation import SparsityDistillation
+
+    return SparsityDistillation(teacher, lamb, h, kd_temperature, kd_alpha)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 DEFENSES = Registry("defense")
 ATTACKS = ("fgsm", "pgd")  # the adversarial-example generators AT and SR* train with
 # training fields only some defenses read (eps is not among them: it is also the evaluation's default radius)
-DEFENSE_SETTINGS = ("lamb", "h", "alpha", "steps", "attack", "beta", "gr_lamb")
+DEFENSE_SETTINGS = ("lamb", "h", "alpha", "steps", "attack", "beta", "gr_lamb", "teacher", "kd_temperature", "kd_alpha")
 _EXAMPLES = ("alpha", "steps", "attack")
 
 _FACTORIES = "spikeguard.defenses.factories"
@@ -77,22 +77,44 @@ register_defense("sr_gr", f"{_FACTORIES}:sparsity_gradient_regularization", need
                  refuses_sync_bn="SyncBatchNorm's backward cannot be differentiated again, which GR's double "
                                  "backprop needs",
                  description="cross-entropy + lamb x the SR penalty + gr_lamb ||d CE / d x||^2")
+# A distilled SR student (question 2): a single model taught by an SR model or ensemble (spikeguard/defenses/
+# distillation.py), compared with SR alone (distillation alone is no defense of the paper's).
+register_defense("sr_distill", f"{_FACTORIES}:sparsity_distillation", needs_lamb=True, penalised=True,
+                 settings=("lamb", "h", "teacher", "kd_temperature", "kd_alpha"), refuses_bf16=_NO_SR_BF16,
+                 combines=("sr",),
+                 description="a student matching a frozen teacher's softened logits (weight kd_alpha, temperature "
+                             "kd_temperature) + lamb x the SR penalty")
 
 
 def create_defense(name: str, *, lamb: float = 0.0, h: float = 0.01, eps: float = 8 / 255,
                    alpha: float = 2.55 / 255, steps: int = 7, attack: str = "pgd", beta: float = 0.004,
-                   gr_lamb: float = 0.0, seed: int = 0) -> Defense:
+                   gr_lamb: float = 0.0, seed: int = 0, teacher=None, kd_temperature: float = 4.0,
+                   kd_alpha: float = 0.9) -> Defense:
+    """The named objective; ``teacher`` (a frozen nn.Module, see distillation.load_teacher) for sr_distill."""
     entry = DEFENSES.get(name)
     check_defense_params(lamb=lamb, h=h, eps=eps, alpha=alpha, steps=steps, attack=attack, beta=beta)
     if "gr_lamb" in (entry.settings or ()) and not (isinstance(gr_lamb, (int, float)) and math.isfinite(gr_lamb)
                                                    and gr_lamb > 0):
         raise UserError(f"defense '{name}' needs a positive gr_lamb (the GR penalty's weight), got {gr_lamb}")
+    if "teacher" in (entry.settings or ()):
+        if teacher is None:
+            raise UserError(f"defense '{name}' needs a teacher: one or more checkpoints (or run directories) "
+                            "whose logits the student learns from")
+        check_distillation_params(kd_temperature, kd_alpha)
     import torch
 
     from spikeguard.defenses.objectives import AdversarialExamples
 
     examples = AdversarialExamples(attack, eps, alpha, steps, torch.Generator().manual_seed(seed))
-    return entry.load()(lamb=lamb, h=h, examples=examples, beta=beta, gr_lamb=gr_lamb, seed=seed)
+    return entry.load()(lamb=lamb, h=h, examples=examples, beta=beta, gr_lamb=gr_lamb, seed=seed, teacher=teacher,
+                        kd_temperature=kd_temperature, kd_alpha=kd_alpha)
+
+
+def check_distillation_params(kd_temperature, kd_alpha) -> None:
+    if not (isinstance(kd_temperature, (int, float)) and math.isfinite(kd_temperature) and kd_temperature > 0):
+        raise UserError(f"kd_temperature must be a positive number, got {kd_temperature}")
+    if not (isinstance(kd_alpha, (int, float)) and 0 <= kd_alpha <= 1):
+        raise UserError(f"kd_alpha must lie in [0, 1], got {kd_alpha}")
 
 
 def check_defense_params(*, lamb, h, eps, alpha, steps, attack, beta) -> None:
