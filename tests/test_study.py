@@ -377,15 +377,20 @@ def test_a_list_of_grids_unites_their_cells_once_each_under_one_naming(tmp_path)
 def test_an_ensemble_cell_averages_its_members_after_they_finish_and_is_attacked_as_one_model(tmp_path):
     """The plan's ensembles: a cell per selector, evaluated after its members from their best checkpoints;
     its clean accuracy is the averaged logits' (recomputed here), the summary sets it beside its members, and
-    kept without checkpoints it still counts as finished."""
+    kept without checkpoints it still counts as finished. A student distilled from the ensemble (its cell id as
+    teacher) trains after the members, from their checkpoints, and is paired with SR alone."""
     import torch
 
-    from spikeguard.checkpoint import load_model
+    from spikeguard.checkpoint import load_model, read_checkpoint
     from spikeguard.data import load_dataset
     from spikeguard.models.ensemble import LogitAverage
+    from spikeguard.provenance import file_sha256
 
-    plan = write_plan(tmp_path, {**PLAN, "ensembles": [{"defense": "sr"}]})
-    assert [c.id for c in load_plan(plan).cells][-1] == "ensemble_defense-sr"
+    student = {"dataset": "digits", "defense": "sr_distill", "seed": 0, "teacher": "ensemble_defense-sr"}
+    plan = write_plan(tmp_path, {**PLAN, "grid": [PLAN["grid"], student], "ensembles": [{"defense": "sr"}]})
+    student_id = "defense-sr_distill_seed-0_teacher-ensemble_defense-sr"
+    assert [(c.id, c.teachers) for c in load_plan(plan).cells][-2:] == [
+        (student_id, ("defense-sr_seed-0", "defense-sr_seed-1")), ("ensemble_defense-sr", ())]
     code, _, err = run_cli(["study", plan, "--out", tmp_path / "s"])
     assert code == 0, err
     study = tmp_path / "s"
@@ -402,13 +407,34 @@ def test_an_ensemble_cell_averages_its_members_after_they_finish_and_is_attacked
     summary = (study / "summary.md").read_text()
     assert "defense sr, ensemble 2: worst case" in summary and "its 2 members alone" in summary
     started = [line.split("cell ")[1].split(":")[0] for line in (study / "study.log").read_text().splitlines()
-               if ": running (pid" in line]  # the members, then the ensemble ahead of the cells it does not need
-    assert started[2:] == ["ensemble_defense-sr", "defense-vanilla_seed-0", "defense-vanilla_seed-1"], started
+               if ": running (pid" in line]  # the members, then the cells needing them ahead of the others
+    assert started[2:] == [student_id, "ensemble_defense-sr", "defense-vanilla_seed-0", "defense-vanilla_seed-1"]
     assert set(started[:2]) == {"defense-sr_seed-0", "defense-sr_seed-1"}
+    assert json.loads((study / "cells" / f"{student_id}.json").read_text())["status"] == "done"
+    teachers = [study / "cells" / m / "best.pt" for m in record["numbers"]["members"]]
+    assert yaml.safe_load((study / "cells" / student_id / "config.yaml").read_text())["teacher"] == [
+        str(t.parent.absolute()) for t in teachers]
+    assert [t["sha256"] for t in read_checkpoint(study / "cells" / student_id / "best.pt")["teachers"]] == [
+        file_sha256(t) for t in teachers]
+    assert "defense sr_distill, teacher ensemble_defense-sr against dataset digits, defense sr: worst case" in summary
     kept = tmp_path / "kept"
     shutil.copytree(study, kept, ignore=shutil.ignore_patterns("*.pt", "*.log"))
     code, _, err = run_cli(["study", plan, "--out", kept])
-    assert code == 0 and "5 finished before, 0 to run" in err, err
+    assert code == 0 and "6 finished before, 0 to run" in err, err
+    shutil.rmtree(kept / "cells" / student_id)  # a student to train again, whose teachers were kept without models
+    (kept / "cells" / f"{student_id}.json").unlink()
+    code, _, err = run_cli(["study", plan, "--out", kept])
+    reason = json.loads((kept / "cells" / f"{student_id}.json").read_text())["reason"]
+    assert reason.startswith("teacher cell 'defense-sr_seed-0' has no best.pt"), reason
+    # another study reusing this one copies the members and the ensemble (members of the same recipes), and
+    # trains its own student of the same recipe: a student is taught by its own study's cells, never copied
+    reuser = write_plan(tmp_path, {**PLAN, "name": "reuser", "grid": [{"defense": "sr", "seed": [0, 1]}, {
+        "defense": "sr_distill", "seed": 0, "teacher": "ensemble_defense-sr"}], "ensembles": [{"defense": "sr"}],
+        "reuse": ["s"]}, name="reuser.yaml")
+    code, _, err = run_cli(["study", reuser, "--out", tmp_path / "reuser"])
+    assert code == 0 and "3 finished before, 1 to run" in err and err.count("copied from s/") == 3, err
+    copied = json.loads((tmp_path / "reuser" / "cells" / "ensemble_defense-sr.json").read_text())
+    assert copied["reused_from"] == "s/ensemble_defense-sr" and copied["numbers"]["clean"] == record["numbers"]["clean"]
 
 
 @pytest.mark.parametrize("ensembles, message", [
@@ -418,6 +444,16 @@ def test_an_ensemble_cell_averages_its_members_after_they_finish_and_is_attacked
 def test_a_bad_ensemble_selector_is_refused_before_anything_runs(ensembles, message):
     with pytest.raises(UserError, match=re.escape(message)):
         plan_from_dict({**PLAN, "evaluate": [{"suite": "quick"}], "ensembles": ensembles})
+
+
+@pytest.mark.parametrize("teacher, message", [
+    (["ensemble_defense-sr", "/some/run"], "mixes cells of the plan with paths"),
+    ("defense-sr_distill_seed-1_teacher-ensemble_defense-sr", "is itself a distilled student")])
+def test_a_students_teacher_must_be_cells_of_the_plan_that_are_not_students(teacher, message):
+    parts = [PLAN["grid"], {"defense": "sr_distill", "seed": 1, "teacher": "ensemble_defense-sr"},
+             {"defense": "sr_distill", "seed": 0, "teacher": [teacher]}]
+    with pytest.raises(UserError, match=re.escape(message)):
+        plan_from_dict({**PLAN, "grid": parts, "evaluate": [{"suite": "quick"}], "ensembles": [{"defense": "sr"}]})
 
 
 def test_the_logit_average_is_attacked_through_every_member_under_one_estimator():

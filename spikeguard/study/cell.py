@@ -135,7 +135,17 @@ def train_step(study: Path, plan: StudyPlan, cell_id: str, *, device: str, progr
         resume(run_dir, progress=progress, device=device)  # a finished run returns at once
         return
     clear_unstarted(run_dir)
-    config = dataclasses.replace(plan.cell(cell_id).config, device=device)
+    cell = plan.cell(cell_id)
+    config = dataclasses.replace(cell.config, device=device)
+    if cell.teachers:  # the teacher cells' run directories (their best.pt), which the plan names by cell id
+        from spikeguard.rundir import BEST
+
+        for teacher in cell.teachers:
+            if not (cell_dir(study, teacher) / BEST).is_file():
+                raise UserError(f"teacher cell '{teacher}' has no {BEST} (kept without checkpoints?): a student "
+                                "learns from its teachers' models, so remove that cell's folder and record to "
+                                "train it again here")
+        config.teacher = [str(cell_dir(study, t).absolute()) for t in cell.teachers]
     train(config, run_dir, progress=progress)
 
 

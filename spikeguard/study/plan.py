@@ -14,6 +14,8 @@ evaluate:                     # one or more evaluations; the first is the headli
 analyze: {eps: [0.1, 0.15], n: 100}   # optional
 ensembles: [{defense: sr, lamb: 0.03}]  # optional: the cells matching each mapping (all their seeds), their
                               # logits averaged and evaluated as one model once they have all finished
+# a grid point of sr_distill may name its teacher by a cell of this plan: an ensemble cell's id teaches with its
+# members averaged, e.g. teacher: ensemble_defense-sr_lamb-0.03; the student trains once they have finished
 reuse: [digits-lambda]        # optional: studies beside DIR whose finished cells of the same training
                               # configuration, evaluations, analysis and threads are copied, not rerun
 threads: 1                    # torch threads per cell, the same under every executor
@@ -55,12 +57,19 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 class Cell:
     """One grid point: its directory name and the training fields it sets (over the plan's ``train``). An
     ensemble cell trains nothing: ``members`` are the cells whose models it averages (its config is the first
-    member's, for the data set and the eps)."""
+    member's, for the data set and the eps). A distilled student's ``teachers`` are the cells whose models
+    teach it (averaged), named in its config by a cell id of the plan."""
 
     id: str
     settings: dict[str, Any]
     config: TrainConfig
     members: tuple[str, ...] = ()
+    teachers: tuple[str, ...] = ()
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The cells that must have finished before this one can run."""
+        return self.members + self.teachers
 
 
 @dataclass
@@ -143,7 +152,7 @@ def plan_from_dict(raw: Any, where: str = "plan", base: Path | None = None,
         raise UserError(f"{where}: reuse must list study names (folders beside the study's), got {reuse!r}")
     plan = StudyPlan(name, grid, dict(train), evaluate, analyze, threads, slurm, ensembles, list(reuse))
     cells = expand(plan)
-    plan.cells = cells + ensemble_cells(ensembles, cells, where)
+    plan.cells = taught(cells + ensemble_cells(ensembles, cells, where), where)
     return plan
 
 
@@ -266,6 +275,29 @@ def ensemble_cells(selectors: list[dict[str, Any]], cells: list[Cell], where: st
                             "than their seed; name the settings that tell them apart")
         out.append(Cell(f"ensemble_{cell_name(selector)}", {**selector, "ensemble": len(members)}, members[0].config,
                         tuple(c.id for c in members)))
+    return out
+
+
+def taught(cells: list[Cell], where: str) -> list[Cell]:
+    """Each sr_distill cell whose teacher names cells of the plan, with those cells as its ``teachers``: an
+    ensemble cell stands for its members. A teacher given as paths (checkpoints outside the study) is left to
+    training to check."""
+    by_id = {c.id: c for c in cells}
+    out = []
+    for cell in cells:
+        named = [t for t in (cell.config.teacher or []) if t in by_id] if cell.config.applies("teacher") else []
+        if not named:
+            out.append(cell)
+            continue
+        if len(named) != len(cell.config.teacher or []):
+            raise UserError(f"{where}: cell {cell.id}: teacher mixes cells of the plan with paths; give one or "
+                            "the other")
+        ids: list[str] = []
+        for teacher in named:
+            if by_id[teacher].teachers or by_id[teacher].config.applies("teacher"):
+                raise UserError(f"{where}: cell {cell.id}: teacher '{teacher}' is itself a distilled student")
+            ids += by_id[teacher].members or [teacher]
+        out.append(dataclasses.replace(cell, teachers=tuple(dict.fromkeys(ids))))
     return out
 
 

@@ -3,7 +3,8 @@ evaluations, analysis and thread count are those of a finished cell of a study b
 same numbers on the same machine (training and attacks are seeded; another processor or torch build can differ
 within seed noise), so its files are copied instead of recomputed. Its record says where from and keeps the
 machine it ran on, which the summary lists. Questions that share their main comparison (docs/findings.md) run
-it once."""
+it once. An ensemble cell is copied where the other study's ensemble has members of the same recipes (its
+numbers are theirs, averaged); a distilled student never is (it is taught by this study's own cells)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def _same(a: object, b: object) -> bool:
 
 
 def _recipe(plan: StudyPlan, cell_id: str) -> dict:
-    return {k: v for k, v in plan.cell(cell_id).config.to_record().items() if k != "device"}
+    cell = plan.cell(cell_id)
+    if cell.members:
+        return {"ensemble of": [_recipe(plan, member) for member in cell.members]}
+    return {k: v for k, v in cell.config.to_record().items() if k != "device"}
 
 
 def reuse_cells(study: Path, plan: StudyPlan, cells: list[str]) -> dict[str, str]:
@@ -37,9 +41,9 @@ def reuse_cells(study: Path, plan: StudyPlan, cells: list[str]) -> dict[str, str
                 and other.threads == plan.threads):
             continue
         theirs = {json.dumps(_recipe(other, c.id), sort_keys=True): c.id for c in other.cells
-                  if not c.members and finished(other_dir, other, c.id)}
+                  if not c.teachers and finished(other_dir, other, c.id)}
         for cell_id in cells:
-            if cell_id in copied or plan.cell(cell_id).members:
+            if cell_id in copied or plan.cell(cell_id).teachers:  # taught by this study's own cells
                 continue
             source = theirs.get(json.dumps(_recipe(plan, cell_id), sort_keys=True))
             if source is None:

@@ -65,24 +65,25 @@ def run_study(plan: StudyPlan, out: Path, *, executor: str = "local", parallel: 
         if unchecked:
             launch.say(f"study {plan.name}: {len(unchecked)} cell(s) hold Slurm jobs that cannot be checked here "
                        f"(neither squeue nor sacct answers); they are left to those jobs; {IGNORE_FLAG} runs them")
-        # An ensemble averages its members' finished models, so they run first; the ensembles then start ahead of
-        # the other cells (an ensemble is attacked through every member: the longest cell, which at the end would
-        # run alone while the other workers idle).
-        ensembles = [cell_id for cell_id in todo if plan.cell(cell_id).members]
-        wanted = {m for cell_id in ensembles for m in plan.cell(cell_id).members}
-        members_first = [cell_id for cell_id in todo if cell_id in wanted]
-        others = [cell_id for cell_id in todo if cell_id not in wanted and cell_id not in ensembles]
-        if executor == "slurm":  # queued, not run here: one array, and an ensemble waits for a rerun as before
-            members_first, others = [], [cell_id for cell_id in todo if cell_id not in ensembles]
-        if members_first:
-            run(launch, members_first)
-        ready = [e for e in ensembles if all(finished(study, plan, m) for m in plan.cell(e).members)]
-        for cell_id in ensembles:
+        # An ensemble averages its members' finished models and a distilled student learns from its teachers', so
+        # the cells they need run first; they then start ahead of the other cells (an ensemble is attacked through
+        # every member: the longest cell, which at the end would run alone while the other workers idle).
+        dependent = [cell_id for cell_id in todo if plan.cell(cell_id).needs]
+        wanted = {m for cell_id in dependent for m in plan.cell(cell_id).needs}
+        needed_first = [cell_id for cell_id in todo if cell_id in wanted]
+        others = [cell_id for cell_id in todo if cell_id not in wanted and cell_id not in dependent]
+        if executor == "slurm":  # queued, not run here: one array, and a dependent cell waits for a rerun as before
+            needed_first, others = [], [cell_id for cell_id in todo if cell_id not in dependent]
+        if needed_first:
+            run(launch, needed_first)
+        ready = [c for c in dependent if all(finished(study, plan, m) for m in plan.cell(c).needs)]
+        for cell_id in dependent:
             if cell_id not in ready:
-                members = plan.cell(cell_id).members
-                count = sum(finished(study, plan, m) for m in members)
-                launch.say(f"cell {cell_id}: waits for its members ({count} of {len(members)} finished); a rerun "
-                           "evaluates it once they all have")
+                needs = plan.cell(cell_id).needs
+                count = sum(finished(study, plan, m) for m in needs)
+                what = "members" if plan.cell(cell_id).members else "teachers"
+                launch.say(f"cell {cell_id}: waits for its {what} ({count} of {len(needs)} finished); a rerun "
+                           "runs it once they all have")
         if ready or others:
             run(launch, ready + others)
         if wait and executor == "slurm" and not dry_run:
