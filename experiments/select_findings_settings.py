@@ -4,12 +4,19 @@ never loaded. Writes studies/selection/QUESTION.json, which the findings presets
     python experiments/select_findings_settings.py combinations   # question 2: lambda of SR*, SR+RAT, SR+GR
     python experiments/select_findings_settings.py surrogate      # question 3: SR's lambda under sigmoid, atan
     python experiments/select_findings_settings.py ann            # question 4: SR's lambda on the ANN twin
+    python experiments/select_findings_settings.py distill        # question 2: the distilled SR student
 
 Every candidate trains with the demo's validated settings (spikeguard/demo_selection.json: epochs, eps, lr,
 batch size; seed 0) and is attacked on the validation split by the demo's selection attack (PGD-10, step
 2.5 eps / 10, worst case over the four published estimators). A candidate's result is written as it finishes,
 and a rerun skips the candidates the file already holds, so a killed selection loses one candidate at most.
 Progress: one line per candidate on stderr and in studies/selection/QUESTION.log.
+
+The distilled student's teachers are five SR models (lambda 0.03, seeds 0-4 for their initialisation and data
+order) trained here first on seed 0's training split, the one the student trains on: a teacher trained on
+another seed's split would have seen some of these validation images, and the student, copying it, would score
+them too well. (The study's students are taught by the study's SR cells, each of its own split; only their
+best-epoch choice reads a validation split, never the test split.)
 """
 
 from __future__ import annotations
@@ -46,7 +53,11 @@ QUESTIONS = {
     "ann": (None, {"ann": [{"defense": "vanilla", "network": "ann"}]
                    + [{"defense": "sr", "lamb": lamb, "network": "ann"} for lamb in (0.003, 0.01, 0.03, 0.1, 0.3)]},
             "within_drop"),
+    "distill": ({"defense": "sr", "lamb": 0.03}, {
+        "sr_distill": [{"defense": "sr_distill", "lamb": lamb, "kd_alpha": alpha}
+                       for lamb, alpha in ((0.01, 0.9), (0.03, 0.9), (0.1, 0.9), (0.03, 0.5))]}, "near_clean"),
 }
+TEACHERS = [{"defense": "sr", "lamb": 0.03, "seed": seed} for seed in range(5)]  # sr_distill's, on seed 0's split
 
 
 def say(log: Path, text: str) -> None:
@@ -87,6 +98,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sg-select-"))
     selection_suite = suite_from_dict(suite)
     started = time.perf_counter()
+    teachers: list[str] = []
     for number, settings in enumerate(wanted, start=1):
         key = json.dumps(settings, sort_keys=True)
         if key in done:
@@ -94,7 +106,19 @@ def main() -> None:
         say(log, f"{args.question}: candidate {number} of {len(wanted)}: {settings} "
                  f"({time.perf_counter() - started:.0f} s so far)")
         t0 = time.perf_counter()
-        run = train(TrainConfig(**{**base, **settings}), tmp / f"run{number}", progress=False, data=data)
+        extra = {}
+        if settings["defense"] == "sr_distill":
+            if not teachers:
+                t_teachers = time.perf_counter()
+                for index, teacher in enumerate(TEACHERS, start=1):
+                    say(log, f"{args.question}: teacher {index} of {len(TEACHERS)}: {teacher} on seed 0's split")
+                    teachers.append(str(train(TrainConfig(**{**base, **teacher}), tmp / f"teacher{index}",
+                                              progress=False, data=data).run_dir))
+                record["teachers"] = {"settings": TEACHERS, "split": "seed 0's training split",
+                                      "seconds": round(time.perf_counter() - t_teachers, 1)}
+                t0 = time.perf_counter()  # the teachers' time is not the candidate's
+            extra = {"teacher": teachers}
+        run = train(TrainConfig(**{**base, **settings, **extra}), tmp / f"run{number}", progress=False, data=data)
         attacked = evaluate_model(run.model, data.val, data.num_classes,
                                   EvalConfig(suite=selection_suite, eps=base["eps"], progress=False))
         entry = {"settings": settings, "val_clean": run.best_val_accuracy,
