@@ -156,7 +156,7 @@ def _resume(run_dir: str | Path, epochs: int | None = None, progress: bool = Tru
         data = load_data(cfg)
     with seeded_rngs(cfg.seed, device):
         state = build_run(cfg, run_dir, device, data, model)
-        if state.facts.get("teachers") != ckpt.get("teachers"):
+        if [t["sha256"] for t in state.facts.get("teachers", [])] != [t["sha256"] for t in ckpt.get("teachers", [])]:
             raise UserError(f"the teacher of '{run_dir}' has changed since its checkpoint (its files' sha256 "
                             "differ): a resumed student learns from the teacher it started with")
         restore(state, ckpt)

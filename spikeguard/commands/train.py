@@ -89,9 +89,9 @@ def train(
     gr_lamb: float | None = typer.Option(None, "--gr-lamb", help="GR's penalty weight in sr_gr, where --lamb "
                                          "weighs SR's (default on digits: the GR lamb validated for the demo)."),
     h: float | None = typer.Option(None, help="SR finite-difference step (> 0)" + _default("h") + "."),
-    teacher: list[str] | None = typer.Option(None, "--teacher", metavar="PATH", help="sr_distill: a checkpoint or run directory "
-                                                "of the same data set to learn from; repeat it for an ensemble "
-                                                "teacher (logits averaged)."),
+    teacher: list[str] | None = typer.Option(None, "--teacher", metavar="PATH", help="sr_distill: a checkpoint or "
+                                                "run directory of the same data set to learn from; repeat it for "
+                                                "an ensemble teacher (logits averaged)."),
     kd_temperature: float | None = typer.Option(None, "--kd-temperature", help="sr_distill: softmax temperature "
                                                    "of the distillation term" + _default("kd_temperature") + "."),
     kd_alpha: float | None = typer.Option(None, "--kd-alpha", help="sr_distill: weight of the distillation term, "
@@ -138,8 +138,8 @@ def train(
     """Train one model with one defense; writes config.yaml, metrics.jsonl, last.pt and best.pt. Under
     torchrun it trains data-parallel over the launched processes (README: Scaling out)."""
     fields = given(dataset=dataset, model=model, model_fn=model_fn, defense=defense, lamb=lamb, gr_lamb=gr_lamb, h=h,
-                   teacher=teacher or None, kd_temperature=kd_temperature, kd_alpha=kd_alpha, eps=eps, alpha=alpha, steps=steps,
-                   attack=attack, epochs=epochs, batch_size=batch_size, lr=lr, time_steps=time_steps, tau=tau,
+                   teacher=teacher or None, kd_temperature=kd_temperature, kd_alpha=kd_alpha, eps=eps, alpha=alpha,
+                   steps=steps, attack=attack, epochs=epochs, batch_size=batch_size, lr=lr, time_steps=time_steps, tau=tau,
                    encoder=encoder, train_estimator=train_estimator, network=network, seed=seed, data_dir=data_dir,
                    download=download, device=device, checkpoint_every=checkpoint_every,
                    keep_checkpoints=keep_checkpoints, nan_policy=nan_policy, sync_bn=sync_bn, bf16=bf16,
