@@ -1,0 +1,129 @@
+"""Choose mnist5k's epochs, eps and SR lambdas (spiking network and ANN twin) on its VALIDATION split, by the
+rules the digits demo used (experiments/select_demo_settings.py); the test split is never attacked. Writes
+studies/selection/mnist5k.json, which the mnist5k findings presets are to cite (docs/findings.md).
+
+    python experiments/select_mnist5k_settings.py            # about 2 h on 2 cores (mnist5k: ~100 s an epoch)
+    python experiments/select_mnist5k_settings.py --smoke    # a minute: tiny grids, 64 validation images, /tmp
+
+Rules, one seed (0):
+1. epochs: the smallest of EPOCH_GRID whose vanilla validation accuracy is within 1 point of the best;
+2. eps: the value of EPS_GRID at which that vanilla model's validation PGD-10 accuracy (worst case over the
+   four published estimators, step 2.5 eps / 10) is closest to 30%: neither trivial nor saturated;
+3. lambda, for SR on the spiking network and on its ANN twin: the best validation PGD-10 accuracy among the
+   values losing at most 3 validation clean points against vanilla of the same network.
+Every candidate's numbers are written as it finishes and a rerun skips those already there, so a killed
+selection loses one candidate at most. Progress: a line per candidate on stderr and in the .log beside the
+.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from spikeguard.config import TrainConfig
+from spikeguard.provenance import code_version, machine_description
+from spikeguard.study.selection import Candidate, best_within_drop
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCH_GRID = (5, 10)
+EPS_GRID = (0.05, 0.1, 0.15, 0.2, 0.3)
+LAMB_GRID = (0.01, 0.03, 0.1)
+ANN_LAMB_GRID = (0.01, 0.03, 0.1, 0.3)
+TARGET_VANILLA_PGD = 0.3
+MAX_CLEAN_DROP = 0.03
+BASE = {"dataset": "mnist5k", "lr": 0.1, "batch_size": 64, "seed": 0}
+PGD_STEPS = 10
+SMOKE = {"epochs": (1,), "eps": (0.1, 0.2), "lamb": (0.03,), "ann_lamb": (0.03,), "val": 64}
+
+
+def say(log: Path, text: str) -> None:
+    line = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {text}"
+    print(line, file=sys.stderr, flush=True)
+    with open(log, "a") as handle:
+        handle.write(line + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny grids on 64 validation images, into /tmp")
+    args = parser.parse_args()
+    import torch
+
+    from spikeguard.data import load_dataset
+    from spikeguard.evaluation import EvalConfig, evaluate_model
+    from spikeguard.evaluation.suites import suite_from_dict
+    from spikeguard.training import train
+
+    torch.set_num_threads(1)
+    epoch_grid, eps_grid, lamb_grid, ann_grid = ((SMOKE["epochs"], SMOKE["eps"], SMOKE["lamb"], SMOKE["ann_lamb"])
+                                                 if args.smoke else (EPOCH_GRID, EPS_GRID, LAMB_GRID, ANN_LAMB_GRID))
+    folder = Path(tempfile.mkdtemp(prefix="sg-mnist5k-smoke-")) if args.smoke else ROOT / "studies" / "selection"
+    out, log = folder / "mnist5k.json", folder / "mnist5k.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    suite = {"name": "selection", "checks": {"unbounded_n": 0},
+             "attacks": [{"attack": "pgd", "label": "pgd", "steps": PGD_STEPS, "estimators": "paper"}]}
+    identity = {"base": BASE, "suite": suite, "split": "validation", "grids": [epoch_grid, eps_grid, lamb_grid,
+                                                                              ann_grid]}
+    record = json.loads(out.read_text()) if out.is_file() else {}
+    if record.get("identity") != identity:
+        record = {"identity": identity, "candidates": {}}
+    data = load_dataset("mnist5k", seed=0)  # seed 0's split; its validation part only is attacked
+    val = data.val if not args.smoke else torch.utils.data.Subset(data.val, range(SMOKE["val"]))
+    work = Path(tempfile.mkdtemp(prefix="sg-mnist5k-"))
+    selection_suite = suite_from_dict(suite)
+    started = time.perf_counter()
+
+    def pgd(model, eps: float) -> float:
+        attacked = evaluate_model(model, val, data.num_classes, EvalConfig(suite=selection_suite, eps=eps,
+                                                                           progress=False))
+        return attacked.results["ensemble_accuracy"]
+
+    def candidate(name: str, settings: dict, eps_list) -> dict:
+        """Train ``settings`` on seed 0's split and attack it at each eps; kept in the record under ``name``."""
+        if name in record["candidates"]:
+            return record["candidates"][name]
+        say(log, f"mnist5k: {name}: {settings} ({time.perf_counter() - started:.0f} s so far)")
+        t0 = time.perf_counter()
+        run = train(TrainConfig(**{**BASE, **settings}), work / name, progress=False, data=data)
+        entry = {"settings": settings, "val_clean": run.best_val_accuracy,
+                 "val_pgd": {f"{eps:g}": pgd(run.model, eps) for eps in eps_list},
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        record["candidates"][name] = entry
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        say(log, f"mnist5k: {name}: validation clean {entry['val_clean']:.3f}, PGD {entry['val_pgd']} "
+                 f"({entry['seconds']:.0f} s)")
+        return entry
+
+    vanilla = {e: candidate(f"vanilla-{e}", {"defense": "vanilla", "epochs": e}, eps_grid) for e in epoch_grid}
+    best = max(v["val_clean"] for v in vanilla.values())
+    epochs = min(e for e, v in vanilla.items() if v["val_clean"] >= best - 0.01)
+    at_eps = vanilla[epochs]["val_pgd"]
+    eps = min(eps_grid, key=lambda e: abs(at_eps[f"{e:g}"] - TARGET_VANILLA_PGD))
+    say(log, f"mnist5k: epochs {epochs}, eps {eps:g} (vanilla validation PGD {at_eps[f'{eps:g}']:.3f})")
+    chosen = {"epochs": epochs, "eps": eps}
+    for network, grid in (("snn", lamb_grid), ("ann", ann_grid)):
+        twin = {"network": "ann"} if network == "ann" else {}
+        reference = (vanilla[epochs] if network == "snn" else
+                     candidate("vanilla-ann", {"defense": "vanilla", "epochs": epochs, **twin}, [eps]))
+        runs = [candidate(f"sr-{network}-{lamb:g}", {"defense": "sr", "lamb": lamb, "epochs": epochs, **twin}, [eps])
+                for lamb in grid]
+        choice = best_within_drop([Candidate(r["settings"], r["val_clean"], r["val_pgd"][f"{eps:g}"]) for r in runs],
+                                  reference["val_clean"], MAX_CLEAN_DROP)
+        chosen[f"lamb_{network}"] = {"lamb": choice.candidate.settings["lamb"], "reached": choice.reached,
+                                     "why": choice.why}
+        say(log, f"mnist5k: SR on {network}: lambda {choice.candidate.settings['lamb']:g} ({choice.why})")
+    record["chosen"] = chosen
+    record["machine"], record["threads"], record["code_version"] = machine_description(), 1, code_version()
+    record["seconds"] = round(sum(c["seconds"] for c in record["candidates"].values()), 1)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    say(log, f"mnist5k: chose {json.dumps(chosen)}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
