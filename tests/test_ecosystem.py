@@ -196,6 +196,33 @@ def test_sr_training_steps_equal_hand_written_steps_with_resets(data):
         torch.testing.assert_close(p, q)
 
 
+def test_a_distilled_student_and_its_teacher_may_both_be_library_networks(snn, data):
+    """sr_distill with a snnTorch teacher and a SpikingJelly student: the loss equals the one written by hand
+    with explicit resets, and the teacher's state is left as found (its passes are stateless too)."""
+    import copy
+
+    from spikeguard.defenses import create_defense
+    from spikeguard.defenses.sparsity import sparsity_terms
+
+    torch.manual_seed(2)
+    student = JellyCSNN().train()
+    x, y = data[0][:32], data[1][:32]
+    teacher = copy.deepcopy(snn).eval()
+    with torch.no_grad():
+        teacher(torch.rand_like(x))  # leave some state behind
+    state = [dict(getattr(m, "_memories", {})) for m in teacher.modules()]
+    loss, parts = create_defense("sr_distill", lamb=0.1, teacher=teacher, kd_temperature=2.0,
+                                 kd_alpha=0.7).loss(student, x, y)
+    assert [dict(getattr(m, "_memories", {})) for m in teacher.modules()] == state
+    reset(teacher)
+    with torch.no_grad():
+        soft = F.softmax(teacher(x) / 2.0, 1)
+    logits, penalty = sparsity_terms(student, x, y, 0.01)  # resets the student itself (checked above for SR)
+    kl = (soft * (soft.log() - F.log_softmax(logits / 2.0, 1))).sum(1).mean() * 4.0
+    torch.testing.assert_close(loss, 0.3 * F.cross_entropy(logits, y) + 0.7 * kl + 0.1 * penalty)
+    assert parts["kd"] > 0
+
+
 def test_snntorch_logits_helper():
     spk, mem = torch.rand(4, 3, 10).round(), torch.randn(4, 3, 10)
     torch.testing.assert_close(adapters.snntorch_logits(spk, mem), spk.sum(0))
