@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from select_findings_settings import say  # its sibling in experiments/ (the script's folder is on sys.path)
 
 from spikeguard.config import TrainConfig
 from spikeguard.provenance import code_version, machine_description
@@ -40,13 +40,6 @@ MAX_CLEAN_DROP = 0.03
 BASE = {"dataset": "mnist5k", "lr": 0.1, "batch_size": 64, "seed": 0}
 PGD_STEPS = 10
 SMOKE = {"epochs": (1,), "eps": (0.1, 0.2), "lamb": (0.03,), "ann_lamb": (0.03,), "val": 64}
-
-
-def say(log: Path, text: str) -> None:
-    line = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {text}"
-    print(line, file=sys.stderr, flush=True)
-    with open(log, "a") as handle:
-        handle.write(line + "\n")
 
 
 def main() -> None:
