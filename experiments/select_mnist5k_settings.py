@@ -2,8 +2,11 @@
 rules the digits demo used (experiments/select_demo_settings.py); the test split is never attacked. Writes
 studies/selection/mnist5k.json, which the mnist5k findings presets are to cite (docs/findings.md).
 
-    python experiments/select_mnist5k_settings.py            # about 2 h on 2 cores (mnist5k: ~100 s an epoch)
-    python experiments/select_mnist5k_settings.py --smoke    # a minute: tiny grids, 64 validation images, /tmp
+    python experiments/select_mnist5k_settings.py --jobs 2   # about 1-1.5 h on 2 cores (mnist5k: ~100 s an epoch)
+    python experiments/select_mnist5k_settings.py --smoke    # a few minutes: tiny grids, 64 validation images, /tmp
+
+The attacks run on the first VAL_ATTACKED validation images (clean accuracy is on the whole validation split):
+PGD on all 1000 at five eps would cost more than the training itself.
 
 Rules, one seed (0):
 1. epochs: the smallest of EPOCH_GRID whose vanilla validation accuracy is within 1 point of the best;
@@ -11,7 +14,8 @@ Rules, one seed (0):
    four published estimators, step 2.5 eps / 10) is closest to 30%: neither trivial nor saturated;
 3. lambda, for SR on the spiking network and on its ANN twin: the best validation PGD-10 accuracy among the
    values losing at most 3 validation clean points against vanilla of the same network.
-Every candidate's numbers are written as it finishes and a rerun skips those already there, so a killed
+Candidates of one step run side by side with --jobs (one process and one torch thread each). Every candidate's
+numbers are written as it finishes and a rerun skips those already there, so a killed
 selection loses one candidate at most. Progress: a line per candidate on stderr and in the .log beside the
 .json.
 """
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from select_findings_settings import say  # its sibling in experiments/ (the script's folder is on sys.path)
@@ -33,19 +39,21 @@ from spikeguard.study.selection import Candidate, best_within_drop
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_GRID = (5, 10)
 EPS_GRID = (0.05, 0.1, 0.15, 0.2, 0.3)
-LAMB_GRID = (0.01, 0.03, 0.1)
-ANN_LAMB_GRID = (0.01, 0.03, 0.1, 0.3)
+LAMB_GRID = (0.003, 0.01, 0.03, 0.1)
+ANN_LAMB_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 TARGET_VANILLA_PGD = 0.3
 MAX_CLEAN_DROP = 0.03
 BASE = {"dataset": "mnist5k", "lr": 0.1, "batch_size": 64, "seed": 0}
 PGD_STEPS = 10
+VAL_ATTACKED = 300
 SMOKE = {"epochs": (1,), "eps": (0.1, 0.2), "lamb": (0.03,), "ann_lamb": (0.03,), "val": 64}
+SUITE = {"name": "selection", "checks": {"unbounded_n": 0},
+         "attacks": [{"attack": "pgd", "label": "pgd", "steps": PGD_STEPS, "estimators": "paper"}]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny grids on 64 validation images, into /tmp")
-    args = parser.parse_args()
+def run_candidate(settings: dict, eps_list: list[float], attacked: int, folder: str) -> dict:
+    """Train ``settings`` on seed 0's split and PGD-attack the first ``attacked`` validation images at each eps.
+    Runs in a worker process: it loads its own data and uses one torch thread."""
     import torch
 
     from spikeguard.data import load_dataset
@@ -54,65 +62,82 @@ def main() -> None:
     from spikeguard.training import train
 
     torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    data = load_dataset("mnist5k", seed=0)  # seed 0's split; its validation part only is attacked
+    val = torch.utils.data.Subset(data.val, range(min(attacked, len(data.val))))
+    run = train(TrainConfig(**{**BASE, **settings}), Path(folder), progress=False, data=data)
+    config = {eps: EvalConfig(suite=suite_from_dict(SUITE), eps=eps, progress=False) for eps in eps_list}
+    return {"settings": settings, "val_clean": run.best_val_accuracy,
+            "val_pgd": {f"{eps:g}": evaluate_model(run.model, val, data.num_classes, config[eps])
+                        .results["ensemble_accuracy"] for eps in eps_list},
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny grids on 64 validation images, into /tmp")
+    parser.add_argument("--jobs", type=int, default=1, help="candidates trained side by side (default 1)")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     epoch_grid, eps_grid, lamb_grid, ann_grid = ((SMOKE["epochs"], SMOKE["eps"], SMOKE["lamb"], SMOKE["ann_lamb"])
                                                  if args.smoke else (EPOCH_GRID, EPS_GRID, LAMB_GRID, ANN_LAMB_GRID))
+    attacked = SMOKE["val"] if args.smoke else VAL_ATTACKED
     folder = Path(tempfile.mkdtemp(prefix="sg-mnist5k-smoke-")) if args.smoke else ROOT / "studies" / "selection"
     out, log = folder / "mnist5k.json", folder / "mnist5k.log"
     folder.mkdir(parents=True, exist_ok=True)
-    suite = {"name": "selection", "checks": {"unbounded_n": 0},
-             "attacks": [{"attack": "pgd", "label": "pgd", "steps": PGD_STEPS, "estimators": "paper"}]}
-    identity = {"base": BASE, "suite": suite, "split": "validation", "grids": [epoch_grid, eps_grid, lamb_grid,
-                                                                              ann_grid]}
+    identity = {"base": BASE, "suite": SUITE, "split": "validation", "attacked": attacked,
+                "grids": [epoch_grid, eps_grid, lamb_grid, ann_grid]}
     record = json.loads(out.read_text()) if out.is_file() else {}
     if record.get("identity") != identity:
         record = {"identity": identity, "candidates": {}}
-    data = load_dataset("mnist5k", seed=0)  # seed 0's split; its validation part only is attacked
-    val = data.val if not args.smoke else torch.utils.data.Subset(data.val, range(SMOKE["val"]))
     work = Path(tempfile.mkdtemp(prefix="sg-mnist5k-"))
-    selection_suite = suite_from_dict(suite)
     started = time.perf_counter()
+    # spawn, not fork: a forked child inherits torch's thread pools in an unusable state
+    pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"))
 
-    def pgd(model, eps: float) -> float:
-        attacked = evaluate_model(model, val, data.num_classes, EvalConfig(suite=selection_suite, eps=eps,
-                                                                           progress=False))
-        return attacked.results["ensemble_accuracy"]
+    def candidates(wanted: dict[str, tuple[dict, list[float]]]) -> dict[str, dict]:
+        """Train and attack each named candidate not yet in the record, ``--jobs`` at a time; each one's numbers
+        are written to the record as it finishes."""
+        running = {}
+        for name, (settings, eps_list) in wanted.items():
+            if name not in record["candidates"]:
+                say(log, f"mnist5k: {name}: {settings} queued ({time.perf_counter() - started:.0f} s so far)")
+                running[pool.submit(run_candidate, settings, list(eps_list), attacked, str(work / name))] = name
+        for future in as_completed(running):
+            name = running[future]
+            entry = record["candidates"][name] = future.result()
+            out.write_text(json.dumps(record, indent=2) + "\n")
+            say(log, f"mnist5k: {name}: validation clean {entry['val_clean']:.3f}, PGD {entry['val_pgd']} "
+                     f"({entry['seconds']:.0f} s)")
+        return {name: record["candidates"][name] for name in wanted}
 
-    def candidate(name: str, settings: dict, eps_list) -> dict:
-        """Train ``settings`` on seed 0's split and attack it at each eps; kept in the record under ``name``."""
-        if name in record["candidates"]:
-            return record["candidates"][name]
-        say(log, f"mnist5k: {name}: {settings} ({time.perf_counter() - started:.0f} s so far)")
-        t0 = time.perf_counter()
-        run = train(TrainConfig(**{**BASE, **settings}), work / name, progress=False, data=data)
-        entry = {"settings": settings, "val_clean": run.best_val_accuracy,
-                 "val_pgd": {f"{eps:g}": pgd(run.model, eps) for eps in eps_list},
-                 "seconds": round(time.perf_counter() - t0, 1)}
-        record["candidates"][name] = entry
-        out.write_text(json.dumps(record, indent=2) + "\n")
-        say(log, f"mnist5k: {name}: validation clean {entry['val_clean']:.3f}, PGD {entry['val_pgd']} "
-                 f"({entry['seconds']:.0f} s)")
-        return entry
-
-    vanilla = {e: candidate(f"vanilla-{e}", {"defense": "vanilla", "epochs": e}, eps_grid) for e in epoch_grid}
+    found = candidates({f"vanilla-{e}": ({"defense": "vanilla", "epochs": e}, eps_grid) for e in epoch_grid})
+    vanilla = {e: found[f"vanilla-{e}"] for e in epoch_grid}
     best = max(v["val_clean"] for v in vanilla.values())
     epochs = min(e for e, v in vanilla.items() if v["val_clean"] >= best - 0.01)
     at_eps = vanilla[epochs]["val_pgd"]
     eps = min(eps_grid, key=lambda e: abs(at_eps[f"{e:g}"] - TARGET_VANILLA_PGD))
     say(log, f"mnist5k: epochs {epochs}, eps {eps:g} (vanilla validation PGD {at_eps[f'{eps:g}']:.3f})")
     chosen = {"epochs": epochs, "eps": eps}
-    for network, grid in (("snn", lamb_grid), ("ann", ann_grid)):
-        twin = {"network": "ann"} if network == "ann" else {}
-        reference = (vanilla[epochs] if network == "snn" else
-                     candidate("vanilla-ann", {"defense": "vanilla", "epochs": epochs, **twin}, [eps]))
-        runs = [candidate(f"sr-{network}-{lamb:g}", {"defense": "sr", "lamb": lamb, "epochs": epochs, **twin}, [eps])
-                for lamb in grid]
+    grids = {"snn": (lamb_grid, {}), "ann": (ann_grid, {"network": "ann"})}
+    wanted = {f"sr-snn-{lamb:g}": ({"defense": "sr", "lamb": lamb, "epochs": epochs}, [eps]) for lamb in lamb_grid}
+    wanted["vanilla-ann"] = ({"defense": "vanilla", "epochs": epochs, "network": "ann"}, [eps])
+    wanted |= {f"sr-ann-{lamb:g}": ({"defense": "sr", "lamb": lamb, "epochs": epochs, "network": "ann"}, [eps])
+               for lamb in ann_grid}
+    found = candidates(wanted)  # side by side, the slow spiking ones first: the ANN twin's fill the gaps
+    pool.shutdown()
+    for network, (grid, _) in grids.items():
+        reference = vanilla[epochs] if network == "snn" else found["vanilla-ann"]
+        runs = [found[f"sr-{network}-{lamb:g}"] for lamb in grid]
         choice = best_within_drop([Candidate(r["settings"], r["val_clean"], r["val_pgd"][f"{eps:g}"]) for r in runs],
                                   reference["val_clean"], MAX_CLEAN_DROP)
         chosen[f"lamb_{network}"] = {"lamb": choice.candidate.settings["lamb"], "reached": choice.reached,
                                      "why": choice.why}
         say(log, f"mnist5k: SR on {network}: lambda {choice.candidate.settings['lamb']:g} ({choice.why})")
     record["chosen"] = chosen
-    record["machine"], record["threads"], record["code_version"] = machine_description(), 1, code_version()
+    record["machine"], record["threads"], record["jobs"] = machine_description(), 1, args.jobs
+    record["code_version"] = code_version()
     record["seconds"] = round(sum(c["seconds"] for c in record["candidates"].values()), 1)
     out.write_text(json.dumps(record, indent=2) + "\n")
     say(log, f"mnist5k: chose {json.dumps(chosen)}; wrote {out}")
