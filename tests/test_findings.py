@@ -76,3 +76,18 @@ def test_the_gpu_checks_tiny_study_covers_every_combined_defense_and_an_ensemble
     assert combined and combined <= trained
     assert any(cell.members for cell in plan.cells)
     assert [e["suite"] for e in plan.evaluate] == ["strong", "paper"] and plan.analyze is not None
+
+
+def test_the_mnist5k_preset_uses_the_settings_chosen_on_its_validation_split():
+    """findings-mnist5k's epochs, eps and each network's SR lambda are those studies/selection/mnist5k.json chose."""
+    chosen = json.loads((ROOT / "studies" / "selection" / "mnist5k.json").read_text())["chosen"]
+    plan = load_plan(ROOT / "studies" / "findings-mnist5k.yaml")
+    networks = set()
+    for cell in plan.cells:
+        config = cell.config
+        assert (config.dataset, config.epochs, config.eps) == ("mnist5k", chosen["epochs"], chosen["eps"])
+        if config.defense == "sr":
+            networks.add(config.network)
+            assert config.lamb == chosen[f"lamb_{config.network}"]["lamb"]
+    assert networks == {"snn", "ann"} and {e["eps"] for e in plan.evaluate} == {chosen["eps"]}
+    assert plan.analyze["eps"] == [chosen["eps"]]
