@@ -1,12 +1,12 @@
 """Choose mnist5k's epochs, eps and SR lambdas (spiking network and ANN twin) on its VALIDATION split, by the
 rules the digits demo used (experiments/select_demo_settings.py); the test split is never attacked. Writes
-studies/selection/mnist5k.json, which the mnist5k findings presets are to cite (docs/findings.md).
+studies/selection/mnist5k.json, which studies/findings-mnist5k.yaml and spikeguard/validated_settings.json cite.
 
-    python experiments/select_mnist5k_settings.py --jobs 2   # about 1-1.5 h on 2 cores (mnist5k: ~100 s an epoch)
+    python experiments/select_mnist5k_settings.py --jobs 2   # 32 min on 2 cores (5 December 2026, AMD EPYC)
     python experiments/select_mnist5k_settings.py --smoke    # a few minutes: tiny grids, 64 validation images, /tmp
 
 The attacks run on the first VAL_ATTACKED validation images (clean accuracy is on the whole validation split):
-PGD on all 1000 at five eps would cost more than the training itself.
+PGD on all 1000 at five eps would cost several times the training.
 
 Rules, one seed (0):
 1. epochs: the smallest of EPOCH_GRID whose vanilla validation accuracy is within 1 point of the best;
