@@ -86,7 +86,9 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="sg-mnist5k-smoke-")) if args.smoke else ROOT / "studies" / "selection"
     out, log = folder / "mnist5k.json", folder / "mnist5k.log"
     folder.mkdir(parents=True, exist_ok=True)
-    identity = {"base": BASE, "suite": SUITE, "split": "validation", "attacked": attacked,
+    # file_order: the first run (5 December) attacked the class-sorted file's first 300 validation images,
+    # digits 0-2 only; a record without it is that run's and is redone
+    identity = {"base": BASE, "suite": SUITE, "split": "validation", "attacked": attacked, "file_order": "permuted",
                 "grids": [epoch_grid, eps_grid, lamb_grid, ann_grid]}
     record = json.loads(out.read_text()) if out.is_file() else {}
     if record.get("identity") != identity:

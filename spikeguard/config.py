@@ -275,25 +275,15 @@ def check_linf_eps(value: Any, name: str = "eps") -> Any:
     return value
 
 
-def validated_choices(dataset: str) -> dict[str, Any]:
-    """What was chosen on ``dataset``'s validation split ({} where nothing was): digits' by the demo's
-    selection (spikeguard/demo_selection.json, whose ``lamb`` stands for every penalty), the others' by their
-    selection scripts (spikeguard/validated_settings.json, ``lamb_<defense>`` for each validated defense)."""
+def validated_lamb(dataset: str, defense: str) -> float | None:
+    """The penalty weight validated for ``defense`` on ``dataset``, where one was (digits: the demo's
+    selection on the validation split, spikeguard/demo_selection.json); None elsewhere."""
+    if dataset != "digits" or defense not in DEFENSES or not DEFENSES.facts(defense)["needs_lamb"]:
+        return None
     from importlib import resources
 
-    package = resources.files("spikeguard")
-    if dataset == "digits":
-        return json.loads(package.joinpath("demo_selection.json").read_text())["chosen"]
-    return json.loads(package.joinpath("validated_settings.json").read_text()).get(dataset, {})
-
-
-def validated_lamb(dataset: str, defense: str) -> float | None:
-    """The penalty weight validated for ``defense`` on ``dataset``, where one was; None elsewhere."""
-    if defense not in DEFENSES or not DEFENSES.facts(defense)["needs_lamb"]:
-        return None
-    chosen = validated_choices(dataset)
-    lamb = chosen.get(f"lamb_{defense}", chosen.get("lamb"))
-    return None if lamb is None else float(lamb)
+    chosen = json.loads(resources.files("spikeguard").joinpath("demo_selection.json").read_text())["chosen"]
+    return float(chosen.get(f"lamb_{defense}", chosen["lamb"]))
 
 
 def dvs_options(config: dict[str, Any]) -> dict[str, Any] | None:
