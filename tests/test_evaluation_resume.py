@@ -184,3 +184,41 @@ def test_n_above_the_test_split_is_said_and_kept_in_the_notes(run, tmp_path, cap
     assert record.n < 5000 and note in record.notes
     captured = capsys.readouterr()
     assert f"note: {note}" in captured.err and f"note: {note}" in captured.out  # at once, and with the table
+
+
+def test_first_n_samples_that_leave_out_classes_are_said_in_the_notes(run, tmp_path):
+    """mnist5k's file was stored class by class, so "the first 50" were all zeros: a number about one class
+    must say so. Three digits test images cannot hold ten classes; the whole split holds them all."""
+    from spikeguard.schema import read_results
+
+    suite = tmp_path / "fgsm.yaml"
+    suite.write_text(FGSM_ONLY)
+    for n, expect in (("3", True), ("5000", False)):
+        out = tmp_path / f"n{n}.json"
+        assert main(["evaluate", str(run), "--suite", str(suite), "--n", n, "--eps", "0.1", "--no-progress",
+                     "--out", str(out)]) == 0
+        notes = [note for note in read_results(out).notes if "of the split's 10 classes" in note]
+        assert bool(notes) == expect, notes
+
+
+def test_missing_classes_note_reads_labels_of_each_kind_of_split():
+    import torch
+
+    from spikeguard.data.splits import ImageDataset
+    from spikeguard.evaluation.evaluate import missing_classes_note
+
+    images, labels = torch.zeros(20, 1, 2, 2), torch.arange(20) // 4  # five classes, stored class by class
+    sorted_split = ImageDataset(images, labels, torch.arange(20))
+    note = missing_classes_note(8, sorted_split)
+    assert note is not None and "2 of the split's 5 classes (missing: 2, 3, 4)" in note
+    mixed = ImageDataset(images, labels, torch.arange(20).reshape(5, 4).T.reshape(-1))  # 0, 4, 8, ... first
+    assert missing_classes_note(5, mixed) is None and missing_classes_note(None, sorted_split) is None
+    assert "missing: 1, 2, 3, 4" in missing_classes_note(3, torch.utils.data.Subset(sorted_split, range(20)))
+
+    class Targets(torch.utils.data.Dataset):  # torchvision's datasets carry their labels as ``targets``
+        targets = [0, 0, 1, 1]
+
+        def __len__(self):
+            return 4
+
+    assert "missing: 1" in missing_classes_note(2, Targets())
