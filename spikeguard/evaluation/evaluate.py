@@ -158,7 +158,7 @@ def split_labels(test) -> list[int] | None:
         labels = split_labels(test.dataset)
         return None if labels is None else [labels[int(i)] for i in test.indices]
     if hasattr(test, "labels") and hasattr(test, "indices"):
-        return [int(v) for v in test.labels[test.indices]]
+        return torch.as_tensor(test.labels)[torch.as_tensor(test.indices)].tolist()
     targets = getattr(test, "targets", None)
     return [int(v) for v in targets] if targets is not None and len(targets) == len(test) else None
 
