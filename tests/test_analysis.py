@@ -352,6 +352,12 @@ def test_analyze_command_writes_json_csv_and_figures(tiny_run, tmp_path, capsys)
     assert "rho_adv" in said
     clean = summary["mechanism"]["estimators"]["triangle:1"]["clean"]  # the terminal says the measured medians
     assert f"||dm/dx||_1 {clean['m_l1']['median']:.4g} (m the logit margin)" in said
+    # six digits cannot cover ten classes: the analysis says which it left out, in its record and on the terminal
+    labels = sorted({int(row.split(",")[1]) for row in lines[1:]})
+    missing = ", ".join(str(c) for c in range(10) if c not in labels)
+    assert summary["notes"] == [f"the first 6 samples hold {len(labels)} of the split's 10 classes (missing: {missing}): "
+                                "the numbers describe those classes only"]
+    assert f"note: {summary['notes'][0]}" in said
 
 
 def one_line_error(capsys, argv, fragment):

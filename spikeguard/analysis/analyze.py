@@ -367,6 +367,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     out/analysis.json, out/per_sample.csv and out/figures/*.png. ``settings.eps`` empty: the training eps."""
     from spikeguard.checkpoint import load_model, model_name
     from spikeguard.data import stack
+    from spikeguard.data.class_coverage import missing_classes_note
     from spikeguard.figures import write_figures
     from spikeguard.runtime import pick_device
 
@@ -385,9 +386,12 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
         evaluation = evaluation_record(check_results_match(results, checkpoint, arch, dataset), Path(results))
     data = load_splits(ckpt, data_dir)
     x, y = stack(data.test, settings.n)
+    notes = [note] if (note := missing_classes_note(settings.n, data.test)) is not None else []
     model = model.to(target)
     attack_at, flip_at, attack_info = suite_attacks(settings.seed)
     say = (lambda msg: print(f"analyze: {msg}", flush=True)) if progress else None
+    for note in notes if say else ():  # said before the work: a user can stop a run that would describe one class
+        say(f"note: {note}")
     start = time.perf_counter()
     with forked_rng(target):
         summary, rows = analyze_model(model, x.to(target), y.to(target), settings, attack_at, flip_at, say)
@@ -396,7 +400,7 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
         "format": FORMAT, "model": arch, "dataset": dataset, "checkpoint": str(checkpoint),
         "defense": cfg.get("defense"), "lamb": cfg.get("lamb"), "label": label_for(cfg, run),
         "split": "test", "attack": attack_info, **{k: v for k, v in summary.items() if k != "format"},
-        "settings": asdict(settings), "evaluation": evaluation, "per_sample": "per_sample.csv",
+        "settings": asdict(settings), "evaluation": evaluation, "notes": notes, "per_sample": "per_sample.csv",
         "definitions": "docs/theory.md", "seconds": time.perf_counter() - start,
     }
     out.mkdir(parents=True, exist_ok=True)

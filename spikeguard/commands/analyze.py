@@ -80,6 +80,8 @@ def analyze(
     if summary["layers"]:
         typer.echo(f"SOPs per inference {summary['sops_total']:.4g}, energy {summary['energy_joules']:.3g} J "
                    f"(ANN of the same weights {summary['ann_energy_joules']:.3g} J)")
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
     typer.echo(f"wrote {out / 'analysis.json'}, {out / 'per_sample.csv'} and {len(summary['figures'])} figures")
 
 

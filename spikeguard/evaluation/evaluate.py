@@ -20,6 +20,7 @@ from spikeguard.adapters import coverage, has_external_neurons, library_facts, p
 from spikeguard.attacks import pgd
 from spikeguard.attacks.ensemble import BROKEN, WorstCase
 from spikeguard.attacks.events import sparse_events
+from spikeguard.data.class_coverage import missing_classes_note
 from spikeguard.distributed import broadcast_object, context, gather_objects, on_main, shard_indices
 from spikeguard.errors import UserError
 from spikeguard.evaluation import bank, escalation, flags, probes
@@ -149,34 +150,6 @@ def fewer_samples_note(asked: int | None, available: int) -> str | None:
     if asked is None or asked <= available:
         return None
     return f"n {asked} asked for more samples than the test split holds ({available}): all {available} were evaluated"
-
-
-def split_labels(test) -> list[int] | None:
-    """The labels of a test split in order, where they can be read without loading its inputs (spikeguard's
-    ImageDataset, torchvision's ``targets``, a Subset of either); None otherwise."""
-    if isinstance(test, torch.utils.data.Subset):
-        labels = split_labels(test.dataset)
-        return None if labels is None else [labels[int(i)] for i in test.indices]
-    if hasattr(test, "labels") and hasattr(test, "indices"):
-        return torch.as_tensor(test.labels)[torch.as_tensor(test.indices)].tolist()
-    targets = getattr(test, "targets", None)
-    return [int(v) for v in targets] if targets is not None and len(targets) == len(test) else None
-
-
-def missing_classes_note(asked: int | None, test) -> str | None:
-    """The note for "the first n samples" that leave out classes of the split: a split stored class by class
-    (mnist5k's file was) makes a number about one class look like one about the data set. None when every class
-    of the split is among them, or when the labels cannot be read cheaply."""
-    if asked is None or asked >= len(test):
-        return None
-    labels = split_labels(test)
-    if labels is None:
-        return None
-    seen, present = set(labels[:asked]), set(labels)
-    if seen >= present:
-        return None
-    return (f"the first {asked} samples hold {len(seen)} of the split's {len(present)} classes (missing: "
-            f"{', '.join(str(c) for c in sorted(present - seen))}): the numbers describe those classes only")
 
 
 def assess(plan: Plan, eps_sweep: bool = False, batches=None,
