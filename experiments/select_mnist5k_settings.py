@@ -13,7 +13,8 @@ Rules, one seed (0):
 2. eps: the value of EPS_GRID at which that vanilla model's validation PGD-10 accuracy (worst case over the
    four published estimators, step 2.5 eps / 10) is closest to 30%: neither trivial nor saturated;
 3. lambda, for SR on the spiking network and on its ANN twin: the best validation PGD-10 accuracy among the
-   values losing at most 3 validation clean points against vanilla of the same network.
+   values losing at most 3 validation clean points against vanilla of the same network (a value whose training
+   collapsed to chance is recorded as such and is no candidate).
 Candidates of one step run side by side with --jobs (one process and one torch thread each). Every candidate's
 numbers are written as it finishes and a rerun skips those already there, so a killed
 selection loses one candidate at most. Progress: a line per candidate on stderr and in the .log beside the
@@ -57,6 +58,7 @@ def run_candidate(settings: dict, eps_list: list[float], attacked: int, folder: 
     import torch
 
     from spikeguard.data import load_dataset
+    from spikeguard.errors import UserError
     from spikeguard.evaluation import EvalConfig, evaluate_model
     from spikeguard.evaluation.suites import suite_from_dict
     from spikeguard.training import train
@@ -65,7 +67,13 @@ def run_candidate(settings: dict, eps_list: list[float], attacked: int, folder: 
     t0 = time.perf_counter()
     data = load_dataset("mnist5k", seed=0)  # seed 0's split; its validation part only is attacked
     val = torch.utils.data.Subset(data.val, range(min(attacked, len(data.val))))
-    run = train(TrainConfig(**{**BASE, **settings}), Path(folder), progress=False, data=data)
+    try:
+        run = train(TrainConfig(**{**BASE, **settings}), Path(folder), progress=False, data=data)
+    except UserError as error:  # a collapse (validation accuracy fell to chance) is a result: too strong a setting
+        if not str(error).startswith("training collapsed"):
+            raise
+        return {"settings": settings, "collapsed": str(error), "val_clean": None, "val_pgd": None,
+                "seconds": round(time.perf_counter() - t0, 1)}
     config = {eps: EvalConfig(suite=suite_from_dict(SUITE), eps=eps, progress=False) for eps in eps_list}
     return {"settings": settings, "val_clean": run.best_val_accuracy,
             "val_pgd": {f"{eps:g}": evaluate_model(run.model, val, data.num_classes, config[eps])
@@ -89,7 +97,7 @@ def main() -> None:
     # file_order: the first run (5 December) attacked the class-sorted file's first 300 validation images,
     # digits 0-2 only; a record without it is that run's and is redone
     identity = {"base": BASE, "suite": SUITE, "split": "validation", "attacked": attacked, "file_order": "permuted",
-                "grids": [epoch_grid, eps_grid, lamb_grid, ann_grid]}
+                "grids": [list(epoch_grid), list(eps_grid), list(lamb_grid), list(ann_grid)]}  # as JSON reads back
     record = json.loads(out.read_text()) if out.is_file() else {}
     if record.get("identity") != identity:
         record = {"identity": identity, "candidates": {}}
@@ -110,8 +118,9 @@ def main() -> None:
             name = running[future]
             entry = record["candidates"][name] = future.result()
             out.write_text(json.dumps(record, indent=2) + "\n")
-            say(log, f"mnist5k: {name}: validation clean {entry['val_clean']:.3f}, PGD {entry['val_pgd']} "
-                     f"({entry['seconds']:.0f} s)")
+            say(log, f"mnist5k: {name}: {entry['collapsed']}, not a candidate ({entry['seconds']:.0f} s)"
+                     if entry["val_clean"] is None else f"mnist5k: {name}: validation clean {entry['val_clean']:.3f}, "
+                     f"PGD {entry['val_pgd']} ({entry['seconds']:.0f} s)")
         return {name: record["candidates"][name] for name in wanted}
 
     found = candidates({f"vanilla-{e}": ({"defense": "vanilla", "epochs": e}, eps_grid) for e in epoch_grid})
@@ -132,6 +141,7 @@ def main() -> None:
     for network, (grid, _) in grids.items():
         reference = vanilla[epochs] if network == "snn" else found["vanilla-ann"]
         runs = [found[f"sr-{network}-{lamb:g}"] for lamb in grid]
+        runs = [r for r in runs if r["val_clean"] is not None]  # a collapsed training is no candidate
         choice = best_within_drop([Candidate(r["settings"], r["val_clean"], r["val_pgd"][f"{eps:g}"]) for r in runs],
                                   reference["val_clean"], MAX_CLEAN_DROP)
         chosen[f"lamb_{network}"] = {"lamb": choice.candidate.settings["lamb"], "reached": choice.reached,
