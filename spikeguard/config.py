@@ -115,7 +115,7 @@ class TrainConfig:
         if cfg.eps is None:
             cfg.eps = data.default_eps
         if cfg.lamb is None:  # the documented default, for the CLI, study plans and training.train alike
-            cfg.lamb = validated_lamb(cfg.dataset, cfg.defense) or 0.0
+            cfg.lamb = validated_lamb(cfg.dataset, cfg.defense, cfg.network) or 0.0
         if cfg.gr_lamb is None:
             cfg.gr_lamb = validated_lamb(cfg.dataset, "gr") or 0.0
         event = data.kind == "event"
@@ -275,15 +275,26 @@ def check_linf_eps(value: Any, name: str = "eps") -> Any:
     return value
 
 
-def validated_lamb(dataset: str, defense: str) -> float | None:
-    """The penalty weight validated for ``defense`` on ``dataset``, where one was (digits: the demo's
-    selection on the validation split, spikeguard/demo_selection.json); None elsewhere."""
-    if dataset != "digits" or defense not in DEFENSES or not DEFENSES.facts(defense)["needs_lamb"]:
-        return None
+def validated_choices(dataset: str) -> dict[str, Any]:
+    """What was chosen on ``dataset``'s validation split ({} where nothing was): digits' by the demo's
+    selection (spikeguard/demo_selection.json, whose ``lamb`` stands for every penalty), the others' by their
+    selection scripts (spikeguard/validated_settings.json, ``lamb_<defense>`` for each validated defense)."""
     from importlib import resources
 
-    chosen = json.loads(resources.files("spikeguard").joinpath("demo_selection.json").read_text())["chosen"]
-    return float(chosen.get(f"lamb_{defense}", chosen["lamb"]))
+    package = resources.files("spikeguard")
+    if dataset == "digits":
+        return json.loads(package.joinpath("demo_selection.json").read_text())["chosen"]
+    return json.loads(package.joinpath("validated_settings.json").read_text()).get(dataset, {})
+
+
+def validated_lamb(dataset: str, defense: str, network: str = "snn") -> float | None:
+    """The penalty weight validated for ``defense`` on ``dataset``, where one was; None elsewhere. The ANN twin
+    takes its own choice (``lamb_<defense>_ann``) where its selection made one, else the spiking network's."""
+    if defense not in DEFENSES or not DEFENSES.facts(defense)["needs_lamb"]:
+        return None
+    chosen = validated_choices(dataset)
+    lamb = chosen.get(f"lamb_{defense}_{network}", chosen.get(f"lamb_{defense}", chosen.get("lamb")))
+    return None if lamb is None else float(lamb)
 
 
 def dvs_options(config: dict[str, Any]) -> dict[str, Any] | None:

@@ -73,7 +73,7 @@ def _config(model: str | None, dataset: str, defense: str, lamb: float | None, e
     if epochs is not None:
         values["epochs"] = epochs
     if lamb is None:
-        lamb = validated_lamb(dataset, defense)
+        lamb = validated_lamb(dataset, defense, settings.get("network", "snn"))
     if lamb is not None:
         values["lamb"] = lamb
     return config_from_dict(values).resolved()

@@ -74,6 +74,30 @@ def test_digits_default_eps_is_the_demo_eps():
     assert DEFAULT_EPS["digits"] == demo_selection()["chosen"]["eps"]
 
 
+def test_mnist5k_defaults_are_its_validation_selection():
+    """The package's copy of what experiments/select_mnist5k_settings.py chose is that record's choice."""
+    import json
+
+    from spikeguard.config import validated_choices
+    from spikeguard.data.registry import DEFAULT_EPS
+    from spikeguard.demo import demo_selection
+
+    package = validated_choices("mnist5k")
+    record = json.loads((Path(__file__).resolve().parents[1] / package["source"]).read_text())
+    assert record["identity"]["split"] == "validation"
+    chosen = record["chosen"]
+    assert (package["epochs"], package["eps"], package["lamb_sr"], package["lamb_sr_ann"]) == (
+        chosen["epochs"], chosen["eps"], chosen["lamb_snn"]["lamb"], chosen["lamb_ann"]["lamb"])
+    assert DEFAULT_EPS["mnist5k"] == chosen["eps"]
+    assert validated_lamb("mnist5k", "sr") == chosen["lamb_snn"]["lamb"]
+    assert validated_lamb("mnist5k", "gr") is None and validated_lamb("cifar10", "sr") is None  # not validated
+    assert config_from_dict({"dataset": "mnist5k", "defense": "sr"}).resolved().lamb == chosen["lamb_snn"]["lamb"]
+    twin = config_from_dict({"dataset": "mnist5k", "defense": "sr", "network": "ann"}).resolved()
+    assert twin.lamb == chosen["lamb_ann"]["lamb"] != chosen["lamb_snn"]["lamb"]  # the ANN twin's own choice
+    digits = demo_selection()["chosen"]["lamb"]  # digits chose none for the twin: the spiking network's
+    assert config_from_dict({"dataset": "digits", "defense": "sr", "network": "ann"}).resolved().lamb == digits
+
+
 @pytest.mark.parametrize("field,value", [("encoder", "rate"), ("attack", "cw"), ("model", "resnet")])
 def test_unknown_names_are_rejected_before_any_work(field, value):
     with pytest.raises(UserError, match=f"unknown {field}"):

