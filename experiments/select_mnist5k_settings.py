@@ -144,9 +144,10 @@ def main() -> None:
         runs = [r for r in runs if r["val_clean"] is not None]  # a collapsed training is no candidate
         choice = best_within_drop([Candidate(r["settings"], r["val_clean"], r["val_pgd"][f"{eps:g}"]) for r in runs],
                                   reference["val_clean"], MAX_CLEAN_DROP)
-        chosen[f"lamb_{network}"] = {"lamb": choice.candidate.settings["lamb"], "reached": choice.reached,
-                                     "why": choice.why}
-        say(log, f"mnist5k: SR on {network}: lambda {choice.candidate.settings['lamb']:g} ({choice.why})")
+        collapsed = len(grid) - len(runs)
+        why = choice.why + (f"; {collapsed} of the grid's {len(grid)} collapsed to chance in training" if collapsed else "")
+        chosen[f"lamb_{network}"] = {"lamb": choice.candidate.settings["lamb"], "reached": choice.reached, "why": why}
+        say(log, f"mnist5k: SR on {network}: lambda {choice.candidate.settings['lamb']:g} ({why})")
     record["chosen"] = chosen
     record["machine"], record["threads"], record["jobs"] = machine_description(), 1, args.jobs
     record["code_version"] = code_version()
