@@ -104,16 +104,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sg-mnist5k-"))
     started = time.perf_counter()
     # spawn, not fork: a forked child inherits torch's thread pools in an unusable state
+    trained = False
     pool = ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"))
 
     def candidates(wanted: dict[str, tuple[dict, list[float]]]) -> dict[str, dict]:
         """Train and attack each named candidate not yet in the record, ``--jobs`` at a time; each one's numbers
         are written to the record as it finishes."""
         running = {}
+        nonlocal trained
         for name, (settings, eps_list) in wanted.items():
             if name not in record["candidates"]:
                 say(log, f"mnist5k: {name}: {settings} queued ({time.perf_counter() - started:.0f} s so far)")
                 running[pool.submit(run_candidate, settings, list(eps_list), attacked, str(work / name))] = name
+                trained = True
         for future in as_completed(running):
             name = running[future]
             entry = record["candidates"][name] = future.result()
@@ -149,7 +152,8 @@ def main() -> None:
         chosen[f"lamb_{network}"] = {"lamb": choice.candidate.settings["lamb"], "reached": choice.reached, "why": why}
         say(log, f"mnist5k: SR on {network}: lambda {choice.candidate.settings['lamb']:g} ({why})")
     record["chosen"] = chosen
-    record["machine"], record["threads"], record["jobs"] = machine_description(), 1, args.jobs
+    if trained:  # a rerun that only reads the record back keeps the machine and --jobs of the runs that trained
+        record["machine"], record["threads"], record["jobs"] = machine_description(), 1, args.jobs
     record["code_version"] = code_version()
     record["seconds"] = round(sum(c["seconds"] for c in record["candidates"].values()), 1)
     out.write_text(json.dumps(record, indent=2) + "\n")
