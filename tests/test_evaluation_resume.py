@@ -204,8 +204,8 @@ def test_first_n_samples_that_leave_out_classes_are_said_in_the_notes(run, tmp_p
 def test_missing_classes_note_reads_labels_of_each_kind_of_split():
     import torch
 
-    from spikeguard.data.splits import ImageDataset
     from spikeguard.data.class_coverage import missing_classes_note
+    from spikeguard.data.splits import ImageDataset
 
     images, labels = torch.zeros(20, 1, 2, 2), torch.arange(20) // 4  # five classes, stored class by class
     sorted_split = ImageDataset(images, labels, torch.arange(20))

@@ -390,8 +390,9 @@ def analyze_checkpoint(checkpoint: str | Path, settings: AnalysisSettings | None
     model = model.to(target)
     attack_at, flip_at, attack_info = suite_attacks(settings.seed)
     say = (lambda msg: print(f"analyze: {msg}", flush=True)) if progress else None
-    for note in notes if say else ():  # said before the work: a user can stop a run that would describe one class
-        say(f"note: {note}")
+    if say is not None:  # notes said before the work: a user can stop a run that would describe one class
+        for note in notes:
+            say(f"note: {note}")
     start = time.perf_counter()
     with forked_rng(target):
         summary, rows = analyze_model(model, x.to(target), y.to(target), settings, attack_at, flip_at, say)
