@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, fields
@@ -275,6 +276,7 @@ def check_linf_eps(value: Any, name: str = "eps") -> Any:
     return value
 
 
+@functools.cache  # read once: the CLI's help asks it for every data set and defense at import (callers only read)
 def validated_choices(dataset: str) -> dict[str, Any]:
     """What was chosen on ``dataset``'s validation split ({} where nothing was): digits' by the demo's
     selection (spikeguard/demo_selection.json, whose ``lamb`` stands for every penalty), the others' by their
