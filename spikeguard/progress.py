@@ -6,7 +6,9 @@ runs now, with the time elapsed and an estimate of the time remaining. Anywhere 
 ``| tee``) the same news comes as plain lines, one per finished attack on a batch, so a log grows while the
 work goes on. Training prints one line per epoch in both cases, and on a terminal a bar of the epoch's steps
 (:meth:`Reporter.counting`; converting CIFAR10-DVS recordings to frames shows one too). Times read
-"elapsed 0:01:02, remaining 0:03:10" everywhere. ``Reporter(enabled=False)`` (``--quiet``) says nothing.
+"elapsed 0:01:02, remaining 0:03:10" everywhere; "remaining" extrapolates the pace so far over the work
+left, each evaluation unit weighted by its attack's work (``unit_work`` in spikeguard/attacks/registry.py),
+not counted alike: a strong suite's 25 FGSM units take seconds, its one APGD-T unit ten minutes. ``Reporter(enabled=False)`` (``--quiet``) says nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def clock(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def remaining_time(elapsed: float, done: float, total: float) -> float | None:
+    """The time ``total - done`` more work takes at the pace so far; None before any is done."""
+    return elapsed / done * (total - done) if done > 0 else None
+
+
 def times(elapsed: float, remaining: float | None) -> str:
     """The time a piece of work took so far and the estimate of what it still needs, labelled as such."""
     return f"elapsed {clock(elapsed)}, remaining {clock(remaining)}"
@@ -40,7 +47,9 @@ class _TimesColumn(ProgressColumn):
     """A live bar's times, in the words of the plain lines."""
 
     def render(self, task: Task) -> Text:
-        return Text(times(task.elapsed or 0.0, task.time_remaining))
+        done, total = task.fields.get("work", (task.completed, task.total or 0.0))
+        elapsed = task.elapsed or 0.0
+        return Text(times(elapsed, remaining_time(elapsed, done, total)))
 
 
 class Reporter:
@@ -55,6 +64,7 @@ class Reporter:
         self._task: TaskID | None = None
         self._total = 0
         self._done = 0
+        self._work = (0.0, 0.0)  # the units' weighted work: done, total
         self._start = 0.0
         self._title = ""
 
@@ -71,13 +81,16 @@ class Reporter:
 
     # ---- counted units (evaluation)
 
-    def begin(self, title: str, total: int) -> None:
-        """Start counting ``total`` units of work called ``title``."""
+    def begin(self, title: str, total: int, work: float | None = None) -> None:
+        """Start counting ``total`` units of work called ``title``; ``work``: their summed weights (each
+        :meth:`advance` then says its units' weight), by default one per unit."""
         self._total, self._done, self._start, self._title = total, 0, time.perf_counter(), title
+        self._work = (0.0, float(total if work is None else work))
         if not self.enabled:
             return
         if self.live:
-            self._start_bar(title, total)
+            bar, task = self._start_bar(title, total)
+            bar.update(task, work=self._work)
         self.line(f"{title}: {total} units (attack x estimator x batch)")
 
     def unit(self, name: str) -> None:
@@ -85,18 +98,19 @@ class Reporter:
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, description=name)
 
-    def advance(self, units: int = 1) -> None:
-        """``units`` units are done."""
+    def advance(self, units: int = 1, work: float | None = None) -> None:
+        """``units`` units are done, of weight ``work`` (by default one each)."""
         self._done += units
+        self._work = (self._work[0] + (units if work is None else work), self._work[1])
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=units)
+            self._bar.update(self._task, advance=units, work=self._work)
 
     def step_done(self, what: str, seconds: float) -> None:
         """A larger step (one attack on one batch) finished: a plain line when no bar is live."""
         if not self.enabled or self._bar is not None:
             return
         elapsed = time.perf_counter() - self._start
-        remaining = elapsed / self._done * (self._total - self._done) if self._done else None
+        remaining = remaining_time(elapsed, *self._work)
         self.line(f"  {what} done in {seconds:.1f}s; {self._done}/{self._total} units, "
                   f"{times(elapsed, remaining)}")
 

@@ -107,6 +107,34 @@ def test_a_terminal_gets_a_live_bar_with_labelled_times_and_a_log_or_quiet_gets_
 
 # ---- config.yaml: only what applies; old full files still work --------------------------------------------
 
+def test_time_remaining_weighs_each_unit_by_its_attacks_work(monkeypatch):
+    """A strong suite's 25 FGSM units took 6 s and its one APGD-T unit 9 min: counting units alike said
+    "remaining 0:02:13" with 25 minutes to go. The estimate weighs units by their attack's work."""
+    from spikeguard import progress
+    from spikeguard.attacks.registry import ATTACKS, TRANSFER, attack_kind, unit_work
+    from spikeguard.evaluation.suites import load_suite
+
+    strong = {spec.attack: unit_work(spec.attack, spec.params) for spec in load_suite("strong").attacks}
+    assert strong["fgsm"] == 1 and strong["pgd"] == 100 and strong["apgd-t"] == 900 and strong["rays"] == 2500
+    assert unit_work("apgd-t", {"steps": 100, "restarts": 1}, num_classes=5) == 400  # 4 target classes
+    for name in ATTACKS.names():  # every work parameter is a parameter of its kind (transfer's: the suite's)
+        known = set(attack_kind(name).params) | ({"steps"} if name == TRANSFER else set())
+        assert set(attack_kind(name).passes) <= known, name
+
+    clock = iter([0.0, 60.0, 120.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    reporter = Reporter(stream=stream, live=False)
+    reporter.begin("suite strong", 3, work=1 + 1 + 98)
+    reporter.advance(work=1)
+    reporter.advance(work=1)
+    reporter.step_done("fgsm", 60.0)  # 2 of 100 work in 60 s: 98 more take 49 min, not 30 s
+    assert "2/3 units, elapsed 0:01:00, remaining 0:49:00" in stream.getvalue()
+    reporter.advance(work=98)
+    reporter.step_done("apgd-t", 60.0)
+    assert "3/3 units, elapsed 0:02:00, remaining 0:00:00" in stream.getvalue()
+
+
 def test_config_yaml_records_only_what_applies(vanilla_run):
     run, _ = vanilla_run
     recorded = yaml.safe_load((run / "config.yaml").read_text())

@@ -30,7 +30,7 @@ from spikeguard.adapters import has_external_neurons
 from spikeguard.attacks import input_gradient
 from spikeguard.attacks.ensemble import WorstCase
 from spikeguard.attacks.events import within_event_budget
-from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind
+from spikeguard.attacks.registry import TRANSFER, AttackCall, attack_kind, unit_work
 from spikeguard.evaluation import bank, batch_dependence
 from spikeguard.evaluation.examples import ScoredExamples
 from spikeguard.evaluation.saturation import softmax_saturation
@@ -179,8 +179,21 @@ class SuiteRunner:
 
     def units_per_batch(self) -> int:
         """Progress units of one batch: one per (attack, estimator) pair, one per random attack."""
-        units = sum(1 if s.random else max(len(self.members(s)), 1) for s in self.suite.attacks)
+        units = sum(self._units(s) for s in self.suite.attacks)
         return units + (len(self.transfer_members) if self.source is not None else 0)
+
+    def work_per_batch(self) -> float:
+        """The units' summed weights (:meth:`unit_work`), which the time-remaining estimate counts."""
+        work = sum(self._units(s) * self.unit_work(s) for s in self.suite.attacks)
+        return work + (len(self.transfer_members) * self.unit_work(self._transfer_spec())
+                       if self.source is not None else 0.0)
+
+    def _units(self, spec: AttackSpec) -> int:
+        return 1 if spec.random else max(len(self.members(spec)), 1)
+
+    def unit_work(self, spec: AttackSpec) -> float:
+        """One unit of ``spec``: about how many gradient steps per sample it costs."""
+        return unit_work(spec.attack, spec.params, self.num_classes)
 
     def _unit(self, label: str, member: str, batch: Batch) -> None:
         self.reporter.unit(f"{label} / {member} / batch {batch.number + 1} of {self.batch_count}")
@@ -234,7 +247,7 @@ class SuiteRunner:
             if batch is not None:
                 self._unit(spec.label, "random draws", batch)
             drawn = self._random_draws(spec, x, y, eps, clean, generator, rows)
-            self.reporter.advance()
+            self.reporter.advance(work=self.unit_work(spec))
             return drawn
         worst = WorstCase(clean)
         everyone = (clean > 0).nonzero().squeeze(1)
@@ -254,7 +267,7 @@ class SuiteRunner:
                 keys = [rows[i].index for i in idx.tolist()]
                 scores[idx] = torch.minimum(clean[idx], self.score(x_adv, y[idx], keys))
             self._member_column(spec.label, member or spec.attack, worst, scores, rows)
-            self.reporter.advance()
+            self.reporter.advance(work=self.unit_work(spec))
         return self._attack_columns(spec.label, worst, rows)
 
     def _member_column(self, label: str, member: str, worst: WorstCase, scores: torch.Tensor,
@@ -285,10 +298,13 @@ class SuiteRunner:
         self._member_column(spec.label, "draws", worst, torch.minimum(clean, stacked.min(0).values), rows)
         return self._attack_columns(spec.label, worst, rows)
 
+    def _transfer_spec(self) -> AttackSpec:
+        return AttackSpec(TRANSFER, TRANSFER, {"steps": self.suite.transfer["steps"], "alpha": None,
+                                               "restarts": 1, "random_start": True}, ())
+
     def _transfer(self, x, y, clean, generator, rows, batch: Batch | None = None) -> None:
         """PGD on the source model under each of the suite's transfer estimators, scored on the target."""
-        spec = AttackSpec(TRANSFER, TRANSFER, {"steps": self.suite.transfer["steps"], "alpha": None,
-                                                   "restarts": 1, "random_start": True}, ())
+        spec = self._transfer_spec()
         assert self.source is not None  # called only with a transfer source
         worst = WorstCase(clean)
         for member in self.transfer_members:
@@ -299,7 +315,7 @@ class SuiteRunner:
             scores = torch.minimum(clean, self.score(within_budget(x_adv, x, self.eps, "linf"), y,
                                                      [r.index for r in rows]))
             self._member_column(TRANSFER, member, worst, scores, rows)
-            self.reporter.advance()
+            self.reporter.advance(work=self.unit_work(spec))
         self._attack_columns(TRANSFER, worst, rows)
 
     def grad_mode_members(self, x: torch.Tensor) -> list[str]:
@@ -383,7 +399,7 @@ def run_suite(plan: Plan, batches: Sequence[int] | None = None,
     runner.batch_count = math.ceil(plan.count / plan.batch_size)
     radius = f"budget {plan.threat.budget}" if plan.threat is not None and plan.threat.events else f"eps {plan.eps:.4g}"
     runner.reporter.begin(f"suite {plan.suite.name}, {radius}, {plan.count} samples", runner.units_per_batch() *
-                          len(chosen))
+                          len(chosen), runner.work_per_batch() * len(chosen))
     try:
         for batch in chosen:
             before = dict(runner.seconds)
