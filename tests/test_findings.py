@@ -46,6 +46,21 @@ def test_each_preset_loads_and_expands_to_the_cells_the_page_reports(name):
                 assert not (cell_dir / "analysis" / "figures").exists()
 
 
+# the state column of that table: "answered: 12 of 12 cells", "in progress: 9 of 12 cells"
+STATE = re.compile(r"^\|[^|]+\| `studies/([\w.-]+)\.yaml` \| \d+ \| ([\w ]+): (\d+) of (\d+) cells", re.MULTILINE)
+
+
+def test_each_study_state_the_page_gives_is_that_of_its_kept_cells():
+    """"answered: N of N cells" only where all N are kept as done; an unfinished study reads "in progress"."""
+    states = STATE.findall(PAGE.read_text())
+    assert {name for name, *_ in states} == set(reported())
+    for name, word, done, cells in states:
+        study = json.loads((ROOT / "studies" / "results" / name / "study.json").read_text())
+        kept = sum(cell["status"] == "done" for cell in study["cells"])
+        assert (int(done), int(cells)) == (kept, len(study["cells"])), name
+        assert word == ("answered" if kept == len(study["cells"]) else "in progress"), name
+
+
 def _candidates(*rows):
     return [Candidate({"lamb": lamb}, clean, robust) for lamb, clean, robust in rows]
 
