@@ -8,7 +8,7 @@ work goes on. Training prints one line per epoch in both cases, and on a termina
 (:meth:`Reporter.counting`; converting CIFAR10-DVS recordings to frames shows one too). Times read
 "elapsed 0:01:02, remaining 0:03:10" everywhere; "remaining" extrapolates the pace so far over the work
 left, each evaluation unit weighted by its attack's work (``unit_work`` in spikeguard/attacks/registry.py),
-not counted alike: a strong suite's 25 FGSM units take seconds, its one APGD-T unit ten minutes.
+not counted alike: a strong suite's 25 FGSM units take seconds in all, each of its 4 APGD-T units minutes.
 ``Reporter(enabled=False)`` (``--quiet``) says nothing.
 """
 

@@ -108,8 +108,8 @@ def test_a_terminal_gets_a_live_bar_with_labelled_times_and_a_log_or_quiet_gets_
 # ---- config.yaml: only what applies; old full files still work --------------------------------------------
 
 def test_time_remaining_weighs_each_unit_by_its_attacks_work(monkeypatch):
-    """A strong suite's 25 FGSM units took 6 s and its one APGD-T unit 9 min: counting units alike said
-    "remaining 0:02:13" with 25 minutes to go. The estimate weighs units by their attack's work."""
+    """A strong suite's 25 FGSM units took 8 s in all and its 4 APGD-T units 8 min: counting units alike
+    said "remaining 0:05:11" with 33 minutes to go. The estimate weighs units by their attack's work."""
     from spikeguard import progress
     from spikeguard.attacks.registry import ATTACKS, TRANSFER, attack_kind, unit_work
     from spikeguard.evaluation.suites import load_suite
@@ -133,6 +133,11 @@ def test_time_remaining_weighs_each_unit_by_its_attacks_work(monkeypatch):
     reporter.advance(work=98)
     reporter.step_done("apgd-t", 60.0)
     assert "3/3 units, elapsed 0:02:00, remaining 0:00:00" in stream.getvalue()
+    # a terminal's live bar says the same: its task carries the weighted work beside the unit count
+    from types import SimpleNamespace
+
+    live = SimpleNamespace(fields={"work": (2.0, 100.0)}, elapsed=60.0, completed=2, total=3)
+    assert str(progress._TimesColumn().render(live)) == "elapsed 0:01:00, remaining 0:49:00"
 
 
 def test_config_yaml_records_only_what_applies(vanilla_run):
